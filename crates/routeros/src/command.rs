@@ -1,0 +1,445 @@
+//! Typed RouterOS commands.
+//!
+//! Every value that reaches a command line goes through a validating newtype
+//! first, so no user-controlled string (a volume name, a StorageClass
+//! parameter) can smuggle RouterOS syntax such as `]`, `;`, `"` or `$` into a
+//! command. Validation is deliberately narrower than what RouterOS accepts:
+//! anything outside the allowed alphabet is refused, not escaped.
+
+use std::fmt;
+
+use crate::error::ValidationError;
+
+/// Longest slot (volume ID) accepted. Kubernetes PV names are at most 253
+/// characters but provisioner-made names are `pvc-<uuid>` (40).
+pub const MAX_SLOT_LEN: usize = 128;
+/// NVMe limits an NQN to 223 bytes.
+pub const MAX_NQN_LEN: usize = 223;
+const MAX_PATH_LEN: usize = 512;
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
+}
+
+/// A disk slot: the volume ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(String);
+
+impl Slot {
+    pub fn new(s: &str) -> Result<Self, ValidationError> {
+        let err = |r: &str| Err(ValidationError::new("volume id", s, r));
+        if s.is_empty() {
+            return err("must not be empty");
+        }
+        if s.len() > MAX_SLOT_LEN {
+            return err(&format!("longer than {MAX_SLOT_LEN} characters"));
+        }
+        if !s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+            return err("must start with a letter or digit");
+        }
+        if !s.chars().all(is_name_char) {
+            return err("only letters, digits, '-', '_' and '.' are allowed");
+        }
+        Ok(Slot(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A prefix of slots used to list the driver's volumes (`slot~"^prefix"`).
+/// Dots are refused because `~` is a regular expression match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotPrefix(String);
+
+impl SlotPrefix {
+    pub fn new(s: &str) -> Result<Self, ValidationError> {
+        if s.len() > MAX_SLOT_LEN {
+            return Err(ValidationError::new("volume id prefix", s, "too long"));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ValidationError::new(
+                "volume id prefix",
+                s,
+                "only letters, digits, '-' and '_' are allowed",
+            ));
+        }
+        Ok(SlotPrefix(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, slot: &str) -> bool {
+        slot.starts_with(&self.0)
+    }
+}
+
+/// An absolute RouterOS file path such as `/storage-pool/metal-csi`,
+/// normalized (no `.`/`..`, no empty components, no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RosPath(String);
+
+impl RosPath {
+    pub fn new(s: &str) -> Result<Self, ValidationError> {
+        let err = |r: &str| Err(ValidationError::new("path", s, r));
+        if !s.starts_with('/') {
+            return err("must be absolute (start with '/')");
+        }
+        if s.len() > MAX_PATH_LEN {
+            return err("too long");
+        }
+        let mut parts = Vec::new();
+        for part in s.split('/') {
+            match part {
+                "" => continue,
+                "." | ".." => return err("'.' and '..' are not allowed"),
+                p if !p.chars().all(is_name_char) => {
+                    return err("only letters, digits, '-', '_', '.' and '/' are allowed")
+                }
+                p => parts.push(p),
+            }
+        }
+        if parts.is_empty() {
+            return err("must name a directory below '/'");
+        }
+        Ok(RosPath(format!("/{}", parts.join("/"))))
+    }
+
+    /// Requires this path to lie at or below `base`.
+    pub fn under(self, base: &RosPath) -> Result<Self, ValidationError> {
+        let inside = self.0 == base.0
+            || self
+                .0
+                .strip_prefix(&base.0)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if inside {
+            Ok(self)
+        } else {
+            Err(ValidationError::new(
+                "path",
+                &self.0,
+                format!("must be under {}", base.0),
+            ))
+        }
+    }
+
+    pub fn join(&self, file: &str) -> Result<Self, ValidationError> {
+        RosPath::new(&format!("{}/{}", self.0, file))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name `/file` uses for this path: no leading slash.
+    pub fn file_name(&self) -> &str {
+        &self.0[1..]
+    }
+
+    /// The first component: the pool's mount point.
+    pub fn mount_point(&self) -> &str {
+        self.file_name().split('/').next().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for RosPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An NVMe Qualified Name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Nqn(String);
+
+impl Nqn {
+    pub fn new(s: &str) -> Result<Self, ValidationError> {
+        let err = |r: &str| Err(ValidationError::new("nqn", s, r));
+        if !s.starts_with("nqn.") {
+            return err("must start with 'nqn.'");
+        }
+        if s.len() > MAX_NQN_LEN {
+            return err("longer than 223 bytes");
+        }
+        if !s.chars().all(|c| is_name_char(c) || c == ':') {
+            return err("only letters, digits, '-', '_', '.' and ':' are allowed");
+        }
+        Ok(Nqn(s.to_string()))
+    }
+
+    /// The NQN for a volume under a prefix such as
+    /// `nqn.2000-02.com.mikrotik:` (the existing driver's convention).
+    pub fn for_volume(prefix: &str, slot: &Slot) -> Result<Self, ValidationError> {
+        Nqn::new(&format!("{prefix}{slot}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Nqn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One RouterOS command. `render` produces the exact command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Create a file-backed disk exported over NVMe/TCP.
+    DiskAdd {
+        slot: Slot,
+        file: RosPath,
+        size_bytes: u64,
+        port: u16,
+        nqn: Nqn,
+    },
+    /// A copy-on-write copy of another disk; exported when `export` is set.
+    DiskCopy {
+        source: Slot,
+        slot: Slot,
+        file: RosPath,
+        export: Option<(u64, u16, Nqn)>,
+    },
+    DiskGet {
+        slot: Slot,
+    },
+    DiskList {
+        prefix: SlotPrefix,
+    },
+    DiskResize {
+        slot: Slot,
+        size_bytes: u64,
+    },
+    DiskRemove {
+        slot: Slot,
+    },
+    FileList {
+        under: RosPath,
+    },
+    FileRemove {
+        file: RosPath,
+    },
+    PoolCapacity {
+        mount_point: Slot,
+    },
+    MonitorTraffic {
+        slot: Slot,
+    },
+}
+
+impl Command {
+    pub fn render(&self) -> String {
+        match self {
+            Command::DiskAdd {
+                slot,
+                file,
+                size_bytes,
+                port,
+                nqn,
+            } => format!(
+                "/disk add type=file file-path={file} file-size={size_bytes} slot={slot} \
+                 nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
+            ),
+            Command::DiskCopy {
+                source,
+                slot,
+                file,
+                export,
+            } => {
+                let mut s =
+                    format!("/disk add type=file copy-from=[find slot={source}] file-path={file} slot={slot}");
+                if let Some((size, port, nqn)) = export {
+                    s.push_str(&format!(
+                        " file-size={size} nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
+                    ));
+                }
+                s
+            }
+            Command::DiskGet { slot } => format!("/disk print detail where slot=\"{slot}\""),
+            Command::DiskList { prefix } => {
+                format!("/disk print detail where slot~\"^{}\"", prefix.as_str())
+            }
+            Command::DiskResize { slot, size_bytes } => {
+                format!("/disk set [find slot=\"{slot}\"] file-size={size_bytes}")
+            }
+            Command::DiskRemove { slot } => format!("/disk remove [find slot=\"{slot}\"]"),
+            Command::FileList { under } => {
+                format!("/file print detail where name~\"^{}/\"", under.file_name())
+            }
+            Command::FileRemove { file } => {
+                format!("/file remove [find name=\"{}\"]", file.file_name())
+            }
+            Command::PoolCapacity { mount_point } => {
+                format!("/disk print detail where mount-point=\"{mount_point}\"")
+            }
+            Command::MonitorTraffic { slot } => format!("/disk monitor-traffic {slot} once"),
+        }
+    }
+
+    /// A stable label for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::DiskAdd { .. } => "disk_add",
+            Command::DiskCopy { .. } => "disk_copy",
+            Command::DiskGet { .. } => "disk_get",
+            Command::DiskList { .. } => "disk_list",
+            Command::DiskResize { .. } => "disk_resize",
+            Command::DiskRemove { .. } => "disk_remove",
+            Command::FileList { .. } => "file_list",
+            Command::FileRemove { .. } => "file_remove",
+            Command::PoolCapacity { .. } => "pool_capacity",
+            Command::MonitorTraffic { .. } => "monitor_traffic",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn provisioner_style_names_are_valid_slots() {
+        assert!(Slot::new("pvc-0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").is_ok());
+        assert!(Slot::new("snapshot-1.2_x").is_ok());
+    }
+
+    #[test]
+    fn injection_attempts_in_slots_are_refused() {
+        for bad in [
+            "",
+            "pvc-1 ] ; /system reboot",
+            "pvc\"",
+            "a;b",
+            "a b",
+            "a]b",
+            "a[b",
+            "$x",
+            "a\nb",
+            "-leading-dash",
+            ".hidden",
+            "ä",
+            &"x".repeat(129),
+        ] {
+            assert!(Slot::new(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn paths_are_normalized_and_kept_under_their_base() {
+        let base = RosPath::new("/storage-pool").unwrap();
+        let p = RosPath::new("/storage-pool//metal-csi/").unwrap();
+        assert_eq!(p.as_str(), "/storage-pool/metal-csi");
+        assert_eq!(p.file_name(), "storage-pool/metal-csi");
+        assert_eq!(p.mount_point(), "storage-pool");
+        assert!(p.clone().under(&base).is_ok());
+        assert!(RosPath::new("/storage-pool-2/x")
+            .unwrap()
+            .under(&base)
+            .is_err());
+        assert!(RosPath::new("/other").unwrap().under(&base).is_err());
+        for bad in [
+            "relative/path",
+            "/a/../b",
+            "/a/./b",
+            "/",
+            "/a b",
+            "/a\"b",
+            "/a]b",
+            "/a;b",
+        ] {
+            assert!(RosPath::new(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn nqns_are_checked() {
+        let slot = Slot::new("pvc-1").unwrap();
+        let nqn = Nqn::for_volume("nqn.2000-02.com.mikrotik:", &slot).unwrap();
+        assert_eq!(nqn.as_str(), "nqn.2000-02.com.mikrotik:pvc-1");
+        assert!(Nqn::new("iqn.x").is_err());
+        assert!(Nqn::new("nqn.x y").is_err());
+        assert!(Nqn::new(&format!("nqn.{}", "a".repeat(230))).is_err());
+    }
+
+    #[test]
+    fn disk_add_renders_the_reference_command() {
+        let slot = Slot::new("pvc-1").unwrap();
+        let cmd = Command::DiskAdd {
+            file: RosPath::new("/storage-pool/metal-csi/pvc-1.img").unwrap(),
+            size_bytes: 1_610_612_736,
+            port: 4420,
+            nqn: Nqn::for_volume("nqn.2000-02.com.mikrotik:", &slot).unwrap(),
+            slot,
+        };
+        assert_eq!(
+            cmd.render(),
+            "/disk add type=file file-path=/storage-pool/metal-csi/pvc-1.img file-size=1610612736 \
+             slot=pvc-1 nvme-tcp-export=yes nvme-tcp-server-port=4420 \
+             nvme-tcp-server-nqn=nqn.2000-02.com.mikrotik:pvc-1"
+        );
+    }
+
+    #[test]
+    fn lookups_and_removals_render_find_expressions() {
+        let slot = Slot::new("pvc-1").unwrap();
+        assert_eq!(
+            Command::DiskGet { slot: slot.clone() }.render(),
+            "/disk print detail where slot=\"pvc-1\""
+        );
+        assert_eq!(
+            Command::DiskRemove { slot: slot.clone() }.render(),
+            "/disk remove [find slot=\"pvc-1\"]"
+        );
+        assert_eq!(
+            Command::FileRemove {
+                file: RosPath::new("/storage-pool/metal-csi/pvc-1.img").unwrap()
+            }
+            .render(),
+            "/file remove [find name=\"storage-pool/metal-csi/pvc-1.img\"]"
+        );
+        assert_eq!(
+            Command::DiskList {
+                prefix: SlotPrefix::new("pvc-").unwrap()
+            }
+            .render(),
+            "/disk print detail where slot~\"^pvc-\""
+        );
+        assert!(SlotPrefix::new("pvc.").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn no_accepted_slot_contains_routeros_syntax(s in any::<String>()) {
+            if let Ok(slot) = Slot::new(&s) {
+                let syntax = ['"', '[', ']', ';', '$', ' ', '\\', '\n', '{', '}', '='];
+                let clean = !slot.as_str().contains(syntax);
+                prop_assert!(clean);
+            }
+        }
+
+        #[test]
+        fn no_accepted_path_escapes_its_base(s in "(/[a-z.]{0,4}){0,5}") {
+            let base = RosPath::new("/storage-pool").unwrap();
+            if let Ok(p) = RosPath::new(&s).and_then(|p| p.under(&base)) {
+                prop_assert!(p.as_str().starts_with("/storage-pool"));
+                prop_assert!(!p.as_str().contains("/../"));
+                prop_assert!(!p.as_str().ends_with("/.."));
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The ROSE Data Server backend over the RouterOS CLI.
+//!
+//! This crate owns everything that speaks to the RDS: the SSH transport
+//! (`client`), typed and validated commands (`command`), the parser of
+//! `print detail` records (`record`), error classification (`error`) and the
+//! disk operations built from them (`rds`). It knows nothing about CSI or
+//! Kubernetes; the CSI layer maps its errors to gRPC codes.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod command;
+pub mod error;
+pub mod metrics;
+pub mod rds;
+pub mod record;
+
+pub use client::{fingerprint, load_key, Client, ClientConfig, HostKeyPolicy, Output};
+pub use command::{Command, Nqn, RosPath, Slot, SlotPrefix};
+pub use error::{Error, Result, ValidationError};
+pub use metrics::ClientMetrics;
+pub use rds::{Capacity, Disk, FileEntry, NewDisk, Rds};
+pub use record::{parse_records, parse_size, Record};

@@ -1,0 +1,205 @@
+//! Disk operations on the RDS, built from typed commands and parsed records.
+//!
+//! "Absent" is only ever concluded from a successful command that printed
+//! no matching record; any transport error stays an error, so a caller can
+//! never mistake "unreachable" for "not there" and create a duplicate.
+
+use crate::client::Client;
+use crate::command::{Command, Nqn, RosPath, Slot, SlotPrefix};
+use crate::error::{Error, Result};
+use crate::record::{parse_records, Record};
+
+/// A file-backed disk as RouterOS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub slot: String,
+    pub file_path: Option<String>,
+    /// Exact size in bytes (`size=`), falling back to the rounded
+    /// `file-size=` when `size=` is absent.
+    pub size_bytes: u64,
+    pub nqn: Option<String>,
+    pub port: Option<u16>,
+    pub exported: bool,
+}
+
+impl Disk {
+    fn from_record(r: &Record) -> Option<Disk> {
+        let slot = r.get("slot")?.to_string();
+        Some(Disk {
+            file_path: r.get("file-path").map(str::to_string),
+            size_bytes: r
+                .get_bytes("size")
+                .or_else(|| r.get_bytes("file-size"))
+                .unwrap_or(0),
+            nqn: r
+                .get("nvme-tcp-server-nqn")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            port: r.get("nvme-tcp-server-port").and_then(|p| p.parse().ok()),
+            exported: r.get_bool("nvme-tcp-export").unwrap_or(false),
+            slot,
+        })
+    }
+}
+
+/// Pool capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// A file on the RDS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path without the leading slash, as `/file` prints it.
+    pub name: String,
+    pub size_bytes: Option<u64>,
+    pub last_modified: Option<String>,
+}
+
+/// Specification of a new exported disk.
+#[derive(Debug, Clone)]
+pub struct NewDisk {
+    pub slot: Slot,
+    pub file: RosPath,
+    pub size_bytes: u64,
+    pub port: u16,
+    pub nqn: Nqn,
+}
+
+#[derive(Clone)]
+pub struct Rds {
+    client: Client,
+}
+
+impl Rds {
+    pub fn new(client: Client) -> Self {
+        Rds { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Looks one disk up; `Ok(None)` only when the RDS answered and listed
+    /// no disk with exactly this slot.
+    pub async fn get_disk(&self, slot: &Slot) -> Result<Option<Disk>> {
+        let out = self
+            .client
+            .run(&Command::DiskGet { slot: slot.clone() })
+            .await?;
+        Ok(parse_records(&out.stdout)
+            .iter()
+            .filter_map(Disk::from_record)
+            .find(|d| d.slot == slot.as_str()))
+    }
+
+    /// File-backed disks whose slot starts with `prefix`.
+    pub async fn list_disks(&self, prefix: &SlotPrefix) -> Result<Vec<Disk>> {
+        let out = self
+            .client
+            .run(&Command::DiskList {
+                prefix: prefix.clone(),
+            })
+            .await?;
+        let mut disks: Vec<Disk> = parse_records(&out.stdout)
+            .iter()
+            .filter(|r| r.get("type").is_none_or(|t| t == "file"))
+            .filter_map(Disk::from_record)
+            .filter(|d| prefix.matches(&d.slot))
+            .collect();
+        disks.sort_by(|a, b| a.slot.cmp(&b.slot));
+        disks.dedup_by(|a, b| a.slot == b.slot);
+        Ok(disks)
+    }
+
+    pub async fn create_disk(&self, spec: &NewDisk) -> Result<()> {
+        self.client
+            .run(&Command::DiskAdd {
+                slot: spec.slot.clone(),
+                file: spec.file.clone(),
+                size_bytes: spec.size_bytes,
+                port: spec.port,
+                nqn: spec.nqn.clone(),
+            })
+            .await
+            .map(drop)
+    }
+
+    pub async fn resize_disk(&self, slot: &Slot, size_bytes: u64) -> Result<()> {
+        self.client
+            .run(&Command::DiskResize {
+                slot: slot.clone(),
+                size_bytes,
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Removes the disk entry; removing an absent disk succeeds.
+    pub async fn remove_disk(&self, slot: &Slot) -> Result<()> {
+        match self
+            .client
+            .run(&Command::DiskRemove { slot: slot.clone() })
+            .await
+        {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a backing file; removing an absent file succeeds.
+    pub async fn remove_file(&self, file: &RosPath) -> Result<()> {
+        match self
+            .client
+            .run(&Command::FileRemove { file: file.clone() })
+            .await
+        {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn list_files(&self, under: &RosPath) -> Result<Vec<FileEntry>> {
+        let out = self
+            .client
+            .run(&Command::FileList {
+                under: under.clone(),
+            })
+            .await?;
+        Ok(parse_records(&out.stdout)
+            .iter()
+            .filter_map(|r| {
+                Some(FileEntry {
+                    name: r.get("name")?.to_string(),
+                    size_bytes: r.get_bytes("size"),
+                    last_modified: r.get("last-modified").map(str::to_string),
+                })
+            })
+            .collect())
+    }
+
+    /// Size and free space of the pool mounted at `mount_point`.
+    pub async fn capacity(&self, mount_point: &Slot) -> Result<Capacity> {
+        let out = self
+            .client
+            .run(&Command::PoolCapacity {
+                mount_point: mount_point.clone(),
+            })
+            .await?;
+        let records = parse_records(&out.stdout);
+        let r = records.first().ok_or_else(|| {
+            Error::NotFound(format!("no pool mounted at {:?}", mount_point.as_str()))
+        })?;
+        match (r.get_bytes("size"), r.get_bytes("free")) {
+            (Some(size_bytes), Some(free_bytes)) => Ok(Capacity {
+                size_bytes,
+                free_bytes,
+            }),
+            _ => Err(Error::Protocol(format!(
+                "pool record without size= and free=: {r}"
+            ))),
+        }
+    }
+}
