@@ -233,6 +233,12 @@ pub enum Command {
     FileRemove {
         file: RosPath,
     },
+    /// Files whose name contains `name` (a regex match in RouterOS, so the
+    /// dots of a slot match any character: a superset, filtered by the
+    /// caller).
+    FileFind {
+        name: Slot,
+    },
     PoolCapacity {
         mount_point: Slot,
     },
@@ -283,6 +289,7 @@ impl Command {
             Command::FileRemove { file } => {
                 format!("/file remove [find name=\"{}\"]", file.file_name())
             }
+            Command::FileFind { name } => format!("/file print detail where name~\"{name}\""),
             Command::PoolCapacity { mount_point } => {
                 format!("/disk print detail where mount-point=\"{mount_point}\"")
             }
@@ -301,6 +308,7 @@ impl Command {
             Command::DiskRemove { .. } => "disk_remove",
             Command::FileList { .. } => "file_list",
             Command::FileRemove { .. } => "file_remove",
+            Command::FileFind { .. } => "file_find",
             Command::PoolCapacity { .. } => "pool_capacity",
             Command::MonitorTraffic { .. } => "monitor_traffic",
         }

@@ -168,16 +168,14 @@ impl Rds {
                 under: under.clone(),
             })
             .await?;
-        Ok(parse_records(&out.stdout)
-            .iter()
-            .filter_map(|r| {
-                Some(FileEntry {
-                    name: r.get("name")?.to_string(),
-                    size_bytes: r.get_bytes("size"),
-                    last_modified: r.get("last-modified").map(str::to_string),
-                })
-            })
-            .collect())
+        Ok(file_entries(&out.stdout))
+    }
+
+    /// Files whose name contains `fragment` (superset; filter exactly).
+    pub async fn find_files(&self, fragment: &str) -> Result<Vec<FileEntry>> {
+        let name = Slot::new(fragment)?;
+        let out = self.client.run(&Command::FileFind { name }).await?;
+        Ok(file_entries(&out.stdout))
     }
 
     /// Size and free space of the pool mounted at `mount_point`.
@@ -202,4 +200,17 @@ impl Rds {
             ))),
         }
     }
+}
+
+fn file_entries(stdout: &str) -> Vec<FileEntry> {
+    parse_records(stdout)
+        .iter()
+        .filter_map(|r| {
+            Some(FileEntry {
+                name: r.get("name")?.to_string(),
+                size_bytes: r.get_bytes("size"),
+                last_modified: r.get("last-modified").map(str::to_string),
+            })
+        })
+        .collect()
 }

@@ -1,0 +1,114 @@
+//! Backend health, polled in the background.
+//!
+//! Probe, the readiness endpoint and the gauges read what the poller last
+//! saw; none of them ever waits on SSH (lesson 12: backend I/O inside a
+//! scrape or a probe turns a slow RDS into a dead driver).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{Gauge, IntGauge, Registry};
+use routeros::Slot;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backend::Backend;
+
+#[derive(Clone)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+    up: IntGauge,
+    rtt: Gauge,
+    pool_size: IntGauge,
+    pool_free: IntGauge,
+}
+
+impl Health {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let up = IntGauge::new(
+            "rds_csi_backend_up",
+            "1 when the last backend health check succeeded.",
+        )?;
+        let rtt = Gauge::new(
+            "rds_csi_backend_health_check_seconds",
+            "Round-trip time of the last backend health check.",
+        )?;
+        let pool_size = IntGauge::new("rds_csi_pool_size_bytes", "Size of the RDS storage pool.")?;
+        let pool_free = IntGauge::new(
+            "rds_csi_pool_free_bytes",
+            "Free space in the RDS storage pool.",
+        )?;
+        registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(rtt.clone()))?;
+        registry.register(Box::new(pool_size.clone()))?;
+        registry.register(Box::new(pool_free.clone()))?;
+        Ok(Health {
+            ready: Arc::new(AtomicBool::new(false)),
+            up,
+            rtt,
+            pool_size,
+            pool_free,
+        })
+    }
+
+    /// Always ready: for services that have no backend (the node plugin).
+    pub fn always_ready() -> Self {
+        let h = Self::register(&Registry::new()).expect("fresh registry");
+        h.ready.store(true, Ordering::Relaxed);
+        h
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, ok: bool) {
+        let was = self.ready.swap(ok, Ordering::Relaxed);
+        self.up.set(ok as i64);
+        if was != ok {
+            if ok {
+                info!("backend is reachable; reporting ready");
+            } else {
+                warn!("backend is unreachable; reporting not ready");
+            }
+        }
+    }
+
+    /// Checks the backend every `interval` until cancelled.
+    pub async fn run<B: Backend>(
+        self,
+        backend: Arc<B>,
+        pool: Slot,
+        interval: Duration,
+        timeout: Duration,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let started = Instant::now();
+            let result = tokio::time::timeout(timeout, backend.capacity(&pool)).await;
+            match result {
+                Ok(Ok(cap)) => {
+                    self.rtt.set(started.elapsed().as_secs_f64());
+                    self.pool_size
+                        .set(cap.size_bytes.min(i64::MAX as u64) as i64);
+                    self.pool_free
+                        .set(cap.free_bytes.min(i64::MAX as u64) as i64);
+                    self.record(true);
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "backend health check failed");
+                    self.record(false);
+                }
+                Err(_) => {
+                    warn!(?timeout, "backend health check timed out");
+                    self.record(false);
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The CSI gRPC services of rds-csi: identity, controller and node, with
+//! the error-to-status mapping, StorageClass parameter rules, metrics and
+//! health endpoints.
+//!
+//! The controller is generic over a [`backend::Backend`] (the RDS in
+//! production, an in-memory fake in unit tests) and a
+//! [`controller::NodeRegistry`], so it never reaches for a global client.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod controller;
+pub mod error;
+pub mod health;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod params;
+pub mod server;
+
+/// Generated from `proto/csi.proto` (CSI spec v1.12).
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("csi.v1");
+}

@@ -1,0 +1,70 @@
+//! Per-RPC metrics: a counter by method and gRPC code, and a latency
+//! histogram by method.
+
+use std::time::Instant;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct RpcMetrics {
+    calls: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl RpcMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "rds_csi_rpc_total",
+                "CSI RPCs handled, by method and gRPC status code.",
+            ),
+            &["method", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rds_csi_rpc_duration_seconds",
+                "CSI RPC latency, by method.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["method"],
+        )?;
+        registry.register(Box::new(calls.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(RpcMetrics { calls, duration })
+    }
+
+    /// Metrics that go nowhere, for tests that do not look at them.
+    pub fn unregistered() -> Self {
+        Self::register(&Registry::new()).expect("fresh registry")
+    }
+
+    pub fn start(&self, method: &'static str) -> RpcTimer {
+        RpcTimer {
+            metrics: self.clone(),
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pub struct RpcTimer {
+    metrics: RpcMetrics,
+    method: &'static str,
+    started: Instant,
+}
+
+impl RpcTimer {
+    pub fn finish(self, code: tonic::Code) {
+        let code = format!("{code:?}");
+        self.metrics
+            .calls
+            .with_label_values(&[self.method, &code])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[self.method])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
