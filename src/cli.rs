@@ -1,0 +1,254 @@
+//! Command-line interface. Every service flag also reads an environment
+//! variable, so the Helm chart can set either.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("RDS_CSI_GIT_COMMIT"));
+
+#[derive(Parser, Debug)]
+#[command(name = "rds-csi", version = VERSION, about = "Kubernetes CSI driver for NVMe/TCP volumes on a MikroTik ROSE Data Server")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "RDS_CSI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `info,routeros=debug`).
+    #[arg(long, env = "RDS_CSI_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the CSI identity and controller services (talks to the RDS).
+    Controller(Box<ControllerArgs>),
+    /// Run the CSI identity and node services (on every node).
+    Node(NodeArgs),
+    /// Run the RouterOS simulator: the RDS disk CLI over real SSH.
+    Sim(SimArgs),
+    /// Start a simulator and a controller in-process and walk a volume
+    /// through its whole life over CSI, printing each step.
+    Demo(DemoArgs),
+    /// Call CSI RPCs by hand against a running driver.
+    Csi(crate::client::CsiArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// CSI endpoint (unix socket).
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    pub endpoint: String,
+    /// CSI driver name. The default matches the existing Go driver, so its
+    /// volumes keep working.
+    #[arg(long, env = "RDS_CSI_DRIVER_NAME", default_value = "rds.csi.srvlab.io")]
+    pub driver_name: String,
+    /// Address for /metrics, /healthz and /readyz; `off` disables it.
+    #[arg(long, env = "RDS_CSI_METRICS_ADDRESS", default_value = "0.0.0.0:9809")]
+    pub metrics_address: String,
+    /// Topology value every volume and node of this RDS share (key
+    /// `rds.csi.srvlab.io/rds`).
+    #[arg(long, env = "RDS_CSI_RDS_NAME", default_value = "default")]
+    pub rds_name: String,
+}
+
+impl CommonArgs {
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.metrics_address.as_str() {
+            "off" | "" => Ok(None),
+            a => {
+                Ok(Some(a.parse().map_err(|e| {
+                    anyhow::anyhow!("--metrics-address {a:?}: {e}")
+                })?))
+            }
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// RDS SSH address, `host` or `host:port` (port 22 by default).
+    #[arg(long, env = "RDS_ADDRESS")]
+    pub rds_address: String,
+    /// RDS SSH user.
+    #[arg(long, env = "RDS_USER", default_value = "csi")]
+    pub rds_user: String,
+    /// OpenSSH private key file for the RDS user.
+    #[arg(long, env = "RDS_KEY_FILE")]
+    pub rds_key_file: PathBuf,
+    /// Pinned SHA-256 fingerprint of the RDS host key (`SHA256:...`, as
+    /// printed by `ssh-keygen -lf`). Required unless host-key checking is
+    /// explicitly disabled.
+    #[arg(long, env = "RDS_HOST_KEY")]
+    pub rds_host_key: Option<String>,
+    /// Accept any RDS host key. Insecure: anyone on the path can
+    /// impersonate the RDS. For labs only.
+    #[arg(
+        long,
+        env = "RDS_INSECURE_SKIP_HOST_KEY_CHECK",
+        default_value_t = false
+    )]
+    pub rds_insecure_skip_host_key_check: bool,
+    /// Concurrent SSH channels on the one connection to the RDS.
+    #[arg(long, env = "RDS_MAX_SESSIONS", default_value_t = 8)]
+    pub rds_max_sessions: usize,
+    /// Deadline for one RouterOS command.
+    #[arg(long, env = "RDS_COMMAND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub rds_command_timeout: Duration,
+    /// Deadline for connecting and authenticating.
+    #[arg(long, env = "RDS_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub rds_connect_timeout: Duration,
+    /// NVMe/TCP target address given to nodes (default: the host of
+    /// --rds-address). StorageClass `nvmeAddress` overrides it.
+    #[arg(long, env = "RDS_NVME_ADDRESS")]
+    pub nvme_address: Option<String>,
+    /// Default NVMe/TCP port. StorageClass `nvmePort` overrides it.
+    #[arg(long, env = "RDS_NVME_PORT", default_value_t = 4420)]
+    pub nvme_port: u16,
+    /// Default directory of backing files. StorageClass `volumePath`
+    /// overrides it.
+    #[arg(
+        long,
+        env = "RDS_VOLUME_PATH",
+        default_value = "/storage-pool/metal-csi"
+    )]
+    pub volume_path: String,
+    /// Directory every `volumePath` must lie under (default: the pool, the
+    /// first component of --volume-path).
+    #[arg(long, env = "RDS_VOLUME_PATH_ROOT")]
+    pub volume_path_root: Option<String>,
+    /// Volume IDs (CreateVolume names) must start with this; ListVolumes
+    /// shows only these. The external-provisioner's default is `pvc`.
+    #[arg(long, env = "RDS_CSI_VOLUME_ID_PREFIX", default_value = "pvc-")]
+    pub volume_id_prefix: String,
+    /// NQN prefix; a volume's NQN is this followed by its ID.
+    #[arg(
+        long,
+        env = "RDS_CSI_NQN_PREFIX",
+        default_value = "nqn.2000-02.com.mikrotik:"
+    )]
+    pub nqn_prefix: String,
+    /// Largest volume CreateVolume and expansion accept (bytes or a size
+    /// such as `16T`).
+    #[arg(long, env = "RDS_CSI_MAX_VOLUME_SIZE", default_value = "16T")]
+    pub max_volume_size: String,
+    /// Node IDs that exist (repeat or comma-separate). Publishing to any
+    /// other node is NOT_FOUND. Empty: every node is taken to exist.
+    #[arg(long = "node", env = "RDS_CSI_NODES", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// How often the backend health (and pool capacity) is polled.
+    #[arg(long, env = "RDS_CSI_HEALTH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// This node's ID, normally the Kubernetes node name.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: String,
+    /// Most volumes this node accepts (0: no limit).
+    #[arg(long, env = "RDS_CSI_MAX_VOLUMES", default_value_t = 0)]
+    pub max_volumes: i64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SimArgs {
+    /// SSH listen address.
+    #[arg(long, env = "RDS_SIM_LISTEN", default_value = "127.0.0.1:2222")]
+    pub listen: SocketAddr,
+    /// Keep disks as sparse files in this directory (default: memory).
+    #[arg(long, env = "RDS_SIM_DATA")]
+    pub data: Option<PathBuf>,
+    /// Public key file allowed to log in. Without one, a client key is
+    /// generated under --state-dir and printed.
+    #[arg(long, env = "RDS_SIM_AUTHORIZED_KEY")]
+    pub authorized_key: Option<PathBuf>,
+    /// Where the simulator keeps its host key and generated client key, so
+    /// fingerprints stay the same across restarts.
+    #[arg(long, env = "RDS_SIM_STATE_DIR", default_value = "/tmp/rds-sim")]
+    pub state_dir: PathBuf,
+    /// Pool size (bytes or e.g. `8T`).
+    #[arg(long, env = "RDS_SIM_POOL_SIZE", default_value = "8T")]
+    pub pool_size: String,
+    /// Latency added to every command.
+    #[arg(long, env = "RDS_SIM_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Latency the simulator adds to every RouterOS command.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+}
+
+fn init_logging(args: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = match &cli.command {
+        // The demo prints its own story; keep the driver's logs to warnings.
+        Cmd::Demo(_) | Cmd::Csi(_) if cli.log.log_level == "info" => LogArgs {
+            log_level: "warn".into(),
+            ..cli.log.clone()
+        },
+        _ => cli.log.clone(),
+    };
+    init_logging(&log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rds-csi: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Controller(a) => crate::run::controller(*a, crate::run::shutdown_signal()).await,
+            Cmd::Node(a) => crate::run::node(a, crate::run::shutdown_signal()).await,
+            Cmd::Sim(a) => crate::run::sim(a, crate::run::shutdown_signal()).await,
+            Cmd::Demo(a) => crate::demo::run(a).await,
+            Cmd::Csi(a) => crate::client::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rds-csi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

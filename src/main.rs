@@ -1,0 +1,12 @@
+//! `rds-csi`: the CSI driver for MikroTik ROSE Data Server NVMe/TCP storage.
+//! Subcommands: `controller`, `node`, `sim`, `demo`, `csi`.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod client;
+mod demo;
+mod run;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

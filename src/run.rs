@@ -1,0 +1,328 @@
+//! Wiring: builds each service from its flags and runs its tasks until the
+//! cancellation token fires. Top-level tasks run under `try_join!`, so one
+//! failing stops the process instead of leaving it half alive.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use csi_server::controller::{ControllerConfig, ControllerService, StaticNodes};
+use csi_server::health::Health;
+use csi_server::identity::{valid_driver_name, IdentityService};
+use csi_server::metrics::RpcMetrics;
+use csi_server::node::{NodeConfig, NodeService};
+use csi_server::params::ParamDefaults;
+use csi_server::proto::controller_server::ControllerServer;
+use csi_server::proto::identity_server::IdentityServer;
+use csi_server::proto::node_server::NodeServer;
+use csi_server::server;
+use prometheus::Registry;
+use routeros::{ClientConfig, ClientMetrics, HostKeyPolicy, Rds, RosPath, SlotPrefix};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{CommonArgs, ControllerArgs, NodeArgs, SimArgs, VERSION};
+
+pub const TOPOLOGY_KEY: &str = "rds.csi.srvlab.io/rds";
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received; shutting down"),
+            _ = term.recv() => info!("SIGTERM received; shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+fn check_common(c: &CommonArgs) -> anyhow::Result<()> {
+    if !valid_driver_name(&c.driver_name) {
+        bail!("--driver-name {:?} is not a valid CSI driver name (at most 63 characters: letters, digits, '-' and '.', alphanumeric at both ends)", c.driver_name);
+    }
+    if c.rds_name.is_empty()
+        || c.rds_name.len() > 63
+        || !c
+            .rds_name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        bail!("--rds-name {:?} must be a valid label value", c.rds_name);
+    }
+    Ok(())
+}
+
+/// `host` or `host:port` → `host:port`, and the bare host.
+fn split_address(addr: &str) -> anyhow::Result<(String, String)> {
+    if addr.is_empty() {
+        bail!("--rds-address must not be empty");
+    }
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return Ok((sa.to_string(), sa.ip().to_string()));
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return Ok((
+            std::net::SocketAddr::new(ip, 22).to_string(),
+            ip.to_string(),
+        ));
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>()
+                .with_context(|| format!("--rds-address {addr:?}: bad port"))?;
+            Ok((addr.to_string(), host.to_string()))
+        }
+        None => Ok((format!("{addr}:22"), addr.to_string())),
+    }
+}
+
+pub struct ControllerParts {
+    pub config: ControllerConfig,
+    pub client: ClientConfig,
+}
+
+pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts> {
+    check_common(&args.common)?;
+    let (ssh_addr, host) = split_address(&args.rds_address)?;
+    let host_key = match (&args.rds_host_key, args.rds_insecure_skip_host_key_check) {
+        (Some(fp), false) => HostKeyPolicy::Pinned(fp.clone()),
+        (_, true) => HostKeyPolicy::InsecureAcceptAny,
+        (None, false) => bail!(
+            "--rds-host-key is required: pin the RDS host key fingerprint (ssh-keygen -lf on the RDS host key), \
+             or pass --rds-insecure-skip-host-key-check for a lab"
+        ),
+    };
+    let volume_path = RosPath::new(&args.volume_path).context("--volume-path")?;
+    let root = match &args.volume_path_root {
+        Some(r) => RosPath::new(r).context("--volume-path-root")?,
+        None => {
+            RosPath::new(&format!("/{}", volume_path.mount_point())).context("--volume-path")?
+        }
+    };
+    let volume_path = volume_path
+        .under(&root)
+        .context("--volume-path must lie under --volume-path-root")?;
+    let nvme_address = csi_server::params::parse_address(
+        "--nvme-address",
+        args.nvme_address.as_deref().unwrap_or(&host),
+    )
+    .map_err(|e| anyhow::anyhow!("{e} (set --nvme-address)"))?;
+    let max_volume_bytes = routeros::parse_size(&args.max_volume_size)
+        .with_context(|| format!("--max-volume-size {:?} is not a size", args.max_volume_size))?;
+    routeros::Nqn::new(&format!("{}x", args.nqn_prefix)).context("--nqn-prefix")?;
+    let mut client = ClientConfig::new(ssh_addr, args.rds_user.clone(), host_key);
+    client.max_channels = args.rds_max_sessions.max(1);
+    client.command_timeout = args.rds_command_timeout;
+    client.connect_timeout = args.rds_connect_timeout;
+    Ok(ControllerParts {
+        config: ControllerConfig {
+            defaults: ParamDefaults {
+                nvme_address,
+                nvme_port: args.nvme_port,
+                volume_path,
+                volume_path_root: root,
+            },
+            max_volume_bytes,
+            volume_id_prefix: SlotPrefix::new(&args.volume_id_prefix)
+                .context("--volume-id-prefix")?,
+            nqn_prefix: args.nqn_prefix.clone(),
+            topology: (TOPOLOGY_KEY.into(), args.common.rds_name.clone()),
+            max_list_entries: 1000,
+        },
+        client,
+    })
+}
+
+pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let parts = controller_parts(&args)?;
+    let key = routeros::load_key(&args.rds_key_file).context("--rds-key-file")?;
+    let registry = Registry::new();
+    let client = routeros::Client::new(
+        parts.client.clone(),
+        key,
+        Some(ClientMetrics::register(&registry)?),
+    );
+    let backend = Arc::new(Rds::new(client.clone()));
+    let health = Health::register(&registry)?;
+    let rpc_metrics = RpcMetrics::register(&registry)?;
+    if args.nodes.is_empty() {
+        warn!("no --node list given: every node ID is taken to exist");
+    }
+    let pool = parts.config.pool();
+    let controller = ControllerService::new(
+        parts.config.clone(),
+        backend.clone(),
+        StaticNodes(args.nodes.clone()),
+        rpc_metrics,
+    );
+    let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
+    let router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(identity))
+        .add_service(ControllerServer::new(controller));
+    let path = server::socket_path(&args.common.endpoint)?;
+    let listener = server::bind_unix(&path)?;
+    info!(
+        version = VERSION,
+        endpoint = %path.display(),
+        rds = %parts.client.address,
+        driver = %args.common.driver_name,
+        "controller started"
+    );
+    let metrics_addr = args.common.metrics_addr()?;
+    let health_task = health.clone().run(
+        backend,
+        pool,
+        args.health_interval,
+        parts.client.command_timeout,
+        cancel.clone(),
+    );
+    let result = tokio::try_join!(
+        async {
+            server::serve_grpc(router, listener, cancel.clone())
+                .await
+                .map_err(anyhow::Error::from)
+        },
+        serve_metrics(metrics_addr, registry, health, cancel.clone()),
+        async {
+            health_task.await;
+            Ok(())
+        },
+    );
+    cancel.cancel();
+    client.close().await;
+    let _ = std::fs::remove_file(&path);
+    result.map(drop)
+}
+
+async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    registry: Registry,
+    health: Health,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    match addr {
+        Some(a) => server::serve_http(a, registry, health, cancel)
+            .await
+            .with_context(|| format!("metrics endpoint {a}")),
+        None => Ok(()),
+    }
+}
+
+pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    check_common(&args.common)?;
+    if args.node_id.is_empty() || args.node_id.len() > 256 {
+        bail!("--node-id must be 1 to 256 characters");
+    }
+    let registry = Registry::new();
+    let health = Health::always_ready();
+    let identity = IdentityService::new(&args.common.driver_name, VERSION, false, health.clone());
+    let node = NodeService::new(NodeConfig {
+        node_id: args.node_id.clone(),
+        max_volumes: args.max_volumes,
+        topology: (TOPOLOGY_KEY.into(), args.common.rds_name.clone()),
+    });
+    let router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(identity))
+        .add_service(NodeServer::new(node));
+    let path = server::socket_path(&args.common.endpoint)?;
+    let listener = server::bind_unix(&path)?;
+    info!(version = VERSION, endpoint = %path.display(), node = %args.node_id, "node plugin started");
+    let metrics_addr = args.common.metrics_addr()?;
+    let result = tokio::try_join!(
+        async {
+            server::serve_grpc(router, listener, cancel.clone())
+                .await
+                .map_err(anyhow::Error::from)
+        },
+        serve_metrics(metrics_addr, registry, health, cancel.clone()),
+    );
+    let _ = std::fs::remove_file(&path);
+    result.map(drop)
+}
+
+/// Loads an OpenSSH private key, or makes and saves a new Ed25519 one.
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<russh::keys::PrivateKey> {
+    if path.exists() {
+        return routeros::load_key(path).map_err(anyhow::Error::from);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)?;
+    let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
+    write_private(path, pem.as_bytes())?;
+    let public = key.public_key().to_openssh()?;
+    std::fs::write(path.with_extension("pub"), format!("{public}\n"))?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+pub async fn sim(args: SimArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let host_key = load_or_create_key(&args.state_dir.join("ssh_host_ed25519_key"))?;
+    let (authorized, client_key_path) = match &args.authorized_key {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+            let key = russh::keys::PublicKey::from_openssh(text.trim())
+                .with_context(|| format!("{} is not an OpenSSH public key", p.display()))?;
+            (key, None)
+        }
+        None => {
+            let path = args.state_dir.join("client_ed25519");
+            let key = load_or_create_key(&path)?;
+            (key.public_key().clone(), Some(path))
+        }
+    };
+    let pool_size = routeros::parse_size(&args.pool_size)
+        .with_context(|| format!("--pool-size {:?}", args.pool_size))?;
+    let handle = rds_sim::start(rds_sim::SimConfig {
+        listen: args.listen,
+        authorized_keys: vec![authorized],
+        host_key: Some(host_key),
+        storage: match &args.data {
+            Some(d) => rds_sim::Storage::Dir(d.clone()),
+            None => rds_sim::Storage::Memory,
+        },
+        pool_size,
+        ..Default::default()
+    })
+    .await?;
+    handle.faults().set_latency(args.latency);
+    println!("RouterOS simulator listening on {}", handle.addr());
+    println!("host key fingerprint: {}", handle.host_key_fingerprint());
+    if let Some(p) = client_key_path {
+        println!("client key: {}", p.display());
+        println!(
+            "run a controller against it:\n  rds-csi controller --endpoint unix:///tmp/rds-csi.sock --rds-address {} --rds-key-file {} --rds-host-key {} --metrics-address off",
+            handle.addr(),
+            p.display(),
+            handle.host_key_fingerprint()
+        );
+    }
+    cancel.cancelled().await;
+    handle.shutdown().await;
+    Ok(())
+}
