@@ -13,6 +13,7 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod mountinfo;
 pub mod node;
 pub mod params;
 pub mod server;

@@ -25,6 +25,30 @@ impl NodeService {
     }
 }
 
+fn require(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!(
+            "{field} must not be empty"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// This node plugin version never mounts anything, so an unpublish or
+/// unstage is already done unless something is mounted at the path; then
+/// it refuses rather than pretend (a later version unmounts).
+fn nothing_mounted_at(path: &str) -> Result<(), Status> {
+    let mounts = crate::mountinfo::read()
+        .map_err(|e| Status::internal(format!("read /proc/self/mountinfo: {e}")))?;
+    if crate::mountinfo::is_mount_point(&mounts, std::path::Path::new(path)) {
+        return Err(Status::failed_precondition(format!(
+            "{path} is a mount point, and this node plugin version does not unmount"
+        )));
+    }
+    Ok(())
+}
+
 fn not_yet<T>(what: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
         "{what} is not implemented by this node plugin version"
@@ -56,9 +80,13 @@ impl Node for NodeService {
 
     async fn node_unpublish_volume(
         &self,
-        _r: Request<proto::NodeUnpublishVolumeRequest>,
+        r: Request<proto::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<proto::NodeUnpublishVolumeResponse>, Status> {
-        not_yet("NodeUnpublishVolume")
+        let r = r.into_inner();
+        require("volume_id", &r.volume_id)?;
+        require("target_path", &r.target_path)?;
+        nothing_mounted_at(&r.target_path)?;
+        Ok(Response::new(proto::NodeUnpublishVolumeResponse {}))
     }
 
     async fn node_get_volume_stats(
