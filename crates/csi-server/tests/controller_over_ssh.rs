@@ -1,0 +1,371 @@
+//! The controller service over a real unix socket, with the real RouterOS
+//! client talking to the simulator over real SSH.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use csi_server::controller::{ControllerConfig, ControllerService, StaticNodes};
+use csi_server::metrics::RpcMetrics;
+use csi_server::params::ParamDefaults;
+use csi_server::proto::controller_client::ControllerClient;
+use csi_server::proto::controller_server::ControllerServer;
+use csi_server::proto::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, MountVolume,
+};
+use csi_server::proto::{self};
+use rds_sim::{SimConfig, SimHandle, Storage};
+use routeros::{Client, ClientConfig, HostKeyPolicy, Rds, RosPath, SlotPrefix};
+use russh::keys::{Algorithm, PrivateKey};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const GIB: i64 = 1 << 30;
+
+struct Env {
+    sim: SimHandle,
+    client: ControllerClient<Channel>,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn env(storage: Storage) -> Env {
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+    let sim = rds_sim::start(SimConfig {
+        authorized_keys: vec![key.public_key().clone()],
+        storage,
+        pool_size: 50 << 30,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = ClientConfig::new(
+        sim.addr().to_string(),
+        "csi",
+        HostKeyPolicy::Pinned(sim.host_key_fingerprint()),
+    );
+    cfg.command_timeout = Duration::from_secs(2);
+    cfg.backoff_initial = Duration::from_millis(10);
+    cfg.backoff_max = Duration::from_millis(50);
+    let backend = Arc::new(Rds::new(Client::new(cfg, key, None)));
+    let config = ControllerConfig {
+        defaults: ParamDefaults {
+            nvme_address: "192.0.2.10".into(),
+            nvme_port: 4420,
+            volume_path: RosPath::new("/storage-pool/metal-csi").unwrap(),
+            volume_path_root: RosPath::new("/storage-pool").unwrap(),
+        },
+        max_volume_bytes: 16 << 40,
+        volume_id_prefix: SlotPrefix::new("pvc-").unwrap(),
+        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+        topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
+        max_list_entries: 1000,
+    };
+    let svc = ControllerService::new(
+        config,
+        backend,
+        StaticNodes(vec!["node-a".into(), "node-b".into()]),
+        RpcMetrics::unregistered(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("csi.sock");
+    let listener = csi_server::server::bind_unix(&sock).unwrap();
+    let cancel = CancellationToken::new();
+    let router = tonic::transport::Server::builder().add_service(ControllerServer::new(svc));
+    tokio::spawn(csi_server::server::serve_grpc(
+        router,
+        listener,
+        cancel.clone(),
+    ));
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let sock = sock.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(sock).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    Env {
+        sim,
+        client: ControllerClient::new(channel),
+        cancel,
+        _dir: dir,
+    }
+}
+
+fn cap() -> proto::VolumeCapability {
+    proto::VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> proto::CreateVolumeRequest {
+    proto::CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(proto::CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap()],
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_volume_lives_and_dies_on_the_rds_with_a_sparse_backing_file() {
+    let data = tempfile::tempdir().unwrap();
+    let mut e = env(Storage::Dir(data.path().to_path_buf())).await;
+    let v = e
+        .client
+        .create_volume(create("pvc-life", 3 * GIB / 2, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(v.capacity_bytes, 3 * GIB / 2);
+    let file = data.path().join("metal-csi/pvc-life.img");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 3 << 29);
+    e.client
+        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+            volume_id: "pvc-life".into(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 2 * GIB,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.sim.disks()[0].size, 2 << 30);
+    e.client
+        .delete_volume(proto::DeleteVolumeRequest {
+            volume_id: "pvc-life".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!file.exists(), "backing file removed");
+    assert!(e.sim.disks().is_empty());
+}
+
+#[tokio::test]
+async fn create_uses_at_most_two_commands_and_delete_at_most_three() {
+    let mut e = env(Storage::Memory).await;
+    // Warm the connection so only the RPC's own commands are counted.
+    e.client
+        .get_capacity(proto::GetCapacityRequest::default())
+        .await
+        .unwrap();
+    e.sim.reset_stats();
+    e.client
+        .create_volume(create("pvc-count", GIB, &[]))
+        .await
+        .unwrap();
+    assert!(
+        e.sim.stats().commands <= 2,
+        "create used {} commands",
+        e.sim.stats().commands
+    );
+    e.sim.reset_stats();
+    e.client
+        .delete_volume(proto::DeleteVolumeRequest {
+            volume_id: "pvc-count".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        e.sim.stats().commands <= 3,
+        "delete used {} commands",
+        e.sim.stats().commands
+    );
+    assert_eq!(
+        e.sim.stats().connections,
+        0,
+        "no new SSH connection per call"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_rds_is_unavailable_and_never_yields_a_duplicate() {
+    let mut e = env(Storage::Memory).await;
+    e.sim.faults().refuse_connections(true);
+    let err = e
+        .client
+        .create_volume(create("pvc-dup", GIB, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(e.sim.disks().is_empty());
+    e.sim.faults().refuse_connections(false);
+    let mut created = None;
+    for _ in 0..100 {
+        match e.client.create_volume(create("pvc-dup", GIB, &[])).await {
+            Ok(r) => {
+                created = Some(r.into_inner());
+                break;
+            }
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    assert!(created.is_some(), "recovered");
+    // Retries after recovery keep returning the one volume.
+    e.client
+        .create_volume(create("pvc-dup", GIB, &[]))
+        .await
+        .unwrap();
+    assert_eq!(e.sim.disks().len(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_create_is_retried_into_exactly_one_disk() {
+    let mut e = env(Storage::Memory).await;
+    e.client
+        .get_capacity(proto::GetCapacityRequest::default())
+        .await
+        .unwrap();
+    e.sim.faults().drop_next(1);
+    let err = e
+        .client
+        .create_volume(create("pvc-drop", GIB, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    for _ in 0..100 {
+        match e.client.create_volume(create("pvc-drop", GIB, &[])).await {
+            Ok(_) => break,
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    assert_eq!(e.sim.disks().len(), 1);
+}
+
+#[tokio::test]
+async fn injection_attempts_never_reach_the_rds() {
+    let mut e = env(Storage::Memory).await;
+    e.sim.reset_stats();
+    let names = [
+        "pvc-a] ; /system reboot",
+        "pvc-a\" b",
+        "pvc-$(reboot)",
+        "pvc-a\n/disk remove 0",
+        "pvc-a;x",
+        "pvc-[find]",
+    ];
+    for name in names {
+        let err = e
+            .client
+            .create_volume(create(name, GIB, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name:?}");
+        for id_call in [
+            e.client
+                .delete_volume(proto::DeleteVolumeRequest {
+                    volume_id: name.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            e.client
+                .controller_get_volume(proto::ControllerGetVolumeRequest {
+                    volume_id: name.into(),
+                })
+                .await
+                .map(drop),
+        ] {
+            assert_eq!(
+                id_call.unwrap_err().code(),
+                Code::InvalidArgument,
+                "{name:?}"
+            );
+        }
+    }
+    let params: &[(&str, &str)] = &[
+        ("volumePath", "/storage-pool/x\" ; /system reboot"),
+        ("volumePath", "/storage-pool/x] [/disk remove 0"),
+        ("nvmeAddress", "10.0.0.1 ; /system reboot"),
+        ("nvmePort", "4420 x"),
+        ("ctrlLossTmo", "1;2"),
+        ("csi.storage.k8s.io/pvc/name", "x\" y"),
+    ];
+    for (k, v) in params {
+        let err = e
+            .client
+            .create_volume(create("pvc-ok", GIB, &[(k, v)]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{k}={v}");
+        assert!(
+            err.message().contains(k),
+            "message names the parameter: {}",
+            err.message()
+        );
+    }
+    assert_eq!(e.sim.stats().commands, 0, "no command was sent");
+    assert_eq!(e.sim.stats().connections, 0);
+}
+
+#[tokio::test]
+async fn a_full_pool_is_resource_exhausted() {
+    let mut e = env(Storage::Memory).await;
+    let err = e
+        .client
+        .create_volume(create("pvc-big", 60 * GIB, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(e.sim.disks().is_empty());
+}
+
+#[tokio::test]
+async fn a_hung_rds_gives_a_deadline_not_a_hang() {
+    let mut e = env(Storage::Memory).await;
+    e.client
+        .get_capacity(proto::GetCapacityRequest::default())
+        .await
+        .unwrap();
+    e.sim.faults().hang_next(1);
+    let err = e
+        .client
+        .create_volume(create("pvc-hang", GIB, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        e.sim.disks().is_empty(),
+        "the lookup hung, so nothing was created"
+    );
+    e.client
+        .create_volume(create("pvc-hang", GIB, &[]))
+        .await
+        .unwrap();
+}
