@@ -97,7 +97,11 @@ pub struct ControllerArgs {
     /// Pinned SHA-256 fingerprint of the RDS host key (`SHA256:...`, as
     /// printed by `ssh-keygen -lf`). Required unless host-key checking is
     /// explicitly disabled.
-    #[arg(long, env = "RDS_HOST_KEY")]
+    #[arg(
+        long,
+        env = "RDS_HOST_KEY",
+        conflicts_with = "rds_insecure_skip_host_key_check"
+    )]
     pub rds_host_key: Option<String>,
     /// Accept any RDS host key. Insecure: anyone on the path can
     /// impersonate the RDS. For labs only.
@@ -203,8 +207,13 @@ pub struct DemoArgs {
 }
 
 fn init_logging(args: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
+        eprintln!(
+            "rds-csi: --log-level {:?} is not a valid filter ({e}); using info",
+            args.log_level
+        );
+        tracing_subscriber::EnvFilter::new("info")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -97,7 +97,8 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
     let (ssh_addr, host) = split_address(&args.rds_address)?;
     let host_key = match (&args.rds_host_key, args.rds_insecure_skip_host_key_check) {
         (Some(fp), false) => HostKeyPolicy::Pinned(fp.clone()),
-        (_, true) => HostKeyPolicy::InsecureAcceptAny,
+        (Some(_), true) => bail!("--rds-host-key and --rds-insecure-skip-host-key-check contradict each other; give one"),
+        (None, true) => HostKeyPolicy::InsecureAcceptAny,
         (None, false) => bail!(
             "--rds-host-key is required: pin the RDS host key fingerprint (ssh-keygen -lf on the RDS host key), \
              or pass --rds-insecure-skip-host-key-check for a lab"

@@ -196,7 +196,18 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
         if id.is_empty() {
             return Err(CsiError::invalid("volume_id", "must not be empty"));
         }
-        Slot::new(id).map_err(|e| CsiError::invalid("volume_id", e.to_string()))
+        let slot = Slot::new(id).map_err(|e| CsiError::invalid("volume_id", e.to_string()))?;
+        // Never touch a disk this driver would not have created.
+        if !self.config.volume_id_prefix.matches(slot.as_str()) {
+            return Err(CsiError::invalid(
+                "volume_id",
+                format!(
+                    "{slot} does not start with the configured volume ID prefix {:?}; this driver does not manage it",
+                    self.config.volume_id_prefix.as_str()
+                ),
+            ));
+        }
+        Ok(slot)
     }
 
     fn topology(&self) -> Vec<proto::Topology> {

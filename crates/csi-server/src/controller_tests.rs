@@ -210,9 +210,21 @@ async fn injection_attempts_are_refused_before_any_backend_call() {
 }
 
 #[tokio::test]
-async fn names_outside_the_volume_prefix_are_refused() {
+async fn volumes_outside_the_volume_prefix_are_never_touched() {
     let (svc, backend) = service();
     let err = create(&svc, create_req("other-a", GIB)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = svc
+        .delete_volume(Request::new(proto::DeleteVolumeRequest {
+            volume_id: "other-a".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = publish(&svc, "other-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(backend.calls().is_empty());
 }

@@ -301,6 +301,9 @@ impl Client {
 
     async fn connect(&self) -> Result<Session> {
         let cfg = &self.inner.config;
+        if cfg.host_key == HostKeyPolicy::InsecureAcceptAny {
+            warn!(address = %cfg.address, "connecting to the RDS WITHOUT host key verification");
+        }
         let seen = Arc::new(StdMutex::new(None));
         let handler = Handler {
             policy: cfg.host_key.clone(),
