@@ -1,0 +1,270 @@
+//! The `rds-csi` binary as operators run it: flags, startup refusals,
+//! graceful shutdown, the metrics and health endpoints, and that the SSH key
+//! never shows up in its output.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
+
+struct Sim {
+    child: Child,
+    addr: String,
+    fingerprint: String,
+    key: PathBuf,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sim(dir: &Path) -> Sim {
+    let mut child = Command::new(BIN)
+        .args(["sim", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.join("sim"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !text.contains("client key:") {
+        assert!(Instant::now() < deadline, "simulator did not start: {text}");
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "simulator exited: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    Sim {
+        addr: field("RouterOS simulator listening on "),
+        fingerprint: field("host key fingerprint: "),
+        key: PathBuf::from(field("client key: ")),
+        child,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let code = body.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body))
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["--log-level", "debug", "controller", "--endpoint"])
+        .arg(format!("unix://{}", dir.join("csi.sock").display()))
+        .args(["--rds-address", &sim.addr, "--rds-key-file"])
+        .arg(&sim.key)
+        .args([
+            "--rds-host-key",
+            &sim.fingerprint,
+            "--health-interval",
+            "200ms",
+        ])
+        .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn the_controller_refuses_to_start_without_a_pinned_host_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["controller", "--endpoint"])
+        .arg(format!("unix://{}", dir.path().join("csi.sock").display()))
+        .args([
+            "--rds-address",
+            "127.0.0.1:1",
+            "--rds-key-file",
+            "/nonexistent",
+            "--metrics-address",
+            "off",
+        ])
+        .env_remove("RDS_HOST_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rds-host-key is required"), "{err}");
+}
+
+#[test]
+fn contradictory_host_key_flags_are_refused() {
+    let out = Command::new(BIN)
+        .args([
+            "controller",
+            "--rds-address",
+            "x",
+            "--rds-key-file",
+            "/k",
+            "--rds-host-key",
+            "SHA256:x",
+            "--rds-insecure-skip-host-key-check",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+#[test]
+fn the_controller_serves_metrics_turns_ready_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path());
+    let port = free_port();
+    let mut child = controller(&sim, dir.path(), port, &[]).spawn().unwrap();
+
+    let (code, _) = wait_for("/healthz", || http_get(port, "/healthz"));
+    assert_eq!(code, 200);
+    wait_for("/readyz to turn ready", || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    for name in [
+        "rds_csi_backend_up 1",
+        "rds_csi_ssh_connected 1",
+        "rds_csi_ssh_commands_total{command=\"pool_capacity\",outcome=\"ok\"}",
+        "rds_csi_ssh_command_duration_seconds_bucket",
+        "rds_csi_pool_size_bytes",
+        "rds_csi_pool_free_bytes",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in:\n{metrics}");
+    }
+    assert!(dir.path().join("csi.sock").exists());
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_for("exit after SIGTERM", || child.try_wait().unwrap());
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        !dir.path().join("csi.sock").exists(),
+        "socket removed on shutdown"
+    );
+
+    // The private key never appears in the logs, even at debug level.
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let key_text = std::fs::read_to_string(&sim.key).unwrap();
+    let body: Vec<&str> = key_text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!logs.contains("PRIVATE KEY"));
+    for line in body {
+        assert!(!logs.contains(line), "a line of the private key was logged");
+    }
+    assert!(logs.contains("controller started"), "{logs}");
+}
+
+#[test]
+fn readiness_follows_the_backend_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path());
+    let port = free_port();
+    let mut child = controller(&sim, dir.path(), port, &[]).spawn().unwrap();
+    wait_for("ready", || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    // Take the RDS away: readiness drops, the process stays up, scrapes
+    // still answer.
+    let mut sim = sim;
+    let _ = sim.child.kill();
+    let _ = sim.child.wait();
+    wait_for("not ready", || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == 503)
+    });
+    let (code, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("rds_csi_backend_up 0"), "{metrics}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_node_plugin_answers_node_info_over_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("node.sock");
+    let mut node = Command::new(BIN)
+        .args([
+            "node",
+            "--node-id",
+            "worker-1",
+            "--metrics-address",
+            "off",
+            "--endpoint",
+        ])
+        .arg(format!("unix://{}", sock.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("node socket", || sock.exists().then_some(()));
+    let out = Command::new(BIN)
+        .args(["csi", "--endpoint"])
+        .arg(format!("unix://{}", sock.display()))
+        .arg("node-info")
+        .output()
+        .unwrap();
+    let _ = node.kill();
+    let _ = node.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("node id: worker-1"), "{text}");
+    assert!(text.contains("rds.csi.srvlab.io/rds"), "{text}");
+}
