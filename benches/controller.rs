@@ -1,0 +1,591 @@
+//! Controller benchmark: CreateVolume/DeleteVolume latency, throughput,
+//! RouterOS command counts and resident memory.
+//!
+//! The RouterOS simulator runs in this process (so its command and
+//! connection counters can be read), the controller runs as a child process
+//! (`rds-csi controller`) so its memory can be read from /proc. Everything
+//! goes over real SSH and a real CSI unix socket.
+//!
+//!     cargo bench --bench controller
+//!
+//! Results are printed as Markdown on stdout; see docs/benchmarks.md.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use csi_server::proto::{
+    self,
+    controller_client::ControllerClient,
+    identity_client::IdentityClient,
+    volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume},
+};
+use rds_sim::SimHandle;
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
+const PREFIX: &str = "bench-";
+const GIB: i64 = 1 << 30;
+/// Pairs in the sequential runs and tasks in the concurrent runs.
+const N: usize = 64;
+/// Volumes kept at once for the memory measurement.
+const MANY: usize = 1000;
+/// Requests in flight while creating and deleting the `MANY` volumes.
+const MANY_IN_FLIGHT: usize = 32;
+/// Latency injected in the "slow RDS" runs.
+const SLOW: Duration = Duration::from_millis(20);
+/// `--rds-max-sessions` of the optional second controller.
+const WIDE_SESSIONS: u32 = 64;
+
+type Client = ControllerClient<Channel>;
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A `rds-csi controller` child process and a CSI client connected to it.
+struct Controller {
+    child: Child,
+    client: Client,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Controller {
+    async fn start(
+        dir: &Path,
+        name: &str,
+        sim: &SimHandle,
+        key: &Path,
+        max_sessions: Option<u32>,
+    ) -> BoxResult<Controller> {
+        let sock = dir.join(format!("{name}.sock"));
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let mut cmd = Command::new(BIN);
+        cmd.arg("controller")
+            .arg("--endpoint")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--rds-address")
+            .arg(sim.addr().to_string())
+            .arg("--rds-key-file")
+            .arg(key)
+            .arg("--rds-host-key")
+            .arg(sim.host_key_fingerprint())
+            .arg("--metrics-address")
+            .arg("off")
+            .arg("--volume-id-prefix")
+            .arg(PREFIX)
+            // One health check at start (needed for Probe), then none that
+            // would add commands to the measurements.
+            .arg("--health-interval")
+            .arg("1h");
+        if let Some(n) = max_sessions {
+            cmd.arg("--rds-max-sessions").arg(n.to_string());
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn {BIN}: {e}"))?;
+        let mut ctl = Controller {
+            child,
+            client: ControllerClient::new(connect_lazy(sock.clone())?),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = ctl.child.try_wait()? {
+                return Err(format!(
+                    "controller exited with {status}; see {}",
+                    dir.join(format!("{name}.log")).display()
+                )
+                .into());
+            }
+            if sock.exists() {
+                let mut identity = IdentityClient::new(connect_lazy(sock.clone())?);
+                if let Ok(r) = identity.probe(proto::ProbeRequest {}).await {
+                    if r.into_inner().ready == Some(true) {
+                        return Ok(ctl);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("controller did not become ready in 20 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+fn connect_lazy(path: PathBuf) -> BoxResult<Channel> {
+    Ok(
+        tonic::transport::Endpoint::try_from("http://[::]:0")?.connect_with_connector_lazy(
+            tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }),
+        ),
+    )
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn create_request(name: &str) -> proto::CreateVolumeRequest {
+    proto::CreateVolumeRequest {
+        name: name.to_string(),
+        capacity_range: Some(proto::CapacityRange {
+            required_bytes: GIB,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![proto::VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume {
+                fs_type: "ext4".into(),
+                mount_flags: vec![],
+                volume_mount_group: String::new(),
+            })),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn create(client: &mut Client, name: &str) -> Duration {
+    let t = Instant::now();
+    if let Err(s) = client.create_volume(create_request(name)).await {
+        panic!("CreateVolume {name}: {s}");
+    }
+    t.elapsed()
+}
+
+async fn delete(client: &mut Client, name: &str) -> Duration {
+    let t = Instant::now();
+    let req = proto::DeleteVolumeRequest {
+        volume_id: name.to_string(),
+        ..Default::default()
+    };
+    if let Err(s) = client.delete_volume(req).await {
+        panic!("DeleteVolume {name}: {s}");
+    }
+    t.elapsed()
+}
+
+/// Nearest-rank percentile.
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// One measured run of `N` creates and `N` deletes.
+struct Run {
+    label: String,
+    creates: Vec<Duration>,
+    deletes: Vec<Duration>,
+    /// Wall time of the create part alone.
+    create_wall: Duration,
+    /// Wall time of the whole run.
+    wall: Duration,
+    create_cmds: Vec<u64>,
+    delete_cmds: Vec<u64>,
+    connections: u64,
+}
+
+impl Run {
+    fn row(&self) -> String {
+        let ops = (self.creates.len() + self.deletes.len()) as f64;
+        let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
+        format!(
+            "| {} | {} | {} | {} | {} | {:.3} | {:.0} | {:.2} (max {}) | {:.2} (max {}) | {} |",
+            self.label,
+            ms(percentile(&self.creates, 50.0)),
+            ms(percentile(&self.creates, 99.0)),
+            ms(percentile(&self.deletes, 50.0)),
+            ms(percentile(&self.deletes, 99.0)),
+            self.wall.as_secs_f64(),
+            ops / self.wall.as_secs_f64(),
+            avg(&self.create_cmds),
+            max(&self.create_cmds),
+            avg(&self.delete_cmds),
+            max(&self.delete_cmds),
+            self.connections,
+        )
+    }
+}
+
+/// `N` create+delete pairs, one after the other. Commands are counted for
+/// every single RPC.
+async fn sequential(label: &str, client: &Client, sim: &SimHandle, tag: &str) -> Run {
+    let mut c = client.clone();
+    let before = sim.stats();
+    let mut run = Run {
+        label: label.to_string(),
+        creates: Vec::with_capacity(N),
+        deletes: Vec::with_capacity(N),
+        create_wall: Duration::ZERO,
+        wall: Duration::ZERO,
+        create_cmds: Vec::with_capacity(N),
+        delete_cmds: Vec::with_capacity(N),
+        connections: 0,
+    };
+    let start = Instant::now();
+    for i in 0..N {
+        let name = format!("{PREFIX}{tag}-{i}");
+        let c0 = sim.stats().commands;
+        run.creates.push(create(&mut c, &name).await);
+        let c1 = sim.stats().commands;
+        run.deletes.push(delete(&mut c, &name).await);
+        let c2 = sim.stats().commands;
+        run.create_cmds.push(c1 - c0);
+        run.delete_cmds.push(c2 - c1);
+    }
+    run.wall = start.elapsed();
+    run.create_wall = run.creates.iter().sum();
+    run.connections = sim.stats().connections - before.connections;
+    run
+}
+
+/// `N` tasks, each creating its own volume and then deleting it. All
+/// creates start together; the deletes start together once every create
+/// has returned, so the create phase can be timed (and its commands
+/// counted) on its own.
+async fn concurrent(label: &str, client: &Client, sim: &SimHandle, tag: &str) -> Run {
+    let start_gate = Arc::new(tokio::sync::Barrier::new(N + 1));
+    let mid_gate = Arc::new(tokio::sync::Barrier::new(N + 1));
+    let mut tasks = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut c = client.clone();
+        let (g1, g2) = (start_gate.clone(), mid_gate.clone());
+        let name = format!("{PREFIX}{tag}-{i}");
+        tasks.push(tokio::spawn(async move {
+            g1.wait().await;
+            let cd = create(&mut c, &name).await;
+            g2.wait().await;
+            let dd = delete(&mut c, &name).await;
+            (cd, dd)
+        }));
+    }
+    let before = sim.stats();
+    start_gate.wait().await;
+    let start = Instant::now();
+    mid_gate.wait().await;
+    let create_wall = start.elapsed();
+    let mid = sim.stats();
+    let mut creates = Vec::with_capacity(N);
+    let mut deletes = Vec::with_capacity(N);
+    for t in tasks {
+        let (cd, dd) = t.await.expect("benchmark task panicked");
+        creates.push(cd);
+        deletes.push(dd);
+    }
+    let wall = start.elapsed();
+    let after = sim.stats();
+    // Per-operation averages: the phases are separated, so each phase's
+    // commands divided evenly over its N operations.
+    let per = |n: u64| -> Vec<u64> {
+        let q = n / N as u64;
+        let r = (n % N as u64) as usize;
+        (0..N).map(|i| q + u64::from(i < r)).collect()
+    };
+    Run {
+        label: label.to_string(),
+        creates,
+        deletes,
+        create_wall,
+        wall,
+        create_cmds: per(mid.commands - before.commands),
+        delete_cmds: per(after.commands - mid.commands),
+        connections: after.connections - before.connections,
+    }
+}
+
+/// Runs `count` operations with `in_flight` workers; returns the wall time.
+async fn many<F, Fut>(count: usize, in_flight: usize, client: &Client, op: F) -> Duration
+where
+    F: Fn(Client, String) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = Duration> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let next = next.clone();
+            let c = client.clone();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    op(c.clone(), format!("{PREFIX}many-{i}")).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("benchmark worker panicked");
+    }
+    start.elapsed()
+}
+
+fn write_key(path: &Path) -> BoxResult<russh::keys::PrivateKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)?;
+    let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(pem.as_bytes())?;
+    Ok(key)
+}
+
+#[tokio::main]
+async fn main() -> BoxResult<()> {
+    let bench_start = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("client_ed25519");
+    let key = write_key(&key_path)?;
+    let sim = rds_sim::start(rds_sim::SimConfig {
+        authorized_keys: vec![key.public_key().clone()],
+        pool_size: 64 << 40,
+        ..Default::default()
+    })
+    .await?;
+    eprintln!("simulator on {}; controller binary {BIN}", sim.addr());
+
+    // --- default controller: idle memory ---------------------------------
+    let ctl = Controller::start(dir.path(), "default", &sim, &key_path, None).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle_rss, idle_hwm) = memory_kib(ctl.pid());
+    let startup = sim.stats();
+
+    // --- latency and throughput --------------------------------------------
+    let mut runs = Vec::new();
+    for latency in [Duration::ZERO, SLOW] {
+        sim.faults().set_latency(latency);
+        let l = latency.as_millis();
+        eprintln!("{l} ms: sequential");
+        runs.push(
+            sequential(
+                &format!("{l} ms, sequential"),
+                &ctl.client,
+                &sim,
+                &format!("s{l}"),
+            )
+            .await,
+        );
+        eprintln!("{l} ms: concurrent");
+        runs.push(
+            concurrent(
+                &format!("{l} ms, {N} concurrent"),
+                &ctl.client,
+                &sim,
+                &format!("c{l}"),
+            )
+            .await,
+        );
+    }
+    sim.faults().set_latency(Duration::ZERO);
+    assert!(sim.disks().is_empty(), "volumes left over after the runs");
+
+    // --- memory with many volumes -----------------------------------------
+    eprintln!("creating {MANY} volumes");
+    let before_many = sim.stats();
+    let many_create = many(
+        MANY,
+        MANY_IN_FLIGHT,
+        &ctl.client,
+        |mut c, name| async move { create(&mut c, &name).await },
+    )
+    .await;
+    assert_eq!(sim.disks().len(), MANY, "not every volume was created");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (many_rss, many_hwm) = memory_kib(ctl.pid());
+    eprintln!("deleting {MANY} volumes");
+    let many_delete = many(
+        MANY,
+        MANY_IN_FLIGHT,
+        &ctl.client,
+        |mut c, name| async move { delete(&mut c, &name).await },
+    )
+    .await;
+    assert!(sim.disks().is_empty(), "not every volume was deleted");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (after_rss, after_hwm) = memory_kib(ctl.pid());
+    let after_many = sim.stats();
+    let default_connections = after_many.connections;
+    drop(ctl);
+
+    // --- optional: a controller with more SSH channels -----------------------
+    eprintln!("20 ms: concurrent with --rds-max-sessions {WIDE_SESSIONS}");
+    let wide = Controller::start(dir.path(), "wide", &sim, &key_path, Some(WIDE_SESSIONS)).await?;
+    sim.faults().set_latency(SLOW);
+    let wide_run = concurrent(
+        &format!("20 ms, {N} concurrent, {WIDE_SESSIONS} sessions"),
+        &wide.client,
+        &sim,
+        "w20",
+    )
+    .await;
+    sim.faults().set_latency(Duration::ZERO);
+    drop(wide);
+    let total = sim.stats();
+    sim.shutdown().await;
+
+    // --- report ------------------------------------------------------------
+    let mut out = String::new();
+    writeln!(
+        out,
+        "# rds-csi controller benchmark\n\n\
+         Simulator in-process over SSH on 127.0.0.1; controller `{}` as a child process; \
+         {} CPU(s). 1 GiB filesystem volumes. Latency is added by the simulator \
+         before every RouterOS command's reply.\n",
+        BIN,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    )?;
+    writeln!(
+        out,
+        "## CreateVolume / DeleteVolume ({N} of each per row)\n"
+    )?;
+    writeln!(
+        out,
+        "| run | create p50 ms | create p99 ms | delete p50 ms | delete p99 ms | wall s | RPCs/s | RouterOS cmds per create | RouterOS cmds per delete | new SSH connections |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for r in runs.iter().chain(std::iter::once(&wide_run)) {
+        writeln!(out, "{}", r.row())?;
+    }
+
+    let seq20 = &runs[2];
+    let con20 = &runs[3];
+    writeln!(out, "\n## Concurrency at 20 ms per command\n")?;
+    writeln!(
+        out,
+        "| comparison | 64 sequential creates | 64 concurrent creates | speedup | goal |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---|")?;
+    for (name, r) in [
+        ("default --rds-max-sessions (8)", con20),
+        ("--rds-max-sessions 64", &wide_run),
+    ] {
+        let speedup = seq20.create_wall.as_secs_f64() / r.create_wall.as_secs_f64();
+        writeln!(
+            out,
+            "| {name} | {:.3} s | {:.3} s | {:.1}x | >= 4x: {} |",
+            seq20.create_wall.as_secs_f64(),
+            r.create_wall.as_secs_f64(),
+            speedup,
+            if speedup >= 4.0 { "met" } else { "NOT met" }
+        )?;
+    }
+
+    writeln!(out, "\n## SSH connections\n")?;
+    writeln!(out, "| measure | value |\n|---|---:|")?;
+    writeln!(
+        out,
+        "| connections while the default controller started (incl. first health check) | {} |",
+        startup.connections
+    )?;
+    writeln!(
+        out,
+        "| commands while the default controller started | {} |",
+        startup.commands
+    )?;
+    writeln!(
+        out,
+        "| connections over the default controller's whole life ({} RPCs) | {} |",
+        4 * 2 * N + 2 * MANY,
+        default_connections
+    )?;
+    writeln!(
+        out,
+        "| connections over the whole benchmark (2 controller processes) | {} |",
+        total.connections
+    )?;
+
+    writeln!(out, "\n## Controller memory (default controller)\n")?;
+    writeln!(
+        out,
+        "| state | VmRSS | VmHWM (peak so far) | goal |\n|---|---:|---:|---|"
+    )?;
+    writeln!(
+        out,
+        "| idle after start | {} | {} | < 20 MiB: {} |",
+        mib(idle_rss),
+        mib(idle_hwm),
+        if idle_rss < 20 * 1024 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    )?;
+    writeln!(
+        out,
+        "| holding {MANY} volumes | {} | {} | |",
+        mib(many_rss),
+        mib(many_hwm)
+    )?;
+    writeln!(
+        out,
+        "| after deleting them | {} | {} | |",
+        mib(after_rss),
+        mib(after_hwm)
+    )?;
+    let many_cmds = after_many.commands - before_many.commands;
+    writeln!(
+        out,
+        "\n{MANY} creates took {:.2} s ({:.0}/s) and {MANY} deletes {:.2} s ({:.0}/s), \
+         {MANY_IN_FLIGHT} in flight, 0 ms latency; {} RouterOS commands in all.",
+        many_create.as_secs_f64(),
+        MANY as f64 / many_create.as_secs_f64(),
+        many_delete.as_secs_f64(),
+        MANY as f64 / many_delete.as_secs_f64(),
+        many_cmds,
+    )?;
+    writeln!(
+        out,
+        "\nTotal benchmark time: {:.1} s.",
+        bench_start.elapsed().as_secs_f64()
+    )?;
+    print!("{out}");
+    Ok(())
+}
