@@ -1,0 +1,16 @@
+//! Who may attach which volume where.
+//!
+//! `rules` is the pure state machine (no kube, no tonic, no tokio): given
+//! a volume's state and an event it returns a decision. Around it, this
+//! crate keeps the state of every volume, serializes operations per volume,
+//! persists decisions to PV annotations and rebuilds the state from
+//! VolumeAttachments at start. Kubernetes access sits behind the traits in
+//! `store`, implemented over `kube` in `kube_store`.
+#![forbid(unsafe_code)]
+
+pub mod rules;
+
+pub use rules::{
+    AccessKind, Attachment, Detach, Handoff, Migration, MigrationOutcome, Policy, Publish,
+    PublishDecision, Refusal, UnpublishDecision, VolumeState,
+};
