@@ -8,8 +8,16 @@
 //! `store`, implemented over `kube` in `kube_store`.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+pub mod manager;
+pub mod metrics;
 pub mod rules;
 
+pub use cluster::{ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent};
+pub use manager::{
+    Manager, ManagerError, MigrationCheck, NoMigrations, PublishRequest, VolumeGuard, VolumeLocks,
+};
+pub use metrics::AttachMetrics;
 pub use rules::{
     AccessKind, Attachment, Detach, Handoff, Migration, MigrationOutcome, Policy, Publish,
     PublishDecision, Refusal, UnpublishDecision, VolumeState,

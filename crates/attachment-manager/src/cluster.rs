@@ -1,0 +1,179 @@
+//! What the attachment manager needs from the cluster, as small traits.
+//!
+//! Implemented once over `kube` (`kube_store`) and in memory here, for
+//! unit tests and for the standalone mode that runs without Kubernetes.
+//! The traits return boxed futures so they can be used as trait objects.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+
+use crate::rules::VolumeState;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ClusterError(pub String);
+
+/// What the cluster says about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatus {
+    Present,
+    /// No Node object: deleted, or never existed.
+    Missing,
+    /// Carries the `node.kubernetes.io/out-of-service` taint (non-graceful
+    /// node shutdown).
+    OutOfService,
+}
+
+pub trait NodeView: Send + Sync {
+    fn node_status<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<NodeStatus, ClusterError>>;
+}
+
+/// Where attachment state is persisted and rebuilt from.
+pub trait Store: Send + Sync {
+    /// Persists one volume's state; an unattached state clears it.
+    fn save<'a>(
+        &'a self,
+        volume: &'a str,
+        state: &'a VolumeState,
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Every volume the cluster says is attached, with its state.
+    fn load(&self) -> BoxFuture<'_, Result<Vec<(String, VolumeState)>, ClusterError>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
+
+/// An event about a volume, recorded on its PVC when it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeEvent {
+    pub volume: String,
+    /// `(namespace, name)` of the PVC, from the volume context.
+    pub pvc: Option<(String, String)>,
+    pub kind: EventKind,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: VolumeEvent) -> BoxFuture<'_, ()>;
+}
+
+/// Nodes from a fixed list (standalone mode, tests). An empty list means
+/// every node is present.
+#[derive(Debug, Default)]
+pub struct StaticNodes {
+    nodes: Mutex<HashMap<String, NodeStatus>>,
+}
+
+impl StaticNodes {
+    pub fn new(nodes: impl IntoIterator<Item = String>) -> Self {
+        StaticNodes {
+            nodes: Mutex::new(
+                nodes
+                    .into_iter()
+                    .map(|n| (n, NodeStatus::Present))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn set(&self, node: &str, status: NodeStatus) {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), status);
+    }
+}
+
+impl NodeView for StaticNodes {
+    fn node_status<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<NodeStatus, ClusterError>> {
+        let map = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let status = if map.is_empty() {
+            NodeStatus::Present
+        } else {
+            map.get(node).copied().unwrap_or(NodeStatus::Missing)
+        };
+        Box::pin(async move { Ok(status) })
+    }
+}
+
+/// Keeps nothing: state lives only in the manager's memory (standalone
+/// mode). Tests use it with `saved` to see what would be persisted.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    pub saved: Mutex<HashMap<String, VolumeState>>,
+    pub fail_saves: Mutex<u32>,
+    pub initial: Mutex<Vec<(String, VolumeState)>>,
+    pub fail_loads: Mutex<u32>,
+}
+
+impl Store for MemoryStore {
+    fn save<'a>(
+        &'a self,
+        volume: &'a str,
+        state: &'a VolumeState,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        let result = {
+            let mut fail = self.fail_saves.lock().unwrap_or_else(|p| p.into_inner());
+            if *fail > 0 {
+                *fail -= 1;
+                Err(ClusterError("injected save failure".into()))
+            } else {
+                let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+                if state.is_attached() {
+                    saved.insert(volume.to_string(), state.clone());
+                } else {
+                    saved.remove(volume);
+                }
+                Ok(())
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<Vec<(String, VolumeState)>, ClusterError>> {
+        let result = {
+            let mut fail = self.fail_loads.lock().unwrap_or_else(|p| p.into_inner());
+            if *fail > 0 {
+                *fail -= 1;
+                Err(ClusterError("injected load failure".into()))
+            } else {
+                Ok(self
+                    .initial
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone())
+            }
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// Logs events instead of recording them in a cluster.
+#[derive(Debug, Default)]
+pub struct LogEvents {
+    pub seen: Mutex<Vec<VolumeEvent>>,
+}
+
+impl EventSink for LogEvents {
+    fn emit(&self, event: VolumeEvent) -> BoxFuture<'_, ()> {
+        match event.kind {
+            EventKind::Normal => {
+                tracing::info!(volume = %event.volume, reason = event.reason, "{}", event.message)
+            }
+            EventKind::Warning => {
+                tracing::warn!(volume = %event.volume, reason = event.reason, "{}", event.message)
+            }
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,622 @@
+//! The attachment manager: the rules applied to every volume, with the
+//! facts gathered from the cluster, decisions persisted before they take
+//! effect, state rebuilt at start, and events and metrics for operators.
+//!
+//! Until the rebuild from the cluster has succeeded, every publish and
+//! unpublish fails with [`ManagerError::NotReady`] (lesson 6: never fence
+//! from an empty memory). A decision that changes state is persisted first
+//! and only then committed in memory, so a failed write leaves both the
+//! store and the memory as they were and the CO simply retries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cluster::{
+    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent,
+};
+use crate::metrics::AttachMetrics;
+use crate::rules::{
+    AccessKind, Migration, MigrationOutcome, Policy, Publish, PublishDecision, Refusal,
+    UnpublishDecision, VolumeState,
+};
+
+/// Tells whether a node is a verified KubeVirt migration target for the
+/// VMI using a PVC.
+pub trait MigrationCheck: Send + Sync {
+    fn is_migration_target<'a>(
+        &'a self,
+        pvc: Option<&'a (String, String)>,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ClusterError>>;
+}
+
+/// Verifies nothing: every second node is refused unless the policy
+/// relaxes the rule (clusters without KubeVirt, standalone mode).
+pub struct NoMigrations;
+
+impl MigrationCheck for NoMigrations {
+    fn is_migration_target<'a>(
+        &'a self,
+        _: Option<&'a (String, String)>,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(
+        "attachment state is not rebuilt from the cluster yet; refusing to decide (fail closed)"
+    )]
+    NotReady,
+    #[error("{what}: {source}")]
+    Cluster {
+        what: &'static str,
+        #[source]
+        source: ClusterError,
+    },
+    #[error("an operation on volume {0} is already in progress")]
+    Busy(String),
+}
+
+/// One operation per volume at a time. The guard releases on drop, so a
+/// cancelled RPC can never leave a volume locked, and the table only holds
+/// volumes with an operation in flight.
+#[derive(Default, Clone)]
+pub struct VolumeLocks(Arc<DashMap<String, ()>>);
+
+pub struct VolumeGuard {
+    map: Arc<DashMap<String, ()>>,
+    key: String,
+}
+
+impl VolumeLocks {
+    pub fn try_lock(&self, key: &str) -> Result<VolumeGuard, ManagerError> {
+        use dashmap::mapref::entry::Entry;
+        match self.0.entry(key.to_string()) {
+            Entry::Occupied(_) => Err(ManagerError::Busy(key.to_string())),
+            Entry::Vacant(v) => {
+                v.insert(());
+                Ok(VolumeGuard {
+                    map: self.0.clone(),
+                    key: key.to_string(),
+                })
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for VolumeGuard {
+    fn drop(&mut self) {
+        self.map.remove(&self.key);
+    }
+}
+
+/// A publish as the CSI layer sees it.
+#[derive(Debug, Clone)]
+pub struct PublishRequest<'a> {
+    pub volume: &'a str,
+    pub node: &'a str,
+    pub kind: AccessKind,
+    pub pvc: Option<(String, String)>,
+    pub migration_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    state: VolumeState,
+    pvc: Option<(String, String)>,
+}
+
+pub struct Manager {
+    policy: Policy,
+    store: Arc<dyn Store>,
+    nodes: Arc<dyn NodeView>,
+    migrations: Arc<dyn MigrationCheck>,
+    events: Arc<dyn EventSink>,
+    metrics: AttachMetrics,
+    volumes: Mutex<HashMap<String, Entry>>,
+    ready: AtomicBool,
+    locks: VolumeLocks,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Manager {
+    pub fn new(
+        policy: Policy,
+        store: Arc<dyn Store>,
+        nodes: Arc<dyn NodeView>,
+        migrations: Arc<dyn MigrationCheck>,
+        events: Arc<dyn EventSink>,
+        metrics: AttachMetrics,
+    ) -> Self {
+        Manager {
+            policy,
+            store,
+            nodes,
+            migrations,
+            events,
+            metrics,
+            volumes: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            locks: VolumeLocks::default(),
+        }
+    }
+
+    pub fn locks(&self) -> &VolumeLocks {
+        &self.locks
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The current state of a volume (empty if unknown).
+    pub fn state(&self, volume: &str) -> VolumeState {
+        lock(&self.volumes)
+            .get(volume)
+            .map(|e| e.state.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn holders(&self, volume: &str) -> Vec<String> {
+        self.state(volume).holders()
+    }
+
+    /// Number of volumes with state in memory.
+    pub fn tracked(&self) -> usize {
+        lock(&self.volumes).len()
+    }
+
+    /// Replaces the in-memory state with what the store says, then opens
+    /// the gate. Returns how many volumes are attached.
+    pub async fn rebuild(&self) -> Result<usize, ManagerError> {
+        let loaded = self
+            .store
+            .load()
+            .await
+            .map_err(|source| ManagerError::Cluster {
+                what: "rebuild attachment state",
+                source,
+            })?;
+        let mut map = HashMap::with_capacity(loaded.len());
+        for (volume, state) in loaded {
+            if let Err(e) = state.check_invariants() {
+                // The cluster shows more than the rules allow (for example
+                // three VolumeAttachments). Keep every node so nothing else
+                // gets in, and say so loudly.
+                warn!(volume = %volume, problem = %e, "rebuilt attachment state breaks the rules; keeping it fenced");
+            }
+            map.insert(volume, Entry { state, pvc: None });
+        }
+        let n = map.len();
+        *lock(&self.volumes) = map;
+        self.update_gauges();
+        self.ready.store(true, Ordering::Release);
+        Ok(n)
+    }
+
+    /// Rebuilds with backoff until it succeeds, then ticks every
+    /// `tick` until cancelled (migration deadlines, pruning).
+    pub async fn run(self: Arc<Self>, tick: Duration, cancel: CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let started = Instant::now();
+            match self.rebuild().await {
+                Ok(n) => {
+                    info!(attached = n, elapsed = ?started.elapsed(), "attachment state rebuilt from the cluster; publishing is open");
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?delay, "cannot rebuild attachment state; publishes stay refused");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            self.tick(Timestamp::now()).await;
+        }
+    }
+
+    pub async fn publish(&self, req: PublishRequest<'_>) -> Result<PublishDecision, ManagerError> {
+        let started = Instant::now();
+        let result = self.publish_inner(&req).await;
+        self.metrics
+            .operation_duration
+            .with_label_values(&["publish"])
+            .observe(started.elapsed().as_secs_f64());
+        let status = match &result {
+            Ok(PublishDecision::Attached { .. }) => "attached",
+            Ok(PublishDecision::AlreadyAttached) => "already_attached",
+            Ok(PublishDecision::Refused(_)) => "refused",
+            Err(ManagerError::NotReady) => "unavailable",
+            Err(_) => "error",
+        };
+        self.metrics.attach.with_label_values(&[status]).inc();
+        result
+    }
+
+    async fn publish_inner(
+        &self,
+        req: &PublishRequest<'_>,
+    ) -> Result<PublishDecision, ManagerError> {
+        if !self.is_ready() {
+            return Err(ManagerError::NotReady);
+        }
+        let current = self.state(req.volume);
+        let mut gone = Vec::new();
+        if !current.holds(req.node) {
+            for holder in current.holders() {
+                let status = self.nodes.node_status(&holder).await.map_err(|source| {
+                    ManagerError::Cluster {
+                        what: "check the holder's node",
+                        source,
+                    }
+                })?;
+                if status != NodeStatus::Present {
+                    gone.push(holder);
+                }
+            }
+        }
+        let remaining = current.nodes.len() - gone.len();
+        let needs_check = req.kind == AccessKind::MultiNodeBlock
+            && current.kind == AccessKind::MultiNodeBlock
+            && remaining == 1
+            && !current.holds(req.node);
+        let migration_target = if needs_check {
+            self.migrations
+                .is_migration_target(req.pvc.as_ref(), req.node)
+                .await
+                .map_err(|source| ManagerError::Cluster {
+                    what: "verify the KubeVirt migration target",
+                    source,
+                })?
+        } else {
+            false
+        };
+        let now = Timestamp::now();
+        let mut next = current.clone();
+        let decision = next.publish(
+            &self.policy,
+            &Publish {
+                node: req.node,
+                kind: req.kind,
+                now,
+                gone_holders: &gone,
+                migration_target,
+                migration_timeout: req.migration_timeout,
+            },
+        );
+        match &decision {
+            PublishDecision::Attached {
+                handoff,
+                stale_cleared,
+                migration_started,
+            } => {
+                self.store.save(req.volume, &next).await.map_err(|source| {
+                    ManagerError::Cluster {
+                        what: "persist the attachment",
+                        source,
+                    }
+                })?;
+                {
+                    let mut map = lock(&self.volumes);
+                    let entry = map.entry(req.volume.to_string()).or_default();
+                    entry.state = next;
+                    if req.pvc.is_some() {
+                        entry.pvc = req.pvc.clone();
+                    }
+                }
+                self.update_gauges();
+                for node in stale_cleared {
+                    self.metrics.stale_cleared.inc();
+                    self.emit(req.volume, &req.pvc, EventKind::Warning, "StaleAttachmentCleared", format!(
+                        "node {node} is gone (deleted or out of service); its attachment of volume {} was dropped so {} can use it",
+                        req.volume, req.node
+                    ))
+                    .await;
+                }
+                if let Some(h) = handoff {
+                    self.metrics.grace_period_used.inc();
+                    self.metrics.handoff_duration.observe(h.after.as_secs_f64());
+                    self.emit(
+                        req.volume,
+                        &req.pvc,
+                        EventKind::Normal,
+                        "Handoff",
+                        format!(
+                            "volume {} handed over from {} to {} {:.3}s after its release",
+                            req.volume,
+                            h.from,
+                            h.to,
+                            h.after.as_secs_f64()
+                        ),
+                    )
+                    .await;
+                }
+                if let Some(m) = migration_started {
+                    self.metrics
+                        .migrations
+                        .with_label_values(&["started"])
+                        .inc();
+                    self.emit(req.volume, &req.pvc, EventKind::Normal, "MigrationStarted", format!(
+                        "live migration of volume {}: attached to target {} alongside source {} until {}",
+                        req.volume, m.target, m.source, m.deadline
+                    ))
+                    .await;
+                }
+                info!(volume = %req.volume, node = %req.node, holders = ?self.holders(req.volume), "attachment recorded");
+            }
+            PublishDecision::AlreadyAttached => {}
+            PublishDecision::Refused(r) => {
+                if matches!(
+                    r,
+                    Refusal::AttachedElsewhere { .. }
+                        | Refusal::TwoNodesAlready { .. }
+                        | Refusal::NotAMigrationTarget { .. }
+                        | Refusal::KindMismatch { .. }
+                ) {
+                    self.metrics.conflicts.inc();
+                }
+                self.emit(
+                    req.volume,
+                    &req.pvc,
+                    EventKind::Warning,
+                    "AttachConflict",
+                    format!(
+                        "publish of volume {} to {} refused: {r}",
+                        req.volume, req.node
+                    ),
+                )
+                .await;
+            }
+        }
+        Ok(decision)
+    }
+
+    pub async fn unpublish(
+        &self,
+        volume: &str,
+        node: &str,
+    ) -> Result<UnpublishDecision, ManagerError> {
+        let started = Instant::now();
+        let result = self.unpublish_inner(volume, node).await;
+        self.metrics
+            .operation_duration
+            .with_label_values(&["unpublish"])
+            .observe(started.elapsed().as_secs_f64());
+        let status = match &result {
+            Ok(UnpublishDecision::Detached { .. }) => "detached",
+            Ok(UnpublishDecision::NotAttached) => "not_attached",
+            Err(ManagerError::NotReady) => "unavailable",
+            Err(_) => "error",
+        };
+        self.metrics.detach.with_label_values(&[status]).inc();
+        result
+    }
+
+    async fn unpublish_inner(
+        &self,
+        volume: &str,
+        node: &str,
+    ) -> Result<UnpublishDecision, ManagerError> {
+        if !self.is_ready() {
+            return Err(ManagerError::NotReady);
+        }
+        let (current, pvc) = {
+            let map = lock(&self.volumes);
+            map.get(volume)
+                .map(|e| (e.state.clone(), e.pvc.clone()))
+                .unwrap_or_default()
+        };
+        let mut next = current;
+        let decision = next.unpublish(node, Timestamp::now());
+        if let UnpublishDecision::Detached { ended } = &decision {
+            self.store
+                .save(volume, &next)
+                .await
+                .map_err(|source| ManagerError::Cluster {
+                    what: "persist the detachment",
+                    source,
+                })?;
+            lock(&self.volumes)
+                .entry(volume.to_string())
+                .or_default()
+                .state = next;
+            self.update_gauges();
+            if let Some((m, outcome)) = ended {
+                self.migration_ended(volume, &pvc, m, *outcome).await;
+            }
+            info!(volume = %volume, node = %node, holders = ?self.holders(volume), "detachment recorded");
+        }
+        Ok(decision)
+    }
+
+    /// Drops every attachment of a node that is gone. Volumes with an
+    /// operation in flight are skipped; the next call catches them.
+    /// Returns the volumes released.
+    pub async fn node_gone(&self, node: &str) -> Vec<String> {
+        let candidates: Vec<String> = lock(&self.volumes)
+            .iter()
+            .filter(|(_, e)| e.state.holds(node))
+            .map(|(v, _)| v.clone())
+            .collect();
+        let mut released = Vec::new();
+        for volume in candidates {
+            let Ok(_guard) = self.locks.try_lock(&volume) else {
+                continue;
+            };
+            let (mut next, pvc) = {
+                let map = lock(&self.volumes);
+                match map.get(&volume) {
+                    Some(e) => (e.state.clone(), e.pvc.clone()),
+                    None => continue,
+                }
+            };
+            let Some(ended) = next.node_gone(node) else {
+                continue;
+            };
+            if let Err(e) = self.store.save(&volume, &next).await {
+                warn!(volume = %volume, node = %node, error = %e, "cannot persist a stale attachment's removal; will retry");
+                continue;
+            }
+            lock(&self.volumes).entry(volume.clone()).or_default().state = next;
+            self.metrics.stale_cleared.inc();
+            self.emit(&volume, &pvc, EventKind::Warning, "StaleAttachmentCleared", format!(
+                "node {node} is gone (deleted or out of service); its attachment of volume {volume} was dropped"
+            ))
+            .await;
+            if let Some((m, outcome)) = ended {
+                self.migration_ended(&volume, &pvc, &m, outcome).await;
+            }
+            released.push(volume);
+        }
+        self.update_gauges();
+        released
+    }
+
+    /// Reports migrations past their deadline and forgets released volumes
+    /// whose grace period is over, so memory follows the attached set.
+    pub async fn tick(&self, now: Timestamp) {
+        let mut timed_out = Vec::new();
+        {
+            let mut map = lock(&self.volumes);
+            let grace = self.policy.grace_period;
+            map.retain(|_, e| {
+                e.state.is_attached()
+                    || e.state.last_detach.as_ref().is_some_and(|d| {
+                        Duration::try_from(now.duration_since(d.at)).unwrap_or(Duration::ZERO)
+                            <= grace
+                    })
+            });
+            for (volume, e) in map.iter_mut() {
+                if let Some(m) = e.state.tick(now) {
+                    timed_out.push((volume.clone(), e.pvc.clone(), m));
+                }
+            }
+        }
+        for (volume, pvc, m) in timed_out {
+            self.metrics
+                .migrations
+                .with_label_values(&["timed_out"])
+                .inc();
+            self.emit(&volume, &pvc, EventKind::Warning, "MigrationTimedOut", format!(
+                "live migration of volume {volume} from {} to {} passed its deadline {}; no further node is admitted until one side leaves",
+                m.source, m.target, m.deadline
+            ))
+            .await;
+        }
+    }
+
+    async fn migration_ended(
+        &self,
+        volume: &str,
+        pvc: &Option<(String, String)>,
+        m: &Migration,
+        outcome: MigrationOutcome,
+    ) {
+        self.metrics
+            .migrations
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        let took =
+            Duration::try_from(Timestamp::now().duration_since(m.started)).unwrap_or_default();
+        self.metrics.migration_duration.observe(took.as_secs_f64());
+        let (kind, reason, what) = match outcome {
+            MigrationOutcome::Completed => (
+                EventKind::Normal,
+                "MigrationCompleted",
+                format!(
+                    "source {} released it; the VM runs on {}",
+                    m.source, m.target
+                ),
+            ),
+            MigrationOutcome::RolledBack => (
+                EventKind::Warning,
+                "MigrationFailed",
+                format!(
+                    "target {} released it; the VM stays on {}",
+                    m.target, m.source
+                ),
+            ),
+            MigrationOutcome::NodeLost => (
+                EventKind::Warning,
+                "MigrationNodeLost",
+                format!(
+                    "a node of the migration {} -> {} is gone",
+                    m.source, m.target
+                ),
+            ),
+        };
+        self.emit(
+            volume,
+            pvc,
+            kind,
+            reason,
+            format!(
+                "live migration of volume {volume} ended after {:.1}s: {what}",
+                took.as_secs_f64()
+            ),
+        )
+        .await;
+    }
+
+    async fn emit(
+        &self,
+        volume: &str,
+        pvc: &Option<(String, String)>,
+        kind: EventKind,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.events
+            .emit(VolumeEvent {
+                volume: volume.to_string(),
+                pvc: pvc.clone(),
+                kind,
+                reason,
+                message,
+            })
+            .await;
+    }
+
+    fn update_gauges(&self) {
+        let active = lock(&self.volumes)
+            .values()
+            .filter(|e| e.state.migration.is_some())
+            .count();
+        self.metrics.active_migrations.set(active as i64);
+    }
+}
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

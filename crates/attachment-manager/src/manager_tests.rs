@@ -1,0 +1,351 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::cluster::{LogEvents, MemoryStore, StaticNodes};
+
+struct Verifier(Mutex<Vec<String>>);
+
+impl MigrationCheck for Verifier {
+    fn is_migration_target<'a>(
+        &'a self,
+        _: Option<&'a (String, String)>,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        let ok = lock(&self.0).iter().any(|n| n == node);
+        Box::pin(async move { Ok(ok) })
+    }
+}
+
+struct Env {
+    m: Arc<Manager>,
+    store: Arc<MemoryStore>,
+    nodes: Arc<StaticNodes>,
+    events: Arc<LogEvents>,
+    targets: Arc<Verifier>,
+}
+
+fn env() -> Env {
+    let store = Arc::new(MemoryStore::default());
+    let nodes = Arc::new(StaticNodes::new(["a", "b", "c"].map(String::from)));
+    let events = Arc::new(LogEvents::default());
+    let targets = Arc::new(Verifier(Mutex::new(vec![])));
+    let m = Arc::new(Manager::new(
+        Policy::default(),
+        store.clone(),
+        nodes.clone(),
+        targets.clone(),
+        events.clone(),
+        AttachMetrics::unregistered(),
+    ));
+    Env {
+        m,
+        store,
+        nodes,
+        events,
+        targets,
+    }
+}
+
+fn req<'a>(volume: &'a str, node: &'a str, kind: AccessKind) -> PublishRequest<'a> {
+    PublishRequest {
+        volume,
+        node,
+        kind,
+        pvc: Some(("vms".into(), "disk".into())),
+        migration_timeout: Duration::from_secs(300),
+    }
+}
+
+fn reasons(e: &Env) -> Vec<&'static str> {
+    lock(&e.events.seen).iter().map(|ev| ev.reason).collect()
+}
+
+#[tokio::test]
+async fn publish_before_rebuild_is_refused_fail_closed() {
+    let e = env();
+    assert!(matches!(
+        e.m.publish(req("v", "a", AccessKind::SingleNode)).await,
+        Err(ManagerError::NotReady)
+    ));
+    assert!(matches!(
+        e.m.unpublish("v", "a").await,
+        Err(ManagerError::NotReady)
+    ));
+    e.m.rebuild().await.unwrap();
+    assert!(matches!(
+        e.m.publish(req("v", "a", AccessKind::SingleNode)).await,
+        Ok(PublishDecision::Attached { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_rebuild_is_retried_until_it_succeeds() {
+    let e = env();
+    *lock(&e.store.fail_loads) = 2;
+    let mut s = VolumeState::default();
+    s.publish(
+        &Policy::default(),
+        &Publish {
+            node: "a",
+            kind: AccessKind::SingleNode,
+            now: Timestamp::now(),
+            gone_holders: &[],
+            migration_target: false,
+            migration_timeout: Duration::from_secs(1),
+        },
+    );
+    lock(&e.store.initial).push(("v".into(), s));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(e.m.clone().run(Duration::from_secs(60), cancel.clone()));
+    for _ in 0..100 {
+        if e.m.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(e.m.is_ready(), "ready after two failed loads");
+    assert_eq!(e.m.holders("v"), vec!["a"]);
+    // The rebuilt holder is enforced.
+    let d =
+        e.m.publish(req("v", "b", AccessKind::SingleNode))
+            .await
+            .unwrap();
+    assert!(matches!(
+        d,
+        PublishDecision::Refused(Refusal::AttachedElsewhere { .. })
+    ));
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_persist_changes_nothing_and_the_retry_works() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    *lock(&e.store.fail_saves) = 1;
+    assert!(matches!(
+        e.m.publish(req("v", "a", AccessKind::SingleNode)).await,
+        Err(ManagerError::Cluster { .. })
+    ));
+    assert!(e.m.holders("v").is_empty());
+    assert!(lock(&e.store.saved).is_empty());
+    assert!(matches!(
+        e.m.publish(req("v", "a", AccessKind::SingleNode)).await,
+        Ok(PublishDecision::Attached { .. })
+    ));
+    assert_eq!(lock(&e.store.saved)["v"].holders(), vec!["a"]);
+    e.m.unpublish("v", "a").await.unwrap();
+    assert!(
+        !lock(&e.store.saved).contains_key("v"),
+        "a released volume is cleared from the store"
+    );
+}
+
+#[tokio::test]
+async fn a_handoff_is_counted_timed_and_evented() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    e.m.unpublish("v", "a").await.unwrap();
+    let d =
+        e.m.publish(req("v", "b", AccessKind::SingleNode))
+            .await
+            .unwrap();
+    assert!(matches!(
+        d,
+        PublishDecision::Attached {
+            handoff: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(e.m.metrics.grace_period_used.get(), 1);
+    assert_eq!(e.m.metrics.handoff_duration.get_sample_count(), 1);
+    assert_eq!(reasons(&e), vec!["Handoff"]);
+    let ev = &lock(&e.events.seen)[0];
+    assert_eq!(ev.pvc, Some(("vms".into(), "disk".into())));
+}
+
+#[tokio::test]
+async fn a_conflict_is_refused_counted_and_evented_on_the_pvc() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    let d =
+        e.m.publish(req("v", "b", AccessKind::SingleNode))
+            .await
+            .unwrap();
+    assert!(matches!(d, PublishDecision::Refused(_)));
+    assert_eq!(e.m.metrics.conflicts.get(), 1);
+    assert_eq!(reasons(&e), vec!["AttachConflict"]);
+}
+
+#[tokio::test]
+async fn a_deleted_or_out_of_service_holder_is_dropped_for_the_new_node() {
+    for status in [NodeStatus::Missing, NodeStatus::OutOfService] {
+        let e = env();
+        e.m.rebuild().await.unwrap();
+        e.m.publish(req("v", "a", AccessKind::SingleNode))
+            .await
+            .unwrap();
+        e.nodes.set("a", status);
+        let d =
+            e.m.publish(req("v", "b", AccessKind::SingleNode))
+                .await
+                .unwrap();
+        assert!(
+            matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
+            "{d:?}"
+        );
+        assert_eq!(e.m.metrics.stale_cleared.get(), 1);
+        assert_eq!(reasons(&e), vec!["StaleAttachmentCleared"]);
+    }
+}
+
+#[tokio::test]
+async fn a_verified_migration_runs_its_course_with_metrics_and_events() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::MultiNodeBlock))
+        .await
+        .unwrap();
+    let d =
+        e.m.publish(req("v", "b", AccessKind::MultiNodeBlock))
+            .await
+            .unwrap();
+    assert!(matches!(
+        d,
+        PublishDecision::Refused(Refusal::NotAMigrationTarget { .. })
+    ));
+    lock(&e.targets.0).push("b".into());
+    let d =
+        e.m.publish(req("v", "b", AccessKind::MultiNodeBlock))
+            .await
+            .unwrap();
+    assert!(matches!(
+        d,
+        PublishDecision::Attached {
+            migration_started: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(e.m.metrics.active_migrations.get(), 1);
+    assert!(
+        lock(&e.store.saved)["v"].migration.is_some(),
+        "the window and its deadline are persisted"
+    );
+    e.m.unpublish("v", "a").await.unwrap();
+    assert_eq!(e.m.metrics.active_migrations.get(), 0);
+    assert_eq!(
+        e.m.metrics
+            .migrations
+            .with_label_values(&["completed"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        reasons(&e),
+        vec!["AttachConflict", "MigrationStarted", "MigrationCompleted"]
+    );
+}
+
+#[tokio::test]
+async fn a_migration_past_its_deadline_is_reported_by_the_tick() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    lock(&e.targets.0).push("b".into());
+    let mut r = req("v", "a", AccessKind::MultiNodeBlock);
+    r.migration_timeout = Duration::from_secs(1);
+    e.m.publish(r.clone()).await.unwrap();
+    r.node = "b";
+    e.m.publish(r).await.unwrap();
+    e.m.tick(Timestamp::now()).await;
+    assert_eq!(
+        e.m.metrics
+            .migrations
+            .with_label_values(&["timed_out"])
+            .get(),
+        0
+    );
+    e.m.tick(Timestamp::now() + jiff::SignedDuration::from_secs(2))
+        .await;
+    e.m.tick(Timestamp::now() + jiff::SignedDuration::from_secs(3))
+        .await;
+    assert_eq!(
+        e.m.metrics
+            .migrations
+            .with_label_values(&["timed_out"])
+            .get(),
+        1
+    );
+    assert!(reasons(&e).contains(&"MigrationTimedOut"));
+}
+
+#[tokio::test]
+async fn node_gone_releases_its_volumes_and_the_tick_forgets_released_ones() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v1", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    e.m.publish(req("v2", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    e.m.publish(req("v3", "b", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    let mut released = e.m.node_gone("a").await;
+    released.sort();
+    assert_eq!(released, vec!["v1", "v2"]);
+    assert_eq!(e.m.holders("v3"), vec!["b"]);
+    e.m.unpublish("v3", "b").await.unwrap();
+    assert_eq!(e.m.tracked(), 3);
+    e.m.tick(Timestamp::now() + jiff::SignedDuration::from_secs(60))
+        .await;
+    assert_eq!(e.m.tracked(), 0, "memory follows the attached set");
+}
+
+#[tokio::test]
+async fn of_64_concurrent_publishes_to_different_nodes_exactly_one_wins() {
+    let e = env();
+    // Every node exists.
+    let m = Arc::new(Manager::new(
+        Policy::default(),
+        e.store.clone(),
+        Arc::new(StaticNodes::default()),
+        e.targets.clone(),
+        e.events.clone(),
+        AttachMetrics::unregistered(),
+    ));
+    m.rebuild().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let node = format!("node-{i}");
+            let Ok(_guard) = m.locks().try_lock("v") else {
+                return "busy";
+            };
+            match m
+                .publish(req("v", &node, AccessKind::SingleNode))
+                .await
+                .unwrap()
+            {
+                PublishDecision::Attached { .. } => "won",
+                _ => "refused",
+            }
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() == "won" {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(m.holders("v").len(), 1);
+    assert!(m.locks().is_empty());
+}

@@ -1,0 +1,76 @@
+//! Attachment and migration metrics.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct AttachMetrics {
+    pub attach: IntCounterVec,
+    pub detach: IntCounterVec,
+    pub conflicts: IntCounter,
+    pub grace_period_used: IntCounter,
+    pub stale_cleared: IntCounter,
+    pub operation_duration: HistogramVec,
+    pub migrations: IntCounterVec,
+    pub migration_duration: Histogram,
+    pub active_migrations: IntGauge,
+    pub handoff_duration: Histogram,
+}
+
+impl AttachMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = AttachMetrics {
+            attach: IntCounterVec::new(
+                Opts::new("rds_csi_attachment_attach_total", "ControllerPublish decisions, by status (attached, already_attached, refused, error, unavailable)."),
+                &["status"],
+            )?,
+            detach: IntCounterVec::new(
+                Opts::new("rds_csi_attachment_detach_total", "ControllerUnpublish decisions, by status (detached, not_attached, error, unavailable)."),
+                &["status"],
+            )?,
+            conflicts: IntCounter::new("rds_csi_attachment_conflicts_total", "Publishes refused because another node holds the volume.")?,
+            grace_period_used: IntCounter::new(
+                "rds_csi_attachment_grace_period_used_total",
+                "Publishes to a new node within the grace period after a release (handoffs).",
+            )?,
+            stale_cleared: IntCounter::new(
+                "rds_csi_attachment_stale_cleared_total",
+                "Attachments dropped because their node was deleted or out of service.",
+            )?,
+            operation_duration: HistogramVec::new(
+                HistogramOpts::new("rds_csi_attachment_operation_duration_seconds", "Time to decide and persist an attachment operation.")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                &["operation"],
+            )?,
+            migrations: IntCounterVec::new(
+                Opts::new("rds_csi_migration_migrations_total", "Live-migration windows, by result (started, completed, failed, node_lost, timed_out)."),
+                &["result"],
+            )?,
+            migration_duration: Histogram::with_opts(
+                HistogramOpts::new("rds_csi_migration_duration_seconds", "Time from admitting a migration target to one side leaving.")
+                    .buckets(vec![1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
+            )?,
+            active_migrations: IntGauge::new("rds_csi_migration_active_migrations", "Volumes attached to two nodes for a live migration right now.")?,
+            handoff_duration: Histogram::with_opts(
+                HistogramOpts::new("rds_csi_handoff_duration_seconds", "Time from a volume's release on one node to its publish on another (handoffs).")
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?,
+        };
+        registry.register(Box::new(m.attach.clone()))?;
+        registry.register(Box::new(m.detach.clone()))?;
+        registry.register(Box::new(m.conflicts.clone()))?;
+        registry.register(Box::new(m.grace_period_used.clone()))?;
+        registry.register(Box::new(m.stale_cleared.clone()))?;
+        registry.register(Box::new(m.operation_duration.clone()))?;
+        registry.register(Box::new(m.migrations.clone()))?;
+        registry.register(Box::new(m.migration_duration.clone()))?;
+        registry.register(Box::new(m.active_migrations.clone()))?;
+        registry.register(Box::new(m.handoff_duration.clone()))?;
+        Ok(m)
+    }
+
+    pub fn unregistered() -> Self {
+        Self::register(&Registry::new()).expect("fresh registry")
+    }
+}
