@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod kube_store;
 pub mod manager;
 pub mod metrics;
 pub mod rules;

@@ -1,0 +1,519 @@
+//! The cluster traits over `kube`: attachment state persisted in PV
+//! annotations and rebuilt from VolumeAttachments, node facts from a Node
+//! reflector, and events recorded on PVCs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store as Reader};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use tracing::{debug, warn};
+
+use crate::cluster::{
+    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent,
+};
+use crate::rules::{AccessKind, Attachment, Migration, VolumeState};
+
+pub const ANN_ATTACHED_NODE: &str = "rds.csi.srvlab.io/attached-node";
+pub const ANN_ATTACHED_AT: &str = "rds.csi.srvlab.io/attached-at";
+pub const ANN_MIGRATION_SOURCE: &str = "rds.csi.srvlab.io/migration-source";
+pub const ANN_MIGRATION_TARGET: &str = "rds.csi.srvlab.io/migration-target";
+pub const ANN_MIGRATION_STARTED: &str = "rds.csi.srvlab.io/migration-started-at";
+pub const ANN_MIGRATION_DEADLINE: &str = "rds.csi.srvlab.io/migration-deadline";
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+const MIGRATION_TIMEOUT_ATTR: &str = "migrationTimeoutSeconds";
+
+fn err(what: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError(format!("{what}: {e}"))
+}
+
+/// The annotations that describe a state; `None` values remove the key.
+pub fn annotations_for(state: &VolumeState) -> BTreeMap<&'static str, Option<String>> {
+    let mut a = BTreeMap::new();
+    let attached = state.is_attached();
+    a.insert(
+        ANN_ATTACHED_NODE,
+        attached.then(|| state.holders().join(",")),
+    );
+    a.insert(
+        ANN_ATTACHED_AT,
+        state
+            .nodes
+            .iter()
+            .map(|n| n.since)
+            .min()
+            .map(|t| t.to_string()),
+    );
+    let m = state.migration.as_ref();
+    a.insert(ANN_MIGRATION_SOURCE, m.map(|m| m.source.clone()));
+    a.insert(ANN_MIGRATION_TARGET, m.map(|m| m.target.clone()));
+    a.insert(ANN_MIGRATION_STARTED, m.map(|m| m.started.to_string()));
+    a.insert(ANN_MIGRATION_DEADLINE, m.map(|m| m.deadline.to_string()));
+    a
+}
+
+/// Rebuilds one volume's state from the nodes its VolumeAttachments name
+/// (with their creation times) and its PV's annotations and modes.
+pub fn state_from_cluster(
+    mut nodes: Vec<(String, Timestamp)>,
+    annotations: &BTreeMap<String, String>,
+    rwx_block: bool,
+    migration_timeout: Duration,
+) -> VolumeState {
+    nodes.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    nodes.dedup_by(|a, b| a.0 == b.0);
+    let kind = if nodes.len() >= 2 || rwx_block {
+        AccessKind::MultiNodeBlock
+    } else {
+        AccessKind::SingleNode
+    };
+    let ts = |k: &str| annotations.get(k).and_then(|v| v.parse::<Timestamp>().ok());
+    let migration = if nodes.len() == 2 {
+        let names: Vec<&str> = nodes.iter().map(|n| n.0.as_str()).collect();
+        let recorded = match (
+            annotations.get(ANN_MIGRATION_SOURCE),
+            annotations.get(ANN_MIGRATION_TARGET),
+            ts(ANN_MIGRATION_STARTED),
+            ts(ANN_MIGRATION_DEADLINE),
+        ) {
+            (Some(s), Some(t), Some(started), Some(deadline))
+                if names.contains(&s.as_str()) && names.contains(&t.as_str()) =>
+            {
+                Some(Migration {
+                    source: s.clone(),
+                    target: t.clone(),
+                    started,
+                    deadline,
+                    timeout_reported: false,
+                })
+            }
+            _ => None,
+        };
+        // Without a record, the later attachment is the target and the
+        // window is taken to have started then: the deadline still holds.
+        Some(recorded.unwrap_or_else(|| {
+            let started = nodes[1].1;
+            Migration {
+                source: nodes[0].0.clone(),
+                target: nodes[1].0.clone(),
+                started,
+                deadline: jiff::SignedDuration::try_from(migration_timeout)
+                    .ok()
+                    .and_then(|d| started.checked_add(d).ok())
+                    .unwrap_or(Timestamp::MAX),
+                timeout_reported: false,
+            }
+        }))
+    } else {
+        None
+    };
+    VolumeState {
+        kind,
+        nodes: nodes
+            .into_iter()
+            .map(|(node, since)| Attachment { node, since })
+            .collect(),
+        migration,
+        last_detach: None,
+    }
+}
+
+/// Persists to PV annotations; rebuilds from VolumeAttachments.
+pub struct KubeStore {
+    client: Client,
+    driver: String,
+    default_migration_timeout: Duration,
+    /// volume ID -> PV name, learned at rebuild and on lookups.
+    pv_names: DashMap<String, String>,
+}
+
+impl KubeStore {
+    pub fn new(
+        client: Client,
+        driver: impl Into<String>,
+        default_migration_timeout: Duration,
+    ) -> Self {
+        KubeStore {
+            client,
+            driver: driver.into(),
+            default_migration_timeout,
+            pv_names: DashMap::new(),
+        }
+    }
+
+    fn handle_of<'a>(&self, pv: &'a PersistentVolume) -> Option<&'a str> {
+        let csi = pv.spec.as_ref()?.csi.as_ref()?;
+        (csi.driver == self.driver).then_some(csi.volume_handle.as_str())
+    }
+
+    /// The PV of a volume: the provisioner names PVs after the volume, so
+    /// that is tried first; otherwise the PVs are searched by handle.
+    async fn pv_name(&self, volume: &str) -> Result<Option<String>, ClusterError> {
+        if let Some(n) = self.pv_names.get(volume) {
+            return Ok(Some(n.clone()));
+        }
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        if let Some(pv) = api.get_opt(volume).await.map_err(|e| err("get PV", e))? {
+            if self.handle_of(&pv) == Some(volume) {
+                self.pv_names.insert(volume.to_string(), volume.to_string());
+                return Ok(Some(volume.to_string()));
+            }
+        }
+        let pvs = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| err("list PVs", e))?;
+        for pv in pvs {
+            if self.handle_of(&pv) == Some(volume) {
+                let name = pv.metadata.name.clone().unwrap_or_default();
+                self.pv_names.insert(volume.to_string(), name.clone());
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn save_inner(&self, volume: &str, state: &VolumeState) -> Result<(), ClusterError> {
+        let Some(pv) = self.pv_name(volume).await? else {
+            // A volume without a PV is not managed through Kubernetes (a
+            // conformance run, a hand-made volume): VolumeAttachments stay
+            // the source of truth and there is nothing to annotate.
+            debug!(
+                volume,
+                "no PV for this volume; attachment state not annotated"
+            );
+            return Ok(());
+        };
+        let annotations: serde_json::Map<String, serde_json::Value> = annotations_for(state)
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.map_or(serde_json::Value::Null, serde_json::Value::String),
+                )
+            })
+            .collect();
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        match api
+            .patch(&pv, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                self.pv_names.remove(volume);
+                Ok(())
+            }
+            Err(e) => Err(err("annotate PV", e)),
+        }
+    }
+
+    async fn load_inner(&self) -> Result<Vec<(String, VolumeState)>, ClusterError> {
+        let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let (vas, pvs) = futures::try_join!(
+            async {
+                vas.list(&ListParams::default())
+                    .await
+                    .map_err(|e| err("list VolumeAttachments", e))
+            },
+            async {
+                pvs.list(&ListParams::default())
+                    .await
+                    .map_err(|e| err("list PVs", e))
+            },
+        )?;
+        let mut by_pv: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
+        for va in vas {
+            if va.spec.attacher != self.driver || !va.status.as_ref().is_some_and(|s| s.attached) {
+                continue;
+            }
+            let Some(pv) = va.spec.source.persistent_volume_name.clone() else {
+                continue;
+            };
+            let since = va
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_else(Timestamp::now);
+            by_pv
+                .entry(pv)
+                .or_default()
+                .push((va.spec.node_name.clone(), since));
+        }
+        let mut out = Vec::with_capacity(by_pv.len());
+        let mut known = HashMap::new();
+        for pv in &pvs {
+            if let (Some(name), Some(handle)) = (pv.metadata.name.as_deref(), self.handle_of(pv)) {
+                known.insert(name.to_string(), (handle.to_string(), pv));
+            }
+        }
+        for (pv_name, nodes) in by_pv {
+            let Some((handle, pv)) = known.get(&pv_name) else {
+                warn!(pv = %pv_name, "an attached VolumeAttachment names a PV that does not exist or is not ours; skipped");
+                continue;
+            };
+            self.pv_names.insert(handle.clone(), pv_name.clone());
+            let spec = pv.spec.as_ref();
+            let rwx_block = spec.is_some_and(|s| {
+                s.volume_mode.as_deref() == Some("Block")
+                    && s.access_modes
+                        .as_ref()
+                        .is_some_and(|m| m.iter().any(|m| m == "ReadWriteMany"))
+            });
+            let timeout = spec
+                .and_then(|s| s.csi.as_ref())
+                .and_then(|c| c.volume_attributes.as_ref())
+                .and_then(|a| a.get(MIGRATION_TIMEOUT_ATTR))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(self.default_migration_timeout);
+            let annotations = pv.metadata.annotations.clone().unwrap_or_default();
+            out.push((
+                handle.clone(),
+                state_from_cluster(nodes, &annotations, rwx_block, timeout),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Store for KubeStore {
+    fn save<'a>(
+        &'a self,
+        volume: &'a str,
+        state: &'a VolumeState,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        Box::pin(self.save_inner(volume, state))
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<Vec<(String, VolumeState)>, ClusterError>> {
+        Box::pin(self.load_inner())
+    }
+}
+
+/// Node facts from a reflector kept in sync by a watch.
+#[derive(Clone)]
+pub struct KubeNodes {
+    reader: Reader<Node>,
+}
+
+impl KubeNodes {
+    /// Starts watching Nodes. The returned future drives the watch and
+    /// must be polled (spawned) for the view to stay current.
+    pub fn start(client: Client) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        let (reader, writer) = reflector::store();
+        let api: Api<Node> = Api::all(client);
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|node: &mut Node| {
+                // Only names and taints matter here; drop the bulk.
+                node.metadata.managed_fields = None;
+                node.status = None;
+            })
+            .reflect(writer)
+            .applied_objects();
+        let drive = async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(e) = event {
+                    warn!(error = %e, "Node watch error; retrying");
+                }
+            }
+        };
+        (KubeNodes { reader }, drive)
+    }
+
+    pub async fn wait_ready(&self) -> Result<(), ClusterError> {
+        self.reader
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("Node watch", e))
+    }
+
+    pub fn status_now(&self, node: &str) -> NodeStatus {
+        match self.reader.get(&ObjectRef::new(node)) {
+            None => NodeStatus::Missing,
+            Some(n) => {
+                let oos = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+                if oos {
+                    NodeStatus::OutOfService
+                } else {
+                    NodeStatus::Present
+                }
+            }
+        }
+    }
+
+    pub fn reader(&self) -> &Reader<Node> {
+        &self.reader
+    }
+}
+
+impl NodeView for KubeNodes {
+    fn node_status<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<NodeStatus, ClusterError>> {
+        Box::pin(async move {
+            self.wait_ready().await?;
+            Ok(self.status_now(node))
+        })
+    }
+}
+
+/// Records events on the PVC named in the volume context.
+pub struct KubeEvents {
+    recorder: Recorder,
+}
+
+impl KubeEvents {
+    pub fn new(client: Client, controller: impl Into<String>, instance: Option<String>) -> Self {
+        KubeEvents {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: controller.into(),
+                    instance,
+                },
+            ),
+        }
+    }
+}
+
+impl EventSink for KubeEvents {
+    fn emit(&self, event: VolumeEvent) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match event.kind {
+                EventKind::Normal => {
+                    tracing::info!(volume = %event.volume, reason = event.reason, "{}", event.message)
+                }
+                EventKind::Warning => {
+                    tracing::warn!(volume = %event.volume, reason = event.reason, "{}", event.message)
+                }
+            }
+            let Some((namespace, name)) = event.pvc else {
+                return;
+            };
+            let reference = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: Some(namespace),
+                name: Some(name),
+                ..Default::default()
+            };
+            let ev = Event {
+                type_: match event.kind {
+                    EventKind::Normal => EventType::Normal,
+                    EventKind::Warning => EventType::Warning,
+                },
+                reason: event.reason.into(),
+                note: Some(event.message),
+                action: "Attach".into(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&ev, &reference).await {
+                warn!(error = %e, "cannot record an event on the PVC");
+            }
+        })
+    }
+}
+
+/// Shared handle type for wiring.
+pub type SharedNodes = Arc<KubeNodes>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn annotations_round_trip_a_migration_through_a_rebuild() {
+        let m = Migration {
+            source: "a".into(),
+            target: "b".into(),
+            started: t(10),
+            deadline: t(310),
+            timeout_reported: false,
+        };
+        let s = VolumeState {
+            kind: AccessKind::MultiNodeBlock,
+            nodes: vec![
+                Attachment {
+                    node: "a".into(),
+                    since: t(0),
+                },
+                Attachment {
+                    node: "b".into(),
+                    since: t(10),
+                },
+            ],
+            migration: Some(m.clone()),
+            last_detach: None,
+        };
+        let ann: BTreeMap<String, String> = annotations_for(&s)
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect();
+        assert_eq!(ann[ANN_ATTACHED_NODE], "a,b");
+        // The VolumeAttachments were created a little later than the
+        // recorded times; the recorded deadline wins.
+        let rebuilt = state_from_cluster(
+            vec![("b".into(), t(12)), ("a".into(), t(1))],
+            &ann,
+            true,
+            Duration::from_secs(300),
+        );
+        assert_eq!(rebuilt.migration, Some(m));
+        assert_eq!(rebuilt.kind, AccessKind::MultiNodeBlock);
+        rebuilt.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_released_volume_clears_every_annotation() {
+        let ann = annotations_for(&VolumeState::default());
+        assert!(ann.values().all(Option::is_none));
+        assert_eq!(ann.len(), 6);
+    }
+
+    #[test]
+    fn two_attachments_without_a_record_get_a_deadline_from_the_later_one() {
+        let s = state_from_cluster(
+            vec![("a".into(), t(0)), ("b".into(), t(100))],
+            &BTreeMap::new(),
+            false,
+            Duration::from_secs(60),
+        );
+        let m = s.migration.unwrap();
+        assert_eq!((m.source.as_str(), m.target.as_str()), ("a", "b"));
+        assert_eq!(m.deadline, t(160));
+    }
+
+    #[test]
+    fn one_attachment_of_a_filesystem_volume_is_single_node() {
+        let s = state_from_cluster(
+            vec![("a".into(), t(0))],
+            &BTreeMap::new(),
+            false,
+            Duration::from_secs(60),
+        );
+        assert_eq!(s.kind, AccessKind::SingleNode);
+        assert_eq!(s.holders(), vec!["a"]);
+        assert!(s.migration.is_none());
+    }
+}
