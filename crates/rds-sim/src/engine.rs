@@ -8,6 +8,7 @@ use regex::{Regex, RegexBuilder};
 
 use crate::cli::{self, Arg, Command, Cond, Op, Print, SyntaxError, Target, Value};
 use crate::format::{self, FieldValue, Record, EOL};
+use crate::nvmet::Nvmet;
 use crate::store::{split_name, Store};
 use crate::Faults;
 
@@ -122,6 +123,8 @@ impl State {
 pub(crate) struct Engine {
     state: Mutex<State>,
     store: Store,
+    /// Real NVMe/TCP exports of exported disks (directory storage only).
+    nvmet: Option<Nvmet>,
 }
 
 /// Property names a `where` on `/disk` may use. Records that lack one simply
@@ -325,7 +328,12 @@ impl<'a> Args<'a> {
 }
 
 impl Engine {
-    pub(crate) fn new(store: Store, pool: String, pool_size: u64) -> std::io::Result<Engine> {
+    pub(crate) fn new(
+        store: Store,
+        pool: String,
+        pool_size: u64,
+        nvmet: Option<Nvmet>,
+    ) -> std::io::Result<Engine> {
         let scanned = store.scan(&pool)?;
         let mut state = State {
             pool,
@@ -341,6 +349,7 @@ impl Engine {
         Ok(Engine {
             state: Mutex::new(state),
             store,
+            nvmet,
         })
     }
 
@@ -365,7 +374,7 @@ impl Engine {
                 }
             }
             Command::DiskSet { target, args } => self.disk_set(&mut state, target, &args),
-            Command::DiskRemove(target) => disk_remove(&mut state, target),
+            Command::DiskRemove(target) => self.disk_remove(&mut state, target),
             Command::DiskPrint(print) => print_disks(&state, &print),
             Command::DiskMonitorTraffic { target, once } => monitor(&state, target, once),
             Command::FilePrint(print) => print_files(&state, &print),
@@ -490,6 +499,21 @@ impl Engine {
             _ => Reply::failure(&format!("could not create file: {e}")),
         })?;
 
+        let (port, nqn) = if export {
+            (
+                Some(port.unwrap_or(DEFAULT_PORT)),
+                Some(nqn.map_or_else(|| format!("{NQN_PREFIX}{slot}"), str::to_string)),
+            )
+        } else {
+            (port, nqn.map(str::to_string))
+        };
+        if let (true, Some(port), Some(nqn)) = (export, port, &nqn) {
+            if let Err(reply) = self.export(&pool, &name, nqn, port) {
+                let _ = self.store.remove_file(&pool, &name);
+                return Err(reply);
+            }
+        }
+
         let now = SystemTime::now();
         state.add_dirs_for(&name);
         state.files.insert(
@@ -499,14 +523,6 @@ impl Engine {
                 modified: now,
             },
         );
-        let (port, nqn) = if export {
-            (
-                Some(port.unwrap_or(DEFAULT_PORT)),
-                Some(nqn.map_or_else(|| format!("{NQN_PREFIX}{slot}"), str::to_string)),
-            )
-        } else {
-            (port, nqn.map(str::to_string))
-        };
         state.disks.push(Disk {
             slot,
             file_path: format!("/{name}"),
@@ -568,10 +584,17 @@ impl Engine {
         for i in indexes {
             if let Some(size) = size {
                 let name = state.disks[i].file_name().to_string();
-                if size != state.disks[i].size {
+                let old_size = state.disks[i].size;
+                if size != old_size {
                     self.store
                         .resize(&pool, &name, size)
                         .map_err(|e| Reply::failure(&format!("could not resize file: {e}")))?;
+                    if let Err(reply) = self.revalidate(&state.disks[i]) {
+                        // Nothing can have been written past the old end
+                        // yet: shrinking back restores the previous state.
+                        let _ = self.store.resize(&pool, &name, old_size);
+                        return Err(reply);
+                    }
                 }
                 state.disks[i].size = size;
                 if let Some(f) = state.files.get_mut(&name) {
@@ -579,7 +602,7 @@ impl Engine {
                     f.modified = now;
                 }
             }
-            let disk = &mut state.disks[i];
+            let mut disk = state.disks[i].clone();
             if let Some(export) = export {
                 disk.export = export;
                 if export {
@@ -598,8 +621,138 @@ impl Engine {
             if let Some(h) = allow_host {
                 disk.allow_host = h.to_string();
             }
+            self.reexport(&pool, &state.disks[i], &disk)?;
+            state.disks[i] = disk;
         }
         Ok(Reply::ok(String::new()))
+    }
+
+    /// Creates the kernel target export of a disk, if the simulator makes
+    /// real exports.
+    fn export(&self, pool: &str, name: &str, nqn: &str, port: u16) -> Result<(), Reply> {
+        let Some(nvmet) = &self.nvmet else {
+            return Ok(());
+        };
+        let path = self
+            .store
+            .path(pool, name)
+            .ok_or_else(|| Reply::failure("nvme-tcp export needs file storage"))?;
+        nvmet
+            .export(nqn, port, &path)
+            .map_err(|e| Reply::failure(&format!("could not export over nvme-tcp: {e}")))
+    }
+
+    /// `(nqn, port)` of a disk that is exported for real.
+    fn exported(&self, disk: &Disk) -> Option<(String, u16)> {
+        match (&self.nvmet, disk.export, &disk.nqn, disk.port) {
+            (Some(_), true, Some(nqn), Some(port)) => Some((nqn.clone(), port)),
+            _ => None,
+        }
+    }
+
+    fn unexport(&self, disk: &Disk) -> Result<(), Reply> {
+        match (&self.nvmet, self.exported(disk)) {
+            (Some(nvmet), Some((nqn, _))) => nvmet
+                .unexport(&nqn)
+                .map_err(|e| Reply::failure(&format!("could not remove nvme-tcp export: {e}"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn revalidate(&self, disk: &Disk) -> Result<(), Reply> {
+        match (&self.nvmet, self.exported(disk)) {
+            (Some(nvmet), Some((nqn, _))) => nvmet
+                .revalidate(&nqn)
+                .map_err(|e| Reply::failure(&format!("could not resize nvme-tcp export: {e}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves a disk's export from `old` settings to `new` ones (export on or
+    /// off, another port or NQN). On failure the old export is put back.
+    fn reexport(&self, pool: &str, old: &Disk, new: &Disk) -> Result<(), Reply> {
+        let (before, after) = (self.exported(old), self.exported(new));
+        if before == after {
+            return Ok(());
+        }
+        self.unexport(old)?;
+        if let Some((nqn, port)) = &after {
+            if let Err(reply) = self.export(pool, new.file_name(), nqn, *port) {
+                if let Some((nqn, port)) = &before {
+                    let _ = self.export(pool, old.file_name(), nqn, *port);
+                }
+                return Err(reply);
+            }
+        }
+        Ok(())
+    }
+
+    fn disk_remove(&self, state: &mut State, target: Option<Target>) -> Result<Reply, Reply> {
+        let target = target.ok_or_else(|| Reply::invalid_parameter("numbers is required"))?;
+        let items = resolve_disks(state, &target)?;
+        if items.contains(&Item::Pool) {
+            return Err(Reply::failure("can not remove this disk"));
+        }
+        let pool = state.pool.clone();
+        let mut torn_down: Vec<&Disk> = Vec::new();
+        for item in &items {
+            let Item::Disk(i) = item else { continue };
+            let disk = &state.disks[*i];
+            if let Err(reply) = self.unexport(disk) {
+                // All or nothing: put back the exports already removed.
+                for d in torn_down {
+                    if let Some((nqn, port)) = self.exported(d) {
+                        let _ = self.export(&pool, d.file_name(), &nqn, port);
+                    }
+                }
+                return Err(reply);
+            }
+            torn_down.push(disk);
+        }
+        let mut index = 0;
+        state.disks.retain(|_| {
+            let keep = !items.contains(&Item::Disk(index));
+            index += 1;
+            keep
+        });
+        Ok(Reply::ok(String::new()))
+    }
+
+    /// Removes every real export, as a target going away does.
+    pub(crate) fn unexport_all(&self) {
+        let state = self.lock();
+        for disk in &state.disks {
+            if let Err(r) = self.unexport(disk) {
+                tracing::warn!(slot = %disk.slot, reply = %r.stdout.trim_end(), "rds-sim: could not remove an export at shutdown");
+            }
+        }
+    }
+
+    /// Takes the real TCP port `port` down: every export on it becomes
+    /// unreachable until [`Engine::nvmet_port_up`]. Returns the port entries
+    /// removed.
+    pub(crate) fn nvmet_port_down(&self, port: u16) -> std::io::Result<usize> {
+        let _state = self.lock();
+        match &self.nvmet {
+            Some(n) => n.port_down(port),
+            None => Ok(0),
+        }
+    }
+
+    /// Brings the real TCP port `port` back with the exports that use it.
+    pub(crate) fn nvmet_port_up(&self, port: u16) -> std::io::Result<()> {
+        let state = self.lock();
+        let Some(n) = &self.nvmet else {
+            return Ok(());
+        };
+        let nqns: Vec<String> = state
+            .disks
+            .iter()
+            .filter_map(|d| self.exported(d))
+            .filter(|(_, p)| *p == port)
+            .map(|(nqn, _)| nqn)
+            .collect();
+        n.port_up(port, &nqns)
     }
 
     fn file_remove(&self, state: &mut State, target: Option<Target>) -> Result<Reply, Reply> {
@@ -896,21 +1049,6 @@ fn resolve_disks(state: &State, target: &Target) -> Result<Vec<Item>, Reply> {
     })
 }
 
-fn disk_remove(state: &mut State, target: Option<Target>) -> Result<Reply, Reply> {
-    let target = target.ok_or_else(|| Reply::invalid_parameter("numbers is required"))?;
-    let items = resolve_disks(state, &target)?;
-    if items.contains(&Item::Pool) {
-        return Err(Reply::failure("can not remove this disk"));
-    }
-    let mut index = 0;
-    state.disks.retain(|_| {
-        let keep = !items.contains(&Item::Disk(index));
-        index += 1;
-        keep
-    });
-    Ok(Reply::ok(String::new()))
-}
-
 fn print_records(
     records: Vec<(Item, Record)>,
     print: &Print,
@@ -980,7 +1118,7 @@ mod tests {
     use super::*;
 
     fn engine() -> Engine {
-        Engine::new(Store::Memory, "storage-pool".into(), 100 << 30).unwrap()
+        Engine::new(Store::Memory, "storage-pool".into(), 100 << 30, None).unwrap()
     }
 
     fn run(e: &Engine, line: &str) -> Reply {
@@ -1188,6 +1326,192 @@ mod tests {
     }
 }
 
+/// Real exports through a plain directory standing in for nvmet's configfs.
+#[cfg(test)]
+mod nvmet_tests {
+    use super::*;
+    use crate::nvmet::NvmetConfig;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        data: PathBuf,
+        cfs: PathBuf,
+        engine: Engine,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let cfs = dir.path().join("nvmet");
+        fs::create_dir_all(cfs.join("subsystems")).unwrap();
+        fs::create_dir_all(cfs.join("ports")).unwrap();
+        let nvmet = Nvmet::open(&NvmetConfig {
+            addr: "127.0.0.1".parse().unwrap(),
+            configfs: cfs.clone(),
+        })
+        .unwrap();
+        let engine = Engine::new(
+            Store::Dir(data.clone()),
+            "storage-pool".into(),
+            100 << 30,
+            Some(nvmet),
+        )
+        .unwrap();
+        Fixture {
+            _dir: dir,
+            data,
+            cfs,
+            engine,
+        }
+    }
+
+    fn run(e: &Engine, line: &str) -> Reply {
+        e.execute(line, &Faults::default())
+    }
+
+    const ADD: &str = "/disk add type=file file-path=/storage-pool/m/pvc-1.img file-size=1G slot=pvc-1 nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn=nqn.x:pvc-1";
+
+    fn attr(path: &Path) -> String {
+        fs::read_to_string(path).unwrap().trim().to_string()
+    }
+
+    fn entries(path: &Path) -> usize {
+        fs::read_dir(path).unwrap().count()
+    }
+
+    #[test]
+    fn add_set_and_remove_drive_the_kernel_target() {
+        let f = fixture();
+        assert_eq!(run(&f.engine, ADD).stdout, "");
+        let sub = f.cfs.join("subsystems/nqn.x:pvc-1");
+        let backing = f.data.join("m/pvc-1.img");
+        assert_eq!(
+            attr(&sub.join("namespaces/1/device_path")),
+            backing.to_str().unwrap()
+        );
+        assert_eq!(attr(&sub.join("namespaces/1/enable")), "1");
+        assert!(f.cfs.join("ports/1/subsystems/nqn.x:pvc-1").exists());
+
+        // Growing the file tells the target.
+        assert_eq!(
+            run(&f.engine, "/disk set [find slot=pvc-1] file-size=2G").stdout,
+            ""
+        );
+        assert_eq!(fs::metadata(&backing).unwrap().len(), 2 << 30);
+        assert_eq!(attr(&sub.join("namespaces/1/revalidate_size")), "1");
+
+        // A disk without export makes no subsystem.
+        let r = run(
+            &f.engine,
+            "/disk add type=file file-path=/storage-pool/m/plain.img file-size=1G slot=plain",
+        );
+        assert_eq!(r.stdout, "");
+        assert_eq!(entries(&f.cfs.join("subsystems")), 1);
+
+        // Export off and on again, then on another port.
+        assert_eq!(
+            run(&f.engine, "/disk set pvc-1 nvme-tcp-export=no").stdout,
+            ""
+        );
+        assert_eq!(entries(&f.cfs.join("subsystems")), 0);
+        assert_eq!(entries(&f.cfs.join("ports")), 0);
+        assert_eq!(
+            run(
+                &f.engine,
+                "/disk set pvc-1 nvme-tcp-export=yes nvme-tcp-server-port=4421"
+            )
+            .stdout,
+            ""
+        );
+        assert_eq!(attr(&f.cfs.join("ports/1/addr_trsvcid")), "4421");
+
+        assert_eq!(
+            run(&f.engine, "/disk remove [find slot~\"pvc\"]").stdout,
+            ""
+        );
+        assert_eq!(entries(&f.cfs.join("subsystems")), 0);
+        assert_eq!(entries(&f.cfs.join("ports")), 0);
+        assert!(backing.exists(), "removing a disk keeps its file");
+    }
+
+    #[test]
+    fn configfs_failures_answer_failure_and_change_nothing() {
+        let f = fixture();
+        // Ports cannot be created: every export fails at its last step.
+        fs::remove_dir(f.cfs.join("ports")).unwrap();
+        fs::write(f.cfs.join("ports"), "").unwrap();
+        let r = run(&f.engine, ADD);
+        assert!(
+            r.stdout
+                .starts_with("failure: could not export over nvme-tcp"),
+            "{r:?}"
+        );
+        assert!(f.engine.lock().disks.is_empty());
+        assert!(f.engine.lock().files.is_empty());
+        assert!(!f.data.join("m/pvc-1.img").exists());
+        assert_eq!(entries(&f.cfs.join("subsystems")), 0);
+
+        // With ports back, the add works; then make removal fail.
+        fs::remove_file(f.cfs.join("ports")).unwrap();
+        fs::create_dir(f.cfs.join("ports")).unwrap();
+        assert_eq!(run(&f.engine, ADD).stdout, "");
+        // Something else still uses the namespace group: rmdir fails.
+        fs::create_dir(f.cfs.join("subsystems/nqn.x:pvc-1/namespaces/1/busy")).unwrap();
+        let r = run(&f.engine, "/disk remove pvc-1");
+        assert!(
+            r.stdout
+                .starts_with("failure: could not remove nvme-tcp export"),
+            "{r:?}"
+        );
+        assert_eq!(f.engine.lock().disks.len(), 1);
+        assert!(f.cfs.join("ports/1/subsystems/nqn.x:pvc-1").exists());
+        assert_eq!(
+            attr(&f.cfs.join("subsystems/nqn.x:pvc-1/namespaces/1/enable")),
+            "1"
+        );
+
+        // Resize: the target refuses the new size, so the file shrinks back.
+        let ns = f.cfs.join("subsystems/nqn.x:pvc-1/namespaces/1");
+        fs::remove_file(ns.join("revalidate_size")).unwrap();
+        fs::create_dir(ns.join("revalidate_size")).unwrap();
+        let r = run(&f.engine, "/disk set pvc-1 file-size=3G");
+        assert!(r.stdout.starts_with("failure: could not resize"), "{r:?}");
+        assert_eq!(f.engine.lock().disks[0].size, 1 << 30);
+        assert_eq!(
+            fs::metadata(f.data.join("m/pvc-1.img")).unwrap().len(),
+            1 << 30
+        );
+    }
+
+    #[test]
+    fn a_second_disk_with_the_same_nqn_is_refused() {
+        let f = fixture();
+        assert_eq!(run(&f.engine, ADD).stdout, "");
+        let r = run(
+            &f.engine,
+            "/disk add type=file file-path=/storage-pool/m/pvc-2.img file-size=1G slot=pvc-2 nvme-tcp-export=yes nvme-tcp-server-nqn=nqn.x:pvc-1",
+        );
+        assert!(r.stdout.starts_with("failure: "), "{r:?}");
+        assert_eq!(f.engine.lock().disks.len(), 1);
+        assert!(!f.data.join("m/pvc-2.img").exists());
+    }
+
+    #[test]
+    fn port_down_and_up_keep_the_disks() {
+        let f = fixture();
+        assert_eq!(run(&f.engine, ADD).stdout, "");
+        assert_eq!(f.engine.nvmet_port_down(4420).unwrap(), 1);
+        assert_eq!(entries(&f.cfs.join("ports")), 0);
+        f.engine.nvmet_port_up(4420).unwrap();
+        assert!(f.cfs.join("ports/1/subsystems/nqn.x:pvc-1").exists());
+        f.engine.unexport_all();
+        assert_eq!(entries(&f.cfs.join("subsystems")), 0);
+        assert_eq!(entries(&f.cfs.join("ports")), 0);
+    }
+}
+
 /// Whatever arrives over SSH, the simulator answers with text and never panics.
 #[cfg(test)]
 mod fuzz {
@@ -1195,7 +1519,7 @@ mod fuzz {
     use proptest::prelude::*;
 
     fn engine_with_a_disk() -> Engine {
-        let e = Engine::new(Store::Memory, "storage-pool".into(), 100 << 30).unwrap();
+        let e = Engine::new(Store::Memory, "storage-pool".into(), 100 << 30, None).unwrap();
         let r = e.execute(
             "/disk add type=file file-path=/storage-pool/m/a.img file-size=1G slot=a nvme-tcp-export=yes",
             &Faults::default(),

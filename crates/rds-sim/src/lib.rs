@@ -39,6 +39,7 @@ mod cli;
 mod engine;
 mod faults;
 mod format;
+mod nvmet;
 mod server;
 mod store;
 
@@ -53,6 +54,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use faults::Faults;
+pub use nvmet::{NvmetConfig, DEFAULT_CONFIGFS};
 
 use engine::Engine;
 use server::{Counters, Inner};
@@ -85,6 +87,10 @@ pub struct SimConfig {
     pub pool: String,
     /// Pool capacity in bytes.
     pub pool_size: u64,
+    /// Export disks added with `nvme-tcp-export=yes` for real, through the
+    /// Linux kernel NVMe target (needs [`Storage::Dir`]); `None` only
+    /// records the export settings.
+    pub nvmet: Option<NvmetConfig>,
 }
 
 impl Default for SimConfig {
@@ -97,6 +103,7 @@ impl Default for SimConfig {
             storage: Storage::Memory,
             pool: "storage-pool".to_string(),
             pool_size: 7_949_127_950_336,
+            nvmet: None,
         }
     }
 }
@@ -126,6 +133,7 @@ impl std::fmt::Debug for SimConfig {
             .field("storage", &self.storage)
             .field("pool", &self.pool)
             .field("pool_size", &self.pool_size)
+            .field("nvmet", &self.nvmet)
             .finish()
     }
 }
@@ -143,6 +151,8 @@ pub enum SimError {
     Storage(std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("could not use the kernel NVMe target: {0}")]
+    Nvmet(std::io::Error),
 }
 
 /// Counters since start or the last [`SimHandle::reset_stats`].
@@ -199,11 +209,33 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
             .map_err(|e| SimError::HostKey(e.to_string()))?,
     };
     let host_public = host_key.public_key().clone();
+    let nvmet = match (&config.nvmet, &config.storage) {
+        (None, _) => None,
+        (Some(_), Storage::Memory) => {
+            return Err(SimError::Config(
+                "real nvme-tcp exports need directory storage".into(),
+            ))
+        }
+        (Some(n), Storage::Dir(_)) => Some(nvmet::Nvmet::open(n).map_err(SimError::Nvmet)?),
+    };
     let store = match config.storage {
         Storage::Memory => Store::Memory,
+        Storage::Dir(dir) if nvmet.is_some() => {
+            // The kernel target opens backing files by absolute path.
+            std::fs::create_dir_all(&dir).map_err(SimError::Storage)?;
+            let dir = std::fs::canonicalize(&dir).map_err(SimError::Storage)?;
+            if let Some(n) = &nvmet {
+                let stale = n.clear_stale(&dir).map_err(SimError::Nvmet)?;
+                if !stale.is_empty() {
+                    tracing::warn!(?stale, "rds-sim: removed exports left by an earlier run");
+                }
+            }
+            Store::Dir(dir)
+        }
         Storage::Dir(dir) => Store::Dir(dir),
     };
-    let engine = Engine::new(store, config.pool, config.pool_size).map_err(SimError::Storage)?;
+    let engine =
+        Engine::new(store, config.pool, config.pool_size, nvmet).map_err(SimError::Storage)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| SimError::Bind {
@@ -269,6 +301,11 @@ impl Shared {
             task.abort();
         }
         self.inner.faults.connections.drop_all();
+        // A stopped target serves nothing, and a restarted simulator starts
+        // with no disks: leave no kernel export behind.
+        if task.is_some() {
+            self.inner.engine.unexport_all();
+        }
         task
     }
 }
@@ -373,6 +410,20 @@ impl SimHandle {
         if let Err(e) = self.shared.inner.engine.add_file(name, size) {
             panic!("rds-sim: add_file({name:?}): {e}");
         }
+    }
+
+    /// Target restart, first half: takes the real NVMe/TCP port `port`
+    /// away (every export on it unlinked, the port entry removed), so
+    /// connected hosts lose their controllers. Returns how many port
+    /// entries were removed; 0 without real exports.
+    pub fn nvmet_port_down(&self, port: u16) -> std::io::Result<usize> {
+        self.shared.inner.engine.nvmet_port_down(port)
+    }
+
+    /// Target restart, second half: brings `port` back with every disk
+    /// still exported on it, so hosts reconnect.
+    pub fn nvmet_port_up(&self, port: u16) -> std::io::Result<()> {
+        self.shared.inner.engine.nvmet_port_up(port)
     }
 
     pub fn set_pool_size(&self, bytes: u64) {

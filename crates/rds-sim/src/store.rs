@@ -37,7 +37,7 @@ pub(crate) enum Store {
 impl Store {
     /// Host path for a pool file name; `None` in memory mode or for a name
     /// outside the pool.
-    fn path(&self, pool: &str, name: &str) -> Option<PathBuf> {
+    pub(crate) fn path(&self, pool: &str, name: &str) -> Option<PathBuf> {
         let Store::Dir(root) = self else {
             return None;
         };

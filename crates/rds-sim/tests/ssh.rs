@@ -606,3 +606,55 @@ fn handles_and_faults_can_be_shared_across_tasks() {
     shareable::<SimHandle>();
     sync::<rds_sim::Faults>();
 }
+
+#[tokio::test]
+async fn real_exports_follow_the_disks_and_go_away_with_the_simulator() {
+    // A plain directory stands in for the kernel target's configfs.
+    let dir = tempfile::tempdir().unwrap();
+    let cfs = dir.path().join("nvmet");
+    std::fs::create_dir_all(cfs.join("subsystems")).unwrap();
+    std::fs::create_dir_all(cfs.join("ports")).unwrap();
+    let data = dir.path().join("data");
+    let nvmet = rds_sim::NvmetConfig {
+        addr: "127.0.0.1".parse().unwrap(),
+        configfs: cfs.clone(),
+    };
+    let f = fixture(|c| {
+        c.storage = Storage::Dir(data.clone());
+        c.nvmet = Some(nvmet);
+    })
+    .await;
+    let conn = f.connect().await;
+    assert_eq!(run(&conn, &add_command("pvc-n", "1G")).await.stdout, "");
+    let sub = cfs.join("subsystems/nqn.2000-02.com.mikrotik:pvc-n");
+    let device = std::fs::read_to_string(sub.join("namespaces/1/device_path")).unwrap();
+    assert_eq!(
+        std::path::Path::new(&device),
+        data.canonicalize().unwrap().join("metal-csi/pvc-n.img")
+    );
+    let link = cfs.join("ports/1/subsystems/nqn.2000-02.com.mikrotik:pvc-n");
+    assert!(link.exists());
+
+    // A target restart, as the fault knobs make it.
+    assert_eq!(f.sim.nvmet_port_down(4420).unwrap(), 1);
+    assert!(!link.exists());
+    f.sim.nvmet_port_up(4420).unwrap();
+    assert!(link.exists());
+
+    // Without real exports the simulator cannot be started on memory storage.
+    let err = rds_sim::start(SimConfig {
+        nvmet: Some(rds_sim::NvmetConfig::new("127.0.0.1".parse().unwrap())),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("directory storage"), "{err}");
+
+    drop(conn);
+    f.sim.shutdown().await;
+    assert_eq!(
+        std::fs::read_dir(cfs.join("subsystems")).unwrap().count(),
+        0
+    );
+    assert_eq!(std::fs::read_dir(cfs.join("ports")).unwrap().count(), 0);
+}
