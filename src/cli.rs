@@ -173,6 +173,72 @@ pub struct NodeArgs {
     /// Most volumes this node accepts (0: no limit).
     #[arg(long, env = "RDS_CSI_MAX_VOLUMES", default_value_t = 0)]
     pub max_volumes: i64,
+    /// Only subsystems whose NQN starts with this are connected, and only
+    /// they are ever disconnected. Must match the controller's
+    /// --nqn-prefix.
+    #[arg(
+        long,
+        env = "RDS_CSI_NQN_PREFIX",
+        default_value = "nqn.2000-02.com.mikrotik:"
+    )]
+    pub nqn_prefix: String,
+    /// This node's NVMe host NQN (one line). The node refuses to start when
+    /// it is missing or a value known to be shared by many machines.
+    #[arg(
+        long,
+        env = "RDS_CSI_HOST_NQN_FILE",
+        default_value = "/etc/nvme/hostnqn"
+    )]
+    pub host_nqn_file: PathBuf,
+    /// This node's NVMe host ID (a UUID). Optional: without the file,
+    /// nvme-cli picks one.
+    #[arg(long, env = "RDS_CSI_HOST_ID_FILE", default_value = "/etc/nvme/hostid")]
+    pub host_id_file: PathBuf,
+    /// Kubelet's root directory. At start, the orphan cleaner looks under
+    /// it (under `plugins/` when that exists) for device nodes of raw block
+    /// volumes.
+    #[arg(long, env = "RDS_CSI_STAGING_ROOT", default_value = "/var/lib/kubelet")]
+    pub staging_root: PathBuf,
+    /// Where the node keeps one record per staged volume (default:
+    /// `<staging-root>/plugins/<driver-name>/volumes`). Must survive
+    /// restarts of the node plugin.
+    #[arg(long, env = "RDS_CSI_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// At start, what to do with NVMe connections under --nqn-prefix that
+    /// no staged volume accounts for (not recorded, not mounted, not open,
+    /// no device node under --staging-root).
+    #[arg(long, env = "RDS_CSI_ORPHAN_CLEANUP", value_enum, default_value_t = OrphanMode::Disconnect)]
+    pub orphan_cleanup: OrphanMode,
+    /// Deadline for each nvme-cli and blkid run.
+    #[arg(long, env = "RDS_CSI_COMMAND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub command_timeout: Duration,
+    /// Deadline for each mkfs, e2fsck, resize2fs and xfs_growfs run.
+    #[arg(long, env = "RDS_CSI_FORMAT_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub format_timeout: Duration,
+    /// How long a block device may take to appear after a connect, or to
+    /// reach its new size after a rescan.
+    #[arg(long, env = "RDS_CSI_DEVICE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub device_timeout: Duration,
+    /// Deadline for each syscall that can wait on a device (reading it,
+    /// mount, umount, statfs).
+    #[arg(long, env = "RDS_CSI_IO_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub io_timeout: Duration,
+    /// Upper bound in seconds for a volume's ctrlLossTmo; -1 ("reconnect
+    /// forever") is lowered to it too. Unset: as the volume says. A node
+    /// with unreachable targets can hang on shutdown that long.
+    #[arg(long, env = "RDS_CSI_MAX_CTRL_LOSS_TMO", value_parser = clap::value_parser!(i32).range(0..=86_400))]
+    pub max_ctrl_loss_tmo: Option<i32>,
+}
+
+/// `--orphan-cleanup`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanMode {
+    /// Do not look.
+    Off,
+    /// Log orphaned connections, touch nothing.
+    Report,
+    /// Disconnect them.
+    Disconnect,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -197,6 +263,19 @@ pub struct SimArgs {
     /// Latency added to every command.
     #[arg(long, env = "RDS_SIM_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub latency: Duration,
+    /// Export disks for real over NVMe/TCP on this address, through the
+    /// Linux kernel NVMe target (needs --data, root, the nvmet and
+    /// nvmet-tcp modules and configfs).
+    #[arg(long, env = "RDS_SIM_NVMET_ADDR")]
+    pub nvmet_addr: Option<std::net::IpAddr>,
+    /// The kernel NVMe target's configfs directory.
+    #[arg(
+        long,
+        env = "RDS_SIM_NVMET_CONFIGFS",
+        default_value = rds_sim::DEFAULT_CONFIGFS,
+        requires = "nvmet_addr"
+    )]
+    pub nvmet_configfs: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

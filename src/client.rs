@@ -53,6 +53,10 @@ pub enum Call {
         params: Vec<(String, String)>,
         #[command(flatten)]
         cap: CapArgs,
+        /// Write the returned volume context to this file, one `key=value`
+        /// per line (what the node calls' --context-file reads).
+        #[arg(long)]
+        context_out: Option<PathBuf>,
     },
     /// DeleteVolume.
     Delete { volume_id: String },
@@ -87,6 +91,158 @@ pub enum Call {
     },
     /// NodeGetInfo (against a node plugin's endpoint).
     NodeInfo,
+    /// NodeStageVolume: connect, and for a filesystem volume probe, format
+    /// if definitively empty, and mount at the staging path.
+    NodeStage {
+        volume_id: String,
+        #[arg(long)]
+        staging_path: String,
+        #[command(flatten)]
+        cap: NodeCapArgs,
+        #[command(flatten)]
+        ctx: NodeCtxArgs,
+    },
+    /// NodePublishVolume: bind mount from the staging path, or a device
+    /// node for a raw block volume.
+    NodePublish {
+        volume_id: String,
+        #[arg(long)]
+        staging_path: String,
+        #[arg(long)]
+        target_path: String,
+        #[arg(long)]
+        readonly: bool,
+        #[command(flatten)]
+        cap: NodeCapArgs,
+        #[command(flatten)]
+        ctx: NodeCtxArgs,
+    },
+    /// NodeUnpublishVolume.
+    NodeUnpublish {
+        volume_id: String,
+        #[arg(long)]
+        target_path: String,
+    },
+    /// NodeUnstageVolume: unmount the staging path and disconnect.
+    NodeUnstage {
+        volume_id: String,
+        #[arg(long)]
+        staging_path: String,
+    },
+    /// NodeExpandVolume: rescan, then grow the filesystem online.
+    NodeExpand {
+        volume_id: String,
+        #[arg(long)]
+        volume_path: String,
+        /// The size the volume must have reached (e.g. `2G`).
+        #[arg(long)]
+        size: Option<String>,
+        /// Raw block volume (nothing to grow beyond the rescan).
+        #[arg(long)]
+        block: bool,
+        #[arg(long)]
+        staging_path: Option<String>,
+    },
+    /// NodeGetVolumeStats: usage and volume condition.
+    NodeStats {
+        volume_id: String,
+        #[arg(long)]
+        volume_path: String,
+    },
+    /// NodeGetCapabilities.
+    NodeCaps,
+}
+
+/// The capability of a node call.
+#[derive(Args, Debug, Clone)]
+pub struct NodeCapArgs {
+    /// Raw block instead of a filesystem.
+    #[arg(long)]
+    pub block: bool,
+    /// Filesystem type (ext4 or xfs); empty lets the node use the volume
+    /// context's fsType, then ext4.
+    #[arg(long)]
+    pub fs_type: Option<String>,
+    /// Multi-node writer (raw block only).
+    #[arg(long)]
+    pub multi_node: bool,
+    /// A mount option (repeatable).
+    #[arg(long = "mount-flag")]
+    pub mount_flags: Vec<String>,
+}
+
+/// The volume context of a node call.
+#[derive(Args, Debug, Clone)]
+pub struct NodeCtxArgs {
+    /// File of `key=value` lines, as `create --context-out` writes it.
+    #[arg(long)]
+    pub context_file: Option<PathBuf>,
+    /// A volume context entry `key=value` (repeatable; wins over the file).
+    #[arg(long = "context", value_parser = parse_kv)]
+    pub context: Vec<(String, String)>,
+}
+
+impl NodeCtxArgs {
+    fn load(&self) -> anyhow::Result<HashMap<String, String>> {
+        let mut m = match &self.context_file {
+            Some(p) => parse_context(
+                &std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
+            )
+            .with_context(|| format!("{}", p.display()))?,
+            None => HashMap::new(),
+        };
+        m.extend(self.context.iter().cloned());
+        Ok(m)
+    }
+}
+
+/// `key=value` lines; blank lines and `#` comments are skipped.
+pub fn parse_context(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut m = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("line {}: {line:?} is not key=value", n + 1))?;
+        m.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+/// The context as sorted `key=value` lines.
+pub fn format_context(ctx: &HashMap<String, String>) -> anyhow::Result<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for (k, v) in ctx {
+        if k.contains(['=', '\n']) || v.contains('\n') {
+            anyhow::bail!("context entry {k:?} cannot be written as one key=value line");
+        }
+        lines.push(format!("{k}={v}\n"));
+    }
+    lines.sort();
+    Ok(lines.concat())
+}
+
+fn node_capability(cap: &NodeCapArgs) -> proto::VolumeCapability {
+    let mode = if cap.multi_node {
+        Mode::MultiNodeMultiWriter
+    } else {
+        Mode::SingleNodeWriter
+    };
+    proto::VolumeCapability {
+        access_type: Some(if cap.block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume {
+                fs_type: cap.fs_type.clone().unwrap_or_default(),
+                mount_flags: cap.mount_flags.clone(),
+                volume_mount_group: String::new(),
+            })
+        }),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -153,7 +309,18 @@ pub fn describe_volume(v: &proto::Volume) -> String {
     )
 }
 
+/// Runs one call. A gRPC failure becomes `error: <Code>: <message>`, so
+/// scripts can match the code.
 pub async fn run(args: CsiArgs) -> anyhow::Result<()> {
+    call(args)
+        .await
+        .map_err(|e| match e.downcast_ref::<tonic::Status>() {
+            Some(s) => anyhow::anyhow!("error: {:?}: {}", s.code(), s.message()),
+            None => e,
+        })
+}
+
+async fn call(args: CsiArgs) -> anyhow::Result<()> {
     let channel = connect(&args.endpoint).await?;
     let mut identity = IdentityClient::new(channel.clone());
     let mut ctl = ControllerClient::new(channel.clone());
@@ -198,6 +365,7 @@ pub async fn run(args: CsiArgs) -> anyhow::Result<()> {
             size: s,
             params,
             cap,
+            context_out,
         } => {
             let v = ctl
                 .create_volume(proto::CreateVolumeRequest {
@@ -212,7 +380,12 @@ pub async fn run(args: CsiArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("created {}", describe_volume(&v.volume.unwrap_or_default()));
+            let v = v.volume.unwrap_or_default();
+            if let Some(p) = context_out {
+                std::fs::write(&p, format_context(&v.volume_context)?)
+                    .with_context(|| format!("write {}", p.display()))?;
+            }
+            println!("created {}", describe_volume(&v));
         }
         Call::Delete { volume_id } => {
             ctl.delete_volume(proto::DeleteVolumeRequest {
@@ -318,6 +491,142 @@ pub async fn run(args: CsiArgs) -> anyhow::Result<()> {
             .await?;
             println!("unpublished {volume_id} from {node}");
         }
+        Call::NodeStage {
+            volume_id,
+            staging_path,
+            cap,
+            ctx,
+        } => {
+            NodeClient::new(channel)
+                .node_stage_volume(proto::NodeStageVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    staging_target_path: staging_path.clone(),
+                    volume_capability: Some(node_capability(&cap)),
+                    volume_context: ctx.load()?,
+                    ..Default::default()
+                })
+                .await?;
+            println!("staged {volume_id} at {staging_path}");
+        }
+        Call::NodePublish {
+            volume_id,
+            staging_path,
+            target_path,
+            readonly,
+            cap,
+            ctx,
+        } => {
+            NodeClient::new(channel)
+                .node_publish_volume(proto::NodePublishVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    staging_target_path: staging_path,
+                    target_path: target_path.clone(),
+                    volume_capability: Some(node_capability(&cap)),
+                    readonly,
+                    volume_context: ctx.load()?,
+                    ..Default::default()
+                })
+                .await?;
+            println!("published {volume_id} at {target_path}");
+        }
+        Call::NodeUnpublish {
+            volume_id,
+            target_path,
+        } => {
+            NodeClient::new(channel)
+                .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    target_path: target_path.clone(),
+                })
+                .await?;
+            println!("unpublished {volume_id} from {target_path}");
+        }
+        Call::NodeUnstage {
+            volume_id,
+            staging_path,
+        } => {
+            NodeClient::new(channel)
+                .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    staging_target_path: staging_path.clone(),
+                })
+                .await?;
+            println!("unstaged {volume_id} from {staging_path}");
+        }
+        Call::NodeExpand {
+            volume_id,
+            volume_path,
+            size: s,
+            block,
+            staging_path,
+        } => {
+            let required = match &s {
+                Some(s) => size(s)?,
+                None => 0,
+            };
+            let cap = NodeCapArgs {
+                block,
+                fs_type: None,
+                multi_node: false,
+                mount_flags: vec![],
+            };
+            let r = NodeClient::new(channel)
+                .node_expand_volume(proto::NodeExpandVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    volume_path,
+                    capacity_range: Some(proto::CapacityRange {
+                        required_bytes: required,
+                        limit_bytes: 0,
+                    }),
+                    staging_target_path: staging_path.unwrap_or_default(),
+                    volume_capability: Some(node_capability(&cap)),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            println!("expanded {volume_id}: capacity {} bytes", r.capacity_bytes);
+        }
+        Call::NodeStats {
+            volume_id,
+            volume_path,
+        } => {
+            let r = NodeClient::new(channel)
+                .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                    volume_id,
+                    volume_path,
+                    staging_target_path: String::new(),
+                })
+                .await?
+                .into_inner();
+            for u in &r.usage {
+                let unit = match proto::volume_usage::Unit::try_from(u.unit) {
+                    Ok(proto::volume_usage::Unit::Bytes) => "bytes",
+                    Ok(proto::volume_usage::Unit::Inodes) => "inodes",
+                    _ => "unknown",
+                };
+                println!(
+                    "{unit} total={} used={} available={}",
+                    u.total, u.used, u.available
+                );
+            }
+            if let Some(c) = r.volume_condition {
+                println!("condition abnormal={} message={}", c.abnormal, c.message);
+            }
+        }
+        Call::NodeCaps => {
+            let r = NodeClient::new(channel)
+                .node_get_capabilities(proto::NodeGetCapabilitiesRequest {})
+                .await?
+                .into_inner();
+            for c in r.capabilities {
+                if let Some(proto::node_service_capability::Type::Rpc(rpc)) = c.r#type {
+                    let t = proto::node_service_capability::rpc::Type::try_from(rpc.r#type)
+                        .map(|t| t.as_str_name())
+                        .unwrap_or("?");
+                    println!("{t}");
+                }
+            }
+        }
         Call::NodeInfo => {
             let r = NodeClient::new(channel)
                 .node_get_info(proto::NodeGetInfoRequest {})
@@ -332,4 +641,29 @@ pub async fn run(args: CsiArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_file_round_trips() {
+        let ctx: HashMap<String, String> = [
+            ("nqn", "nqn.2000-02.com.mikrotik:pvc-1"),
+            ("nvmeAddress", "10.0.0.1"),
+            ("csi.storage.k8s.io/pvc/name", "a=b"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let text = format_context(&ctx).unwrap();
+        assert!(
+            text.starts_with("csi.storage.k8s.io/pvc/name=a=b\n"),
+            "{text}"
+        );
+        assert_eq!(parse_context(&text).unwrap(), ctx);
+        assert_eq!(parse_context("# comment\n\nk=v\r\n").unwrap()["k"], "v");
+        assert!(parse_context("novalue\n").is_err());
+    }
 }

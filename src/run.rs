@@ -10,7 +10,7 @@ use csi_server::controller::{ControllerConfig, ControllerService, StaticNodes};
 use csi_server::health::Health;
 use csi_server::identity::{valid_driver_name, IdentityService};
 use csi_server::metrics::RpcMetrics;
-use csi_server::node::{NodeConfig, NodeService};
+use csi_server::node::{NodeConfig, NodeService, OrphanCleanup};
 use csi_server::params::ParamDefaults;
 use csi_server::proto::controller_server::ControllerServer;
 use csi_server::proto::identity_server::IdentityServer;
@@ -21,7 +21,7 @@ use routeros::{ClientConfig, ClientMetrics, HostKeyPolicy, Rds, RosPath, SlotPre
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{CommonArgs, ControllerArgs, NodeArgs, SimArgs, VERSION};
+use crate::cli::{CommonArgs, ControllerArgs, NodeArgs, OrphanMode, SimArgs, VERSION};
 
 pub const TOPOLOGY_KEY: &str = "rds.csi.srvlab.io/rds";
 
@@ -225,14 +225,68 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     if args.node_id.is_empty() || args.node_id.len() > 256 {
         bail!("--node-id must be 1 to 256 characters");
     }
+    let prefix =
+        nvme::NqnPrefix::new(&args.nqn_prefix).map_err(|e| anyhow::anyhow!("--nqn-prefix: {e}"))?;
+    // Lesson 18: a missing or shared host NQN makes the target mix the
+    // sessions of different nodes; refuse to start rather than connect.
+    let host = nvme::HostIdentity::load(&args.host_nqn_file, &args.host_id_file)?;
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        args.staging_root
+            .join("plugins")
+            .join(&args.common.driver_name)
+            .join("volumes")
+    });
+    let mut dp_config = nvme::Config::new(prefix, host.clone());
+    dp_config.timeouts = nvme::Timeouts {
+        command: args.command_timeout,
+        format: args.format_timeout,
+        device: args.device_timeout,
+    };
+    let data_path = nvme::DataPath::new(
+        nvme::RealExec,
+        nvme::RealSys::new(args.io_timeout),
+        dp_config,
+    );
     let registry = Registry::new();
     let health = Health::always_ready();
+    let rpc_metrics = RpcMetrics::register(&registry)?;
     let identity = IdentityService::new(&args.common.driver_name, VERSION, false, health.clone());
-    let node = NodeService::new(NodeConfig {
-        node_id: args.node_id.clone(),
-        max_volumes: args.max_volumes,
-        topology: (TOPOLOGY_KEY.into(), args.common.rds_name.clone()),
-    });
+    let node = NodeService::new(
+        NodeConfig {
+            node_id: args.node_id.clone(),
+            max_volumes: args.max_volumes,
+            topology: (TOPOLOGY_KEY.into(), args.common.rds_name.clone()),
+            state_dir: state_dir.clone(),
+            staging_root: args.staging_root.clone(),
+            max_ctrl_loss_tmo: args.max_ctrl_loss_tmo,
+        },
+        data_path,
+        rpc_metrics,
+    );
+    info!(
+        host_nqn = %host.nqn,
+        host_id = host.id.as_deref().unwrap_or("-"),
+        nqn_prefix = %args.nqn_prefix,
+        state_dir = %state_dir.display(),
+        "NVMe host identity"
+    );
+    // Before serving, so no RPC can race the cleaner.
+    let mode = match args.orphan_cleanup {
+        OrphanMode::Off => OrphanCleanup::Off,
+        OrphanMode::Report => OrphanCleanup::Report,
+        OrphanMode::Disconnect => OrphanCleanup::Disconnect,
+    };
+    match node.clean_orphans(mode).await {
+        Ok(r) => info!(
+            mode = ?mode,
+            kept = r.kept.len(),
+            orphans = r.orphans.len(),
+            disconnected = r.disconnected.len(),
+            failed = r.failed.len(),
+            "orphaned NVMe connections checked"
+        ),
+        Err(e) => warn!(error = %csi_server::error::chain(&e), "orphan check failed; continuing"),
+    }
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node));
@@ -299,6 +353,13 @@ pub async fn sim(args: SimArgs, cancel: CancellationToken) -> anyhow::Result<()>
     };
     let pool_size = routeros::parse_size(&args.pool_size)
         .with_context(|| format!("--pool-size {:?}", args.pool_size))?;
+    if args.nvmet_addr.is_some() && args.data.is_none() {
+        bail!("--nvmet-addr needs --data: the kernel target serves backing files");
+    }
+    let nvmet = args.nvmet_addr.map(|addr| rds_sim::NvmetConfig {
+        addr,
+        configfs: args.nvmet_configfs.clone(),
+    });
     let handle = rds_sim::start(rds_sim::SimConfig {
         listen: args.listen,
         authorized_keys: vec![authorized],
@@ -308,12 +369,20 @@ pub async fn sim(args: SimArgs, cancel: CancellationToken) -> anyhow::Result<()>
             None => rds_sim::Storage::Memory,
         },
         pool_size,
+        nvmet: nvmet.clone(),
         ..Default::default()
     })
     .await?;
     handle.faults().set_latency(args.latency);
     println!("RouterOS simulator listening on {}", handle.addr());
     println!("host key fingerprint: {}", handle.host_key_fingerprint());
+    if let Some(n) = &nvmet {
+        println!(
+            "exporting disks over NVMe/TCP on {} through {}",
+            n.addr,
+            n.configfs.display()
+        );
+    }
     if let Some(p) = client_key_path {
         println!("client key: {}", p.display());
         println!(

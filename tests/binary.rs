@@ -237,26 +237,27 @@ fn readiness_follows_the_backend_without_blocking() {
 fn the_node_plugin_answers_node_info_over_its_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("node.sock");
-    let mut node = Command::new(BIN)
-        .args([
-            "node",
-            "--node-id",
-            "worker-1",
-            "--metrics-address",
-            "off",
-            "--endpoint",
-        ])
-        .arg(format!("unix://{}", sock.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut node = node_plugin(dir.path()).spawn().unwrap();
     wait_for("node socket", || sock.exists().then_some(()));
-    let out = Command::new(BIN)
-        .args(["csi", "--endpoint"])
-        .arg(format!("unix://{}", sock.display()))
-        .arg("node-info")
-        .output()
-        .unwrap();
+    let csi = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["csi", "--endpoint"])
+            .arg(format!("unix://{}", sock.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = csi(&["node-info"]);
+    let caps = csi(&["node-caps"]);
+    // A refused call exits non-zero with the gRPC code and the message.
+    let refused = csi(&[
+        "node-stage",
+        "pvc-1",
+        "--staging-path",
+        "relative/path",
+        "--context",
+        "nvmeAddress=127.0.0.1",
+    ]);
     let _ = node.kill();
     let _ = node.wait();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -267,4 +268,111 @@ fn the_node_plugin_answers_node_info_over_its_socket() {
     );
     assert!(text.contains("node id: worker-1"), "{text}");
     assert!(text.contains("rds.csi.srvlab.io/rds"), "{text}");
+    let caps = String::from_utf8_lossy(&caps.stdout);
+    for c in [
+        "STAGE_UNSTAGE_VOLUME",
+        "EXPAND_VOLUME",
+        "GET_VOLUME_STATS",
+        "VOLUME_CONDITION",
+        "SINGLE_NODE_MULTI_WRITER",
+    ] {
+        assert!(caps.contains(c), "{caps}");
+    }
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("error: InvalidArgument: staging_target_path"),
+        "{err}"
+    );
+}
+
+/// A node plugin on a socket in `dir`, with its own host NQN and state.
+fn node_plugin(dir: &Path) -> Command {
+    let hostnqn = dir.join("hostnqn");
+    std::fs::write(
+        &hostnqn,
+        "nqn.2014-08.org.nvmexpress:uuid:6f1c2b8e-3f5d-4c1a-9a0e-2d7b4c9e1f00\n",
+    )
+    .unwrap();
+    let mut c = Command::new(BIN);
+    c.args(["node", "--node-id", "worker-1", "--metrics-address", "off"])
+        .arg("--endpoint")
+        .arg(format!("unix://{}", dir.join("node.sock").display()))
+        .arg("--host-nqn-file")
+        .arg(&hostnqn)
+        .arg("--host-id-file")
+        .arg(dir.join("no-hostid"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--staging-root")
+        .arg(dir.join("kubelet"))
+        .args(["--orphan-cleanup", "report"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+#[test]
+fn the_node_plugin_refuses_to_start_without_its_own_host_nqn() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |nqn: Option<&str>| {
+        let file = dir.path().join("hostnqn");
+        let _ = std::fs::remove_file(&file);
+        if let Some(n) = nqn {
+            std::fs::write(&file, n).unwrap();
+        }
+        Command::new(BIN)
+            .args(["node", "--node-id", "w", "--metrics-address", "off"])
+            .arg("--endpoint")
+            .arg(format!("unix://{}", dir.path().join("n.sock").display()))
+            .arg("--host-nqn-file")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let missing = run(None);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("nvme gen-hostnqn"), "{err}");
+    let shared = run(Some(
+        "nqn.2014-08.org.nvmexpress:uuid:03000200-0400-0500-0006-000700080009\n",
+    ));
+    assert!(!shared.status.success());
+    let err = String::from_utf8_lossy(&shared.stderr);
+    assert!(err.contains("shared by many machines"), "{err}");
+    assert!(!dir.path().join("n.sock").exists());
+}
+
+#[test]
+fn the_simulator_refuses_real_exports_it_cannot_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["sim", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path().join("sim"))
+            .args(["--nvmet-addr", "127.0.0.1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = sim(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--nvmet-addr needs --data"), "{err}");
+
+    // No nvmet tree there: refused at start, not at the first /disk add.
+    let data = dir.path().join("data");
+    let configfs = dir.path().join("no-nvmet");
+    let out = sim(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--nvmet-configfs",
+        configfs.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kernel NVMe target") && err.contains("nvmet module"),
+        "{err}"
+    );
 }

@@ -5,6 +5,9 @@
 //! The controller is generic over a [`backend::Backend`] (the RDS in
 //! production, an in-memory fake in unit tests) and a
 //! [`controller::NodeRegistry`], so it never reaches for a global client.
+//! The node service is generic over the `nvme` crate's host traits
+//! ([`nvme::Exec`] for commands, [`nvme::Sys`] for syscalls), whose
+//! recording fake runs every node decision in unit tests.
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -13,7 +16,8 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod metrics;
-pub mod mountinfo;
+/// The mount table parser lives with the rest of the data path.
+pub use nvme::mountinfo;
 pub mod node;
 pub mod params;
 pub mod server;

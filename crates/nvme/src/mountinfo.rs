@@ -2,9 +2,13 @@
 //!
 //! A pure function over the file's text, so it can be tested on captured
 //! samples and fuzzed: it never panics, and skips lines it cannot read
-//! rather than guessing.
+//! rather than guessing. Every mount decision of the node is taken on this
+//! table, re-read each time (a mount made by someone else between two
+//! calls must be seen).
 
 use std::path::{Path, PathBuf};
+
+use crate::sys::DevId;
 
 /// One mount, with the fields the driver needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +87,31 @@ fn parse_line(line: &str) -> Option<Mount> {
     })
 }
 
+impl Mount {
+    pub fn dev(&self) -> DevId {
+        DevId::new(self.major, self.minor)
+    }
+
+    /// Whether this mount (not its superblock) is read-only.
+    pub fn read_only(&self) -> bool {
+        self.options.split(',').any(|o| o == "ro")
+    }
+}
+
 /// Whether `path` is a mount point in the given table.
 pub fn is_mount_point(mounts: &[Mount], path: &Path) -> bool {
     mounts.iter().any(|m| m.mount_point == path)
 }
 
-/// Reads and parses this process's mount table.
-pub fn read() -> std::io::Result<Vec<Mount>> {
-    Ok(parse(&std::fs::read_to_string("/proc/self/mountinfo")?))
+/// The mount visible at `path`: the last one mounted there (mounts stack,
+/// and the table lists them in mount order).
+pub fn top_mount<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
+    mounts.iter().rev().find(|m| m.mount_point == path)
+}
+
+/// Every mount of a device, wherever it is.
+pub fn mounts_of(mounts: &[Mount], dev: DevId) -> impl Iterator<Item = &Mount> {
+    mounts.iter().filter(move |m| m.dev() == dev)
 }
 
 #[cfg(test)]
@@ -122,6 +143,55 @@ mod tests {
             Path::new("/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/pvc-1/mount")
         ));
         assert!(!is_mount_point(&m, Path::new("/var/lib/kubelet/pods")));
+        assert_eq!(mounts_of(&m, DevId::new(259, 3)).count(), 2);
+        assert!(!m[2].read_only());
+    }
+
+    #[test]
+    fn the_top_of_stacked_mounts_is_the_last_one() {
+        let m = parse(
+            "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+             2 1 259:1 / /mnt ro,relatime - ext4 /dev/nvme0n1 rw\n\
+             3 1 259:7 / /mnt rw - ext4 /dev/nvme2n1 rw\n",
+        );
+        assert_eq!(
+            top_mount(&m, Path::new("/mnt")).unwrap().dev(),
+            DevId::new(259, 7)
+        );
+        assert!(m[1].read_only());
+        assert!(top_mount(&m, Path::new("/other")).is_none());
+    }
+
+    #[test]
+    fn a_kubelet_node_table_parses() {
+        let m = parse(include_str!("../tests/fixtures/mountinfo-kubelet.txt"));
+        assert_eq!(m.len(), 11, "{m:?}");
+        let spaced = top_mount(&m, Path::new("/var/lib/kubelet/plugins/kubernetes.io/csi/rds.csi.srvlab.io/with space/globalmount")).unwrap();
+        assert_eq!(spaced.fs_type, "xfs");
+        let staged = top_mount(
+            &m,
+            Path::new(
+                "/var/lib/kubelet/plugins/kubernetes.io/csi/rds.csi.srvlab.io/0b1c/globalmount",
+            ),
+        )
+        .unwrap();
+        assert_eq!(staged.fs_type, "ext4");
+        assert_eq!(staged.source, "/dev/nvme0n1");
+        let bind = top_mount(
+            &m,
+            Path::new("/var/lib/kubelet/pods/7f3a/volumes/kubernetes.io~csi/pvc-1/mount"),
+        )
+        .unwrap();
+        assert_eq!(bind.dev(), staged.dev());
+        assert!(bind.read_only());
+    }
+
+    #[test]
+    fn a_table_captured_on_a_build_machine_parses_completely() {
+        let text = include_str!("../tests/fixtures/mountinfo-host.txt");
+        let m = parse(text);
+        assert_eq!(m.len(), text.lines().count());
+        assert!(is_mount_point(&m, Path::new("/proc")));
     }
 
     #[test]

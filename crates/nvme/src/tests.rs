@@ -1,0 +1,607 @@
+//! The data path against the recording fake: every decision and refusal.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use crate::fake::{Call, FakeHost, Program, Reply, SysOp};
+use crate::mount::MountOptions;
+use crate::*;
+
+const NQN: &str = "nqn.2000-02.com.mikrotik:pvc-1";
+const FOREIGN: &str = "nqn.2014-08.org.example:root-disk";
+
+fn config() -> Config {
+    Config::new(
+        NqnPrefix::new("nqn.2000-02.com.mikrotik:").unwrap(),
+        HostIdentity {
+            nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+            id: None,
+        },
+    )
+}
+
+fn dp(f: &FakeHost) -> DataPath<FakeHost, FakeHost> {
+    DataPath::new(f.clone(), f.clone(), config())
+}
+
+fn target(nqn: &str) -> Target {
+    Target {
+        address: "10.0.0.1".into(),
+        port: 4420,
+        nqn: nqn.into(),
+        ctrl_loss_tmo: 600,
+        reconnect_delay: 5,
+        keep_alive_tmo: 5,
+    }
+}
+
+fn host() -> FakeHost {
+    let f = FakeHost::new();
+    f.add_volume(NQN, 1 << 30);
+    f
+}
+
+#[tokio::test]
+async fn connect_runs_nvme_connect_and_finds_the_multipath_head_through_sysfs() {
+    let f = host();
+    let c = dp(&f).connect(&target(NQN)).await.unwrap();
+    assert!(!c.reused);
+    assert_eq!(c.device.path, PathBuf::from("/dev/nvme0n1"));
+    assert_eq!(Some((c.device.path.clone(), c.device.dev)), f.device(NQN));
+    assert_eq!(c.device.size_bytes, 1 << 30);
+    let cmds = f.commands();
+    assert_eq!(cmds.len(), 1);
+    let HostCommand::NvmeConnect(a) = &cmds[0] else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(a.nqn, NQN);
+    assert_eq!(a.host_nqn, config().host.nqn);
+}
+
+#[tokio::test]
+async fn without_multipath_the_namespace_under_the_controller_is_used() {
+    let f = host();
+    f.set_multipath(false);
+    f.connect_now(FOREIGN); // takes controller 0
+    let c = dp(&f).connect(&target(NQN)).await.unwrap();
+    assert_eq!(c.device.path, PathBuf::from("/dev/nvme1n1"));
+}
+
+#[tokio::test]
+async fn a_live_connection_with_a_device_is_reused() {
+    let f = host();
+    f.connect_now(NQN);
+    let c = dp(&f).connect(&target(NQN)).await.unwrap();
+    assert!(c.reused);
+    assert!(f.commands().is_empty(), "{:?}", f.commands());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_a_device_is_disconnected_and_made_again() {
+    let f = host();
+    f.defer_namespaces(true);
+    f.connect_now(NQN);
+    f.defer_namespaces(false);
+    let c = dp(&f).connect(&target(NQN)).await.unwrap();
+    assert!(!c.reused);
+    let programs: Vec<Program> = f.commands().iter().map(Program::of).collect();
+    assert_eq!(
+        programs,
+        vec![Program::NvmeDisconnect, Program::NvmeConnect]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_that_appears_late_is_waited_for_by_polling_sysfs() {
+    let f = host();
+    f.defer_namespaces(true);
+    let g = f.clone();
+    let show = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        g.show_namespaces(NQN);
+    });
+    let start = tokio::time::Instant::now();
+    let c = dp(&f).connect(&target(NQN)).await.unwrap();
+    show.await.unwrap();
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    // Seen within a poll interval of appearing.
+    assert!(waited <= Duration::from_millis(320), "{waited:?}");
+    assert_eq!(c.device.path, PathBuf::from("/dev/nvme0n1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_device_within_the_deadline_is_unavailable() {
+    let f = host();
+    f.defer_namespaces(true);
+    let e = dp(&f).connect(&target(NQN)).await.unwrap_err();
+    assert!(matches!(e, Error::NoDevice { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
+
+#[tokio::test]
+async fn an_unreachable_target_fails_the_connect_as_unavailable() {
+    let f = host();
+    f.update_volume(NQN, |v| v.reachable = false);
+    let e = dp(&f).connect(&target(NQN)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(chain(&e).contains("nvme-fabrics"), "{}", chain(&e));
+}
+
+#[tokio::test]
+async fn a_connect_that_times_out_is_deadline_exceeded() {
+    let f = host();
+    f.reply(Program::NvmeConnect, Reply::Timeout);
+    let e = dp(&f).connect(&target(NQN)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+}
+
+#[tokio::test]
+async fn a_connect_race_that_nvme_cli_reports_as_failure_still_succeeds() {
+    let f = host();
+    // nvme-cli fails, but the subsystem got connected meanwhile.
+    f.reply(Program::NvmeConnect, Reply::WorkThenExit(1));
+    let c = dp(&f).connect(&target(NQN)).await.unwrap();
+    assert_eq!(Some((c.device.path, c.device.dev)), f.device(NQN));
+}
+
+#[tokio::test]
+async fn connect_refuses_a_foreign_nqn() {
+    let f = host();
+    f.add_volume(FOREIGN, 1 << 30);
+    let e = dp(&f).connect(&target(FOREIGN)).await.unwrap_err();
+    assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
+    assert!(f.commands().is_empty());
+}
+
+#[tokio::test]
+async fn disconnect_refuses_foreign_nqn() {
+    let f = host();
+    f.connect_now(FOREIGN);
+    let e = dp(&f).disconnect(FOREIGN).await.unwrap_err();
+    assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    assert!(f.commands().is_empty(), "no command may run");
+    assert!(f.is_connected(FOREIGN));
+}
+
+#[tokio::test]
+async fn disconnect_refuses_the_bare_prefix_and_malformed_names() {
+    let f = host();
+    for bad in [
+        "nqn.2000-02.com.mikrotik:",
+        "nqn.2000-02.com.mikrotik:x y",
+        "",
+    ] {
+        assert!(dp(&f).disconnect(bad).await.is_err(), "{bad:?}");
+    }
+    assert!(f.commands().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn disconnect_removes_the_controllers_and_is_idempotent() {
+    let f = host();
+    f.connect_now(NQN);
+    let d = dp(&f);
+    d.disconnect(NQN).await.unwrap();
+    assert!(!f.is_connected(NQN));
+    d.disconnect(NQN).await.unwrap();
+    assert_eq!(f.ran(Program::NvmeDisconnect), 1);
+}
+
+#[tokio::test]
+async fn resolution_is_never_cached_across_renumbering() {
+    let f = host();
+    f.connect_now(FOREIGN);
+    f.connect_now(NQN);
+    let d = dp(&f);
+    let before = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    f.renumber(NQN);
+    let after = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    assert_ne!(before.dev, after.dev);
+    assert_ne!(before.path, after.path);
+    assert_eq!(Some((after.path, after.dev)), f.device(NQN));
+}
+
+#[tokio::test]
+async fn a_device_node_that_does_not_match_sysfs_is_not_used() {
+    let f = host();
+    f.connect_now(NQN);
+    let (path, dev) = f.device(NQN).unwrap();
+    // Someone replaced /dev/nvme0n1 with a node for another device.
+    f.put_device_node(&path, DevId::new(dev.major, dev.minor + 100));
+    let s = dp(&f).resolve(NQN).await.unwrap();
+    assert!(s.device().is_none());
+    assert_eq!(s.pending, vec!["nvme0n1".to_string()]);
+}
+
+#[tokio::test]
+async fn all_subsystems_are_listed_with_their_nqns() {
+    let f = host();
+    f.connect_now(FOREIGN);
+    f.connect_now(NQN);
+    let all = dp(&f).subsystems().await.unwrap();
+    let nqns: Vec<&str> = all.iter().map(|s| s.nqn.as_str()).collect();
+    assert_eq!(nqns, vec![NQN, FOREIGN]);
+    assert!(all.iter().all(|s| s.all_live() && s.device().is_some()));
+}
+
+// ---------------------------------------------------------------- format safety
+
+async fn connected(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevice) {
+    let d = dp(f);
+    let dev = d.connect(&target(NQN)).await.unwrap().device;
+    f.clear_calls();
+    (d, dev)
+}
+
+#[tokio::test]
+async fn an_empty_device_is_formatted_after_a_read_and_a_definitive_probe() {
+    let f = host();
+    let (d, dev) = connected(&f).await;
+    let p = d
+        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
+        .await
+        .unwrap();
+    assert_eq!(p, Prepared::Formatted);
+    let calls = f.calls();
+    assert_eq!(calls[0], Call::ReadHead(dev.path.clone()));
+    assert_eq!(
+        calls[1],
+        Call::Exec(HostCommand::BlkidProbe {
+            device: dev.path.clone()
+        })
+    );
+    assert_eq!(
+        calls[2],
+        Call::Exec(HostCommand::Mkfs {
+            fs: FsType::Ext4,
+            device: dev.path.clone()
+        })
+    );
+    assert_eq!(f.volume(NQN).unwrap().fs.as_deref(), Some("ext4"));
+}
+
+#[tokio::test]
+async fn an_existing_filesystem_is_checked_and_kept() {
+    let f = host();
+    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
+    let (d, dev) = connected(&f).await;
+    let p = d
+        .prepare_filesystem(NQN, &dev, FsType::Ext4, true)
+        .await
+        .unwrap();
+    assert_eq!(p, Prepared::Existing);
+    assert_eq!(f.ran(Program::Mkfs), 0);
+    assert_eq!(f.ran(Program::E2fsck), 1);
+}
+
+#[tokio::test]
+async fn xfs_is_not_checked_before_mount() {
+    let f = host();
+    f.update_volume(NQN, |v| v.fs = Some("xfs".into()));
+    let (d, dev) = connected(&f).await;
+    d.prepare_filesystem(NQN, &dev, FsType::Xfs, false)
+        .await
+        .unwrap();
+    assert_eq!(f.ran(Program::E2fsck), 0);
+    assert_eq!(f.ran(Program::Mkfs), 0);
+}
+
+async fn refused(f: &FakeHost, formatted_before: bool) -> Error {
+    let d = dp(f);
+    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let e = d
+        .prepare_filesystem(NQN, &dev, FsType::Ext4, formatted_before)
+        .await
+        .unwrap_err();
+    assert_eq!(f.ran(Program::Mkfs), 0, "mkfs ran after {e}");
+    e
+}
+
+#[tokio::test]
+async fn blkid_error_never_leads_to_mkfs() {
+    for code in [1, 4, 8, 127] {
+        let f = host();
+        f.connect_now(NQN);
+        f.reply(Program::Blkid, Reply::exit(code));
+        let e = refused(&f, false).await;
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn blkid_timeout_never_leads_to_mkfs() {
+    let f = host();
+    f.connect_now(NQN);
+    f.reply(Program::Blkid, Reply::Timeout);
+    refused(&f, false).await;
+    let f = host();
+    f.connect_now(NQN);
+    f.reply(Program::Blkid, Reply::SpawnError);
+    refused(&f, false).await;
+}
+
+#[tokio::test]
+async fn an_unreadable_device_is_never_probed_nor_formatted() {
+    let f = host();
+    f.connect_now(NQN);
+    f.make_unreadable(&f.device(NQN).unwrap().0);
+    let e = refused(&f, false).await;
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(f.ran(Program::Blkid), 0);
+}
+
+#[tokio::test]
+async fn a_volume_formatted_before_that_reads_empty_is_never_formatted() {
+    let f = host();
+    f.connect_now(NQN);
+    let e = refused(&f, true).await;
+    assert!(chain(&e).contains("formatted before"), "{}", chain(&e));
+}
+
+#[tokio::test]
+async fn a_device_with_raw_data_is_never_formatted() {
+    let f = host();
+    f.update_volume(NQN, |v| v.raw_data = true);
+    f.connect_now(NQN);
+    let e = refused(&f, false).await;
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn a_partition_table_or_another_filesystem_is_never_formatted() {
+    let f = host();
+    f.update_volume(NQN, |v| v.other = Some("gpt".into()));
+    f.connect_now(NQN);
+    assert_eq!(
+        refused(&f, false).await.kind(),
+        ErrorKind::FailedPrecondition
+    );
+    let f = host();
+    f.update_volume(NQN, |v| v.fs = Some("xfs".into()));
+    f.connect_now(NQN);
+    assert_eq!(
+        refused(&f, false).await.kind(),
+        ErrorKind::FailedPrecondition
+    );
+}
+
+#[tokio::test]
+async fn a_device_behind_a_reconnecting_controller_is_never_formatted() {
+    let f = host();
+    f.connect_now(NQN);
+    f.set_state(NQN, "connecting");
+    let e = refused(&f, false).await;
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
+
+#[tokio::test]
+async fn a_device_that_vanished_before_the_probe_is_never_formatted() {
+    // blkid on a path that no longer exists exits 2, like "nothing found".
+    let f = host();
+    f.connect_now(NQN);
+    let d = dp(&f);
+    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    f.renumber(NQN);
+    let e = d
+        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
+        .await
+        .unwrap_err();
+    assert_eq!(f.ran(Program::Mkfs), 0, "{e}");
+}
+
+#[tokio::test]
+async fn uncorrected_e2fsck_errors_refuse_the_mount() {
+    let f = host();
+    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
+    f.connect_now(NQN);
+    f.reply(Program::E2fsck, Reply::exit(4));
+    let e = refused(&f, false).await;
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    assert!(chain(&e).contains("by hand"), "{}", chain(&e));
+    let f = host();
+    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
+    f.connect_now(NQN);
+    f.reply(Program::E2fsck, Reply::exit(1));
+    let d = dp(&f);
+    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    assert_eq!(
+        d.prepare_filesystem(NQN, &dev, FsType::Ext4, false)
+            .await
+            .unwrap(),
+        Prepared::Existing,
+        "corrected errors are fine"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_mkfs_is_an_error() {
+    let f = host();
+    f.connect_now(NQN);
+    f.reply(Program::Mkfs, Reply::exit(1));
+    let d = dp(&f);
+    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let e = d
+        .prepare_filesystem(NQN, &dev, FsType::Xfs, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+}
+
+// ---------------------------------------------------------------- mounts
+
+#[tokio::test]
+async fn mount_bind_and_unmount_follow_the_mount_table() {
+    let f = host();
+    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
+    let (d, dev) = connected(&f).await;
+    let staging = Path::new("/k/staging");
+    let target = Path::new("/k/pods/p/mount");
+    d.mount_device(&dev, staging, FsType::Ext4, &MountOptions::default())
+        .await
+        .unwrap();
+    d.bind_mount(staging, target, dev.dev, MsFlags::MS_RDONLY)
+        .await
+        .unwrap();
+    let m = f.mounts_at(target);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].dev(), dev.dev);
+    assert!(m[0].read_only());
+    let remount = f.calls().into_iter().find_map(|c| match c {
+        Call::Mount(r) if r.flags.contains(MsFlags::MS_REMOUNT) => Some(r),
+        _ => None,
+    });
+    assert!(remount
+        .unwrap()
+        .flags
+        .contains(MsFlags::MS_BIND | MsFlags::MS_RDONLY));
+    assert_eq!(d.unmount_all(target, false).await.unwrap(), 1);
+    assert_eq!(d.unmount_all(target, false).await.unwrap(), 0);
+    assert!(f.mounts_at(target).is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_read_only_remount_leaves_no_writable_bind_behind() {
+    let f = host();
+    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
+    let (d, dev) = connected(&f).await;
+    let staging = Path::new("/k/staging");
+    d.mount_device(&dev, staging, FsType::Ext4, &MountOptions::default())
+        .await
+        .unwrap();
+    let target = Path::new("/k/target");
+    f.mkdir(target);
+    // The bind succeeds, the read-only remount fails.
+    f.fail_after(SysOp::Mount, 1, Errno::EPERM);
+    let e = d
+        .bind_mount(staging, target, dev.dev, MsFlags::MS_RDONLY)
+        .await
+        .unwrap_err();
+    assert!(chain(&e).contains(&target.display().to_string()));
+    assert!(f.mounts_at(target).is_empty());
+}
+
+#[tokio::test]
+async fn stacked_mounts_are_all_taken_off() {
+    let f = host();
+    let p = Path::new("/k/t");
+    f.add_mount(DevId::new(259, 1), p, "ext4", "/dev/nvme0n1");
+    f.add_mount(DevId::new(259, 1), p, "ext4", "/dev/nvme0n1");
+    f.add_mount(DevId::new(259, 1), p, "ext4", "/dev/nvme0n1");
+    assert_eq!(dp(&f).unmount_all(p, false).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn an_unmount_failure_is_reported_and_stops_the_loop() {
+    let f = host();
+    let p = Path::new("/k/t");
+    f.add_mount(DevId::new(259, 1), p, "ext4", "/dev/nvme0n1");
+    f.fail(SysOp::Umount, Errno::EBUSY);
+    let e = dp(&f).unmount_all(p, false).await.unwrap_err();
+    assert!(chain(&e).contains("busy"), "{}", chain(&e));
+    assert_eq!(f.mounts_at(p).len(), 1);
+}
+
+#[tokio::test]
+async fn block_device_nodes_get_the_device_number_and_a_read_only_mode() {
+    let f = host();
+    let d = dp(&f);
+    let p = Path::new("/k/publish/pvc-1/pod");
+    d.make_device_node(p, DevId::new(259, 4), true)
+        .await
+        .unwrap();
+    assert!(f.calls().contains(&Call::Mknod {
+        path: p.into(),
+        mode: 0o440,
+        dev: DevId::new(259, 4)
+    }));
+    let st = f.lstat(p).await.unwrap();
+    assert_eq!(st.kind, FileKind::BlockDevice);
+    assert_eq!(st.rdev, Some(DevId::new(259, 4)));
+}
+
+#[tokio::test]
+async fn a_device_in_use_is_reported_with_the_reason() {
+    let f = host();
+    f.connect_now(NQN);
+    let d = dp(&f);
+    let s = d.resolve(NQN).await.unwrap();
+    let (path, dev) = f.device(NQN).unwrap();
+    assert_eq!(
+        d.in_use(&s, &d.mounts().await.unwrap()).await.unwrap(),
+        None
+    );
+    f.add_mount(dev, Path::new("/elsewhere"), "ext4", "/dev/nvme0n1");
+    let why = d.in_use(&s, &d.mounts().await.unwrap()).await.unwrap();
+    assert!(why.unwrap().contains("/elsewhere"));
+    let f = host();
+    f.connect_now(NQN);
+    let s = dp(&f).resolve(NQN).await.unwrap();
+    f.claim(&path);
+    let why = dp(&f).in_use(&s, &[]).await.unwrap();
+    assert!(why.unwrap().contains("exclusively"));
+    let f = host();
+    f.connect_now(NQN);
+    f.mkdir(Path::new("/sys/class/block/nvme0n1/holders/dm-0"));
+    let s = dp(&f).resolve(NQN).await.unwrap();
+    let why = dp(&f).in_use(&s, &[]).await.unwrap();
+    assert!(why.unwrap().contains("dm-0"));
+}
+
+#[tokio::test]
+async fn the_device_node_scan_does_not_enter_mounted_directories() {
+    let f = host();
+    f.put_device_node(Path::new("/k/plugins/a/b/node"), DevId::new(259, 1));
+    f.put_device_node(Path::new("/k/pods/x/mnt/inside"), DevId::new(259, 2));
+    f.add_mount(
+        DevId::new(259, 9),
+        Path::new("/k/pods/x/mnt"),
+        "ext4",
+        "/dev/x",
+    );
+    let d = dp(&f);
+    let scan = d
+        .device_nodes_under(Path::new("/k"), &d.mounts().await.unwrap(), 8, 1000)
+        .await;
+    assert!(scan.complete);
+    assert_eq!(
+        scan.nodes.keys().copied().collect::<Vec<_>>(),
+        vec![DevId::new(259, 1)]
+    );
+    let small = d
+        .device_nodes_under(Path::new("/k"), &d.mounts().await.unwrap(), 8, 2)
+        .await;
+    assert!(!small.complete, "a truncated walk proves nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rescan_runs_on_every_controller_and_waits_for_the_new_size() {
+    let f = host();
+    f.connect_now(NQN);
+    f.update_volume(NQN, |v| v.size_bytes = 2 << 30);
+    let d = dp(&f);
+    let dev = d.rescan(NQN, 2 << 30).await.unwrap();
+    assert_eq!(dev.size_bytes, 2 << 30);
+    assert_eq!(
+        f.commands(),
+        vec![HostCommand::NvmeNsRescan {
+            controller: "/dev/nvme0".into()
+        }]
+    );
+    let e = d.rescan(NQN, 3 << 30).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
+
+#[tokio::test]
+async fn device_gone_reads_sysfs_dev_block() {
+    let f = host();
+    f.connect_now(NQN);
+    let (_, dev) = f.device(NQN).unwrap();
+    let d = dp(&f);
+    assert!(!d.device_gone(dev).await.unwrap());
+    f.lose_connection(NQN);
+    assert!(d.device_gone(dev).await.unwrap());
+}
