@@ -63,6 +63,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         max_volume_size: "16T".into(),
         nodes: vec!["node-a".into(), "node-b".into()],
         health_interval: Duration::from_secs(1),
+        kubeconfig: None,
+        standalone: true,
+        attachment_grace_period: Duration::from_secs(30),
+        allow_unverified_migration: false,
+        vmi_grouper: false,
     };
     let controller = tokio::spawn(crate::run::controller(controller_args, cancel.clone()));
     let result = walk(&endpoint, &sim).await;

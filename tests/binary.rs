@@ -101,6 +101,7 @@ fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Comma
             &sim.fingerprint,
             "--health-interval",
             "200ms",
+            "--standalone",
         ])
         .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
         .args(extra)
@@ -267,4 +268,28 @@ fn the_node_plugin_answers_node_info_over_its_socket() {
     );
     assert!(text.contains("node id: worker-1"), "{text}");
     assert!(text.contains("rds.csi.srvlab.io/rds"), "{text}");
+}
+
+#[test]
+fn without_standalone_the_controller_requires_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path());
+    let out = Command::new(BIN)
+        .args(["controller", "--endpoint"])
+        .arg(format!("unix://{}", dir.path().join("c.sock").display()))
+        .args(["--rds-address", &sim.addr, "--rds-key-file"])
+        .arg(&sim.key)
+        .args([
+            "--rds-host-key",
+            &sim.fingerprint,
+            "--metrics-address",
+            "off",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kubeconfig"), "{err}");
 }
