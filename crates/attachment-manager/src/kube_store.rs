@@ -20,7 +20,7 @@ use kube::Client;
 use tracing::{debug, warn};
 
 use crate::cluster::{
-    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent,
+    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Rebuilt, Store, VolumeEvent,
 };
 use crate::rules::{AccessKind, Attachment, Migration, VolumeState};
 
@@ -218,7 +218,7 @@ impl KubeStore {
         }
     }
 
-    async fn load_inner(&self) -> Result<Vec<(String, VolumeState)>, ClusterError> {
+    async fn load_inner(&self) -> Result<Vec<Rebuilt>, ClusterError> {
         let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
         let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         let (vas, pvs) = futures::try_join!(
@@ -280,10 +280,14 @@ impl KubeStore {
                 .map(Duration::from_secs)
                 .unwrap_or(self.default_migration_timeout);
             let annotations = pv.metadata.annotations.clone().unwrap_or_default();
-            out.push((
-                handle.clone(),
-                state_from_cluster(nodes, &annotations, rwx_block, timeout),
-            ));
+            let pvc = spec
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?)));
+            out.push(Rebuilt {
+                volume: handle.clone(),
+                state: state_from_cluster(nodes, &annotations, rwx_block, timeout),
+                pvc,
+            });
         }
         Ok(out)
     }
@@ -298,7 +302,7 @@ impl Store for KubeStore {
         Box::pin(self.save_inner(volume, state))
     }
 
-    fn load(&self) -> BoxFuture<'_, Result<Vec<(String, VolumeState)>, ClusterError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Vec<Rebuilt>, ClusterError>> {
         Box::pin(self.load_inner())
     }
 }

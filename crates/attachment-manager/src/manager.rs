@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::{
-    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent,
+    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Rebuilt, Store, VolumeEvent,
 };
 use crate::metrics::AttachMetrics;
 use crate::rules::{
@@ -200,14 +200,14 @@ impl Manager {
                 source,
             })?;
         let mut map = HashMap::with_capacity(loaded.len());
-        for (volume, state) in loaded {
+        for Rebuilt { volume, state, pvc } in loaded {
             if let Err(e) = state.check_invariants() {
                 // The cluster shows more than the rules allow (for example
                 // three VolumeAttachments). Keep every node so nothing else
                 // gets in, and say so loudly.
                 warn!(volume = %volume, problem = %e, "rebuilt attachment state breaks the rules; keeping it fenced");
             }
-            map.insert(volume, Entry { state, pvc: None });
+            map.insert(volume, Entry { state, pvc });
         }
         let n = map.len();
         *lock(&self.volumes) = map;
