@@ -182,6 +182,15 @@ pub struct ControllerArgs {
         default_value_t = false
     )]
     pub allow_unverified_migration: bool,
+    /// Period of the stale-attachment sweep (it also runs at start and after
+    /// every backend reconnect; Node deletions and out-of-service taints are
+    /// acted on at once through a watch).
+    #[arg(long, env = "RDS_CSI_ATTACHMENT_RECONCILE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub attachment_reconcile_interval: Duration,
+    /// Report (event and metric, no action) attachments on nodes NotReady
+    /// for longer than this.
+    #[arg(long, env = "RDS_CSI_NOT_READY_THRESHOLD", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub not_ready_threshold: Duration,
     /// Serialize publishes for the volumes of one KubeVirt VM.
     #[arg(long, env = "RDS_CSI_VMI_GROUPER", default_value_t = true, action = clap::ArgAction::Set)]
     pub vmi_grouper: bool,

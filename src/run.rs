@@ -177,6 +177,20 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         cluster.events,
         AttachMetrics::register(&registry)?,
     ));
+    if let Some((client, kube_nodes)) = cluster.kube.clone() {
+        let stale = Arc::new(reconciler::StaleAttachments::new(
+            manager.clone(),
+            kube_nodes,
+            client,
+            reconciler::StaleConfig {
+                interval: args.attachment_reconcile_interval,
+                not_ready_after: args.not_ready_threshold,
+            },
+            reconciler::ReconcilerMetrics::register(&registry)?,
+            health.recovered(),
+        ));
+        watchers.spawn(stale.run(cancel.clone()));
+    }
     let pool = parts.config.pool();
     let controller = ControllerService::new(
         parts.config.clone(),
@@ -235,6 +249,8 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
 /// What the attachment manager reads from and writes to: Kubernetes, or
 /// memory in standalone mode.
 struct ClusterParts {
+    /// The Kubernetes side, absent in standalone mode.
+    kube: Option<(kube::Client, KubeNodes)>,
     nodes: Arc<dyn NodeView>,
     store: Arc<dyn Store>,
     migrations: Arc<dyn MigrationCheck>,
@@ -252,6 +268,7 @@ async fn cluster_parts(
             warn!("no --node list given: every node ID is taken to exist");
         }
         return Ok(ClusterParts {
+            kube: None,
             nodes: Arc::new(StaticNodes::new(args.nodes.clone())),
             store: Arc::new(MemoryStore::default()),
             migrations: Arc::new(NoMigrations),
@@ -271,6 +288,7 @@ async fn cluster_parts(
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok());
     Ok(ClusterParts {
+        kube: Some((client.clone(), kube_nodes.clone())),
         nodes: Arc::new(kube_nodes),
         store: Arc::new(KubeStore::new(
             client.clone(),

@@ -196,6 +196,10 @@ impl World {
     }
 
     async fn start_controller(&mut self, kubeconfig: &std::path::Path) {
+        self.start_controller_with(kubeconfig, &[]).await
+    }
+
+    async fn start_controller_with(&mut self, kubeconfig: &std::path::Path, extra: &[&str]) {
         let sock = self
             .dir
             .path()
@@ -228,6 +232,7 @@ impl World {
                 "--health-interval",
                 "1s",
             ])
+            .args(extra)
             .env("RDS_CSI_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -456,21 +461,19 @@ impl World {
     }
 
     async fn wait_event(&self, claim: &str, reason: &str) {
-        let reason = reason.to_string();
-        eventually(
-            &format!("event {reason} on {claim}"),
-            Duration::from_secs(10),
-            || {
-                let reason = reason.clone();
-                async move {
-                    self.event_reasons(claim)
-                        .await
-                        .contains(&reason)
-                        .then_some(())
-                }
-            },
-        )
-        .await
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.event_reasons(claim).await.iter().any(|r| r == reason) {
+            if Instant::now() > deadline {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "no event {reason} on {claim}; events: {:?}\ncontroller log (newest first):\n{}",
+                    self.event_reasons(claim).await,
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A virt-launcher pod as KubeVirt creates it.
@@ -649,7 +652,7 @@ async fn a_deleted_node_holding_a_volume_is_cleared_for_the_new_node() {
         match w.attach(&vol, "b", false).await {
             Ok(()) => break,
             Err(s)
-                if s.code() == Code::FailedPrecondition
+                if matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
                     && started.elapsed() < Duration::from_secs(10) =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await
@@ -689,7 +692,7 @@ async fn an_out_of_service_taint_releases_the_node_s_volume() {
         match w.attach(&vol, "b", false).await {
             Ok(()) => break,
             Err(s)
-                if s.code() == Code::FailedPrecondition
+                if matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
                     && started.elapsed() < Duration::from_secs(10) =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await
@@ -724,7 +727,7 @@ async fn live_migration_with_a_real_target_pod_is_admitted_and_completes() {
         match w.attach(&vol, "b", true).await {
             Ok(()) => break,
             Err(s)
-                if s.code() == Code::FailedPrecondition
+                if matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
                     && started.elapsed() < Duration::from_secs(10) =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await
@@ -895,7 +898,8 @@ async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out() {
     let started = Instant::now();
     while let Err(s) = w.attach(&vol, "b", true).await {
         assert!(
-            s.code() == Code::FailedPrecondition && started.elapsed() < Duration::from_secs(10),
+            matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
+                && started.elapsed() < Duration::from_secs(10),
             "{s:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -943,7 +947,8 @@ async fn a_controller_killed_mid_migration_rebuilds_and_keeps_the_deadline() {
     let started = Instant::now();
     while let Err(s) = w.attach(&vol, "b", true).await {
         assert!(
-            s.code() == Code::FailedPrecondition && started.elapsed() < Duration::from_secs(10),
+            matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
+                && started.elapsed() < Duration::from_secs(10),
             "{s:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1059,5 +1064,123 @@ async fn of_64_concurrent_publishes_to_different_nodes_exactly_one_wins() {
         .probe(proto::ProbeRequest {})
         .await
         .unwrap();
+    w.cleanup().await;
+}
+
+async fn wait_detached(w: &World, vol: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(
+        "the attachment annotation to be cleared",
+        within,
+        || async {
+            (!w.annotations(vol)
+                .await
+                .contains_key("rds.csi.srvlab.io/attached-node"))
+            .then_some(())
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn deleting_a_node_clears_its_attachments_within_a_second_without_any_publish() {
+    let mut w = World::new("recdel", &["a", "b"]).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    let kept = w.volume("kept", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    w.attach(&kept, "b", false).await.unwrap();
+    Api::<Node>::all(w.client.clone())
+        .delete(&w.node("a"), &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = wait_detached(&w, &vol, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(1), "cleared in {took:?}");
+    w.wait_event("disk", "StaleAttachmentCleared").await;
+    // The reconciler never deletes VolumeAttachments or PVs itself.
+    let va = w.va_name(&vol, &w.node("a"));
+    assert!(Api::<VolumeAttachment>::all(w.client.clone())
+        .get_opt(&va)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(Api::<PersistentVolume>::all(w.client.clone())
+        .get_opt(&vol)
+        .await
+        .unwrap()
+        .is_some());
+    // Other nodes' attachments are untouched.
+    assert_eq!(
+        w.annotations(&kept).await["rds.csi.srvlab.io/attached-node"],
+        w.node("b")
+    );
+    assert_eq!(
+        metric(
+            &w.scrape(),
+            "rds_csi_reconciler_stale_attachments_released_total{trigger=\"watch\"}"
+        ),
+        1.0
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn tainting_a_node_out_of_service_clears_its_attachments() {
+    let mut w = World::new("rectaint", &["a"]).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    let taint = json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}]}});
+    Api::<Node>::all(w.client.clone())
+        .patch(&w.node("a"), &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .unwrap();
+    let took = wait_detached(&w, &vol, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(1), "cleared in {took:?}");
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn attachments_on_a_long_not_ready_node_are_reported_not_released() {
+    let mut w = World::new("notready", &["a"]).await;
+    w.start_controller_with(
+        &kubeconfig(),
+        &[
+            "--not-ready-threshold",
+            "1s",
+            "--attachment-reconcile-interval",
+            "1s",
+        ],
+    )
+    .await;
+    let vol = w.volume("disk", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    // What the node lifecycle controller writes when the kubelet stops
+    // posting status.
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600);
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "lastHeartbeatTime": since.to_string(), "lastTransitionTime": since.to_string()}]}});
+    Api::<Node>::all(w.client.clone())
+        .patch_status(
+            &w.node("a"),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+    w.wait_event("disk", "AttachedToNotReadyNode").await;
+    let m = w.scrape();
+    assert_eq!(
+        metric(&m, "rds_csi_reconciler_not_ready_attachments"),
+        1.0,
+        "{m}"
+    );
+    assert!(metric(&m, "rds_csi_reconciler_not_ready_oldest_seconds") >= 600.0);
+    assert_eq!(
+        w.annotations(&vol).await["rds.csi.srvlab.io/attached-node"],
+        w.node("a"),
+        "reported, not released"
+    );
     w.cleanup().await;
 }

@@ -322,9 +322,17 @@ impl KubeNodes {
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(|node: &mut Node| {
-                // Only names and taints matter here; drop the bulk.
+                // Only names, taints and the Ready condition matter here;
+                // drop the bulk (images, addresses, capacity, ...).
                 node.metadata.managed_fields = None;
-                node.status = None;
+                if let Some(status) = node.status.as_mut() {
+                    let conditions = status
+                        .conditions
+                        .take()
+                        .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+                    *status = Default::default();
+                    status.conditions = conditions;
+                }
             })
             .reflect(writer)
             .applied_objects();
@@ -362,6 +370,30 @@ impl KubeNodes {
                 }
             }
         }
+    }
+
+    /// Since when the node has been not Ready (None while Ready, or when
+    /// no kubelet has ever reported: a node without a Ready condition is
+    /// not judged).
+    pub fn not_ready_since(&self, node: &str) -> Option<Timestamp> {
+        let n = self.reader.get(&ObjectRef::new(node))?;
+        let ready = n
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Ready")?;
+        if ready.status == "True" {
+            return None;
+        }
+        Some(
+            ready
+                .last_transition_time
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_else(Timestamp::now),
+        )
     }
 
     pub fn reader(&self) -> &Reader<Node> {

@@ -183,6 +183,34 @@ impl Manager {
         self.state(volume).holders()
     }
 
+    /// Every node that holds at least one volume, with the volumes it holds.
+    pub fn attachments_by_node(&self) -> HashMap<String, Vec<String>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for (volume, e) in lock(&self.volumes).iter() {
+            for a in &e.state.nodes {
+                out.entry(a.node.clone()).or_default().push(volume.clone());
+            }
+        }
+        out
+    }
+
+    /// The PVC recorded for a volume, if any.
+    pub fn pvc_of(&self, volume: &str) -> Option<(String, String)> {
+        lock(&self.volumes).get(volume).and_then(|e| e.pvc.clone())
+    }
+
+    /// Records an event about a volume (for reconcilers that report).
+    pub async fn report(
+        &self,
+        volume: &str,
+        kind: EventKind,
+        reason: &'static str,
+        message: String,
+    ) {
+        let pvc = self.pvc_of(volume);
+        self.emit(volume, &pvc, kind, reason, message).await;
+    }
+
     /// Number of volumes with state in memory.
     pub fn tracked(&self) -> usize {
         lock(&self.volumes).len()
