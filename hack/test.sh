@@ -53,6 +53,7 @@ install_packages() {
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v openssl >/dev/null || need+=(openssl)
   command -v curl >/dev/null || need+=(curl)
+  command -v promtool >/dev/null || need+=(prometheus)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

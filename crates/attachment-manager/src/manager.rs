@@ -282,11 +282,14 @@ impl Manager {
             .with_label_values(&["publish"])
             .observe(started.elapsed().as_secs_f64());
         let status = match &result {
-            Ok(PublishDecision::Attached { .. }) => "attached",
-            Ok(PublishDecision::AlreadyAttached) => "already_attached",
-            Ok(PublishDecision::Refused(_)) => "refused",
+            // Status values follow the Go driver's metric where they mean
+            // the same thing.
+            Ok(PublishDecision::Attached { .. }) | Ok(PublishDecision::AlreadyAttached) => {
+                "success"
+            }
+            Ok(PublishDecision::Refused(_)) => "conflict",
             Err(ManagerError::NotReady) => "unavailable",
-            Err(_) => "error",
+            Err(_) => "failure",
         };
         self.metrics.attach.with_label_values(&[status]).inc();
         result
@@ -442,10 +445,11 @@ impl Manager {
             .with_label_values(&["unpublish"])
             .observe(started.elapsed().as_secs_f64());
         let status = match &result {
-            Ok(UnpublishDecision::Detached { .. }) => "detached",
-            Ok(UnpublishDecision::NotAttached) => "not_attached",
+            Ok(UnpublishDecision::Detached { .. }) | Ok(UnpublishDecision::NotAttached) => {
+                "success"
+            }
             Err(ManagerError::NotReady) => "unavailable",
-            Err(_) => "error",
+            Err(_) => "failure",
         };
         self.metrics.detach.with_label_values(&[status]).inc();
         result

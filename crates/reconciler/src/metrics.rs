@@ -14,8 +14,8 @@ impl ReconcilerMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = ReconcilerMetrics {
             runs: IntCounterVec::new(
-                Opts::new("rds_csi_reconciler_runs_total", "Reconciler sweeps, by reconciler and result (ok, error)."),
-                &["reconciler", "result"],
+                Opts::new("rds_csi_attachment_reconcile_total", "Stale-attachment sweeps, by result (success, failure)."),
+                &["result"],
             )?,
             released: IntCounterVec::new(
                 Opts::new(

@@ -128,10 +128,7 @@ impl StaleAttachments {
     /// One pass over every attached node.
     pub async fn sweep(&self) {
         if self.nodes.wait_ready().await.is_err() {
-            self.metrics
-                .runs
-                .with_label_values(&["stale_attachments", "error"])
-                .inc();
+            self.metrics.runs.with_label_values(&["failure"]).inc();
             return;
         }
         let now = Timestamp::now();
@@ -172,9 +169,6 @@ impl StaleAttachments {
         }
         self.metrics.not_ready_attachments.set(not_ready);
         self.metrics.not_ready_oldest.set(oldest.as_secs_f64());
-        self.metrics
-            .runs
-            .with_label_values(&["stale_attachments", "ok"])
-            .inc();
+        self.metrics.runs.with_label_values(&["success"]).inc();
     }
 }
