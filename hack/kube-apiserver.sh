@@ -82,6 +82,7 @@ echo $! >"$dir/etcd.pid"
   --service-account-signing-key-file "$dir/sa.key" --service-account-key-file "$dir/sa.pub" \
   --service-cluster-ip-range 10.96.0.0/16 \
   --disable-admission-plugins ServiceAccount \
+  --allow-privileged=true \
   >"$dir/apiserver.log" 2>&1 &
 echo $! >"$dir/apiserver.pid"
 

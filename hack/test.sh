@@ -115,6 +115,17 @@ else
   skip "tier 3: real kube-apiserver" "kube-apiserver not found on PATH or in KUBE_APISERVER (etcd: apt-get install etcd-server)"
 fi
 
+# Helm chart (charts/rds-csi) with Helm 4's library (pip: helm-python-sdk):
+# lint, schema, render, alert rules and deploy/rds-csi.yaml in sync, and a
+# server-side dry run of every object against a real kube-apiserver; the
+# rendered args are also parsed by the binary built above.
+if [ -n "$apiserver" ] && command -v etcd >/dev/null && command -v "${KUBECTL:-kubectl}" >/dev/null; then
+  step "chart: render, schema, server-side dry run, deploy/ in sync" env RDS_CSI_BIN="$root/target/debug/rds-csi" python3 hack/chart-check.py
+else
+  step "chart: render, schema, deploy/ in sync" env RDS_CSI_BIN="$root/target/debug/rds-csi" python3 hack/chart-check.py --no-server
+  skip "chart: server-side dry run" "kube-apiserver, etcd or kubectl not found (PATH, KUBE_APISERVER, KUBECTL)"
+fi
+
 echo
 echo "Tiers 4-5 (QEMU guest, control plane) arrive with their issues."
 echo
