@@ -48,7 +48,7 @@ fp=$(sed -n 's/^host key fingerprint: //p' "$work/sim.out")
 
 "$bin" controller --endpoint "unix://$work/controller.sock" --rds-address "$addr" \
   --rds-key-file "$work/sim/client_ed25519" --rds-host-key "$fp" \
-  --metrics-address off --volume-id-prefix "" --node sanity-node \
+  --metrics-address off --volume-id-prefix "" --node sanity-node --standalone \
   --health-interval 1s --max-volume-size 1T 2>"$work/controller.log" &
 pids+=($!)
 echo "nqn.2014-08.org.nvmexpress:uuid:$(cat /proc/sys/kernel/random/uuid)" >"$work/hostnqn"

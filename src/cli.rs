@@ -161,6 +161,39 @@ pub struct ControllerArgs {
     /// How often the backend health (and pool capacity) is polled.
     #[arg(long, env = "RDS_CSI_HEALTH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
+    /// Kubeconfig file. Without it: the in-cluster configuration, then
+    /// $KUBECONFIG and ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Run without Kubernetes: attachment state in memory only (lost on
+    /// restart), nodes from --node, no KubeVirt verification, events only
+    /// logged. For demos and conformance runs, never for production.
+    #[arg(long, env = "RDS_CSI_STANDALONE", default_value_t = false)]
+    pub standalone: bool,
+    /// After a volume is released on one node, a publish on another node
+    /// within this period is counted and timed as a handoff.
+    #[arg(long, env = "RDS_CSI_ATTACHMENT_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub attachment_grace_period: Duration,
+    /// Admit any second node for raw-block multi-node volumes, without a
+    /// verified KubeVirt migration. Only for clusters without KubeVirt.
+    #[arg(
+        long,
+        env = "RDS_CSI_ALLOW_UNVERIFIED_MIGRATION",
+        default_value_t = false
+    )]
+    pub allow_unverified_migration: bool,
+    /// Period of the stale-attachment sweep (it also runs at start and after
+    /// every backend reconnect; Node deletions and out-of-service taints are
+    /// acted on at once through a watch).
+    #[arg(long, env = "RDS_CSI_ATTACHMENT_RECONCILE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub attachment_reconcile_interval: Duration,
+    /// Report (event and metric, no action) attachments on nodes NotReady
+    /// for longer than this.
+    #[arg(long, env = "RDS_CSI_NOT_READY_THRESHOLD", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub not_ready_threshold: Duration,
+    /// Serialize publishes for the volumes of one KubeVirt VM.
+    #[arg(long, env = "RDS_CSI_VMI_GROUPER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub vmi_grouper: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -63,6 +63,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         max_volume_size: "16T".into(),
         nodes: vec!["node-a".into(), "node-b".into()],
         health_interval: Duration::from_secs(1),
+        kubeconfig: None,
+        standalone: true,
+        attachment_grace_period: Duration::from_secs(30),
+        allow_unverified_migration: false,
+        vmi_grouper: false,
+        attachment_reconcile_interval: Duration::from_secs(300),
+        not_ready_threshold: Duration::from_secs(300),
     };
     let controller = tokio::spawn(crate::run::controller(controller_args, cancel.clone()));
     let result = walk(&endpoint, &sim).await;

@@ -6,7 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use csi_server::controller::{ControllerConfig, ControllerService, StaticNodes};
+use attachment_manager::cluster::{LogEvents, MemoryStore, StaticNodes};
+use attachment_manager::kube_store::{KubeEvents, KubeNodes, KubeStore};
+use attachment_manager::{
+    AttachMetrics, EventSink, Manager, MigrationCheck, NoMigrations, NodeView, Policy, Store,
+};
+use csi_server::controller::{ControllerConfig, ControllerService, DEFAULT_MIGRATION_TIMEOUT};
 use csi_server::health::Health;
 use csi_server::identity::{valid_driver_name, IdentityService};
 use csi_server::metrics::RpcMetrics;
@@ -157,14 +162,42 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     let backend = Arc::new(Rds::new(client.clone()));
     let health = Health::register(&registry)?;
     let rpc_metrics = RpcMetrics::register(&registry)?;
-    if args.nodes.is_empty() {
-        warn!("no --node list given: every node ID is taken to exist");
+    let policy = Policy {
+        grace_period: args.attachment_grace_period,
+        allow_unverified_second_node: args.allow_unverified_migration,
+    };
+    let mut watchers = tokio::task::JoinSet::new();
+    let cluster = cluster_parts(&args, &mut watchers).await?;
+    let nodes = cluster.nodes.clone();
+    let manager = Arc::new(Manager::new(
+        policy,
+        cluster.store,
+        cluster.nodes,
+        cluster.migrations,
+        cluster.events,
+        AttachMetrics::register(&registry)?,
+    ));
+    if let Some((client, kube_nodes)) = cluster.kube.clone() {
+        let stale = Arc::new(reconciler::StaleAttachments::new(
+            manager.clone(),
+            kube_nodes,
+            client,
+            reconciler::StaleConfig {
+                interval: args.attachment_reconcile_interval,
+                not_ready_after: args.not_ready_threshold,
+            },
+            reconciler::ReconcilerMetrics::register(&registry)?,
+            health.recovered(),
+        ));
+        watchers.spawn(stale.run(cancel.clone()));
     }
     let pool = parts.config.pool();
     let controller = ControllerService::new(
         parts.config.clone(),
         backend.clone(),
-        StaticNodes(args.nodes.clone()),
+        nodes,
+        manager.clone(),
+        cluster.grouper,
         rpc_metrics,
     );
     let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
@@ -199,11 +232,90 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
             health_task.await;
             Ok(())
         },
+        async {
+            manager
+                .run(std::time::Duration::from_secs(1), cancel.clone())
+                .await;
+            Ok(())
+        },
     );
     cancel.cancel();
+    watchers.shutdown().await;
     client.close().await;
     let _ = std::fs::remove_file(&path);
     result.map(drop)
+}
+
+/// What the attachment manager reads from and writes to: Kubernetes, or
+/// memory in standalone mode.
+struct ClusterParts {
+    /// The Kubernetes side, absent in standalone mode.
+    kube: Option<(kube::Client, KubeNodes)>,
+    nodes: Arc<dyn NodeView>,
+    store: Arc<dyn Store>,
+    migrations: Arc<dyn MigrationCheck>,
+    events: Arc<dyn EventSink>,
+    grouper: Option<vmi_grouper::KubeVirt>,
+}
+
+async fn cluster_parts(
+    args: &ControllerArgs,
+    watchers: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<ClusterParts> {
+    if args.standalone {
+        warn!("standalone mode: no Kubernetes; attachment state lives in memory only and is lost on restart");
+        if args.nodes.is_empty() {
+            warn!("no --node list given: every node ID is taken to exist");
+        }
+        return Ok(ClusterParts {
+            kube: None,
+            nodes: Arc::new(StaticNodes::new(args.nodes.clone())),
+            store: Arc::new(MemoryStore::default()),
+            migrations: Arc::new(NoMigrations),
+            events: Arc::new(LogEvents::default()),
+            grouper: None,
+        });
+    }
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let (kube_nodes, drive_nodes) = KubeNodes::start(client.clone());
+    watchers.spawn(drive_nodes);
+    let (kubevirt, drive_pods) = vmi_grouper::KubeVirt::start(
+        client.clone(),
+        vmi_grouper::VmiLocks::new(std::time::Duration::from_secs(600)),
+    );
+    watchers.spawn(drive_pods);
+    let instance = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok());
+    Ok(ClusterParts {
+        kube: Some((client.clone(), kube_nodes.clone())),
+        nodes: Arc::new(kube_nodes),
+        store: Arc::new(KubeStore::new(
+            client.clone(),
+            args.common.driver_name.clone(),
+            DEFAULT_MIGRATION_TIMEOUT,
+        )),
+        migrations: Arc::new(kubevirt.clone()),
+        events: Arc::new(KubeEvents::new(client, "rds-csi-controller", instance)),
+        grouper: args.vmi_grouper.then_some(kubevirt),
+    })
+}
+
+/// A Kubernetes client from the given kubeconfig, or inferred (in-cluster,
+/// then $KUBECONFIG, then ~/.kube/config).
+pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration found (in-cluster, $KUBECONFIG or ~/.kube/config); pass --kubeconfig, or --standalone for a demo")?,
+    };
+    kube::Client::try_from(config).context("build the Kubernetes client")
 }
 
 async fn serve_metrics(
@@ -250,7 +362,10 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     let registry = Registry::new();
     let health = Health::always_ready();
     let rpc_metrics = RpcMetrics::register(&registry)?;
-    let identity = IdentityService::new(&args.common.driver_name, VERSION, false, health.clone());
+    // Both modes of the one binary report the plugin's capabilities, which
+    // include the controller service: conformance tools ask the node socket
+    // whether a controller exists (Kubernetes asks the controller socket).
+    let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
     let node = NodeService::new(
         NodeConfig {
             node_id: args.node_id.clone(),

@@ -101,6 +101,7 @@ fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Comma
             &sim.fingerprint,
             "--health-interval",
             "200ms",
+            "--standalone",
         ])
         .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
         .args(extra)
@@ -375,4 +376,138 @@ fn the_simulator_refuses_real_exports_it_cannot_make() {
         err.contains("kernel NVMe target") && err.contains("nvmet module"),
         "{err}"
     );
+}
+
+#[test]
+fn without_standalone_the_controller_requires_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path());
+    let out = Command::new(BIN)
+        .args(["controller", "--endpoint"])
+        .arg(format!("unix://{}", dir.path().join("c.sock").display()))
+        .args(["--rds-address", &sim.addr, "--rds-key-file"])
+        .arg(&sim.key)
+        .args([
+            "--rds-host-key",
+            &sim.fingerprint,
+            "--metrics-address",
+            "off",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kubeconfig"), "{err}");
+}
+
+fn promtool() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("promtool"))
+            .find(|c| c.is_file())
+    });
+    found.expect("promtool not found: apt-get install prometheus (hack/test.sh installs it)")
+}
+
+fn promtool_check_metrics(scrape: &str) {
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn scrapes_of_both_services_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path());
+    let port = free_port();
+    let mut ctl = controller(&sim, dir.path(), port, &[]).spawn().unwrap();
+    wait_for("ready", || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    // Put a few RPCs through so the per-RPC series exist.
+    let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
+    for args in [
+        vec!["create", "pvc-prom", "--size", "1G"],
+        vec!["list"],
+        vec!["delete", "pvc-prom"],
+    ] {
+        let out = Command::new(BIN)
+            .args(["csi", "--endpoint", &endpoint])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, scrape) = http_get(port, "/metrics").unwrap();
+    let body = scrape
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        body.contains("rds_csi_rpc_total{code=\"OK\",method=\"CreateVolume\"} 1"),
+        "{body}"
+    );
+    promtool_check_metrics(&body);
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+
+    let node_port = free_port();
+    let sock = dir.path().join("node.sock");
+    let mut node = Command::new(BIN)
+        .args([
+            "node",
+            "--node-id",
+            "worker-1",
+            "--metrics-address",
+            &format!("127.0.0.1:{node_port}"),
+            "--endpoint",
+        ])
+        .arg(format!("unix://{}", sock.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, scrape) = wait_for("node metrics", || http_get(node_port, "/metrics"));
+    let _ = node.kill();
+    let _ = node.wait();
+    promtool_check_metrics(scrape.split("\r\n\r\n").nth(1).unwrap_or_default());
+}
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/alerts/rds-csi.rules.yml");
+    let out = Command::new(promtool())
+        .args(["check", "rules", rules])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
 }

@@ -30,6 +30,16 @@ pub trait NodeView: Send + Sync {
     fn node_status<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<NodeStatus, ClusterError>>;
 }
 
+/// One volume's state as rebuilt from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub volume: String,
+    pub state: VolumeState,
+    /// `(namespace, name)` of its PVC, so events after a restart still
+    /// reach the right object.
+    pub pvc: Option<(String, String)>,
+}
+
 /// Where attachment state is persisted and rebuilt from.
 pub trait Store: Send + Sync {
     /// Persists one volume's state; an unattached state clears it.
@@ -39,7 +49,7 @@ pub trait Store: Send + Sync {
         state: &'a VolumeState,
     ) -> BoxFuture<'a, Result<(), ClusterError>>;
     /// Every volume the cluster says is attached, with its state.
-    fn load(&self) -> BoxFuture<'_, Result<Vec<(String, VolumeState)>, ClusterError>>;
+    fn load(&self) -> BoxFuture<'_, Result<Vec<Rebuilt>, ClusterError>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +118,7 @@ impl NodeView for StaticNodes {
 pub struct MemoryStore {
     pub saved: Mutex<HashMap<String, VolumeState>>,
     pub fail_saves: Mutex<u32>,
-    pub initial: Mutex<Vec<(String, VolumeState)>>,
+    pub initial: Mutex<Vec<Rebuilt>>,
     pub fail_loads: Mutex<u32>,
 }
 
@@ -136,7 +146,7 @@ impl Store for MemoryStore {
         Box::pin(async move { result })
     }
 
-    fn load(&self) -> BoxFuture<'_, Result<Vec<(String, VolumeState)>, ClusterError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Vec<Rebuilt>, ClusterError>> {
         let result = {
             let mut fail = self.fail_loads.lock().unwrap_or_else(|p| p.into_inner());
             if *fail > 0 {

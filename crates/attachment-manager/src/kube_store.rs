@@ -20,7 +20,7 @@ use kube::Client;
 use tracing::{debug, warn};
 
 use crate::cluster::{
-    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent,
+    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Rebuilt, Store, VolumeEvent,
 };
 use crate::rules::{AccessKind, Attachment, Migration, VolumeState};
 
@@ -218,7 +218,7 @@ impl KubeStore {
         }
     }
 
-    async fn load_inner(&self) -> Result<Vec<(String, VolumeState)>, ClusterError> {
+    async fn load_inner(&self) -> Result<Vec<Rebuilt>, ClusterError> {
         let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
         let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         let (vas, pvs) = futures::try_join!(
@@ -280,10 +280,14 @@ impl KubeStore {
                 .map(Duration::from_secs)
                 .unwrap_or(self.default_migration_timeout);
             let annotations = pv.metadata.annotations.clone().unwrap_or_default();
-            out.push((
-                handle.clone(),
-                state_from_cluster(nodes, &annotations, rwx_block, timeout),
-            ));
+            let pvc = spec
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?)));
+            out.push(Rebuilt {
+                volume: handle.clone(),
+                state: state_from_cluster(nodes, &annotations, rwx_block, timeout),
+                pvc,
+            });
         }
         Ok(out)
     }
@@ -298,7 +302,7 @@ impl Store for KubeStore {
         Box::pin(self.save_inner(volume, state))
     }
 
-    fn load(&self) -> BoxFuture<'_, Result<Vec<(String, VolumeState)>, ClusterError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Vec<Rebuilt>, ClusterError>> {
         Box::pin(self.load_inner())
     }
 }
@@ -318,9 +322,17 @@ impl KubeNodes {
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(|node: &mut Node| {
-                // Only names and taints matter here; drop the bulk.
+                // Only names, taints and the Ready condition matter here;
+                // drop the bulk (images, addresses, capacity, ...).
                 node.metadata.managed_fields = None;
-                node.status = None;
+                if let Some(status) = node.status.as_mut() {
+                    let conditions = status
+                        .conditions
+                        .take()
+                        .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+                    *status = Default::default();
+                    status.conditions = conditions;
+                }
             })
             .reflect(writer)
             .applied_objects();
@@ -358,6 +370,30 @@ impl KubeNodes {
                 }
             }
         }
+    }
+
+    /// Since when the node has been not Ready (None while Ready, or when
+    /// no kubelet has ever reported: a node without a Ready condition is
+    /// not judged).
+    pub fn not_ready_since(&self, node: &str) -> Option<Timestamp> {
+        let n = self.reader.get(&ObjectRef::new(node))?;
+        let ready = n
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Ready")?;
+        if ready.status == "True" {
+            return None;
+        }
+        Some(
+            ready
+                .last_transition_time
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_else(Timestamp::now),
+        )
     }
 
     pub fn reader(&self) -> &Reader<Node> {

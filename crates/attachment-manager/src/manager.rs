@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::{
-    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent,
+    ClusterError, EventKind, EventSink, NodeStatus, NodeView, Rebuilt, Store, VolumeEvent,
 };
 use crate::metrics::AttachMetrics;
 use crate::rules::{
@@ -183,6 +183,34 @@ impl Manager {
         self.state(volume).holders()
     }
 
+    /// Every node that holds at least one volume, with the volumes it holds.
+    pub fn attachments_by_node(&self) -> HashMap<String, Vec<String>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for (volume, e) in lock(&self.volumes).iter() {
+            for a in &e.state.nodes {
+                out.entry(a.node.clone()).or_default().push(volume.clone());
+            }
+        }
+        out
+    }
+
+    /// The PVC recorded for a volume, if any.
+    pub fn pvc_of(&self, volume: &str) -> Option<(String, String)> {
+        lock(&self.volumes).get(volume).and_then(|e| e.pvc.clone())
+    }
+
+    /// Records an event about a volume (for reconcilers that report).
+    pub async fn report(
+        &self,
+        volume: &str,
+        kind: EventKind,
+        reason: &'static str,
+        message: String,
+    ) {
+        let pvc = self.pvc_of(volume);
+        self.emit(volume, &pvc, kind, reason, message).await;
+    }
+
     /// Number of volumes with state in memory.
     pub fn tracked(&self) -> usize {
         lock(&self.volumes).len()
@@ -200,14 +228,14 @@ impl Manager {
                 source,
             })?;
         let mut map = HashMap::with_capacity(loaded.len());
-        for (volume, state) in loaded {
+        for Rebuilt { volume, state, pvc } in loaded {
             if let Err(e) = state.check_invariants() {
                 // The cluster shows more than the rules allow (for example
                 // three VolumeAttachments). Keep every node so nothing else
                 // gets in, and say so loudly.
                 warn!(volume = %volume, problem = %e, "rebuilt attachment state breaks the rules; keeping it fenced");
             }
-            map.insert(volume, Entry { state, pvc: None });
+            map.insert(volume, Entry { state, pvc });
         }
         let n = map.len();
         *lock(&self.volumes) = map;
@@ -254,11 +282,14 @@ impl Manager {
             .with_label_values(&["publish"])
             .observe(started.elapsed().as_secs_f64());
         let status = match &result {
-            Ok(PublishDecision::Attached { .. }) => "attached",
-            Ok(PublishDecision::AlreadyAttached) => "already_attached",
-            Ok(PublishDecision::Refused(_)) => "refused",
+            // Status values follow the Go driver's metric where they mean
+            // the same thing.
+            Ok(PublishDecision::Attached { .. }) | Ok(PublishDecision::AlreadyAttached) => {
+                "success"
+            }
+            Ok(PublishDecision::Refused(_)) => "conflict",
             Err(ManagerError::NotReady) => "unavailable",
-            Err(_) => "error",
+            Err(_) => "failure",
         };
         self.metrics.attach.with_label_values(&[status]).inc();
         result
@@ -414,10 +445,11 @@ impl Manager {
             .with_label_values(&["unpublish"])
             .observe(started.elapsed().as_secs_f64());
         let status = match &result {
-            Ok(UnpublishDecision::Detached { .. }) => "detached",
-            Ok(UnpublishDecision::NotAttached) => "not_attached",
+            Ok(UnpublishDecision::Detached { .. }) | Ok(UnpublishDecision::NotAttached) => {
+                "success"
+            }
             Err(ManagerError::NotReady) => "unavailable",
-            Err(_) => "error",
+            Err(_) => "failure",
         };
         self.metrics.detach.with_label_values(&[status]).inc();
         result

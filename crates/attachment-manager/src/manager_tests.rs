@@ -94,7 +94,11 @@ async fn a_failed_rebuild_is_retried_until_it_succeeds() {
             migration_timeout: Duration::from_secs(1),
         },
     );
-    lock(&e.store.initial).push(("v".into(), s));
+    lock(&e.store.initial).push(crate::cluster::Rebuilt {
+        volume: "v".into(),
+        state: s,
+        pvc: Some(("vms".into(), "disk".into())),
+    });
     let cancel = CancellationToken::new();
     let task = tokio::spawn(e.m.clone().run(Duration::from_secs(60), cancel.clone()));
     for _ in 0..100 {

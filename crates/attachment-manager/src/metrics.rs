@@ -22,11 +22,11 @@ impl AttachMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = AttachMetrics {
             attach: IntCounterVec::new(
-                Opts::new("rds_csi_attachment_attach_total", "ControllerPublish decisions, by status (attached, already_attached, refused, error, unavailable)."),
+                Opts::new("rds_csi_attachment_attach_total", "ControllerPublish decisions, by status (success, conflict, failure, unavailable)."),
                 &["status"],
             )?,
             detach: IntCounterVec::new(
-                Opts::new("rds_csi_attachment_detach_total", "ControllerUnpublish decisions, by status (detached, not_attached, error, unavailable)."),
+                Opts::new("rds_csi_attachment_detach_total", "ControllerUnpublish decisions, by status (success, failure, unavailable)."),
                 &["status"],
             )?,
             conflicts: IntCounter::new("rds_csi_attachment_conflicts_total", "Publishes refused because another node holds the volume.")?,

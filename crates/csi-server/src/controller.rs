@@ -6,12 +6,17 @@
 //! finished call returns the same success.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use dashmap::DashMap;
+use attachment_manager::{
+    AccessKind, Manager, ManagerError, NodeStatus, NodeView, PublishDecision, PublishRequest,
+    Refusal, UnpublishDecision,
+};
 use routeros::{Disk, NewDisk, Nqn, RosPath, Slot, SlotPrefix};
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument, warn};
+use vmi_grouper::KubeVirt;
 
 use crate::backend::Backend;
 use crate::error::{CsiError, CsiResult};
@@ -39,157 +44,60 @@ impl ControllerConfig {
     }
 }
 
-/// Answers whether a CO node ID names a node that exists.
-pub trait NodeRegistry: Send + Sync + 'static {
-    fn node_exists(
-        &self,
-        node_id: &str,
-    ) -> impl std::future::Future<Output = CsiResult<bool>> + Send;
-}
+/// The default live-migration window when the volume context has none.
+pub const DEFAULT_MIGRATION_TIMEOUT: Duration =
+    Duration::from_secs(params::DEFAULT_MIGRATION_TIMEOUT as u64);
 
-/// A fixed set of node IDs, from configuration. Without any configured
-/// nodes every node is taken to exist (logged at start).
-#[derive(Debug, Clone, Default)]
-pub struct StaticNodes(pub Vec<String>);
-
-impl NodeRegistry for StaticNodes {
-    async fn node_exists(&self, node_id: &str) -> CsiResult<bool> {
-        Ok(self.0.is_empty() || self.0.iter().any(|n| n == node_id))
-    }
-}
-
-/// One in-flight operation per volume. The guard releases on drop, so a
-/// cancelled RPC can never leave a volume locked.
-#[derive(Default, Clone)]
-pub struct VolumeLocks(Arc<DashMap<String, ()>>);
-
-pub struct VolumeGuard {
-    map: Arc<DashMap<String, ()>>,
-    key: String,
-}
-
-impl VolumeLocks {
-    pub fn try_lock(&self, key: &str) -> CsiResult<VolumeGuard> {
-        use dashmap::mapref::entry::Entry;
-        match self.0.entry(key.to_string()) {
-            Entry::Occupied(_) => Err(CsiError::Aborted(format!("volume {key}"))),
-            Entry::Vacant(v) => {
-                v.insert(());
-                Ok(VolumeGuard {
-                    map: self.0.clone(),
-                    key: key.to_string(),
-                })
-            }
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Drop for VolumeGuard {
-    fn drop(&mut self) {
-        self.map.remove(&self.key);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AccessKind {
-    /// One node at a time.
-    SingleNode,
-    /// Raw block shared by two nodes (KubeVirt live migration).
-    MultiNodeBlock,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Attachment {
-    node: String,
-    readonly: bool,
-    kind: AccessKind,
-}
-
-/// Basic attachment bookkeeping, in memory: at most one node for
-/// single-node access, at most two for multi-node block. The full rules
-/// (persistence, grace period, KubeVirt verification) replace this.
-#[derive(Default)]
-pub struct Attachments(Mutex<HashMap<String, Vec<Attachment>>>);
-
-impl Attachments {
-    fn nodes(&self, volume: &str) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(volume)
-            .map(|a| a.iter().map(|a| a.node.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    fn attach(&self, volume: &str, want: Attachment) -> CsiResult<()> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.entry(volume.to_string()).or_default();
-        if let Some(existing) = list.iter().find(|a| a.node == want.node) {
-            if *existing == want {
-                return Ok(());
-            }
-            return Err(CsiError::AlreadyExists(format!(
-                "volume {volume} is already published to node {} with an incompatible capability or read-only flag",
-                want.node
-            )));
-        }
-        let limit = match want.kind {
-            AccessKind::SingleNode => 1,
-            AccessKind::MultiNodeBlock => 2,
-        };
-        if list.len() >= limit || list.iter().any(|a| a.kind != want.kind) {
-            let holders: Vec<&str> = list.iter().map(|a| a.node.as_str()).collect();
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {volume} is attached to node {} and cannot also be attached to {}",
-                holders.join(", "),
-                want.node
-            )));
-        }
-        list.push(want);
-        Ok(())
-    }
-
-    fn detach(&self, volume: &str, node: Option<&str>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = map.get_mut(volume) {
-            match node {
-                Some(n) => list.retain(|a| a.node != n),
-                None => list.clear(),
-            }
-            if list.is_empty() {
-                map.remove(volume);
-            }
-        }
-    }
-}
-
-pub struct ControllerService<B, N> {
+pub struct ControllerService<B> {
     config: ControllerConfig,
     backend: Arc<B>,
-    nodes: N,
-    locks: VolumeLocks,
-    attachments: Attachments,
+    nodes: Arc<dyn NodeView>,
+    manager: Arc<Manager>,
+    grouper: Option<KubeVirt>,
     metrics: RpcMetrics,
 }
 
-impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
-    pub fn new(config: ControllerConfig, backend: Arc<B>, nodes: N, metrics: RpcMetrics) -> Self {
+/// The per-volume guard, shared by the controller and node services.
+pub use attachment_manager::VolumeLocks;
+
+impl From<ManagerError> for CsiError {
+    fn from(e: ManagerError) -> Self {
+        manager_error(e)
+    }
+}
+
+fn manager_error(e: ManagerError) -> CsiError {
+    match e {
+        ManagerError::Busy(v) => CsiError::Aborted(format!("volume {v}")),
+        ManagerError::NotReady => CsiError::Unavailable(e.to_string()),
+        ManagerError::Cluster { .. } => CsiError::Unavailable(crate::error::chain(&e)),
+    }
+}
+
+impl<B: Backend> ControllerService<B> {
+    pub fn new(
+        config: ControllerConfig,
+        backend: Arc<B>,
+        nodes: Arc<dyn NodeView>,
+        manager: Arc<Manager>,
+        grouper: Option<KubeVirt>,
+        metrics: RpcMetrics,
+    ) -> Self {
         ControllerService {
             config,
             backend,
             nodes,
-            locks: VolumeLocks::default(),
-            attachments: Attachments::default(),
+            manager,
+            grouper,
             metrics,
         }
+    }
+
+    fn lock(&self, volume: &Slot) -> CsiResult<attachment_manager::VolumeGuard> {
+        self.manager
+            .locks()
+            .try_lock(volume.as_str())
+            .map_err(manager_error)
     }
 
     fn volume_id(&self, id: &str) -> CsiResult<Slot> {
@@ -292,7 +200,7 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
         let nqn = Nqn::for_volume(&self.config.nqn_prefix, &slot)
             .map_err(|e| CsiError::invalid("name", e.to_string()))?;
 
-        let _guard = self.locks.try_lock(slot.as_str())?;
+        let _guard = self.lock(&slot)?;
         // Look first: "absent" only when the RDS said so. An unreachable RDS
         // fails here and never leads to a second disk.
         let existing = self
@@ -397,11 +305,17 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
         req: proto::DeleteVolumeRequest,
     ) -> CsiResult<proto::DeleteVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        let _guard = self.locks.try_lock(slot.as_str())?;
-        if !self.attachments.nodes(slot.as_str()).is_empty() {
+        let _guard = self.lock(&slot)?;
+        if !self.manager.is_ready() {
+            // Deleting a volume that may still be attached destroys a VM's
+            // disk: without the rebuilt state, refuse.
+            return Err(manager_error(ManagerError::NotReady));
+        }
+        let holders = self.manager.holders(slot.as_str());
+        if !holders.is_empty() {
             return Err(CsiError::FailedPrecondition(format!(
                 "volume {slot} is still published to {}",
-                self.attachments.nodes(slot.as_str()).join(", ")
+                holders.join(", ")
             )));
         }
         let known = self
@@ -434,29 +348,72 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
             .as_ref()
             .ok_or_else(|| CsiError::invalid("volume_capability", "must be given"))?;
         let caps = validate_capabilities(std::slice::from_ref(cap))?;
-        let _guard = self.locks.try_lock(slot.as_str())?;
+        let _guard = self.lock(&slot)?;
+        if !self.manager.is_ready() {
+            return Err(manager_error(ManagerError::NotReady));
+        }
         let disk = self
             .backend
             .get_volume(&slot)
             .await
             .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))?
             .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))?;
-        if !self.nodes.node_exists(&req.node_id).await? {
-            return Err(CsiError::NotFound(format!("node {:?}", req.node_id)));
+        match self.nodes.node_status(&req.node_id).await {
+            Ok(NodeStatus::Present) => {}
+            Ok(NodeStatus::Missing) => {
+                return Err(CsiError::NotFound(format!("node {:?}", req.node_id)))
+            }
+            Ok(NodeStatus::OutOfService) => {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "node {:?} carries the node.kubernetes.io/out-of-service taint",
+                    req.node_id
+                )))
+            }
+            Err(e) => {
+                return Err(CsiError::Unavailable(format!(
+                    "check node {:?}: {e}",
+                    req.node_id
+                )))
+            }
         }
+        let pvc = pvc_of(&req.volume_context);
+        // Publishes for the volumes of one VM run one at a time.
+        let _vmi_guard = match (&self.grouper, &pvc) {
+            (Some(g), Some((ns, name))) => match g.vmi_for_pvc(ns, name).await {
+                Ok(Some(key)) => Some(g.locks().lock(&key).await),
+                Ok(None) => None,
+                Err(e) => return Err(CsiError::Unavailable(e.to_string())),
+            },
+            _ => None,
+        };
         let kind = if caps.multi_node {
             AccessKind::MultiNodeBlock
         } else {
             AccessKind::SingleNode
         };
-        self.attachments.attach(
-            slot.as_str(),
-            Attachment {
-                node: req.node_id.clone(),
-                readonly: req.readonly,
+        let decision = self
+            .manager
+            .publish(PublishRequest {
+                volume: slot.as_str(),
+                node: &req.node_id,
                 kind,
-            },
-        )?;
+                pvc,
+                migration_timeout: migration_timeout_of(&req.volume_context),
+            })
+            .await
+            .map_err(manager_error)?;
+        match decision {
+            PublishDecision::Attached { .. } | PublishDecision::AlreadyAttached => {}
+            PublishDecision::Refused(Refusal::IncompatibleOnSameNode) => {
+                return Err(CsiError::AlreadyExists(format!(
+                    "volume {slot} is already published to node {} with an incompatible capability",
+                    req.node_id
+                )))
+            }
+            PublishDecision::Refused(r) => {
+                return Err(CsiError::FailedPrecondition(format!("volume {slot}: {r}")))
+            }
+        }
         info!(volume = %slot, node = %req.node_id, "volume published");
         let mut ctx = BTreeMap::new();
         let address = req
@@ -481,11 +438,29 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
         req: proto::ControllerUnpublishVolumeRequest,
     ) -> CsiResult<proto::ControllerUnpublishVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        let _guard = self.locks.try_lock(slot.as_str())?;
-        // Unknown volume or node: already unpublished, which is success.
-        let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
-        self.attachments.detach(slot.as_str(), node);
-        info!(volume = %slot, node = ?node, "volume unpublished");
+        let _guard = self.lock(&slot)?;
+        // An empty node ID means every node. An unknown volume or node is
+        // already unpublished, which is success.
+        let nodes = if req.node_id.is_empty() {
+            self.manager.holders(slot.as_str())
+        } else {
+            vec![req.node_id.clone()]
+        };
+        for node in &nodes {
+            match self
+                .manager
+                .unpublish(slot.as_str(), node)
+                .await
+                .map_err(manager_error)?
+            {
+                UnpublishDecision::Detached { .. } => {
+                    info!(volume = %slot, node = %node, "volume unpublished")
+                }
+                UnpublishDecision::NotAttached => {
+                    info!(volume = %slot, node = %node, "volume was not published there; nothing to do")
+                }
+            }
+        }
         Ok(proto::ControllerUnpublishVolumeResponse {})
     }
 
@@ -567,7 +542,7 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
             .take(limit)
             .map(|d| proto::list_volumes_response::Entry {
                 status: Some(proto::list_volumes_response::VolumeStatus {
-                    published_node_ids: self.attachments.nodes(&d.slot),
+                    published_node_ids: self.manager.holders(&d.slot),
                     volume_condition: None,
                 }),
                 volume: Some(self.volume_of(&d, self.context_from_disk(&d))),
@@ -637,7 +612,7 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
             range.limit_bytes,
             self.config.max_volume_bytes,
         )?;
-        let _guard = self.locks.try_lock(slot.as_str())?;
+        let _guard = self.lock(&slot)?;
         let disk = self
             .backend
             .get_volume(&slot)
@@ -677,7 +652,7 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
         Ok(proto::ControllerGetVolumeResponse {
             volume: Some(self.volume_of(&disk, self.context_from_disk(&disk))),
             status: Some(proto::controller_get_volume_response::VolumeStatus {
-                published_node_ids: self.attachments.nodes(slot.as_str()),
+                published_node_ids: self.manager.holders(slot.as_str()),
                 volume_condition: None,
             }),
         })
@@ -685,6 +660,31 @@ impl<B: Backend, N: NodeRegistry> ControllerService<B, N> {
 }
 
 const TOKEN_PREFIX: &str = "after:";
+
+/// The PVC a volume belongs to, from the keys CreateVolume copied into its
+/// context (lesson 8: without them per-VM locking and events never engage).
+fn pvc_of(context: &HashMap<String, String>) -> Option<(String, String)> {
+    match (
+        context.get(params::ctx::PVC_NAMESPACE),
+        context.get(params::ctx::PVC_NAME),
+    ) {
+        (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
+            Some((ns.clone(), name.clone()))
+        }
+        _ => None,
+    }
+}
+
+fn migration_timeout_of(context: &HashMap<String, String>) -> Duration {
+    context
+        .get(params::ctx::MIGRATION_TIMEOUT)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|s| {
+            let (lo, hi) = params::MIGRATION_TIMEOUT_RANGE;
+            Duration::from_secs(s.clamp(lo as u64, hi as u64))
+        })
+        .unwrap_or(DEFAULT_MIGRATION_TIMEOUT)
+}
 
 /// What a set of volume capabilities asks for.
 #[derive(Debug, Default, Clone, Copy)]
@@ -788,7 +788,7 @@ macro_rules! rpc {
 }
 
 #[tonic::async_trait]
-impl<B: Backend, N: NodeRegistry> Controller for ControllerService<B, N> {
+impl<B: Backend> Controller for ControllerService<B> {
     #[instrument(skip_all, fields(volume.name = %request.get_ref().name))]
     async fn create_volume(
         &self,

@@ -8,6 +8,7 @@ use crate::backend::fake::FakeBackend;
 use crate::proto::volume_capability::{
     access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
 };
+use attachment_manager::cluster::{LogEvents, MemoryStore, StaticNodes};
 
 const GIB: i64 = 1 << 30;
 
@@ -27,18 +28,41 @@ fn config() -> ControllerConfig {
     }
 }
 
-fn service() -> (
-    ControllerService<FakeBackend, StaticNodes>,
+async fn service() -> (ControllerService<FakeBackend>, Arc<FakeBackend>) {
+    let (svc, backend, _) = service_with_nodes().await;
+    (svc, backend)
+}
+
+async fn service_with_nodes() -> (
+    ControllerService<FakeBackend>,
     Arc<FakeBackend>,
+    Arc<StaticNodes>,
 ) {
     let backend = Arc::new(FakeBackend::new());
+    let nodes = Arc::new(StaticNodes::new(
+        ["node-a", "node-b", "node-c"].map(String::from),
+    ));
+    let manager = Arc::new(Manager::new(
+        attachment_manager::Policy {
+            allow_unverified_second_node: true,
+            ..Default::default()
+        },
+        Arc::new(MemoryStore::default()),
+        nodes.clone(),
+        Arc::new(attachment_manager::NoMigrations),
+        Arc::new(LogEvents::default()),
+        attachment_manager::AttachMetrics::unregistered(),
+    ));
+    manager.rebuild().await.unwrap();
     let svc = ControllerService::new(
         config(),
         backend.clone(),
-        StaticNodes(vec!["node-a".into(), "node-b".into(), "node-c".into()]),
+        nodes.clone(),
+        manager,
+        None,
         RpcMetrics::unregistered(),
     );
-    (svc, backend)
+    (svc, backend, nodes)
 }
 
 fn mount(mode: Mode) -> proto::VolumeCapability {
@@ -72,7 +96,7 @@ fn create_req(name: &str, bytes: i64) -> proto::CreateVolumeRequest {
 }
 
 async fn create(
-    svc: &ControllerService<FakeBackend, StaticNodes>,
+    svc: &ControllerService<FakeBackend>,
     req: proto::CreateVolumeRequest,
 ) -> Result<proto::Volume, Status> {
     svc.create_volume(Request::new(req))
@@ -81,7 +105,7 @@ async fn create(
 }
 
 async fn publish(
-    svc: &ControllerService<FakeBackend, StaticNodes>,
+    svc: &ControllerService<FakeBackend>,
     vol: &str,
     node: &str,
     cap: proto::VolumeCapability,
@@ -98,7 +122,7 @@ async fn publish(
 
 #[tokio::test]
 async fn a_one_and_a_half_gib_request_creates_at_least_one_and_a_half_gib() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     let v = create(&svc, create_req("pvc-a", 3 * GIB / 2))
         .await
         .unwrap();
@@ -113,7 +137,7 @@ async fn a_one_and_a_half_gib_request_creates_at_least_one_and_a_half_gib() {
 
 #[tokio::test]
 async fn repeating_a_create_returns_the_same_volume_without_a_second_disk() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     let mut req = create_req("pvc-a", GIB);
     req.parameters
         .insert("csi.storage.k8s.io/pvc/name".into(), "disk".into());
@@ -141,7 +165,7 @@ async fn repeating_a_create_returns_the_same_volume_without_a_second_disk() {
 
 #[tokio::test]
 async fn the_same_name_with_an_incompatible_size_is_already_exists() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     create(&svc, create_req("pvc-a", GIB)).await.unwrap();
     let err = create(&svc, create_req("pvc-a", 5 * GIB))
         .await
@@ -151,7 +175,7 @@ async fn the_same_name_with_an_incompatible_size_is_already_exists() {
 
 #[tokio::test]
 async fn an_unreachable_rds_is_unavailable_and_never_creates() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     backend.fail_next("unreachable");
     let err = create(&svc, create_req("pvc-a", GIB)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
@@ -161,7 +185,7 @@ async fn an_unreachable_rds_is_unavailable_and_never_creates() {
 
 #[tokio::test]
 async fn a_full_pool_is_resource_exhausted() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     let err = create(&svc, create_req("pvc-a", 60 * GIB))
         .await
         .and(create(&svc, create_req("pvc-b", 60 * GIB)).await)
@@ -171,7 +195,7 @@ async fn a_full_pool_is_resource_exhausted() {
 
 #[tokio::test]
 async fn sizes_above_the_maximum_are_out_of_range() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     let err = create(&svc, create_req("pvc-a", 65 * GIB))
         .await
         .unwrap_err();
@@ -181,7 +205,7 @@ async fn sizes_above_the_maximum_are_out_of_range() {
 
 #[tokio::test]
 async fn injection_attempts_are_refused_before_any_backend_call() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     for name in [
         "pvc-a] ; /system reboot",
         "pvc-\"x",
@@ -211,7 +235,7 @@ async fn injection_attempts_are_refused_before_any_backend_call() {
 
 #[tokio::test]
 async fn volumes_outside_the_volume_prefix_are_never_touched() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     let err = create(&svc, create_req("other-a", GIB)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = svc
@@ -231,7 +255,7 @@ async fn volumes_outside_the_volume_prefix_are_never_touched() {
 
 #[tokio::test]
 async fn filesystem_multi_node_writer_is_invalid_but_block_is_allowed() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     let mut req = create_req("pvc-a", GIB);
     req.volume_capabilities = vec![mount(Mode::MultiNodeMultiWriter)];
     assert_eq!(
@@ -251,7 +275,7 @@ async fn filesystem_multi_node_writer_is_invalid_but_block_is_allowed() {
 
 #[tokio::test]
 async fn a_second_node_is_refused_while_the_first_holds_a_single_node_volume() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     create(&svc, create_req("pvc-a", GIB)).await.unwrap();
     let ctx = publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
         .await
@@ -283,7 +307,7 @@ async fn a_second_node_is_refused_while_the_first_holds_a_single_node_volume() {
 
 #[tokio::test]
 async fn raw_block_multi_node_admits_two_nodes_and_never_three() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     let mut req = create_req("pvc-a", GIB);
     req.volume_capabilities = vec![block(Mode::MultiNodeMultiWriter)];
     create(&svc, req).await.unwrap();
@@ -301,7 +325,7 @@ async fn raw_block_multi_node_admits_two_nodes_and_never_three() {
 
 #[tokio::test]
 async fn publishing_to_an_unknown_node_or_volume_is_not_found() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     create(&svc, create_req("pvc-a", GIB)).await.unwrap();
     let err = publish(&svc, "pvc-a", "no-such-node", mount(Mode::SingleNodeWriter))
         .await
@@ -314,40 +338,108 @@ async fn publishing_to_an_unknown_node_or_volume_is_not_found() {
 }
 
 #[tokio::test]
-async fn a_publish_with_a_different_read_only_flag_on_the_same_node_is_already_exists() {
-    let (svc, _) = service();
-    create(&svc, create_req("pvc-a", GIB)).await.unwrap();
-    publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+async fn a_different_access_kind_on_the_same_node_is_already_exists() {
+    let (svc, _) = service().await;
+    let mut req = create_req("pvc-a", GIB);
+    req.volume_capabilities = vec![block(Mode::MultiNodeMultiWriter)];
+    create(&svc, req).await.unwrap();
+    publish(&svc, "pvc-a", "node-a", block(Mode::SingleNodeWriter))
         .await
         .unwrap();
-    let err = svc
-        .controller_publish_volume(Request::new(proto::ControllerPublishVolumeRequest {
-            volume_id: "pvc-a".into(),
-            node_id: "node-a".into(),
-            volume_capability: Some(mount(Mode::SingleNodeWriter)),
-            readonly: true,
-            ..Default::default()
-        }))
+    let err = publish(&svc, "pvc-a", "node-a", block(Mode::MultiNodeMultiWriter))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 }
 
 #[tokio::test]
+async fn a_holder_on_an_out_of_service_node_is_replaced_and_the_fenced_node_gets_nothing() {
+    let (svc, _, nodes) = service_with_nodes().await;
+    create(&svc, create_req("pvc-a", GIB)).await.unwrap();
+    publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    nodes.set("node-a", attachment_manager::NodeStatus::OutOfService);
+    let err = publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "a fenced node gets nothing, not even a repeat"
+    );
+    publish(&svc, "pvc-a", "node-b", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    let err = publish(&svc, "pvc-zz", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "unknown volume first");
+    create(&svc, create_req("pvc-b", GIB)).await.unwrap();
+    let err = publish(&svc, "pvc-b", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "nothing is published to an out-of-service node"
+    );
+}
+
+#[tokio::test]
+async fn publish_and_delete_are_unavailable_until_the_state_is_rebuilt() {
+    let backend = Arc::new(FakeBackend::new());
+    let nodes = Arc::new(StaticNodes::default());
+    let manager = Arc::new(Manager::new(
+        Default::default(),
+        Arc::new(MemoryStore::default()),
+        nodes.clone(),
+        Arc::new(attachment_manager::NoMigrations),
+        Arc::new(LogEvents::default()),
+        attachment_manager::AttachMetrics::unregistered(),
+    ));
+    let svc = ControllerService::new(
+        config(),
+        backend.clone(),
+        nodes,
+        manager.clone(),
+        None,
+        RpcMetrics::unregistered(),
+    );
+    create(&svc, create_req("pvc-a", GIB)).await.unwrap();
+    let err = publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let err = svc
+        .delete_volume(Request::new(proto::DeleteVolumeRequest {
+            volume_id: "pvc-a".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    manager.rebuild().await.unwrap();
+    publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_concurrent_call_on_the_same_volume_is_aborted() {
-    let (svc, backend) = service();
-    let _held = svc.locks.try_lock("pvc-a").unwrap();
+    let (svc, backend) = service().await;
+    let _held = svc.manager.locks().try_lock("pvc-a").ok().unwrap();
     let err = create(&svc, create_req("pvc-a", GIB)).await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
     assert!(backend.calls().is_empty());
     drop(_held);
     create(&svc, create_req("pvc-a", GIB)).await.unwrap();
-    assert!(svc.locks.is_empty(), "guards are released");
+    assert!(svc.manager.locks().is_empty(), "guards are released");
 }
 
 #[tokio::test]
 async fn deleting_an_absent_volume_succeeds_and_a_published_one_is_refused() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     let del = |id: &str| proto::DeleteVolumeRequest {
         volume_id: id.into(),
         ..Default::default()
@@ -378,7 +470,7 @@ async fn deleting_an_absent_volume_succeeds_and_a_published_one_is_refused() {
 
 #[tokio::test]
 async fn expansion_only_grows_and_asks_the_node_to_grow_filesystems() {
-    let (svc, backend) = service();
+    let (svc, backend) = service().await;
     create(&svc, create_req("pvc-a", 2 * GIB)).await.unwrap();
     let expand =
         |bytes: i64, cap: Option<proto::VolumeCapability>| proto::ControllerExpandVolumeRequest {
@@ -426,7 +518,7 @@ async fn expansion_only_grows_and_asks_the_node_to_grow_filesystems() {
 
 #[tokio::test]
 async fn listing_pages_by_name_and_rejects_foreign_tokens() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     for i in 0..5 {
         create(&svc, create_req(&format!("pvc-{i}"), GIB))
             .await
@@ -477,7 +569,7 @@ async fn listing_pages_by_name_and_rejects_foreign_tokens() {
 
 #[tokio::test]
 async fn capacity_reports_free_pool_space() {
-    let (svc, _) = service();
+    let (svc, _) = service().await;
     create(&svc, create_req("pvc-a", 10 * GIB)).await.unwrap();
     let r = svc
         .get_capacity(Request::new(proto::GetCapacityRequest::default()))

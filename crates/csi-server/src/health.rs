@@ -18,6 +18,9 @@ use crate::backend::Backend;
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// Notified each time the backend becomes reachable (also the first
+    /// time), so reconcilers can sweep after an outage.
+    recovered: Arc<tokio::sync::Notify>,
     up: IntGauge,
     rtt: Gauge,
     pool_size: IntGauge,
@@ -45,6 +48,7 @@ impl Health {
         registry.register(Box::new(pool_free.clone()))?;
         Ok(Health {
             ready: Arc::new(AtomicBool::new(false)),
+            recovered: Arc::new(tokio::sync::Notify::new()),
             up,
             rtt,
             pool_size,
@@ -63,11 +67,16 @@ impl Health {
         self.ready.load(Ordering::Relaxed)
     }
 
+    pub fn recovered(&self) -> Arc<tokio::sync::Notify> {
+        self.recovered.clone()
+    }
+
     fn record(&self, ok: bool) {
         let was = self.ready.swap(ok, Ordering::Relaxed);
         self.up.set(ok as i64);
         if was != ok {
             if ok {
+                self.recovered.notify_one();
                 info!("backend is reachable; reporting ready");
             } else {
                 warn!("backend is unreachable; reporting not ready");

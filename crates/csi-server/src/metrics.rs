@@ -57,7 +57,11 @@ pub struct RpcTimer {
 
 impl RpcTimer {
     pub fn finish(self, code: tonic::Code) {
-        let code = format!("{code:?}");
+        // gRPC's own spelling of the code names: "OK", "InvalidArgument", ...
+        let code = match code {
+            tonic::Code::Ok => "OK".to_string(),
+            other => format!("{other:?}"),
+        };
         self.metrics
             .calls
             .with_label_values(&[self.method, &code])

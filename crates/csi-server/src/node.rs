@@ -381,7 +381,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             }
         }
         let fs = (!cap.block).then(|| cap.fs.or(vt.fs).unwrap_or(FsType::Ext4));
-        let _guard = self.locks.try_lock(&id)?;
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
 
         let previous = self.record(&id).await?;
         let mut rec = VolumeRecord {
@@ -497,7 +497,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
     ) -> NodeResult<proto::NodeUnstageVolumeResponse> {
         let id = volume_id(&req.volume_id)?;
         let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self.locks.try_lock(&id)?;
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
         let rec = self.record(&id).await?;
         let nqn = self.nqn_of(&id, rec.as_ref());
         let sub = self.resolve(&nqn).await?;
@@ -582,7 +582,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             self.dp.prefix(),
             self.config.max_ctrl_loss_tmo,
         );
-        let _guard = self.locks.try_lock(&id)?;
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
         let stored = self.record(&id).await?;
         let known = stored.is_some();
         let mut rec = match (stored, ctx) {
@@ -883,7 +883,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
     ) -> NodeResult<proto::NodeUnpublishVolumeResponse> {
         let id = volume_id(&req.volume_id)?;
         let target = abs_path("target_path", &req.target_path)?;
-        let _guard = self.locks.try_lock(&id)?;
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
         let rec = self.record(&id).await?;
         if is_mount_point(&self.mounts().await?, &target) {
             self.dp
@@ -946,7 +946,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             Some(c) => capability(Some(c))?.block,
             None => false,
         };
-        let _guard = self.locks.try_lock(&id)?;
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
         let rec = self.record(&id).await?;
         let nqn = self.nqn_of(&id, rec.as_ref());
         if !self.resolve(&nqn).await?.is_connected() {
@@ -1018,7 +1018,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         if !req.staging_target_path.is_empty() {
             abs_path("staging_target_path", &req.staging_target_path)?;
         }
-        let _guard = self.locks.try_lock(&id)?;
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
         let mut rec = self.record(&id).await?;
         let nqn = self.nqn_of(&id, rec.as_ref());
         let Some(st) = self.lstat(&path).await? else {

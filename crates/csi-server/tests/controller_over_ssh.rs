@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_server::controller::{ControllerConfig, ControllerService, StaticNodes};
+use attachment_manager::cluster::{LogEvents, MemoryStore, StaticNodes};
+use attachment_manager::{AttachMetrics, Manager, NoMigrations};
+use csi_server::controller::{ControllerConfig, ControllerService};
 use csi_server::metrics::RpcMetrics;
 use csi_server::params::ParamDefaults;
 use csi_server::proto::controller_client::ControllerClient;
@@ -68,10 +70,22 @@ async fn env(storage: Storage) -> Env {
         topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
         max_list_entries: 1000,
     };
+    let nodes = Arc::new(StaticNodes::new(["node-a", "node-b"].map(String::from)));
+    let manager = Arc::new(Manager::new(
+        Default::default(),
+        Arc::new(MemoryStore::default()),
+        nodes.clone(),
+        Arc::new(NoMigrations),
+        Arc::new(LogEvents::default()),
+        AttachMetrics::unregistered(),
+    ));
+    manager.rebuild().await.unwrap();
     let svc = ControllerService::new(
         config,
         backend,
-        StaticNodes(vec!["node-a".into(), "node-b".into()]),
+        nodes,
+        manager,
+        None,
         RpcMetrics::unregistered(),
     );
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,74 @@
+{{/* Chart name. */}}
+{{- define "rds-csi.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: release-based unless overridden; "rds-csi" for a release named rds-csi. */}}
+{{- define "rds-csi.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rds-csi.labels" -}}
+app.kubernetes.io/name: {{ include "rds-csi.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Selector labels; call with (dict "ctx" $ "component" "controller"). */}}
+{{- define "rds-csi.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rds-csi.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "rds-csi.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rds-csi.sidecarImage" -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
+
+{{- define "rds-csi.controllerServiceAccount" -}}
+{{- if .Values.serviceAccount.controller.create -}}
+{{- default (printf "%s-controller" (include "rds-csi.fullname" .)) .Values.serviceAccount.controller.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.controller.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rds-csi.nodeServiceAccount" -}}
+{{- if .Values.serviceAccount.node.create -}}
+{{- default (printf "%s-node" (include "rds-csi.fullname" .)) .Values.serviceAccount.node.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.node.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Port of an ip:port metrics address, or "" when it is off. */}}
+{{- define "rds-csi.metricsPort" -}}
+{{- if and . (ne . "off") -}}
+{{- regexReplaceAll "^.*:" . "" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Host directory of the node plugin's socket. */}}
+{{- define "rds-csi.pluginDir" -}}
+{{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
+{{- end -}}

@@ -1,0 +1,14 @@
+//! Background loops that keep attachment state true to the cluster.
+//!
+//! `stale`: a Node watch releases the attachments of a deleted or
+//! out-of-service node the moment the change is seen; a periodic sweep (also
+//! run at start and after every backend reconnect) catches anything missed
+//! and reports attachments on nodes NotReady for too long. It never deletes
+//! VolumeAttachments or PVs: Kubernetes owns those.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+pub mod stale;
+
+pub use metrics::ReconcilerMetrics;
+pub use stale::{StaleAttachments, StaleConfig};

@@ -1,0 +1,42 @@
+//! Reconciler metrics.
+
+use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ReconcilerMetrics {
+    pub runs: IntCounterVec,
+    pub released: IntCounterVec,
+    pub not_ready_attachments: IntGauge,
+    pub not_ready_oldest: Gauge,
+}
+
+impl ReconcilerMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = ReconcilerMetrics {
+            runs: IntCounterVec::new(
+                Opts::new("rds_csi_attachment_reconcile_total", "Stale-attachment sweeps, by result (success, failure)."),
+                &["result"],
+            )?,
+            released: IntCounterVec::new(
+                Opts::new(
+                    "rds_csi_reconciler_stale_attachments_released_total",
+                    "Attachments released because their node was deleted or tainted out-of-service, by trigger (watch, sweep).",
+                ),
+                &["trigger"],
+            )?,
+            not_ready_attachments: IntGauge::new(
+                "rds_csi_reconciler_not_ready_attachments",
+                "Attachments on nodes NotReady for longer than the threshold, at the last sweep (reported, not released).",
+            )?,
+            not_ready_oldest: Gauge::new(
+                "rds_csi_reconciler_not_ready_oldest_seconds",
+                "How long the longest-NotReady node holding a volume has been NotReady, at the last sweep.",
+            )?,
+        };
+        registry.register(Box::new(m.runs.clone()))?;
+        registry.register(Box::new(m.released.clone()))?;
+        registry.register(Box::new(m.not_ready_attachments.clone()))?;
+        registry.register(Box::new(m.not_ready_oldest.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,174 @@
+//! Stale attachments: release what deleted or fenced nodes held, report
+//! what NotReady nodes hold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use attachment_manager::kube_store::{KubeNodes, OUT_OF_SERVICE_TAINT};
+use attachment_manager::{EventKind, Manager, NodeStatus};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::ReconcilerMetrics;
+
+#[derive(Debug, Clone)]
+pub struct StaleConfig {
+    /// Periodic sweep (`--attachment-reconcile-interval`).
+    pub interval: Duration,
+    /// Report attachments on nodes NotReady for longer than this.
+    pub not_ready_after: Duration,
+}
+
+pub struct StaleAttachments {
+    manager: Arc<Manager>,
+    nodes: KubeNodes,
+    client: Client,
+    config: StaleConfig,
+    metrics: ReconcilerMetrics,
+    /// Notified when the backend comes back, to sweep at once.
+    kick: Arc<Notify>,
+}
+
+fn fenced(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT))
+}
+
+impl StaleAttachments {
+    pub fn new(
+        manager: Arc<Manager>,
+        nodes: KubeNodes,
+        client: Client,
+        config: StaleConfig,
+        metrics: ReconcilerMetrics,
+        kick: Arc<Notify>,
+    ) -> Self {
+        StaleAttachments {
+            manager,
+            nodes,
+            client,
+            config,
+            metrics,
+            kick,
+        }
+    }
+
+    /// Runs the watch and the sweeps until cancelled.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let watch = {
+            let me = self.clone();
+            let cancel = cancel.clone();
+            async move { me.watch(cancel).await }
+        };
+        let sweeps = async {
+            // Wait for the rebuild: sweeping an empty state proves nothing.
+            while !self.manager.is_ready() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            loop {
+                self.sweep().await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(self.config.interval) => {}
+                    _ = self.kick.notified() => info!("backend reconnected; sweeping attachments"),
+                }
+            }
+        };
+        tokio::join!(watch, sweeps);
+    }
+
+    async fn watch(&self, cancel: CancellationToken) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(stream);
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = stream.next() => e,
+            };
+            let Some(event) = event else { return };
+            let (name, why) = match event {
+                Ok(watcher::Event::Delete(n)) => (n.metadata.name.unwrap_or_default(), "deleted"),
+                Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) if fenced(&n) => (
+                    n.metadata.name.unwrap_or_default(),
+                    "tainted out-of-service",
+                ),
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(error = %e, "Node watch error; retrying");
+                    continue;
+                }
+            };
+            if !self.manager.is_ready() {
+                continue;
+            }
+            let released = self.manager.node_gone(&name).await;
+            if !released.is_empty() {
+                info!(node = %name, why, volumes = ?released, "released the attachments of a node that is gone");
+                self.metrics
+                    .released
+                    .with_label_values(&["watch"])
+                    .inc_by(released.len() as u64);
+            }
+        }
+    }
+
+    /// One pass over every attached node.
+    pub async fn sweep(&self) {
+        if self.nodes.wait_ready().await.is_err() {
+            self.metrics.runs.with_label_values(&["failure"]).inc();
+            return;
+        }
+        let now = Timestamp::now();
+        let mut not_ready = 0i64;
+        let mut oldest = Duration::ZERO;
+        for (node, volumes) in self.manager.attachments_by_node() {
+            match self.nodes.status_now(&node) {
+                NodeStatus::Missing | NodeStatus::OutOfService => {
+                    let released = self.manager.node_gone(&node).await;
+                    if !released.is_empty() {
+                        info!(node = %node, volumes = ?released, "sweep released the attachments of a node that is gone");
+                        self.metrics
+                            .released
+                            .with_label_values(&["sweep"])
+                            .inc_by(released.len() as u64);
+                    }
+                }
+                NodeStatus::Present => {
+                    let Some(since) = self.nodes.not_ready_since(&node) else {
+                        continue;
+                    };
+                    let age = Duration::try_from(now.duration_since(since)).unwrap_or_default();
+                    if age < self.config.not_ready_after {
+                        continue;
+                    }
+                    oldest = oldest.max(age);
+                    for volume in volumes {
+                        not_ready += 1;
+                        self.manager
+                            .report(&volume, EventKind::Warning, "AttachedToNotReadyNode", format!(
+                                "volume {volume} is attached to node {node}, NotReady for {}s; it stays attached until the node is deleted, tainted node.kubernetes.io/out-of-service, or detached by Kubernetes",
+                                age.as_secs()
+                            ))
+                            .await;
+                    }
+                }
+            }
+        }
+        self.metrics.not_ready_attachments.set(not_ready);
+        self.metrics.not_ready_oldest.set(oldest.as_secs_f64());
+        self.metrics.runs.with_label_values(&["success"]).inc();
+    }
+}

@@ -1,0 +1,596 @@
+#!/usr/bin/env python3
+"""Checks the Helm chart in charts/rds-csi with Helm 4's own library.
+
+    hack/chart-check.py              # every check; prints PASS/FAIL per check
+    hack/chart-check.py --no-server  # without the server-side dry run
+    hack/chart-check.py --write      # regenerate deploy/rds-csi.yaml
+
+Checks:
+  load+lint     the chart loads and lints (strict) with real Helm
+  schema        values.schema.json accepts good values and rejects bad ones
+  render        default and all-options renders parse; key invariants hold
+  flags         the controller and node args use exactly the flags that
+                src/cli.rs defines (every flag settable, no unknown flag)
+  binary        with $RDS_CSI_BIN set, the rendered controller and node
+                args parse with that binary
+  alerts        the chart's copy of the alert rules equals
+                docs/alerts/rds-csi.rules.yml, and so does the rendered
+                PrometheusRule
+  dry-run       every rendered object (all options on) is accepted by
+                `kubectl apply --dry-run=server` against a real
+                kube-apiserver (hack/kube-apiserver.sh). ServiceMonitor,
+                PrometheusRule and StorageProfile are checked after
+                applying stand-in CRDs with open schemas, so for them only
+                apiVersion/kind/metadata are really validated. Same for the
+                VirtualMachine in deploy/examples. The API server runs
+                (hack/kube-apiserver.sh, which allows privileged pods as real
+                clusters do).
+  deploy        deploy/rds-csi.yaml is exactly what the chart renders
+
+Needs helm-python-sdk (installed with pip when missing) and PyYAML; the
+dry run needs kube-apiserver and etcd (see hack/kube-apiserver.sh) and
+kubectl (PATH or $KUBECTL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHART = os.path.join(ROOT, "charts", "rds-csi")
+DEPLOY = os.path.join(ROOT, "deploy", "rds-csi.yaml")
+RULES_DOC = os.path.join(ROOT, "docs", "alerts", "rds-csi.rules.yml")
+RULES_CHART = os.path.join(CHART, "files", "rds-csi.rules.yml")
+
+RELEASE = "rds-csi"
+NAMESPACE = "kube-system"
+# The minimal values deploy/rds-csi.yaml is rendered with (placeholders the
+# user replaces; see the header of that file).
+DEPLOY_VALUES = {
+    "rds": {
+        "address": "rds.example.lan",
+        "hostKeyFingerprint": "SHA256:REPLACE0WITH0THE0RDS0HOST0KEY0FINGERPRINT00",
+    }
+}
+REGENERATE = "hack/chart-check.py --write"
+
+
+def ensure_modules():
+    try:
+        import helm_python  # noqa: F401
+    except ImportError:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "helm-python-sdk"])
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "pyyaml"])
+
+
+def merged(*layers):
+    out = {}
+    for layer in layers:
+        out = deep_merge(out, layer)
+    return out
+
+
+def deep_merge(a, b):
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+ALL_OPTIONS = merged(
+    DEPLOY_VALUES,
+    {
+        "rds": {"sshKey": {"create": True, "privateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"}},
+        "controller": {
+            "capacity": {"enabled": True},
+            "nvmeAddress": "10.10.10.5",
+            "volumePathRoot": "/storage-pool",
+            "nodes": ["node-a", "node-b"],
+            "allowUnverifiedMigration": True,
+        },
+        "node": {"maxCtrlLossTmo": 600, "stateDir": "/var/lib/rds-csi"},
+        "cdi": {"storageProfiles": True},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "storageClasses": {"ext4": {"isDefault": True, "mountOptions": ["noatime"]}},
+    },
+)
+
+# Each must be refused by values.schema.json.
+BAD_VALUES = [
+    ("no rds.address", {"rds": {"address": ""}}),
+    ("no host key and checking on", {"rds": {"hostKeyFingerprint": ""}}),
+    ("malformed host key", {"rds": {"hostKeyFingerprint": "SHA256:short"}}),
+    ("host key together with insecure skip", {"rds": {"insecureSkipHostKeyCheck": True}}),
+    ("log format xml", {"logFormat": "xml"}),
+    ("nvmePort 0", {"controller": {"nvmePort": 0}}),
+    ("nvmePort 70000", {"controller": {"nvmePort": 70000}}),
+    ("nvmePort as string", {"controller": {"nvmePort": "4420"}}),
+    ("duration without unit", {"rds": {"commandTimeout": "30"}}),
+    ("duration as number", {"controller": {"healthInterval": 10}}),
+    ("orphanCleanup unknown", {"node": {"orphanCleanup": "kill"}}),
+    ("maxCtrlLossTmo above 86400", {"node": {"maxCtrlLossTmo": 100000}}),
+    ("metrics address without port", {"controller": {"metricsAddress": "0.0.0.0"}}),
+    ("endpoint over tcp", {"node": {"endpoint": "tcp://0.0.0.0:10000"}}),
+    ("unknown StorageClass parameter (typo)", {"storageClasses": {"ext4": {"parameters": {"nvmeport": "4420"}}}}),
+    ("StorageClass parameter not a string", {"storageClasses": {"blockRwx": {"parameters": {"migrationTimeoutSeconds": 300}}}}),
+    ("fstype btrfs", {"storageClasses": {"ext4": {"parameters": {"csi.storage.k8s.io/fstype": "btrfs"}}}}),
+    ("nqn prefix without nqn.", {"nqnPrefix": "iqn.2000-02.com.mikrotik:"}),
+    ("max volume size with unknown unit", {"controller": {"maxVolumeSize": "16X"}}),
+    ("unknown top-level key", {"controler": {}}),
+    ("ssh key create without a key", {"rds": {"sshKey": {"create": True}}}),
+]
+GOOD_VALUES = [
+    ("deploy values", {}),
+    ("all options", ALL_OPTIONS),
+    ("lab: insecure, no fingerprint", {"rds": {"hostKeyFingerprint": "", "insecureSkipHostKeyCheck": True}}),
+    ("IPv6 address, json logs", {"rds": {"address": "[fd00::5]:22"}, "logFormat": "json"}),
+    ("metrics off", {"controller": {"metricsAddress": "off"}, "node": {"metricsAddress": "off"}}),
+]
+
+# Helm's install order (pkg/release/util/kind_sorter.go), enough for this chart.
+KIND_ORDER = [
+    "PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange",
+    "PodSecurityPolicy", "PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList",
+    "ConfigMap", "StorageClass", "PersistentVolume", "PersistentVolumeClaim",
+    "CustomResourceDefinition", "ClusterRole", "ClusterRoleList", "ClusterRoleBinding",
+    "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding", "RoleBindingList", "Service",
+    "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment",
+    "HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress",
+    "APIService",
+]
+
+
+def render(helm, values):
+    """All rendered documents as (source, text) in Helm's install order."""
+    import yaml
+
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = []
+    for source in sorted(out):
+        if source.endswith("NOTES.txt"):
+            continue
+        for part in out[source].split("\n---"):
+            text = part.strip("\n")
+            if text.startswith("---"):
+                text = text[3:].lstrip("\n")
+            obj = yaml.safe_load(text) if text.strip() else None
+            if not obj:
+                continue
+            docs.append((source, text, obj))
+    order = {k: i for i, k in enumerate(KIND_ORDER)}
+    docs.sort(key=lambda d: (order.get(d[2]["kind"], len(KIND_ORDER)), d[2]["kind"], d[2]["metadata"]["name"]))
+    return docs
+
+
+def manifest(docs):
+    return "".join(f"---\n# Source: {src}\n{text}\n" for src, text, _ in docs)
+
+
+def deploy_text(helm):
+    with helm.Chart.load(CHART) as chart:
+        app = chart.metadata.get("appVersion")
+    header = textwrap.dedent(
+        f"""\
+        # rds-csi {app}: the Helm chart charts/rds-csi rendered with its default
+        # values, release "{RELEASE}", namespace "{NAMESPACE}", and only the two
+        # required values set to placeholders:
+        #
+        #   rds.address:            {DEPLOY_VALUES['rds']['address']}
+        #   rds.hostKeyFingerprint: {DEPLOY_VALUES['rds']['hostKeyFingerprint']}
+        #
+        # Before applying, replace both in the controller's --rds-address and
+        # --rds-host-key arguments (ssh-keyscan -t ed25519 RDS | ssh-keygen -lf -),
+        # and create the SSH key Secret:
+        #
+        #   kubectl -n {NAMESPACE} create secret generic rds-csi-ssh-key \\
+        #     --from-file=id_ed25519=/path/to/private-key
+        #
+        # Generated; do not edit. Regenerate with: {REGENERATE}
+        """
+    )
+    return header + manifest(render(helm, DEPLOY_VALUES))
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_lint(helm):
+    report = helm.lint(CHART, DEPLOY_VALUES, strict=True, namespace=NAMESPACE)
+    bad = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    for m in report.get("messages", []):
+        print(f"  lint [{m.get('severity')}] {m.get('path')}: {m.get('error')}")
+    for e in report.get("errors", []) or []:
+        print(f"  lint error: {e}")
+    # Without the required values, lint must report the schema failure.
+    bare = helm.lint(CHART, None, strict=True, namespace=NAMESPACE)
+    bare_bad = [m for m in bare.get("messages", []) if m.get("severity", 0) >= 3]
+    if not bare_bad:
+        print("  lint without rds.address/hostKeyFingerprint reported no error")
+        return False
+    return not bad and not report.get("errors")
+
+
+def check_schema(helm):
+    ok = True
+    with helm.Chart.load(CHART) as chart:
+        for name, over in GOOD_VALUES:
+            try:
+                chart.validate_schema(merged(DEPLOY_VALUES, over))
+                print(f"  accepted (good): {name}")
+            except helm.HelmError as e:
+                ok = False
+                print(f"  REFUSED a good value set: {name}: {e}")
+        for name, over in BAD_VALUES:
+            try:
+                chart.validate_schema(merged(DEPLOY_VALUES, over))
+                ok = False
+                print(f"  ACCEPTED a bad value set: {name}")
+            except helm.HelmValuesError as e:
+                first = str(e).strip().splitlines()[-1].strip()
+                print(f"  refused (bad): {name}: {first}")
+    return ok
+
+
+def find(docs, kind, name_suffix=""):
+    return [o for _, _, o in docs if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+
+
+def container(pod_spec, name):
+    return next(c for c in pod_spec["containers"] if c["name"] == name)
+
+
+def check_render(helm):
+    problems = []
+
+    def expect(cond, what):
+        if not cond:
+            problems.append(what)
+
+    default = render(helm, DEPLOY_VALUES)
+    full = render(helm, ALL_OPTIONS)
+    for _, label, over in [(0, "metrics off", {"controller": {"metricsAddress": "off"}}),
+                           (0, "insecure", {"rds": {"hostKeyFingerprint": "", "insecureSkipHostKeyCheck": True}})]:
+        render(helm, merged(DEPLOY_VALUES, over))
+
+    import re
+
+    with helm.Chart.load(CHART) as chart:
+        app = chart.metadata.get("appVersion")
+    cargo = re.search(r'^version\s*=\s*"([^"]+)"', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M)
+    expect(cargo and app == cargo.group(1), f"Chart.yaml appVersion {app} equals the Cargo.toml version")
+
+    drv = find(default, "CSIDriver")[0]["spec"]
+    expect(drv["attachRequired"] is True, "CSIDriver attachRequired")
+    expect(drv["podInfoOnMount"] is True, "CSIDriver podInfoOnMount")
+    expect(drv["storageCapacity"] is False, "CSIDriver storageCapacity false by default")
+    expect(drv["volumeLifecycleModes"] == ["Persistent"], "CSIDriver volumeLifecycleModes")
+    expect(find(full, "CSIDriver")[0]["spec"]["storageCapacity"] is True, "storageCapacity with capacity on")
+
+    sts = find(default, "StatefulSet")[0]
+    expect(sts["spec"]["replicas"] == 1, "controller replicas 1")
+    pod = sts["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["containers"]]
+    expect(names == ["rds-csi", "csi-provisioner", "csi-attacher", "csi-resizer"], f"controller containers {names}")
+    drv_c = container(pod, "rds-csi")
+    expect(drv_c["args"][0] == "controller", "controller subcommand")
+    expect(drv_c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", "controller liveness /healthz")
+    expect(drv_c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", "controller readiness /readyz")
+    expect("--extra-create-metadata" in container(pod, "csi-provisioner")["args"], "provisioner --extra-create-metadata")
+    full_prov = container(find(full, "StatefulSet")[0]["spec"]["template"]["spec"], "csi-provisioner")["args"]
+    expect("--enable-capacity" in full_prov, "provisioner --enable-capacity with capacity on")
+
+    ds = find(default, "DaemonSet")[0]["spec"]["template"]["spec"]
+    node = container(ds, "rds-csi")
+    expect(node["args"][0] == "node", "node subcommand")
+    expect(node["securityContext"].get("privileged") is True, "node privileged")
+    expect(ds.get("hostNetwork") is True, "node hostNetwork")
+    mounts = {m["mountPath"]: m for m in node["volumeMounts"]}
+    expect(mounts.get("/var/lib/kubelet", {}).get("mountPropagation") == "Bidirectional", "kubelet dir Bidirectional")
+    for p in ["/dev", "/sys", "/etc/nvme", "/lib/modules"]:
+        expect(p in mounts, f"node mounts {p}")
+    expect(mounts.get("/lib/modules", {}).get("readOnly") is True, "/lib/modules read-only")
+    expect(node.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", "node liveness /healthz")
+    expect([c["name"] for c in ds["containers"]] == ["rds-csi", "node-driver-registrar"], "node containers")
+
+    scs = {o["metadata"]["name"]: o for o in find(default, "StorageClass")}
+    expect(set(scs) == {"rds-csi-ext4", "rds-csi-block", "rds-csi-block-rwx"}, f"StorageClasses {sorted(scs)}")
+    expect(scs.get("rds-csi-ext4", {}).get("parameters", {}).get("csi.storage.k8s.io/fstype") == "ext4", "ext4 class fstype")
+    profiles = {o["metadata"]["name"]: o["spec"]["claimPropertySets"] for o in find(full, "StorageProfile")}
+    expect(profiles.get("rds-csi-block-rwx") == [{"accessModes": ["ReadWriteMany"], "volumeMode": "Block"}], "RWX StorageProfile")
+    expect(profiles.get("rds-csi-ext4") == [{"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem"}], "ext4 StorageProfile")
+    for kind in ["StorageProfile", "ServiceMonitor", "PrometheusRule", "Secret"]:
+        expect(not find(default, kind), f"{kind} off by default")
+        expect(find(full, kind), f"{kind} rendered when enabled")
+
+    # Least privilege: no wildcards, no secrets access anywhere.
+    for _, _, o in full:
+        if o["kind"] in ("ClusterRole", "Role"):
+            for r in o["rules"]:
+                expect("*" not in r["verbs"] and "*" not in r["resources"], f"wildcard in {o['metadata']['name']}")
+                expect("secrets" not in r["resources"], f"secrets access in {o['metadata']['name']}")
+    node_rules = find(default, "ClusterRole", "-node")[0]["rules"]
+    expect(any("events" in r["resources"] and "create" in r["verbs"] for r in node_rules), "node may create events")
+    ctrl_rules = find(default, "ClusterRole", "-controller")[0]["rules"]
+    expect(any("persistentvolumes" in r["resources"] and "patch" in r["verbs"] for r in ctrl_rules), "controller patches PVs")
+    expect(any("virtualmachineinstances" in r["resources"] for r in ctrl_rules), "controller reads VMIs")
+
+    for p in problems:
+        print(f"  {p}: FAILED")
+    print(f"  default render: {len(default)} objects; all options: {len(full)} objects")
+    return not problems
+
+
+def check_alerts(helm):
+    import yaml
+
+    ok = True
+    doc = open(RULES_DOC).read()
+    if open(RULES_CHART).read() != doc:
+        ok = False
+        print(f"  {os.path.relpath(RULES_CHART, ROOT)} differs from {os.path.relpath(RULES_DOC, ROOT)}; fix with:")
+        print(f"    cp {os.path.relpath(RULES_DOC, ROOT)} {os.path.relpath(RULES_CHART, ROOT)}")
+    rule = find(render(helm, ALL_OPTIONS), "PrometheusRule")[0]
+    if rule["spec"] != yaml.safe_load(doc):
+        ok = False
+        print("  the rendered PrometheusRule spec differs from the docs rules")
+    else:
+        print(f"  PrometheusRule carries {sum(len(g['rules']) for g in rule['spec']['groups'])} rules, same as the docs")
+    return ok
+
+
+OPEN_CRDS = [
+    ("monitoring.coreos.com", "servicemonitors", "ServiceMonitor", "Namespaced"),
+    ("monitoring.coreos.com", "prometheusrules", "PrometheusRule", "Namespaced"),
+    ("cdi.kubevirt.io", "storageprofiles", "StorageProfile", "Cluster"),
+    # For deploy/examples/kubevirt-vm.yaml.
+    ("kubevirt.io", "virtualmachines", "VirtualMachine", "Namespaced"),
+]
+
+
+def open_crds():
+    docs = []
+    for group, plural, kind, scope in OPEN_CRDS:
+        version = "v1beta1" if group == "cdi.kubevirt.io" else "v1"
+        docs.append(textwrap.dedent(f"""\
+            apiVersion: apiextensions.k8s.io/v1
+            kind: CustomResourceDefinition
+            metadata:
+              name: {plural}.{group}
+            spec:
+              group: {group}
+              scope: {scope}
+              names: {{plural: {plural}, singular: {kind.lower()}, kind: {kind}, listKind: {kind}List}}
+              versions:
+                - name: {version}
+                  served: true
+                  storage: true
+                  schema:
+                    openAPIV3Schema:
+                      type: object
+                      x-kubernetes-preserve-unknown-fields: true
+            """))
+    return "---\n".join(docs)
+
+
+def check_dry_run(helm):
+    kubectl = os.environ.get("KUBECTL") or shutil.which("kubectl")
+    if not kubectl:
+        print("  kubectl not found (PATH or $KUBECTL)")
+        return False
+    d = tempfile.mkdtemp(prefix="rds-csi-chart.")
+    script = os.path.join(ROOT, "hack", "kube-apiserver.sh")
+    try:
+        # hack/kube-apiserver.sh runs the API server with
+        # --allow-privileged=true, as real clusters do (the node plugin is
+        # privileged).
+        up = subprocess.run([script, "up", os.path.join(d, "server")], capture_output=True, text=True)
+        if up.returncode != 0:
+            print(f"  kube-apiserver.sh up failed ({up.returncode}): {up.stderr.strip()}")
+            return False
+        env = dict(os.environ, KUBECONFIG=os.path.join(d, "server", "kubeconfig"))
+
+        def kc(*args, stdin=None):
+            return subprocess.run([kubectl, *args], input=stdin, capture_output=True, text=True, env=env)
+
+        r = kc("apply", "-f", "-", stdin=open_crds())
+        if r.returncode != 0:
+            print(f"  stand-in CRDs refused: {r.stderr.strip()}")
+            return False
+        r = kc("wait", "--for=condition=Established", "--timeout=60s",
+               *[f"crd/{p}.{g}" for g, p, _, _ in OPEN_CRDS])
+        if r.returncode != 0:
+            print(f"  CRDs not established: {r.stderr.strip()}")
+            return False
+        ok = True
+        for label, values in [("default values", DEPLOY_VALUES), ("all options", ALL_OPTIONS)]:
+            docs = render(helm, values)
+            r = kc("apply", "--dry-run=server", "-f", "-", stdin=manifest(docs))
+            accepted = [l for l in r.stdout.splitlines() if l.strip()]
+            if r.returncode != 0 or len(accepted) != len(docs):
+                ok = False
+                print(f"  {label}: refused (rc {r.returncode}, {len(accepted)}/{len(docs)} accepted):")
+                print(textwrap.indent(r.stderr.strip(), "    "))
+            else:
+                print(f"  {label}: {len(docs)} objects accepted by the server")
+        # deploy/ too, byte for byte what users apply.
+        r = kc("apply", "--dry-run=server", "-f", DEPLOY)
+        if r.returncode != 0:
+            ok = False
+            print(f"  deploy/rds-csi.yaml refused: {r.stderr.strip()}")
+        else:
+            print("  deploy/rds-csi.yaml accepted by the server")
+        examples = os.path.join(ROOT, "deploy", "examples")
+        for f in sorted(os.listdir(examples)):
+            path = os.path.join(examples, f)
+            r = kc("apply", "--dry-run=server", "-f", path)
+            mode = "server"
+            if "kubevirt.io/" in open(path).read():
+                mode = "server; VirtualMachine against an open stand-in CRD"
+            if r.returncode != 0:
+                ok = False
+                print(f"  deploy/examples/{f} refused ({mode}): {r.stderr.strip()}")
+            else:
+                print(f"  deploy/examples/{f} accepted ({mode})")
+        return ok
+    finally:
+        subprocess.run([script, "down", os.path.join(d, "server")], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+CLI_RS = os.path.join(ROOT, "src", "cli.rs")
+
+
+def cli_flags():
+    """Long flags per clap struct in src/cli.rs: {struct: {flag, ...}}."""
+    import re
+
+    src = open(CLI_RS).read()
+    out = {}
+    for m in re.finditer(r"pub struct (\w+Args) \{(.*?)\n\}", src, re.S):
+        flags = set()
+        for a in re.finditer(r"#\[arg\((.*?)\)\]\s*(?:///[^\n]*\s*)*pub (\w+):", m.group(2), re.S):
+            attr, field = a.group(1), a.group(2)
+            if not re.search(r"\blong\b", attr):
+                continue
+            named = re.search(r'\blong\s*=\s*"([^"]+)"', attr)
+            flags.add(named.group(1) if named else field.replace("_", "-"))
+        out[m.group(1)] = flags
+    return out
+
+
+def check_flags(helm):
+    """Every flag the chart passes exists in src/cli.rs, and every flag of
+    `controller` and `node` there can be set from values."""
+    cli = cli_flags()
+    want = {
+        "controller": cli.get("LogArgs", set()) | cli.get("CommonArgs", set()) | cli.get("ControllerArgs", set()),
+        "node": cli.get("LogArgs", set()) | cli.get("CommonArgs", set()) | cli.get("NodeArgs", set()),
+    }
+    lab = merged(ALL_OPTIONS, {"rds": {"hostKeyFingerprint": "", "insecureSkipHostKeyCheck": True},
+                               "controller": {"standalone": True, "kubeconfig": "/etc/kubeconfig"}})
+    have = {"controller": set(), "node": set()}
+    for values in (ALL_OPTIONS, lab):
+        docs = render(helm, values)
+        for kind, sub in (("StatefulSet", "controller"), ("DaemonSet", "node")):
+            args = container(find(docs, kind)[0]["spec"]["template"]["spec"], "rds-csi")["args"]
+            if args[0] != sub:
+                print(f"  {kind} runs {args[0]!r}, not {sub!r}")
+                return False
+            have[sub] |= {a[2:].split("=", 1)[0] for a in args[1:]}
+    ok = True
+    for sub in ("controller", "node"):
+        unknown = sorted(have[sub] - want[sub])
+        unset = sorted(want[sub] - have[sub])
+        if unknown:
+            ok = False
+            print(f"  {sub}: the chart passes flags src/cli.rs does not define: {unknown}")
+        if unset:
+            ok = False
+            print(f"  {sub}: flags in src/cli.rs that no value sets: {unset}")
+        if not unknown and not unset:
+            print(f"  {sub}: all {len(want[sub])} flags of src/cli.rs map to values, no others")
+    return ok
+
+
+def check_binary(helm):
+    """The rendered args parse with the real binary ($RDS_CSI_BIN): clap
+    reads every argument, value parsers included, before `--help` exits."""
+    binary = os.environ["RDS_CSI_BIN"]
+    if not os.access(binary, os.X_OK):
+        print(f"  {binary} is not an executable (build it first: cargo build)")
+        return False
+    docs = render(helm, ALL_OPTIONS)
+    ok = True
+    for kind in ("StatefulSet", "DaemonSet"):
+        spec = find(docs, kind)[0]["spec"]["template"]["spec"]
+        args = [a.replace("$(NODE_ID)", "node-a") for a in container(spec, "rds-csi")["args"]]
+        r = subprocess.run([binary, *args, "--help"], capture_output=True, text=True)
+        if r.returncode != 0:
+            ok = False
+            print(f"  {kind}: `rds-csi {args[0]} ...` refused its args: {r.stderr.strip()}")
+        else:
+            print(f"  {kind}: `rds-csi {args[0]}` accepts all {len(args) - 1} rendered args")
+    return ok
+
+
+def check_deploy(helm):
+    want = deploy_text(helm)
+    try:
+        have = open(DEPLOY).read()
+    except FileNotFoundError:
+        have = ""
+    if have == want:
+        return True
+    diff = difflib.unified_diff(have.splitlines(True), want.splitlines(True),
+                                "deploy/rds-csi.yaml (committed)", "deploy/rds-csi.yaml (chart renders)")
+    sys.stdout.writelines(list(diff)[:200])
+    print(f"\n  deploy/rds-csi.yaml is out of date; regenerate with: {REGENERATE}")
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--write", action="store_true", help="regenerate deploy/rds-csi.yaml and exit")
+    ap.add_argument("--no-server", action="store_true", help="skip the server-side dry run")
+    args = ap.parse_args()
+
+    ensure_modules()
+    import helm_python as helm
+
+    if args.write:
+        text = deploy_text(helm)
+        os.makedirs(os.path.dirname(DEPLOY), exist_ok=True)
+        with open(DEPLOY, "w") as f:
+            f.write(text)
+        print(f"wrote {os.path.relpath(DEPLOY, ROOT)}")
+        return 0
+
+    print(f"Helm SDK {helm.helm_sdk_version()} (libhelm_c {helm.helm_c_version()})")
+    checks = [
+        ("chart loads and lints (strict)", check_lint),
+        ("schema accepts good values and rejects bad ones", check_schema),
+        ("renders; invariants hold", check_render),
+        ("values map one to one onto the flags in src/cli.rs", check_flags),
+        ("alert rules identical to docs/alerts/rds-csi.rules.yml", check_alerts),
+        ("deploy/rds-csi.yaml is what the chart renders", check_deploy),
+    ]
+    if os.environ.get("RDS_CSI_BIN"):
+        checks.append(("rendered args parse with $RDS_CSI_BIN", check_binary))
+    else:
+        print("(set RDS_CSI_BIN to also check the rendered args with the built binary)")
+    if not args.no_server:
+        checks.append(("server-side dry run against kube-apiserver", check_dry_run))
+    results = []
+    for name, fn in checks:
+        print(f"-- {name}")
+        try:
+            ok = fn(helm)
+        except Exception:  # a crash is a failure of that check, not of the run
+            traceback.print_exc()
+            ok = False
+        results.append((name, ok))
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    print()
+    for name, ok in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(ok for _, ok in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1186 @@
+//! Tier 3: the controller binary against a real kube-apiserver + etcd.
+//!
+//! Objects are created the way Kubernetes and KubeVirt create them: Nodes,
+//! PVs bound to PVCs, VolumeAttachments whose status the attacher sets after
+//! a successful ControllerPublish, virt-launcher pods, and VMI objects of
+//! KubeVirt's CRDs (defined here with open schemas). The RouterOS side is
+//! the simulator over real SSH.
+//!
+//! Needs `RDS_CSI_TEST_KUBECONFIG` (hack/test.sh starts an API server with
+//! hack/kube-apiserver.sh and sets it).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use csi_server::proto::controller_client::ControllerClient;
+use csi_server::proto::identity_client::IdentityClient;
+use csi_server::proto::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
+};
+use csi_server::proto::{self};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use kube::Client;
+use russh::keys::{Algorithm, PrivateKey};
+use serde_json::json;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
+const GIB: i64 = 1 << 30;
+
+fn kubeconfig() -> PathBuf {
+    match std::env::var_os("RDS_CSI_TEST_KUBECONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "tier-3 test: needs a kube-apiserver. Run hack/test.sh, or `hack/kube-apiserver.sh up DIR` and set RDS_CSI_TEST_KUBECONFIG=DIR/kubeconfig"
+        ),
+    }
+}
+
+async fn client() -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// A metric's value from a scrape, matched by name and label text.
+fn metric(scrape: &str, name_and_labels: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One test's world: its own driver name, nodes, namespace and simulator.
+struct World {
+    name: String,
+    client: Client,
+    sim: rds_sim::SimHandle,
+    key_file: PathBuf,
+    dir: tempfile::TempDir,
+    ctl: Option<Controller>,
+}
+
+struct Controller {
+    child: Child,
+    csi: ControllerClient<Channel>,
+    identity: IdentityClient<Channel>,
+    metrics_port: u16,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(c) = self.ctl.as_mut() {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+        }
+    }
+}
+
+impl World {
+    async fn new(name: &str, nodes: &[&str]) -> World {
+        let client = client().await;
+        let dir = tempfile::tempdir().unwrap();
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let key_file = dir.path().join("id");
+        std::fs::write(
+            &key_file,
+            key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut perms = std::fs::metadata(&key_file).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        std::fs::set_permissions(&key_file, perms).unwrap();
+        let sim = rds_sim::start(rds_sim::SimConfig {
+            authorized_keys: vec![key.public_key().clone()],
+            pool_size: 1 << 40,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // Unique per run, so reruns against one API server never collide.
+        let suffix: u32 = rand::random::<u32>() % 0xfffff;
+        let w = World {
+            name: format!("{name}-{suffix:05x}"),
+            client,
+            sim,
+            key_file,
+            dir,
+            ctl: None,
+        };
+        let ns: Api<Namespace> = Api::all(w.client.clone());
+        let _ = ns
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": w.ns()}})).unwrap(),
+            )
+            .await;
+        for n in nodes {
+            w.create_node(n).await;
+        }
+        w
+    }
+
+    fn ns(&self) -> String {
+        self.name.clone()
+    }
+
+    fn driver(&self) -> String {
+        format!("{}.test.rds.csi.srvlab.io", self.name)
+    }
+
+    fn node(&self, n: &str) -> String {
+        format!("{}-{n}", self.name)
+    }
+
+    async fn create_node(&self, n: &str) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let node = serde_json::from_value(json!({
+            "metadata": {"name": self.node(n), "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"}}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &node).await.unwrap();
+    }
+
+    async fn start_controller(&mut self, kubeconfig: &std::path::Path) {
+        self.start_controller_with(kubeconfig, &[]).await
+    }
+
+    async fn start_controller_with(&mut self, kubeconfig: &std::path::Path, extra: &[&str]) {
+        let sock = self
+            .dir
+            .path()
+            .join(format!("csi-{}.sock", Instant::now().elapsed().as_nanos()));
+        let metrics_port = free_port();
+        let child = Command::new(BIN)
+            .args(["controller", "--endpoint"])
+            .arg(format!("unix://{}", sock.display()))
+            .args([
+                "--rds-address",
+                &self.sim.addr().to_string(),
+                "--rds-key-file",
+            ])
+            .arg(&self.key_file)
+            .args([
+                "--rds-host-key",
+                &self.sim.host_key_fingerprint(),
+                "--driver-name",
+                &self.driver(),
+            ])
+            .args([
+                "--metrics-address",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--kubeconfig",
+            ])
+            .arg(kubeconfig)
+            .args([
+                "--attachment-grace-period",
+                "30s",
+                "--health-interval",
+                "1s",
+            ])
+            .args(extra)
+            .env("RDS_CSI_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("controller.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !sock.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "controller socket never appeared: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let sock = sock.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(sock).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        self.ctl = Some(Controller {
+            child,
+            csi: ControllerClient::new(channel.clone()),
+            identity: IdentityClient::new(channel),
+            metrics_port,
+        });
+    }
+
+    async fn start(&mut self) {
+        self.start_controller(&kubeconfig()).await;
+    }
+
+    fn kill_controller(&mut self) {
+        if let Some(mut c) = self.ctl.take() {
+            c.child.kill().unwrap();
+            c.child.wait().unwrap();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    fn csi(&mut self) -> &mut ControllerClient<Channel> {
+        &mut self.ctl.as_mut().expect("controller running").csi
+    }
+
+    fn scrape(&self) -> String {
+        http_get(self.ctl.as_ref().unwrap().metrics_port, "/metrics").unwrap_or_default()
+    }
+
+    /// CreateVolume as the external-provisioner calls it, then the PV and
+    /// bound PVC as the provisioner and binder leave them.
+    async fn volume(&mut self, claim: &str, block_rwx: bool) -> String {
+        let id = format!("pvc-{}-{claim}", self.name);
+        let cap = cap(block_rwx);
+        let ns = self.ns();
+        let resp = self
+            .csi()
+            .create_volume(proto::CreateVolumeRequest {
+                name: id.clone(),
+                capacity_range: Some(proto::CapacityRange {
+                    required_bytes: GIB,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![cap],
+                parameters: [
+                    ("csi.storage.k8s.io/pvc/name".to_string(), claim.to_string()),
+                    ("csi.storage.k8s.io/pvc/namespace".to_string(), ns.clone()),
+                    ("csi.storage.k8s.io/pv/name".to_string(), id.clone()),
+                    ("migrationTimeoutSeconds".to_string(), "30".to_string()),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        let (modes, vmode) = if block_rwx {
+            (json!(["ReadWriteMany"]), "Block")
+        } else {
+            (json!(["ReadWriteOnce"]), "Filesystem")
+        };
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": id, "annotations": {"pv.kubernetes.io/provisioned-by": self.driver()}},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": modes, "volumeMode": vmode,
+                "persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {"namespace": ns, "name": claim},
+                "csi": {"driver": self.driver(), "volumeHandle": id, "volumeAttributes": resp.volume_context}
+            }
+        }))
+        .unwrap();
+        Api::<PersistentVolume>::all(self.client.clone())
+            .create(&PostParams::default(), &pv)
+            .await
+            .unwrap();
+        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": claim, "namespace": ns},
+            "spec": {"accessModes": modes, "volumeMode": vmode, "resources": {"requests": {"storage": "1Gi"}}, "volumeName": id}
+        }))
+        .unwrap();
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &pvc)
+            .await
+            .unwrap();
+        id
+    }
+
+    fn va_name(&self, volume: &str, node: &str) -> String {
+        format!(
+            "csi-{}",
+            &format!("{volume}-{node}").replace(['.', '_'], "-")
+        )
+    }
+
+    /// What the attach/detach controller and external-attacher do: create
+    /// the VolumeAttachment, call ControllerPublish, record the result.
+    async fn attach(
+        &mut self,
+        volume: &str,
+        node: &str,
+        block_rwx: bool,
+    ) -> Result<(), tonic::Status> {
+        let node = self.node(node);
+        let va_name = self.va_name(volume, &node);
+        let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
+        let va = serde_json::from_value(json!({
+            "metadata": {"name": va_name},
+            "spec": {"attacher": self.driver(), "nodeName": node, "source": {"persistentVolumeName": volume}}
+        }))
+        .unwrap();
+        let _ = vas.create(&PostParams::default(), &va).await;
+        let ctx = self.volume_context(volume).await;
+        let result = self
+            .csi()
+            .controller_publish_volume(proto::ControllerPublishVolumeRequest {
+                volume_id: volume.into(),
+                node_id: node.clone(),
+                volume_capability: Some(cap(block_rwx)),
+                volume_context: ctx,
+                ..Default::default()
+            })
+            .await;
+        match result {
+            Ok(r) => {
+                let status = json!({"status": {"attached": true, "attachmentMetadata": r.into_inner().publish_context}});
+                vas.patch_status(&va_name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .unwrap();
+                Ok(())
+            }
+            Err(s) => {
+                vas.delete(&va_name, &DeleteParams::default()).await.ok();
+                Err(s)
+            }
+        }
+    }
+
+    async fn detach(&mut self, volume: &str, node: &str) -> Result<(), tonic::Status> {
+        let node = self.node(node);
+        self.csi()
+            .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                volume_id: volume.into(),
+                node_id: node.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let va_name = self.va_name(volume, &node);
+        Api::<VolumeAttachment>::all(self.client.clone())
+            .delete(&va_name, &DeleteParams::default())
+            .await
+            .ok();
+        Ok(())
+    }
+
+    async fn volume_context(&self, volume: &str) -> std::collections::HashMap<String, String> {
+        let pv = Api::<PersistentVolume>::all(self.client.clone())
+            .get(volume)
+            .await
+            .unwrap();
+        pv.spec
+            .unwrap()
+            .csi
+            .unwrap()
+            .volume_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+
+    async fn annotations(&self, volume: &str) -> BTreeMap<String, String> {
+        let pv = Api::<PersistentVolume>::all(self.client.clone())
+            .get(volume)
+            .await
+            .unwrap();
+        pv.metadata
+            .annotations
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("rds.csi.srvlab.io/"))
+            .collect()
+    }
+
+    /// Event reasons recorded on a PVC.
+    async fn event_reasons(&self, claim: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns());
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(claim))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    async fn wait_event(&self, claim: &str, reason: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.event_reasons(claim).await.iter().any(|r| r == reason) {
+            if Instant::now() > deadline {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "no event {reason} on {claim}; events: {:?}\ncontroller log (newest first):\n{}",
+                    self.event_reasons(claim).await,
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A virt-launcher pod as KubeVirt creates it.
+    async fn launcher(&self, pod: &str, node: &str, claim: &str, migration_job: Option<&str>) {
+        let mut labels = json!({"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": "vm1", "kubevirt.io/created-by": "vmi-uid-placeholder"});
+        if let Some(job) = migration_job {
+            labels["kubevirt.io/migrationJobUID"] = json!(job);
+        }
+        self.pod(
+            pod,
+            node,
+            claim,
+            labels,
+            json!({"kubevirt.io/domain": "vm1"}),
+        )
+        .await;
+    }
+
+    async fn pod(
+        &self,
+        pod: &str,
+        node: &str,
+        claim: &str,
+        labels: serde_json::Value,
+        annotations: serde_json::Value,
+    ) {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": pod, "namespace": self.ns(), "labels": labels, "annotations": annotations},
+            "spec": {
+                "nodeName": self.node(node),
+                "containers": [{"name": "compute", "image": "quay.io/kubevirt/virt-launcher"}],
+                "volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": claim}}]
+            }
+        }))
+        .unwrap();
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns())
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap();
+    }
+
+    async fn cleanup(&self) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        for n in nodes.list(&ListParams::default()).await.unwrap() {
+            let name = n.metadata.name.unwrap_or_default();
+            if name.starts_with(&format!("{}-", self.name)) {
+                nodes.delete(&name, &DeleteParams::default()).await.ok();
+            }
+        }
+    }
+}
+
+fn cap(block_rwx: bool) -> proto::VolumeCapability {
+    if block_rwx {
+        proto::VolumeCapability {
+            access_type: Some(AccessType::Block(BlockVolume {})),
+            access_mode: Some(AccessMode {
+                mode: Mode::MultiNodeMultiWriter as i32,
+            }),
+        }
+    } else {
+        proto::VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume {
+                fs_type: "ext4".into(),
+                ..Default::default()
+            })),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        }
+    }
+}
+
+async fn ensure_kubevirt_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (kind, plural, short) in [
+        ("VirtualMachineInstance", "virtualmachineinstances", "vmi"),
+        (
+            "VirtualMachineInstanceMigration",
+            "virtualmachineinstancemigrations",
+            "vmim",
+        ),
+    ] {
+        let crd = serde_json::from_value(json!({
+            "metadata": {"name": format!("{plural}.kubevirt.io")},
+            "spec": {
+                "group": "kubevirt.io", "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "shortNames": [short]},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                              "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }))
+        .unwrap();
+        let _ = api.create(&PostParams::default(), &crd).await;
+    }
+    eventually(
+        "KubeVirt CRDs established",
+        Duration::from_secs(20),
+        || async {
+            let vmi =
+                Api::<DynamicObject>::namespaced_with(client.clone(), "default", &vmi_resource());
+            vmi.list(&ListParams::default()).await.ok().map(|_| ())
+        },
+    )
+    .await;
+}
+
+fn vmi_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"),
+        "virtualmachineinstances",
+    )
+}
+
+#[tokio::test]
+async fn vm_restart_on_another_node_is_a_timed_handoff() {
+    let mut w = World::new("handoff", &["a", "b"]).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    assert_eq!(
+        w.annotations(&vol).await["rds.csi.srvlab.io/attached-node"],
+        w.node("a")
+    );
+    // The old virt-launcher pod terminates; the new one lands on b.
+    w.detach(&vol, "a").await.unwrap();
+    assert!(!w
+        .annotations(&vol)
+        .await
+        .contains_key("rds.csi.srvlab.io/attached-node"));
+    w.attach(&vol, "b", false).await.unwrap();
+    let ann = w.annotations(&vol).await;
+    assert_eq!(ann["rds.csi.srvlab.io/attached-node"], w.node("b"));
+    assert!(
+        ann["rds.csi.srvlab.io/attached-at"]
+            .parse::<jiff::Timestamp>()
+            .is_ok(),
+        "RFC 3339: {ann:?}"
+    );
+    w.wait_event("disk", "Handoff").await;
+    let m = w.scrape();
+    assert_eq!(
+        metric(&m, "rds_csi_attachment_grace_period_used_total"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "rds_csi_handoff_duration_seconds_count"), 1.0);
+    // While b holds it, a gets nothing.
+    let err = w.attach(&vol, "a", false).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains(&w.node("b")),
+        "names the holder: {}",
+        err.message()
+    );
+    w.wait_event("disk", "AttachConflict").await;
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deleted_node_holding_a_volume_is_cleared_for_the_new_node() {
+    let mut w = World::new("nodedel", &["a", "b"]).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    assert_eq!(
+        w.attach(&vol, "b", false).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    Api::<Node>::all(w.client.clone())
+        .delete(&w.node("a"), &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        match w.attach(&vol, "b", false).await {
+            Ok(()) => break,
+            Err(s)
+                if matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the Node watch saw the deletion at once"
+    );
+    w.wait_event("disk", "StaleAttachmentCleared").await;
+    assert_eq!(
+        w.annotations(&vol).await["rds.csi.srvlab.io/attached-node"],
+        w.node("b")
+    );
+    assert_eq!(
+        metric(&w.scrape(), "rds_csi_attachment_stale_cleared_total"),
+        1.0
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_out_of_service_taint_releases_the_node_s_volume() {
+    let mut w = World::new("oos", &["a", "b"]).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    let taint = json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}]}});
+    Api::<Node>::all(w.client.clone())
+        .patch(&w.node("a"), &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        match w.attach(&vol, "b", false).await {
+            Ok(()) => break,
+            Err(s)
+                if matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    w.wait_event("disk", "StaleAttachmentCleared").await;
+    // The fenced node itself gets nothing.
+    let other = w.volume("other", false).await;
+    assert_eq!(
+        w.attach(&other, "a", false).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn live_migration_with_a_real_target_pod_is_admitted_and_completes() {
+    let mut w = World::new("migok", &["a", "b", "c"]).await;
+    ensure_kubevirt_crds(&w.client).await;
+    w.start().await;
+    let vol = w.volume("vmdisk", true).await;
+    w.launcher("virt-launcher-vm1-src", "a", "vmdisk", None)
+        .await;
+    w.attach(&vol, "a", true).await.unwrap();
+    // KubeVirt creates the target pod on b with the migration job label.
+    w.launcher("virt-launcher-vm1-dst", "b", "vmdisk", Some("vmim-uid-1"))
+        .await;
+    let started = Instant::now();
+    loop {
+        match w.attach(&vol, "b", true).await {
+            Ok(()) => break,
+            Err(s)
+                if matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    let ann = w.annotations(&vol).await;
+    assert_eq!(ann["rds.csi.srvlab.io/migration-source"], w.node("a"));
+    assert_eq!(ann["rds.csi.srvlab.io/migration-target"], w.node("b"));
+    let started_at: jiff::Timestamp = ann["rds.csi.srvlab.io/migration-started-at"]
+        .parse()
+        .unwrap();
+    let deadline: jiff::Timestamp = ann["rds.csi.srvlab.io/migration-deadline"].parse().unwrap();
+    assert_eq!(
+        deadline.duration_since(started_at).as_secs(),
+        30,
+        "migrationTimeoutSeconds from the volume"
+    );
+    w.wait_event("vmdisk", "MigrationStarted").await;
+    // A third node is never admitted, even with a target pod.
+    w.launcher("virt-launcher-vm1-third", "c", "vmdisk", Some("vmim-uid-2"))
+        .await;
+    assert_eq!(
+        w.attach(&vol, "c", true).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // Success: the source pod goes away.
+    w.detach(&vol, "a").await.unwrap();
+    w.wait_event("vmdisk", "MigrationCompleted").await;
+    let ann = w.annotations(&vol).await;
+    assert_eq!(ann["rds.csi.srvlab.io/attached-node"], w.node("b"));
+    assert!(!ann.contains_key("rds.csi.srvlab.io/migration-target"));
+    let m = w.scrape();
+    assert_eq!(
+        metric(
+            &m,
+            "rds_csi_migration_migrations_total{result=\"completed\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "rds_csi_migration_active_migrations"), 0.0);
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unlabelled_second_pod_on_the_rwx_class_is_refused() {
+    let mut w = World::new("unlab", &["a", "b"]).await;
+    ensure_kubevirt_crds(&w.client).await;
+    w.start().await;
+    let vol = w.volume("vmdisk", true).await;
+    w.launcher("virt-launcher-vm1-src", "a", "vmdisk", None)
+        .await;
+    w.attach(&vol, "a", true).await.unwrap();
+    // A plain pod (no KubeVirt labels) mounts the same claim on b.
+    w.pod(
+        "intruder",
+        "b",
+        "vmdisk",
+        json!({"app": "intruder"}),
+        json!({}),
+    )
+    .await;
+    // And a virt-launcher pod without a migration job.
+    w.launcher("virt-launcher-vm1-copy", "b", "vmdisk", None)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = w.attach(&vol, "b", true).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("not a verified KubeVirt migration target"),
+        "{}",
+        err.message()
+    );
+    w.wait_event("vmdisk", "AttachConflict").await;
+    assert_eq!(
+        w.annotations(&vol).await["rds.csi.srvlab.io/attached-node"],
+        w.node("a")
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_vmi_migration_state_alone_admits_its_target() {
+    let mut w = World::new("vmistate", &["a", "b"]).await;
+    ensure_kubevirt_crds(&w.client).await;
+    w.start().await;
+    let vol = w.volume("vmdisk", true).await;
+    // The VMI first, then its virt-launcher pod carrying the VMI's UID, as
+    // KubeVirt creates them.
+    let vmis = Api::<DynamicObject>::namespaced_with(w.client.clone(), &w.ns(), &vmi_resource());
+    let vmi: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "vm1", "namespace": w.ns(), "labels": {"kubevirt.io/nodeName": w.node("a")}},
+        "spec": {}
+    }))
+    .unwrap();
+    let uid = vmis
+        .create(&PostParams::default(), &vmi)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let labels = json!({"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": "vm1", "kubevirt.io/created-by": uid});
+    w.pod(
+        "virt-launcher-vm1-src",
+        "a",
+        "vmdisk",
+        labels,
+        json!({"kubevirt.io/domain": "vm1"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.attach(&vol, "a", true).await.unwrap();
+    assert_eq!(
+        w.attach(&vol, "b", true).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // KubeVirt starts a migration to b: the VMI's migrationState names it.
+    let migrating = json!({
+        "metadata": {"labels": {"kubevirt.io/migrationTargetNodeName": w.node("b")}},
+        "status": {"migrationState": {"sourceNode": w.node("a"), "targetNode": w.node("b"), "migrationUid": "m1", "completed": false}}
+    });
+    vmis.patch("vm1", &PatchParams::default(), &Patch::Merge(&migrating))
+        .await
+        .unwrap();
+    w.attach(&vol, "b", true).await.unwrap();
+    w.detach(&vol, "b").await.unwrap();
+    w.wait_event("vmdisk", "MigrationFailed").await;
+    assert_eq!(
+        w.annotations(&vol).await["rds.csi.srvlab.io/attached-node"],
+        w.node("a")
+    );
+    // Once KubeVirt marks the migration failed, the VMI no longer admits b.
+    let failed = json!({"status": {"migrationState": {"sourceNode": w.node("a"), "targetNode": w.node("b"), "failed": true}}});
+    vmis.patch("vm1", &PatchParams::default(), &Patch::Merge(&failed))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.attach(&vol, "b", true).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // A launcher pod of another (older) VMI of the same name proves nothing.
+    let stale = json!({"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": "vm1", "kubevirt.io/created-by": "some-older-uid"});
+    w.pod(
+        "virt-launcher-vm1-old",
+        "a",
+        "vmdisk",
+        stale,
+        json!({"kubevirt.io/domain": "vm1"}),
+    )
+    .await;
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out() {
+    let mut w = World::new("migfail", &["a", "b"]).await;
+    ensure_kubevirt_crds(&w.client).await;
+    w.start().await;
+    let vol = w.volume("vmdisk", true).await;
+    w.launcher("src", "a", "vmdisk", None).await;
+    w.attach(&vol, "a", true).await.unwrap();
+    w.launcher("dst", "b", "vmdisk", Some("job-1")).await;
+    let started = Instant::now();
+    while let Err(s) = w.attach(&vol, "b", true).await {
+        assert!(
+            matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
+                && started.elapsed() < Duration::from_secs(10),
+            "{s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The migration aborts: the target pod is deleted.
+    w.detach(&vol, "b").await.unwrap();
+    w.wait_event("vmdisk", "MigrationFailed").await;
+    assert_eq!(
+        metric(
+            &w.scrape(),
+            "rds_csi_migration_migrations_total{result=\"failed\"}"
+        ),
+        1.0
+    );
+    // A second attempt that never finishes passes its 30 s deadline.
+    w.attach(&vol, "b", true).await.unwrap();
+    eventually("MigrationTimedOut", Duration::from_secs(45), || async {
+        w.event_reasons("vmdisk")
+            .await
+            .contains(&"MigrationTimedOut".to_string())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &w.scrape(),
+            "rds_csi_migration_migrations_total{result=\"timed_out\"}"
+        ),
+        1.0
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_migration_rebuilds_and_keeps_the_deadline() {
+    let mut w = World::new("restart", &["a", "b", "c"]).await;
+    ensure_kubevirt_crds(&w.client).await;
+    w.start().await;
+    let vol = w.volume("vmdisk", true).await;
+    let rwo = w.volume("plain", false).await;
+    w.launcher("src", "a", "vmdisk", None).await;
+    w.attach(&vol, "a", true).await.unwrap();
+    w.attach(&rwo, "a", false).await.unwrap();
+    w.launcher("dst", "b", "vmdisk", Some("job-1")).await;
+    let started = Instant::now();
+    while let Err(s) = w.attach(&vol, "b", true).await {
+        assert!(
+            matches!(s.code(), Code::FailedPrecondition | Code::Aborted)
+                && started.elapsed() < Duration::from_secs(10),
+            "{s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = w.annotations(&vol).await;
+    w.kill_controller();
+
+    // Publish before the rebuild: a controller that cannot reach the API
+    // server refuses (fail closed).
+    let dead = w.dir.path().join("dead-kubeconfig");
+    let text = std::fs::read_to_string(kubeconfig()).unwrap();
+    let port = text
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split(['\n', '/'])
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &dead,
+        text.replace(
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", free_port()),
+        ),
+    )
+    .unwrap();
+    w.start_controller(&dead).await;
+    let err = w.attach(&rwo, "c", false).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    w.kill_controller();
+
+    w.start().await;
+    // The rebuilt state fences both volumes as before.
+    let started = Instant::now();
+    let err = loop {
+        match w.attach(&rwo, "c", false).await {
+            Err(s)
+                if s.code() == Code::Unavailable && started.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => break other.unwrap_err(),
+        }
+    };
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "the rebuilt holder a is enforced: {err:?}"
+    );
+    w.launcher("third", "c", "vmdisk", Some("job-2")).await;
+    assert_eq!(
+        w.attach(&vol, "c", true).await.unwrap_err().code(),
+        Code::FailedPrecondition,
+        "never a third node"
+    );
+    let after = w.annotations(&vol).await;
+    assert_eq!(
+        before["rds.csi.srvlab.io/migration-deadline"],
+        after["rds.csi.srvlab.io/migration-deadline"],
+        "deadline kept"
+    );
+    // The migration completes after the restart.
+    w.detach(&vol, "a").await.unwrap();
+    w.wait_event("vmdisk", "MigrationCompleted").await;
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn of_64_concurrent_publishes_to_different_nodes_exactly_one_wins() {
+    let names: Vec<String> = (0..64).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut w = World::new("race", &refs).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    let ctx = w.volume_context(&vol).await;
+    let csi = w.csi().clone();
+    let mut tasks = Vec::new();
+    for n in &names {
+        let mut csi = csi.clone();
+        let req = proto::ControllerPublishVolumeRequest {
+            volume_id: vol.clone(),
+            node_id: w.node(n),
+            volume_capability: Some(cap(false)),
+            volume_context: ctx.clone(),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(async move {
+            csi.controller_publish_volume(req)
+                .await
+                .map(drop)
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(code) => assert!(
+                matches!(code, Code::Aborted | Code::FailedPrecondition),
+                "{code:?}"
+            ),
+        }
+    }
+    assert_eq!(won, 1, "exactly one node wins");
+    let holder = w.annotations(&vol).await["rds.csi.srvlab.io/attached-node"].clone();
+    assert!(!holder.contains(','), "one holder: {holder}");
+    let _ = w
+        .ctl
+        .as_mut()
+        .unwrap()
+        .identity
+        .probe(proto::ProbeRequest {})
+        .await
+        .unwrap();
+    w.cleanup().await;
+}
+
+async fn wait_detached(w: &World, vol: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(
+        "the attachment annotation to be cleared",
+        within,
+        || async {
+            (!w.annotations(vol)
+                .await
+                .contains_key("rds.csi.srvlab.io/attached-node"))
+            .then_some(())
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn deleting_a_node_clears_its_attachments_within_a_second_without_any_publish() {
+    let mut w = World::new("recdel", &["a", "b"]).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    let kept = w.volume("kept", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    w.attach(&kept, "b", false).await.unwrap();
+    Api::<Node>::all(w.client.clone())
+        .delete(&w.node("a"), &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = wait_detached(&w, &vol, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(1), "cleared in {took:?}");
+    w.wait_event("disk", "StaleAttachmentCleared").await;
+    // The reconciler never deletes VolumeAttachments or PVs itself.
+    let va = w.va_name(&vol, &w.node("a"));
+    assert!(Api::<VolumeAttachment>::all(w.client.clone())
+        .get_opt(&va)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(Api::<PersistentVolume>::all(w.client.clone())
+        .get_opt(&vol)
+        .await
+        .unwrap()
+        .is_some());
+    // Other nodes' attachments are untouched.
+    assert_eq!(
+        w.annotations(&kept).await["rds.csi.srvlab.io/attached-node"],
+        w.node("b")
+    );
+    assert_eq!(
+        metric(
+            &w.scrape(),
+            "rds_csi_reconciler_stale_attachments_released_total{trigger=\"watch\"}"
+        ),
+        1.0
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn tainting_a_node_out_of_service_clears_its_attachments() {
+    let mut w = World::new("rectaint", &["a"]).await;
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    let taint = json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}]}});
+    Api::<Node>::all(w.client.clone())
+        .patch(&w.node("a"), &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .unwrap();
+    let took = wait_detached(&w, &vol, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(1), "cleared in {took:?}");
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn attachments_on_a_long_not_ready_node_are_reported_not_released() {
+    let mut w = World::new("notready", &["a"]).await;
+    w.start_controller_with(
+        &kubeconfig(),
+        &[
+            "--not-ready-threshold",
+            "1s",
+            "--attachment-reconcile-interval",
+            "1s",
+        ],
+    )
+    .await;
+    let vol = w.volume("disk", false).await;
+    w.attach(&vol, "a", false).await.unwrap();
+    // What the node lifecycle controller writes when the kubelet stops
+    // posting status.
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600);
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "lastHeartbeatTime": since.to_string(), "lastTransitionTime": since.to_string()}]}});
+    Api::<Node>::all(w.client.clone())
+        .patch_status(
+            &w.node("a"),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+    w.wait_event("disk", "AttachedToNotReadyNode").await;
+    let m = w.scrape();
+    assert_eq!(
+        metric(&m, "rds_csi_reconciler_not_ready_attachments"),
+        1.0,
+        "{m}"
+    );
+    assert!(metric(&m, "rds_csi_reconciler_not_ready_oldest_seconds") >= 600.0);
+    assert_eq!(
+        w.annotations(&vol).await["rds.csi.srvlab.io/attached-node"],
+        w.node("a"),
+        "reported, not released"
+    );
+    w.cleanup().await;
+}
