@@ -44,7 +44,7 @@ start_controller() {
     rm -f $VM/controller.sock
     rds-csi controller --endpoint "$CTRL_EP" --rds-address 127.0.0.1:2222 \
         --rds-key-file $VM/sim/client_ed25519 --rds-host-key "$fp" \
-        --metrics-address off --health-interval 2s --volume-id-prefix "" --node $NODE_ID 2>>$VM/controller.log &
+        --metrics-address off --health-interval 2s --volume-id-prefix "" --node $NODE_ID --standalone 2>>$VM/controller.log &
     echo $! >$VM/controller.pid
     wait_for 30 test -S $VM/controller.sock
 }
