@@ -93,6 +93,22 @@ impl<B: Backend> ControllerService<B> {
         }
     }
 
+    /// Looks a volume up on the backend: `None` only when the backend
+    /// answered that it is absent.
+    async fn lookup(&self, slot: &Slot) -> CsiResult<Option<Disk>> {
+        self.backend
+            .get_volume(slot)
+            .await
+            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))
+    }
+
+    /// A volume that must exist: NOT_FOUND otherwise.
+    async fn existing(&self, slot: &Slot) -> CsiResult<Disk> {
+        self.lookup(slot)
+            .await?
+            .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))
+    }
+
     fn lock(&self, volume: &Slot) -> CsiResult<attachment_manager::VolumeGuard> {
         self.manager
             .locks()
@@ -203,11 +219,7 @@ impl<B: Backend> ControllerService<B> {
         let _guard = self.lock(&slot)?;
         // Look first: "absent" only when the RDS said so. An unreachable RDS
         // fails here and never leads to a second disk.
-        let existing = self
-            .backend
-            .get_volume(&slot)
-            .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))?;
+        let existing = self.lookup(&slot).await?;
         let disk = match existing {
             Some(disk) => {
                 self.check_compatible(&disk, &range, &file, &vp, &nqn)?;
@@ -318,11 +330,7 @@ impl<B: Backend> ControllerService<B> {
                 holders.join(", ")
             )));
         }
-        let known = self
-            .backend
-            .get_volume(&slot)
-            .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))?;
+        let known = self.lookup(&slot).await?;
         self.backend
             .delete_volume(
                 &slot,
@@ -352,12 +360,7 @@ impl<B: Backend> ControllerService<B> {
         if !self.manager.is_ready() {
             return Err(manager_error(ManagerError::NotReady));
         }
-        let disk = self
-            .backend
-            .get_volume(&slot)
-            .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))?
-            .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))?;
+        let disk = self.existing(&slot).await?;
         match self.nodes.node_status(&req.node_id).await {
             Ok(NodeStatus::Present) => {}
             Ok(NodeStatus::Missing) => {
@@ -476,11 +479,7 @@ impl<B: Backend> ControllerService<B> {
             ));
         }
         VolumeParams::parse(&req.parameters, &self.config.defaults)?;
-        self.backend
-            .get_volume(&slot)
-            .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))?
-            .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))?;
+        self.existing(&slot).await?;
         Ok(match validate_capabilities(&req.volume_capabilities) {
             Ok(_) => proto::ValidateVolumeCapabilitiesResponse {
                 confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
@@ -613,12 +612,7 @@ impl<B: Backend> ControllerService<B> {
             self.config.max_volume_bytes,
         )?;
         let _guard = self.lock(&slot)?;
-        let disk = self
-            .backend
-            .get_volume(&slot)
-            .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))?
-            .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))?;
+        let disk = self.existing(&slot).await?;
         let mut capacity = disk.size_bytes;
         if size > disk.size_bytes {
             self.backend.expand_volume(&slot, size).await.map_err(|e| {
@@ -643,12 +637,7 @@ impl<B: Backend> ControllerService<B> {
         req: proto::ControllerGetVolumeRequest,
     ) -> CsiResult<proto::ControllerGetVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        let disk = self
-            .backend
-            .get_volume(&slot)
-            .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))?
-            .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))?;
+        let disk = self.existing(&slot).await?;
         Ok(proto::ControllerGetVolumeResponse {
             volume: Some(self.volume_of(&disk, self.context_from_disk(&disk))),
             status: Some(proto::controller_get_volume_response::VolumeStatus {
