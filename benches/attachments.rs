@@ -30,7 +30,7 @@ use csi_server::proto::{
     controller_client::ControllerClient,
     volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume},
 };
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rds_sim::SimHandle;
@@ -94,9 +94,10 @@ impl ApiServer {
             Some(0) => {}
             Some(3) => {
                 return Err(format!(
-                    "this benchmark needs a Kubernetes API server, and {stderr}\
+                    "it needs a Kubernetes API server, and hack/kube-apiserver.sh says: {}. \
                      Put kube-apiserver and etcd on PATH (or set KUBE_APISERVER and ETCD), \
-                     or set RDS_CSI_TEST_KUBECONFIG to the kubeconfig of a running API server."
+                     or set RDS_CSI_TEST_KUBECONFIG to the kubeconfig of a running API server.",
+                    stderr.trim()
                 )
                 .into())
             }
@@ -114,9 +115,7 @@ impl ApiServer {
             owned: Some(dir),
         })
     }
-}
 
-impl ApiServer {
     /// The pid of a process this benchmark started ("apiserver", "etcd").
     fn pid(&self, which: &str) -> Option<u32> {
         let dir = self.owned.as_ref()?;
@@ -385,6 +384,25 @@ struct Snap {
     ctl: Metrics,
     api: Metrics,
     etcd: Metrics,
+    /// Busy and total jiffies of the whole machine (/proc/stat).
+    machine: (u64, u64),
+}
+
+/// Busy and total time of all CPUs, in jiffies, from /proc/stat.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 /// GET `path` from the API server as text ("" on failure).
@@ -399,6 +417,7 @@ async fn snap(w: &World, ctl: &Controller) -> Snap {
     let api = api_get(w, "/metrics").await;
     Snap {
         at: Instant::now(),
+        machine: machine_jiffies(),
         cpu: [
             cpu_seconds(Some(ctl.pid())),
             cpu_seconds(w.apiserver_pid),
@@ -430,6 +449,8 @@ struct Breakdown {
     wal_fsyncs: f64,
     cpu: [Option<f64>; 4],
     wall: Duration,
+    /// Share of the machine's CPU time that was busy (all processes).
+    machine_busy: f64,
 }
 
 fn breakdown(a: &Snap, b: &Snap) -> Breakdown {
@@ -477,6 +498,8 @@ fn breakdown(a: &Snap, b: &Snap) -> Breakdown {
             - msum(&a.etcd, "etcd_disk_wal_fsync_duration_seconds_count", &[]),
         cpu,
         wall: b.at - a.at,
+        machine_busy: (b.machine.0 - a.machine.0) as f64
+            / (b.machine.1 - a.machine.1).max(1) as f64,
     }
 }
 
@@ -651,7 +674,7 @@ impl Run {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let total: f64 = b.cpu.iter().flatten().sum();
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} | {:.0}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} | {:.0}% | {:.0}% |",
             self.label,
             ms_f(mean(&self.publishes)),
             ms_f(b.rpc_publish),
@@ -669,6 +692,7 @@ impl Run {
             cpu_s(b.cpu[2]),
             cpu_s(b.cpu[3]),
             100.0 * total / (cores * b.wall.as_secs_f64()),
+            100.0 * b.machine_busy,
         )
     }
 }
@@ -772,21 +796,48 @@ fn write_key(path: &Path) -> BoxResult<russh::keys::PrivateKey> {
     Ok(key)
 }
 
-/// Deletes this run's objects from a shared API server.
-async fn cleanup(w: &World) -> BoxResult<()> {
+/// Deletes this run's objects from a shared API server. PVs carry the
+/// kubernetes.io/pv-protection finalizer, which only kube-controller-manager
+/// removes; the benchmark's own PVs are never in use, so it is dropped here.
+async fn cleanup(w: &Arc<World>) -> BoxResult<()> {
     let lp = ListParams::default().labels(&format!("{LABEL}={}", w.run));
     let dp = DeleteParams::default();
     Api::<VolumeAttachment>::all(w.client.clone())
         .delete_collection(&dp, &lp)
         .await?;
-    Api::<PersistentVolume>::all(w.client.clone())
-        .delete_collection(&dp, &lp)
-        .await?;
+    let pvs: Api<PersistentVolume> = Api::all(w.client.clone());
+    pvs.delete_collection(&dp, &lp).await?;
+    let names: Arc<Vec<String>> = Arc::new(
+        pvs.list_metadata(&lp)
+            .await?
+            .into_iter()
+            .filter_map(|m| m.metadata.name)
+            .collect(),
+    );
+    par(names.len(), IN_FLIGHT, {
+        let (pvs, names) = (pvs.clone(), names.clone());
+        move |i| {
+            let (pvs, names) = (pvs.clone(), names.clone());
+            async move {
+                let unfinalize = json!({"metadata": {"finalizers": null}});
+                match pvs
+                    .patch(
+                        &names[i],
+                        &PatchParams::default(),
+                        &Patch::Merge(&unfinalize),
+                    )
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    })
+    .await?;
     Api::<Node>::all(w.client.clone())
         .delete_collection(&dp, &lp)
-        .await?;
-    Api::<Namespace>::all(w.client.clone())
-        .delete(&w.run, &dp)
         .await?;
     Ok(())
 }
@@ -899,7 +950,17 @@ async fn measure_start(
 }
 
 #[tokio::main]
-async fn main() -> BoxResult<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("attachments benchmark failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> BoxResult<()> {
     let bench_start = Instant::now();
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().to_path_buf();
@@ -947,13 +1008,13 @@ async fn main() -> BoxResult<()> {
 }
 
 async fn bench(w: &Arc<World>, bench_start: Instant) -> BoxResult<String> {
-    // --- setup: namespace, nodes ------------------------------------------
-    Api::<Namespace>::all(w.client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": w.run, "labels": w.labels()}}))?,
-        )
-        .await?;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    // --- setup: nodes -------------------------------------------------------
     let nodes_took = par(NODES, IN_FLIGHT, {
         let w = w.clone();
         move |i| {
@@ -1164,8 +1225,9 @@ async fn bench(w: &Arc<World>, bench_start: Instant) -> BoxResult<String> {
         out,
         "# rds-csi attachment benchmark\n\n\
          kube-apiserver + etcd on 127.0.0.1; simulator in-process; controller `{BIN}` \
-         as a child process with `--kubeconfig`; {} CPU(s).\n",
+         as a child process with `--kubeconfig`; {} CPU(s); load average {} at the start.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load,
     )?;
     writeln!(
         out,
@@ -1185,11 +1247,11 @@ async fn bench(w: &Arc<World>, bench_start: Instant) -> BoxResult<String> {
     )?;
     writeln!(
         out,
-        "| run | publish, client | publish RPC | of which attachment manager | SSH command | unpublish, client | unpublish RPC | of which attachment manager | API server PATCH PV | etcd update PV | etcd WAL fsync (count) | CPU controller | CPU kube-apiserver | CPU etcd | CPU bench + simulator | CPU busy |"
+        "| run | publish, client | publish RPC | of which attachment manager | SSH command | unpublish, client | unpublish RPC | of which attachment manager | API server PATCH PV | etcd update PV | etcd WAL fsync (count) | CPU controller | CPU kube-apiserver | CPU etcd | CPU bench + simulator | CPU used by these | CPU busy, whole machine |"
     )?;
     writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for r in &runs {
         writeln!(out, "{}", r.breakdown_row())?;

@@ -83,7 +83,9 @@ impl Controller {
             // One health check at start (needed for Probe), then none that
             // would add commands to the measurements.
             .arg("--health-interval")
-            .arg("1h");
+            .arg("1h")
+            // No Kubernetes here: attachment state in memory.
+            .arg("--standalone");
         if let Some(n) = max_sessions {
             cmd.arg("--rds-max-sessions").arg(n.to_string());
         }

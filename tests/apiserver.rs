@@ -200,10 +200,11 @@ impl World {
     }
 
     async fn start_controller_with(&mut self, kubeconfig: &std::path::Path, extra: &[&str]) {
-        let sock = self
-            .dir
-            .path()
-            .join(format!("csi-{}.sock", Instant::now().elapsed().as_nanos()));
+        // A fresh name per start: a killed controller leaves its socket file
+        // behind, and waiting for "the socket exists" must not see that one.
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sock = self.dir.path().join(format!("csi-{n}.sock"));
         let metrics_port = free_port();
         let child = Command::new(BIN)
             .args(["controller", "--endpoint"])
@@ -271,6 +272,21 @@ impl World {
 
     async fn start(&mut self) {
         self.start_controller(&kubeconfig()).await;
+        self.wait_rebuilt().await;
+    }
+
+    /// Until the rebuild is done every publish is refused (fail closed);
+    /// scenarios that are not about that wait for it.
+    async fn wait_rebuilt(&self) {
+        let start = Instant::now();
+        while !self.log().contains("publishing is open") {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no rebuild: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn kill_controller(&mut self) {
@@ -1154,6 +1170,7 @@ async fn attachments_on_a_long_not_ready_node_are_reported_not_released() {
         ],
     )
     .await;
+    w.wait_rebuilt().await;
     let vol = w.volume("disk", false).await;
     w.attach(&vol, "a", false).await.unwrap();
     // What the node lifecycle controller writes when the kubelet stops

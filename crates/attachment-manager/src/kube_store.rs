@@ -128,6 +128,24 @@ pub fn state_from_cluster(
     }
 }
 
+/// Lists every object of a kind, 500 at a time.
+async fn list_all<K>(api: Api<K>, what: &str) -> Result<Vec<K>, ClusterError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await.map_err(|e| err(what, e))?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        out.extend(page.items);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// Persists to PV annotations; rebuilds from VolumeAttachments.
 pub struct KubeStore {
     client: Client,
@@ -219,20 +237,13 @@ impl KubeStore {
     }
 
     async fn load_inner(&self) -> Result<Vec<Rebuilt>, ClusterError> {
-        let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
-        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-        let (vas, pvs) = futures::try_join!(
-            async {
-                vas.list(&ListParams::default())
-                    .await
-                    .map_err(|e| err("list VolumeAttachments", e))
-            },
-            async {
-                pvs.list(&ListParams::default())
-                    .await
-                    .map_err(|e| err("list PVs", e))
-            },
-        )?;
+        // Paged and one after the other: two unpaged LISTs of a large
+        // cluster at once left the allocator holding tens of MiB it never
+        // gave back.
+        let vas: Vec<VolumeAttachment> =
+            list_all(Api::all(self.client.clone()), "list VolumeAttachments").await?;
+        let pvs: Vec<PersistentVolume> =
+            list_all(Api::all(self.client.clone()), "list PVs").await?;
         let mut by_pv: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
         for va in vas {
             if va.spec.attacher != self.driver || !va.status.as_ref().is_some_and(|s| s.attached) {
