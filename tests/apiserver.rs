@@ -38,6 +38,7 @@ use tonic::Code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
 const GIB: i64 = 1 << 30;
+const CONTROLLER_POD: &str = "rds-csi-controller-0";
 
 fn kubeconfig() -> PathBuf {
     match std::env::var_os("RDS_CSI_TEST_KUBECONFIG") {
@@ -234,6 +235,10 @@ impl World {
             ])
             .args(extra)
             .env("RDS_CSI_LOG", "info")
+            // As the chart sets them: events about the controller itself
+            // (orphans) are recorded on its Pod.
+            .env("POD_NAME", CONTROLLER_POD)
+            .env("POD_NAMESPACE", self.ns())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(self.dir.path().join("controller.log")).unwrap(),
@@ -1280,6 +1285,8 @@ async fn orphans_are_reported_and_deleted_only_when_enabled_after_two_sweeps() {
         assert!(w.has_disk(d), "{d} must survive report-only sweeps");
     }
     assert!(w.log().contains("age unknown"), "{}", w.log());
+    w.wait_event(CONTROLLER_POD, "OrphanVolumes").await;
+    w.wait_event(CONTROLLER_POD, "OrphanFiles").await;
     w.kill_controller();
 
     // Deletion on, sweeps 3s apart: the first sweep only notes the orphan.
