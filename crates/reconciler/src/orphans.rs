@@ -277,8 +277,20 @@ impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
     }
 
     /// One sweep. Any failure to read the backend or the PVs aborts it
-    /// before anything is decided.
+    /// before anything is decided, and breaks the run of consecutive
+    /// sweeps: a volume must be found orphaned again twice.
     pub async fn sweep(&self) -> Result<SweepResult, String> {
+        let result = self.sweep_once().await;
+        if result.is_err() {
+            self.previous
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        result
+    }
+
+    async fn sweep_once(&self) -> Result<SweepResult, String> {
         let disks = self
             .backend
             .all_disks()

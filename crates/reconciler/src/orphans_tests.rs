@@ -35,7 +35,7 @@ struct FakePvs {
     handles: Arc<Mutex<HashSet<String>>>,
     calls: AtomicUsize,
     appear: Option<(usize, String)>,
-    fail: bool,
+    fail: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl VolumeReferences for FakePvs {
@@ -46,7 +46,7 @@ impl VolumeReferences for FakePvs {
                 self.handles.lock().unwrap().insert(slot.clone());
             }
         }
-        let r = if self.fail {
+        let r = if self.fail.load(Ordering::SeqCst) {
             Err("apiserver down".to_string())
         } else {
             Ok(self.handles.lock().unwrap().clone())
@@ -224,12 +224,20 @@ async fn a_volume_busy_or_just_returned_by_create_volume_is_not_deleted() {
 #[tokio::test]
 async fn a_failed_pv_list_decides_nothing() {
     let b = setup();
-    let p = FakePvs {
-        fail: true,
-        ..Default::default()
-    };
+    let p = pvs(&["pvc-bound"]);
+    let fail = p.fail.clone();
     let (s, _) = sweeper(b.clone(), p, true);
+    fail.store(true, Ordering::SeqCst);
     assert!(s.sweep().await.is_err());
     assert!(s.sweep().await.is_err());
     assert!(b.deleted.lock().unwrap().is_empty());
+
+    // A failure between two good sweeps breaks the run of two.
+    fail.store(false, Ordering::SeqCst);
+    assert!(s.sweep().await.unwrap().deleted.is_empty());
+    fail.store(true, Ordering::SeqCst);
+    assert!(s.sweep().await.is_err());
+    fail.store(false, Ordering::SeqCst);
+    assert!(s.sweep().await.unwrap().deleted.is_empty());
+    assert_eq!(s.sweep().await.unwrap().deleted, ["pvc-old"]);
 }
