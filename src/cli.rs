@@ -194,6 +194,24 @@ pub struct ControllerArgs {
     /// Serialize publishes for the volumes of one KubeVirt VM.
     #[arg(long, env = "RDS_CSI_VMI_GROUPER", default_value_t = true, action = clap::ArgAction::Set)]
     pub vmi_grouper: bool,
+    /// Sweep for orphan volumes (backend disks with --volume-id-prefix that
+    /// no PersistentVolume references) and orphan backing files under
+    /// --volume-path. Report-only unless --orphan-delete is set. Needs
+    /// Kubernetes (off in --standalone).
+    #[arg(long, env = "RDS_CSI_ORPHAN_RECONCILER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub orphan_reconciler: bool,
+    /// Period of the orphan sweep.
+    #[arg(long, env = "RDS_CSI_ORPHAN_RECONCILE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub orphan_reconcile_interval: Duration,
+    /// Delete orphan volumes found on two consecutive sweeps whose recorded
+    /// creation time is older than --orphan-grace-period. Volumes without a
+    /// recorded creation time and orphan files are never deleted.
+    #[arg(long, env = "RDS_CSI_ORPHAN_DELETE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub orphan_delete: bool,
+    /// Least age (since CreateVolume made it, and since CreateVolume last
+    /// returned it) before an orphan volume may be deleted.
+    #[arg(long, env = "RDS_CSI_ORPHAN_GRACE_PERIOD", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub orphan_grace_period: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -242,6 +260,12 @@ pub struct NodeArgs {
     /// no device node under --staging-root).
     #[arg(long, env = "RDS_CSI_ORPHAN_CLEANUP", value_enum, default_value_t = OrphanMode::Disconnect)]
     pub orphan_cleanup: OrphanMode,
+    /// While serving, how often to look for orphaned connections again
+    /// (same rules as at start; in disconnect mode a connection must look
+    /// orphaned on two consecutive scans before it is disconnected). 0
+    /// turns the periodic scan off.
+    #[arg(long, env = "RDS_CSI_ORPHAN_CLEANUP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub orphan_cleanup_interval: Duration,
     /// Deadline for each nvme-cli and blkid run.
     #[arg(long, env = "RDS_CSI_COMMAND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub command_timeout: Duration,

@@ -70,6 +70,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         vmi_grouper: false,
         attachment_reconcile_interval: Duration::from_secs(300),
         not_ready_threshold: Duration::from_secs(300),
+        orphan_reconciler: false,
+        orphan_reconcile_interval: Duration::from_secs(3600),
+        orphan_delete: false,
+        orphan_grace_period: Duration::from_secs(3600),
     };
     let controller = tokio::spawn(crate::run::controller(controller_args, cancel.clone()));
     let result = walk(&endpoint, &sim).await;

@@ -181,7 +181,7 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         let stale = Arc::new(reconciler::StaleAttachments::new(
             manager.clone(),
             kube_nodes,
-            client,
+            client.clone(),
             reconciler::StaleConfig {
                 interval: args.attachment_reconcile_interval,
                 not_ready_after: args.not_ready_threshold,
@@ -190,6 +190,34 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
             health.recovered(),
         ));
         watchers.spawn(stale.run(cancel.clone()));
+        if args.orphan_reconciler {
+            use reconciler::orphans::{KubePvs, LogOnly, OrphanReport, PodEvents};
+            let report: Box<dyn OrphanReport> = match PodEvents::from_env(client.clone()) {
+                Some(events) => Box::new(events),
+                None => Box::new(LogOnly),
+            };
+            let orphans = Arc::new(reconciler::OrphanSweeper::new(
+                backend.clone(),
+                KubePvs::new(client.clone(), args.common.driver_name.clone()),
+                manager.locks().clone(),
+                manager.recent_creates().clone(),
+                reconciler::OrphanConfig {
+                    interval: args.orphan_reconcile_interval,
+                    delete: args.orphan_delete,
+                    grace_period: args.orphan_grace_period,
+                    volume_prefix: parts.config.volume_id_prefix.clone(),
+                    volume_path: parts.config.defaults.volume_path.clone(),
+                },
+                reconciler::OrphanMetrics::register(&registry)?,
+                report,
+            ));
+            info!(
+                delete = args.orphan_delete,
+                interval = ?args.orphan_reconcile_interval,
+                "orphan volume sweep on"
+            );
+            watchers.spawn(orphans.run(cancel.clone()));
+        }
     }
     let pool = parts.config.pool();
     let controller = ControllerService::new(
@@ -402,6 +430,7 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
         ),
         Err(e) => warn!(error = %csi_server::error::chain(&e), "orphan check failed; continuing"),
     }
+    let scanner = node.clone();
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node));
@@ -416,6 +445,12 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
                 .map_err(anyhow::Error::from)
         },
         serve_metrics(metrics_addr, registry, health, cancel.clone()),
+        async {
+            scanner
+                .run_orphan_scans(mode, args.orphan_cleanup_interval, cancel.clone())
+                .await;
+            Ok(())
+        },
     );
     let _ = std::fs::remove_file(&path);
     result.map(drop)

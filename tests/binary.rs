@@ -511,3 +511,130 @@ fn the_shipped_alert_rules_pass_promtool() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
 }
+
+/// One `rds-csi csi` call: success, and stdout or stderr.
+fn csi_call(endpoint: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::task::block_in_place(|| {
+        Command::new(BIN)
+            .args(["csi", "--endpoint", endpoint])
+            .args(args)
+            .output()
+            .unwrap()
+    });
+    let text = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    (out.status.success(), text)
+}
+
+async fn wait_async<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = tokio::task::block_in_place(&mut f) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn backend_up(port: u16) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("rds_csi_backend_up "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The RDS goes away (connections refused and the open ones cut) and comes
+/// back: the controller reports it, fails fast with UNAVAILABLE meanwhile,
+/// and recovers by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rds_outage_is_reported_fails_fast_and_heals_by_itself() {
+    use russh::keys::{Algorithm, PrivateKey};
+    let dir = tempfile::tempdir().unwrap();
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+    let key_file = dir.path().join("id");
+    std::fs::write(
+        &key_file,
+        key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&key_file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&key_file, perms).unwrap();
+    let sim = rds_sim::start(rds_sim::SimConfig {
+        authorized_keys: vec![key.public_key().clone()],
+        pool_size: 1 << 40,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let port = free_port();
+    let handle = Sim {
+        // Nothing to kill: the simulator runs in this process.
+        child: Command::new("true").spawn().unwrap(),
+        addr: sim.addr().to_string(),
+        fingerprint: sim.host_key_fingerprint(),
+        key: key_file,
+    };
+    let mut ctl = controller(
+        &handle,
+        dir.path(),
+        port,
+        &["--rds-command-timeout", "2s", "--rds-connect-timeout", "1s"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
+    wait_async("ready", Duration::from_secs(20), || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+    let (ok, out) = csi_call(&endpoint, &["create", "pvc-before", "--size", "1G"]);
+    assert!(ok, "{out}");
+
+    // Outage.
+    sim.faults().refuse_connections(true);
+    wait_async("not ready", Duration::from_secs(20), || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == 503)
+    })
+    .await;
+    assert_eq!(backend_up(port), Some(0.0));
+    let (_, out) = csi_call(&endpoint, &["info"]);
+    assert!(out.contains("ready: false"), "{out}");
+    let started = Instant::now();
+    let (ok, out) = csi_call(&endpoint, &["create", "pvc-during", "--size", "1G"]);
+    assert!(!ok && out.contains("Unavailable"), "{out}");
+    let (ok, out) = csi_call(&endpoint, &["publish", "pvc-before", "--node", "node-a"]);
+    assert!(!ok && out.contains("Unavailable"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "calls fail fast during an outage, took {:?}",
+        started.elapsed()
+    );
+
+    // The RDS returns; nobody touches the controller.
+    sim.faults().refuse_connections(false);
+    wait_async("ready again", Duration::from_secs(30), || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+    assert_eq!(backend_up(port), Some(1.0));
+    let (_, out) = csi_call(&endpoint, &["info"]);
+    assert!(out.contains("ready: true"), "{out}");
+    let (ok, out) = csi_call(&endpoint, &["create", "pvc-during", "--size", "1G"]);
+    assert!(ok, "{out}");
+    let (ok, out) = csi_call(&endpoint, &["publish", "pvc-before", "--node", "node-a"]);
+    assert!(ok, "{out}");
+    assert!(sim.disks().iter().any(|d| d.slot == "pvc-during"));
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    drop(handle);
+    sim.shutdown().await;
+}

@@ -16,7 +16,8 @@ pub mod rules;
 
 pub use cluster::{ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent};
 pub use manager::{
-    Manager, ManagerError, MigrationCheck, NoMigrations, PublishRequest, VolumeGuard, VolumeLocks,
+    Manager, ManagerError, MigrationCheck, NoMigrations, PublishRequest, RecentCreates,
+    VolumeGuard, VolumeLocks,
 };
 pub use metrics::AttachMetrics;
 pub use rules::{

@@ -103,6 +103,28 @@ impl VolumeLocks {
     }
 }
 
+/// When CreateVolume last returned each volume (made or found), in this
+/// process. The orphan sweep leaves such volumes alone for its grace
+/// period: the provisioner may be about to create their PV.
+#[derive(Default, Clone)]
+pub struct RecentCreates(Arc<DashMap<String, std::time::Instant>>);
+
+impl RecentCreates {
+    pub fn note(&self, volume: &str) {
+        self.0.insert(volume.to_string(), std::time::Instant::now());
+    }
+
+    /// True when CreateVolume returned `volume` less than `within` ago.
+    pub fn within(&self, volume: &str, within: std::time::Duration) -> bool {
+        self.0.get(volume).is_some_and(|t| t.elapsed() < within)
+    }
+
+    /// Drops entries older than `keep`, so the table stays small.
+    pub fn prune(&self, keep: std::time::Duration) {
+        self.0.retain(|_, t| t.elapsed() < keep);
+    }
+}
+
 impl Drop for VolumeGuard {
     fn drop(&mut self) {
         self.map.remove(&self.key);
@@ -135,6 +157,7 @@ pub struct Manager {
     volumes: Mutex<HashMap<String, Entry>>,
     ready: AtomicBool,
     locks: VolumeLocks,
+    recent_creates: RecentCreates,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,11 +183,16 @@ impl Manager {
             volumes: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             locks: VolumeLocks::default(),
+            recent_creates: RecentCreates::default(),
         }
     }
 
     pub fn locks(&self) -> &VolumeLocks {
         &self.locks
+    }
+
+    pub fn recent_creates(&self) -> &RecentCreates {
+        &self.recent_creates
     }
 
     pub fn is_ready(&self) -> bool {

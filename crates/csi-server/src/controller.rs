@@ -233,6 +233,8 @@ impl<B: Backend> ControllerService<B> {
                     size_bytes: size,
                     port: vp.nvme_port,
                     nqn: nqn.clone(),
+                    // Real age for the orphan sweep (lesson 13).
+                    created: Some(jiff::Timestamp::now()),
                 };
                 self.backend
                     .create_volume(&spec)
@@ -246,9 +248,11 @@ impl<B: Backend> ControllerService<B> {
                     nqn: Some(nqn.to_string()),
                     port: Some(vp.nvme_port),
                     exported: true,
+                    created: spec.created,
                 }
             }
         };
+        self.manager.recent_creates().note(slot.as_str());
         Ok(proto::CreateVolumeResponse {
             volume: Some(self.volume_of(&disk, vp.volume_context(nqn.as_str()))),
         })

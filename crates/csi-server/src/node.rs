@@ -26,7 +26,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,6 +79,9 @@ pub struct OrphanReport {
     pub orphans: Vec<String>,
     pub disconnected: Vec<String>,
     pub failed: Vec<(String, String)>,
+    /// Orphans seen for the first time by a periodic scan: disconnected
+    /// only if the next scan still finds them orphaned.
+    pub pending: Vec<String>,
 }
 
 /// Why a node RPC failed.
@@ -150,6 +153,16 @@ pub struct NodeService<E, S> {
     inner: Arc<Inner<E, S>>,
 }
 
+/// Another handle on the same service (the periodic orphan scan shares
+/// the RPCs' volume locks).
+impl<E, S> Clone for NodeService<E, S> {
+    fn clone(&self) -> Self {
+        NodeService {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
 struct Inner<E, S> {
     config: NodeConfig,
     dp: DataPath<E, S>,
@@ -173,7 +186,59 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
     /// accounts for and, in `Disconnect` mode, disconnects them. Anything
     /// outside the prefix is never looked at twice.
     pub async fn clean_orphans(&self, mode: OrphanCleanup) -> NodeResult<OrphanReport> {
-        self.inner.clean_orphans(mode).await
+        self.inner.clean_orphans(mode, None).await
+    }
+
+    /// One periodic scan while serving: like [`Self::clean_orphans`], but
+    /// a connection is disconnected only when `suspects` (the orphans of the
+    /// previous scan) already held it, so a connection must look orphaned
+    /// on two consecutive scans. `suspects` is replaced by this scan's
+    /// orphans that were left connected.
+    pub async fn scan_orphans(
+        &self,
+        mode: OrphanCleanup,
+        suspects: &mut HashSet<String>,
+    ) -> NodeResult<OrphanReport> {
+        let report = self.inner.clean_orphans(mode, Some(suspects)).await?;
+        *suspects = report
+            .orphans
+            .iter()
+            .filter(|n| !report.disconnected.contains(n))
+            .cloned()
+            .collect();
+        Ok(report)
+    }
+
+    /// Runs [`Self::scan_orphans`] every `interval` until cancelled.
+    pub async fn run_orphan_scans(
+        &self,
+        mode: OrphanCleanup,
+        interval: std::time::Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        if mode == OrphanCleanup::Off || interval.is_zero() {
+            return;
+        }
+        let mut suspects = HashSet::new();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.scan_orphans(mode, &mut suspects).await {
+                Ok(r) if !r.orphans.is_empty() || !r.failed.is_empty() => info!(
+                    orphans = r.orphans.len(),
+                    pending = r.pending.len(),
+                    disconnected = r.disconnected.len(),
+                    failed = r.failed.len(),
+                    "periodic orphan NVMe connection scan"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %chain(&e), "periodic orphan scan failed; retrying next interval")
+                }
+            }
+        }
     }
 
     async fn call<T, Fut>(
@@ -1147,7 +1212,14 @@ impl<E: Exec, S: Sys> Inner<E, S> {
 
     // ---------------------------------------------------------------- orphans
 
-    async fn clean_orphans(&self, mode: OrphanCleanup) -> NodeResult<OrphanReport> {
+    /// `confirmed`: for periodic scans, the orphans of the previous scan;
+    /// only those are disconnected. `None` at start (no RPC can be in
+    /// flight then): disconnect at once.
+    async fn clean_orphans(
+        &self,
+        mode: OrphanCleanup,
+        confirmed: Option<&HashSet<String>>,
+    ) -> NodeResult<OrphanReport> {
         let mut report = OrphanReport::default();
         if mode == OrphanCleanup::Off {
             return Ok(report);
@@ -1246,6 +1318,14 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             report.orphans.push(nqn.clone());
             if mode != OrphanCleanup::Disconnect {
                 warn!(nqn, "orphaned NVMe connection (report only)");
+                continue;
+            }
+            if confirmed.is_some_and(|c| !c.contains(&nqn)) {
+                info!(
+                    nqn,
+                    "NVMe connection looks orphaned; disconnecting it if the next scan agrees"
+                );
+                report.pending.push(nqn);
                 continue;
             }
             match self.dp.disconnect(&nqn).await {

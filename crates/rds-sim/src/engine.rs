@@ -71,6 +71,8 @@ pub(crate) struct Disk {
     pub nqn: Option<String>,
     pub allow_host: String,
     pub created: SystemTime,
+    /// Free text printed as `;;; comment` on the item's first line.
+    pub comment: String,
 }
 
 impl Disk {
@@ -427,8 +429,10 @@ impl Engine {
                 "nvme-tcp-server-port",
                 "nvme-tcp-server-nqn",
                 "nvme-tcp-server-allow-host-name",
+                "comment",
             ],
         )?;
+        let comment = a.text("comment")?.unwrap_or("").to_string();
         match a.text("type")? {
             Some("file") => {}
             Some(_) => return Err(Reply::invalid_parameter("only type=file is supported")),
@@ -532,6 +536,7 @@ impl Engine {
             nqn,
             allow_host: allow_host.to_string(),
             created: now,
+            comment,
         });
         Ok(Reply::ok(String::new()))
     }
@@ -550,8 +555,10 @@ impl Engine {
                 "nvme-tcp-server-port",
                 "nvme-tcp-server-nqn",
                 "nvme-tcp-server-allow-host-name",
+                "comment",
             ],
         )?;
+        let comment = a.text("comment")?;
         let size = a.size("file-size")?;
         let export = a.flag("nvme-tcp-export")?;
         let port = a.port("nvme-tcp-server-port")?;
@@ -620,6 +627,9 @@ impl Engine {
             }
             if let Some(h) = allow_host {
                 disk.allow_host = h.to_string();
+            }
+            if let Some(c) = comment {
+                disk.comment = c.to_string();
             }
             self.reexport(&pool, &state.disks[i], &disk)?;
             state.disks[i] = disk;
@@ -859,6 +869,7 @@ fn pool_record(state: &State) -> Record {
     let used = state.used().min(state.pool_size);
     Record {
         flags: "R",
+        comment: None,
         fields: vec![
             ("type", FieldValue::Bare("partition".into())),
             ("slot", FieldValue::Quoted(state.pool.clone())),
@@ -921,7 +932,11 @@ fn disk_record(disk: &Disk) -> Record {
         ("file-size", FieldValue::Size(disk.size)),
         ("file-offset", FieldValue::Bare("0".into())),
     ]);
-    Record { flags: "", fields }
+    Record {
+        flags: "",
+        comment: (!disk.comment.is_empty()).then(|| disk.comment.clone()),
+        fields,
+    }
 }
 
 /// All `/disk` items in print order: the pool, then file disks by age.
@@ -948,6 +963,7 @@ fn file_records(state: &State) -> Vec<(Item, Record)> {
             Item::Root,
             Record {
                 flags: "",
+                comment: None,
                 fields: vec![
                     ("name", FieldValue::Bare(state.pool.clone())),
                     ("type", FieldValue::Bare("disk".into())),
@@ -970,6 +986,7 @@ fn file_records(state: &State) -> Vec<(Item, Record)> {
                 Item::Dir(dir.clone()),
                 Record {
                     flags: "",
+                    comment: None,
                     fields: vec![
                         ("name", FieldValue::Bare(dir.clone())),
                         ("type", FieldValue::Bare("directory".into())),
@@ -991,6 +1008,7 @@ fn file_records(state: &State) -> Vec<(Item, Record)> {
                 Item::File(name.clone()),
                 Record {
                     flags: "",
+                    comment: None,
                     fields: vec![
                         ("name", FieldValue::Bare(name.clone())),
                         ("type", FieldValue::Bare(kind)),
@@ -1132,6 +1150,28 @@ mod tests {
                 "/disk add type=file file-path=/storage-pool/metal-csi/{slot}.img file-size={size} slot={slot} nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn=nqn.2000-02.com.mikrotik:{slot}"
             ),
         )
+    }
+
+    #[test]
+    fn comments_are_kept_printed_and_changed_by_set() {
+        let e = engine();
+        let r = run(
+            &e,
+            "/disk add type=file file-path=/storage-pool/metal-csi/c.img file-size=1G slot=c comment=\"rds-csi created=2026-11-22T07:10:05Z\"",
+        );
+        assert_eq!(r, Reply::ok(String::new()));
+        let out = run(&e, "/disk print detail where slot=\"c\"").stdout;
+        assert!(
+            out.contains(" 0  ;;; rds-csi created=2026-11-22T07:10:05Z\r\n    type=file"),
+            "{out}"
+        );
+        assert_eq!(
+            run(&e, "/disk set [find slot=\"c\"] comment=\"by hand\"").stdout,
+            ""
+        );
+        let out = run(&e, "/disk print detail where slot=\"c\"").stdout;
+        assert!(out.contains(";;; by hand\r\n"), "{out}");
+        assert!(!out.contains("rds-csi"), "{out}");
     }
 
     #[test]

@@ -159,6 +159,8 @@ impl FieldValue {
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
     pub flags: &'static str,
+    /// Printed as `;;; text` on the item's first line, fields after it.
+    pub comment: Option<String>,
     pub fields: Vec<(&'static str, FieldValue)>,
 }
 
@@ -179,17 +181,44 @@ pub(crate) fn render_records(records: &[Record], out: &mut String) {
     let width = last.to_string().len().max(2);
     for (index, record) in records.iter().enumerate() {
         let tokens: Vec<String> = record.fields.iter().map(|(k, v)| v.render(k)).collect();
-        render_one(index, width, record.flags, &tokens, out);
+        render_one(
+            index,
+            width,
+            record.flags,
+            record.comment.as_deref(),
+            &tokens,
+            out,
+        );
     }
 }
 
-fn render_one(index: usize, width: usize, flags: &str, tokens: &[String], out: &mut String) {
+fn render_one(
+    index: usize,
+    width: usize,
+    flags: &str,
+    comment: Option<&str>,
+    tokens: &[String],
+    out: &mut String,
+) {
     let indent = " ".repeat(width + 2);
     let mut line = if flags.is_empty() {
         format!("{index:>width$}  ")
     } else {
         format!("{index:>width$} {flags}  ")
     };
+    if let Some(comment) = comment {
+        // RouterOS keeps the comment on the item's first line, on its own;
+        // line breaks inside it would start fake lines, so they are spaced.
+        let text: String = comment
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        out.push_str(&line);
+        out.push_str(";;; ");
+        out.push_str(&text);
+        out.push_str(EOL);
+        line = indent.clone();
+    }
     let mut line_len = line.chars().count();
     let mut has_token = false;
     let fresh_room = FILL.saturating_sub(indent.len());
@@ -304,6 +333,7 @@ mod tests {
         let path = format!("/storage-pool/metal-csi/{}.img", "pvc-".repeat(20));
         let record = Record {
             flags: "",
+            comment: None,
             fields: vec![
                 ("type", FieldValue::Bare("file".into())),
                 ("file-path", FieldValue::Bare(path.clone())),
@@ -333,9 +363,25 @@ mod tests {
     }
 
     #[test]
+    fn a_comment_takes_the_first_line_and_the_fields_follow() {
+        let rec = Record {
+            flags: "",
+            comment: Some("rds-csi created=2026-11-22T07:10:05Z\nx".into()),
+            fields: vec![("type", FieldValue::Bare("file".into()))],
+        };
+        let mut out = String::new();
+        render_records(&[rec], &mut out);
+        assert_eq!(
+            out,
+            " 0  ;;; rds-csi created=2026-11-22T07:10:05Z x\r\n    type=file\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn flags_and_wide_indexes_shift_the_first_line() {
         let rec = Record {
             flags: "R",
+            comment: None,
             fields: vec![("type", FieldValue::Bare("partition".into()))],
         };
         let mut out = String::new();
@@ -345,6 +391,7 @@ mod tests {
         let recs: Vec<Record> = (0..101)
             .map(|_| Record {
                 flags: "",
+                comment: None,
                 fields: vec![("x", FieldValue::Bare("y".into()))],
             })
             .collect();

@@ -5,10 +5,15 @@
 //! run at start and after every backend reconnect) catches anything missed
 //! and reports attachments on nodes NotReady for too long. It never deletes
 //! VolumeAttachments or PVs: Kubernetes owns those.
+//!
+//! `orphans`: a periodic sweep reports backend volumes no PV references and
+//! backing files no disk owns; deleting volumes is opt-in and guarded.
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod orphans;
 pub mod stale;
 
 pub use metrics::ReconcilerMetrics;
+pub use orphans::{OrphanConfig, OrphanMetrics, OrphanSweeper};
 pub use stale::{StaleAttachments, StaleConfig};

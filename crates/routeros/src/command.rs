@@ -8,7 +8,30 @@
 
 use std::fmt;
 
+use jiff::Timestamp;
+
 use crate::error::ValidationError;
+
+/// What the driver writes into the `comment` of a disk it creates, before
+/// the creation time. The comment is the only place RouterOS keeps it.
+pub const CREATED_COMMENT_PREFIX: &str = "rds-csi created=";
+
+/// The comment recording when the driver created a disk. Built from a
+/// timestamp only, so it holds nothing but digits, `-`, `:`, `T`, `Z` and
+/// the fixed prefix: nothing a caller could use to inject syntax.
+pub fn created_comment(at: Timestamp) -> String {
+    format!(
+        "{CREATED_COMMENT_PREFIX}{}",
+        at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// The creation time in a comment written by [`created_comment`]; `None`
+/// for any other comment (disks made by hand or by another driver).
+pub fn parse_created_comment(comment: &str) -> Option<Timestamp> {
+    let rest = comment.trim().strip_prefix(CREATED_COMMENT_PREFIX)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
 
 /// Longest slot (volume ID) accepted. Kubernetes PV names are at most 253
 /// characters but provisioner-made names are `pvc-<uuid>` (40).
@@ -206,6 +229,8 @@ pub enum Command {
         size_bytes: u64,
         port: u16,
         nqn: Nqn,
+        /// Recorded in the disk's comment (see [`created_comment`]).
+        created: Option<Timestamp>,
     },
     /// A copy-on-write copy of another disk; exported when `export` is set.
     DiskCopy {
@@ -256,10 +281,17 @@ impl Command {
                 size_bytes,
                 port,
                 nqn,
-            } => format!(
-                "/disk add type=file file-path={file} file-size={size_bytes} slot={slot} \
-                 nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
-            ),
+                created,
+            } => {
+                let mut s = format!(
+                    "/disk add type=file file-path={file} file-size={size_bytes} slot={slot} \
+                     nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
+                );
+                if let Some(at) = created {
+                    s.push_str(&format!(" comment=\"{}\"", created_comment(*at)));
+                }
+                s
+            }
             Command::DiskCopy {
                 source,
                 slot,
@@ -393,6 +425,7 @@ mod tests {
             port: 4420,
             nqn: Nqn::for_volume("nqn.2000-02.com.mikrotik:", &slot).unwrap(),
             slot,
+            created: None,
         };
         assert_eq!(
             cmd.render(),
@@ -400,6 +433,27 @@ mod tests {
              slot=pvc-1 nvme-tcp-export=yes nvme-tcp-server-port=4420 \
              nvme-tcp-server-nqn=nqn.2000-02.com.mikrotik:pvc-1"
         );
+    }
+
+    #[test]
+    fn disk_add_records_the_creation_time_in_the_comment() {
+        let slot = Slot::new("pvc-1").unwrap();
+        let at: Timestamp = "2026-11-22T07:10:05.123456Z".parse().unwrap();
+        let cmd = Command::DiskAdd {
+            file: RosPath::new("/storage-pool/metal-csi/pvc-1.img").unwrap(),
+            size_bytes: 1 << 30,
+            port: 4420,
+            nqn: Nqn::for_volume("nqn.2000-02.com.mikrotik:", &slot).unwrap(),
+            slot,
+            created: Some(at),
+        };
+        assert!(cmd
+            .render()
+            .ends_with(" comment=\"rds-csi created=2026-11-22T07:10:05Z\""));
+        let back = parse_created_comment("rds-csi created=2026-11-22T07:10:05Z").unwrap();
+        assert_eq!(back.as_second(), at.as_second());
+        assert_eq!(parse_created_comment("made by hand"), None);
+        assert_eq!(parse_created_comment("rds-csi created=yesterday"), None);
     }
 
     #[test]
@@ -431,6 +485,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn created_comments_hold_no_routeros_syntax(secs in 0i64..253_402_300_799) {
+            let c = created_comment(Timestamp::from_second(secs).unwrap());
+            let clean = c.chars().all(|ch| ch.is_ascii_alphanumeric() || "-:= ".contains(ch));
+            prop_assert!(clean);
+            prop_assert_eq!(parse_created_comment(&c).map(|t| t.as_second()), Some(secs));
+        }
+
         #[test]
         fn no_accepted_slot_contains_routeros_syntax(s in any::<String>()) {
             if let Ok(slot) = Slot::new(&s) {

@@ -5,9 +5,10 @@
 //! never mistake "unreachable" for "not there" and create a duplicate.
 
 use crate::client::Client;
-use crate::command::{Command, Nqn, RosPath, Slot, SlotPrefix};
+use crate::command::{parse_created_comment, Command, Nqn, RosPath, Slot, SlotPrefix};
 use crate::error::{Error, Result};
 use crate::record::{parse_records, Record};
+use jiff::Timestamp;
 
 /// A file-backed disk as RouterOS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub struct Disk {
     pub nqn: Option<String>,
     pub port: Option<u16>,
     pub exported: bool,
+    /// When the driver created it, from the disk's comment; `None` for
+    /// disks made by hand or by another driver (age unknown).
+    pub created: Option<Timestamp>,
 }
 
 impl Disk {
@@ -37,6 +41,7 @@ impl Disk {
                 .map(str::to_string),
             port: r.get("nvme-tcp-server-port").and_then(|p| p.parse().ok()),
             exported: r.get_bool("nvme-tcp-export").unwrap_or(false),
+            created: r.comment.as_deref().and_then(parse_created_comment),
             slot,
         })
     }
@@ -56,6 +61,8 @@ pub struct FileEntry {
     pub name: String,
     pub size_bytes: Option<u64>,
     pub last_modified: Option<String>,
+    /// `type=` as printed (`directory`, `.img file`, ...).
+    pub kind: Option<String>,
 }
 
 /// Specification of a new exported disk.
@@ -66,6 +73,8 @@ pub struct NewDisk {
     pub size_bytes: u64,
     pub port: u16,
     pub nqn: Nqn,
+    /// Recorded in the disk's comment in the same `/disk add`.
+    pub created: Option<Timestamp>,
 }
 
 #[derive(Clone)]
@@ -122,6 +131,7 @@ impl Rds {
                 size_bytes: spec.size_bytes,
                 port: spec.port,
                 nqn: spec.nqn.clone(),
+                created: spec.created,
             })
             .await
             .map(drop)
@@ -210,6 +220,7 @@ fn file_entries(stdout: &str) -> Vec<FileEntry> {
                 name: r.get("name")?.to_string(),
                 size_bytes: r.get_bytes("size"),
                 last_modified: r.get("last-modified").map(str::to_string),
+                kind: r.get("type").map(str::to_string),
             })
         })
         .collect()

@@ -117,6 +117,17 @@ pub fn parse_records(output: &str) -> Vec<Record> {
             if let Some(r) = current.take() {
                 records.push(r.finish());
             }
+            // RouterOS prints an item's comment on its index line:
+            // ` 3 X  ;;; text`, the fields following on the next lines.
+            if let Some(c) = rest.strip_prefix(";;;") {
+                current = Some(RecordText::new(
+                    Some(index),
+                    flags,
+                    Some(c.trim().to_string()),
+                ));
+                pending_comment = None;
+                continue;
+            }
             let mut text = RecordText::new(Some(index), flags, pending_comment.take());
             text.push_line(rest);
             current = Some(text);
@@ -448,6 +459,21 @@ mod tests {
         assert_eq!(recs[1].get_bytes("size"), Some(2 << 30));
         assert_eq!(recs[2].index, Some(12));
         assert_eq!(recs[2].get("slot"), Some("c"));
+    }
+
+    #[test]
+    fn a_comment_on_the_index_line_belongs_to_that_record() {
+        let out = " 0    slot=\"a\"\n\n 1 X  ;;; rds-csi created=2026-11-22T07:10:05Z\n      slot=\"b\" size=2G\n\n 2    slot=\"c\"\n";
+        let recs = parse_records(out);
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[0].comment, None);
+        assert_eq!(recs[1].flags, "X");
+        assert_eq!(
+            recs[1].comment.as_deref(),
+            Some("rds-csi created=2026-11-22T07:10:05Z")
+        );
+        assert_eq!(recs[1].get("slot"), Some("b"));
+        assert_eq!(recs[2].comment, None);
     }
 
     #[test]

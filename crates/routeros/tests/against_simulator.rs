@@ -49,7 +49,42 @@ fn new_disk(slot: &str, size: u64) -> NewDisk {
         port: 4420,
         nqn: Nqn::for_volume("nqn.2000-02.com.mikrotik:", &s).unwrap(),
         slot: s,
+        created: None,
     }
+}
+
+#[tokio::test]
+async fn the_creation_time_round_trips_through_the_disk_comment() {
+    let (_sim, rds) = setup().await;
+    let at: jiff::Timestamp = "2026-11-22T07:10:05Z".parse().unwrap();
+    let mut spec = new_disk("pvc-commented", 1 << 30);
+    spec.created = Some(at);
+    rds.create_disk(&spec).await.unwrap();
+    rds.create_disk(&new_disk("pvc-plain", 1 << 30))
+        .await
+        .unwrap();
+    let slot = Slot::new("pvc-commented").unwrap();
+    assert_eq!(
+        rds.get_disk(&slot).await.unwrap().unwrap().created,
+        Some(at)
+    );
+    let listed = rds
+        .list_disks(&SlotPrefix::new("pvc-").unwrap())
+        .await
+        .unwrap();
+    let by_slot = |s: &str| listed.iter().find(|d| d.slot == s).unwrap().clone();
+    assert_eq!(by_slot("pvc-commented").created, Some(at));
+    assert_eq!(
+        by_slot("pvc-plain").created,
+        None,
+        "no comment: age unknown"
+    );
+    // A resize keeps the comment.
+    rds.resize_disk(&slot, 2 << 30).await.unwrap();
+    assert_eq!(
+        rds.get_disk(&slot).await.unwrap().unwrap().created,
+        Some(at)
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The node service against the recording fake host: every decision and
 //! every refusal, without root or NVMe hardware.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1220,6 +1220,97 @@ async fn orphan_cleanup_disconnects_only_what_nothing_accounts_for() {
         };
         assert!(nqn.starts_with(p));
     }
+}
+
+#[tokio::test]
+async fn periodic_scans_disconnect_only_what_two_scans_in_a_row_found_orphaned() {
+    let e = env();
+    let p = "nqn.2000-02.com.mikrotik:";
+    let orphan = format!("{p}pvc-orphan");
+    let brief = format!("{p}pvc-brief");
+    e.f.connect_now("nqn.2014-08.org.example:root-disk");
+    e.f.connect_now(&orphan);
+    e.f.connect_now(&brief);
+    let mut suspects = HashSet::new();
+
+    let r = e
+        .svc
+        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+        .await
+        .unwrap();
+    assert_eq!(r.orphans.len(), 2);
+    assert_eq!(r.pending.len(), 2, "first sighting: nothing disconnected");
+    assert!(r.disconnected.is_empty());
+    assert!(e.f.commands().is_empty());
+
+    // Between the scans `brief` gets mounted (a NodeStage finished): it is
+    // no orphan any more and the second scan must leave it alone.
+    let d = e.f.device(&brief).unwrap().1;
+    e.f.add_mount(d, Path::new("/mnt/brief"), "ext4", "/dev/x");
+    let r = e
+        .svc
+        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+        .await
+        .unwrap();
+    assert_eq!(r.disconnected, vec![orphan.clone()]);
+    assert!(!e.f.is_connected(&orphan));
+    assert!(e.f.is_connected(&brief));
+    assert!(e.f.is_connected("nqn.2014-08.org.example:root-disk"));
+    assert!(suspects.is_empty());
+}
+
+#[tokio::test]
+async fn a_periodic_scan_skips_a_volume_with_an_rpc_in_flight_and_restarts_its_count() {
+    let e = env();
+    let nqn = "nqn.2000-02.com.mikrotik:pvc-busy";
+    e.f.connect_now(nqn);
+    let mut suspects = HashSet::new();
+    e.svc
+        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+        .await
+        .unwrap();
+    assert!(suspects.contains(nqn));
+    {
+        let _busy = e.svc.inner.locks.try_lock("pvc-busy").unwrap();
+        let r = e
+            .svc
+            .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+            .await
+            .unwrap();
+        assert!(r.disconnected.is_empty());
+        assert!(suspects.is_empty(), "kept: the count starts over");
+    }
+    let r = e
+        .svc
+        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+        .await
+        .unwrap();
+    assert!(
+        r.disconnected.is_empty(),
+        "one scan after the RPC is not enough"
+    );
+    let r = e
+        .svc
+        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+        .await
+        .unwrap();
+    assert_eq!(r.disconnected, vec![nqn.to_string()]);
+}
+
+#[tokio::test]
+async fn periodic_scans_in_report_mode_never_disconnect() {
+    let e = env();
+    e.f.connect_now("nqn.2000-02.com.mikrotik:pvc-orphan");
+    let mut suspects = HashSet::new();
+    for _ in 0..3 {
+        let r = e
+            .svc
+            .scan_orphans(OrphanCleanup::Report, &mut suspects)
+            .await
+            .unwrap();
+        assert_eq!(r.orphans.len(), 1);
+    }
+    assert!(e.f.commands().is_empty());
 }
 
 #[tokio::test]
