@@ -128,20 +128,22 @@ pub fn state_from_cluster(
     }
 }
 
-/// Lists every object of a kind, 500 at a time.
-async fn list_all<K>(api: Api<K>, what: &str) -> Result<Vec<K>, ClusterError>
+/// Lists every object of a kind, 500 at a time, handing each page to `f`
+/// and dropping it before the next, so a large cluster is never held in
+/// memory whole.
+async fn for_each_page<K, F>(api: Api<K>, what: &str, mut f: F) -> Result<(), ClusterError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    F: FnMut(Vec<K>),
 {
-    let mut out = Vec::new();
     let mut params = ListParams::default().limit(500);
     loop {
         let page = api.list(&params).await.map_err(|e| err(what, e))?;
         let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        out.extend(page.items);
+        f(page.items);
         match next {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
+            None => return Ok(()),
         }
     }
 }
@@ -237,68 +239,82 @@ impl KubeStore {
     }
 
     async fn load_inner(&self) -> Result<Vec<Rebuilt>, ClusterError> {
-        // Paged and one after the other: two unpaged LISTs of a large
-        // cluster at once left the allocator holding tens of MiB it never
-        // gave back.
-        let vas: Vec<VolumeAttachment> =
-            list_all(Api::all(self.client.clone()), "list VolumeAttachments").await?;
-        let pvs: Vec<PersistentVolume> =
-            list_all(Api::all(self.client.clone()), "list PVs").await?;
+        // Page by page, one kind after the other, keeping only compact
+        // facts: holding every PV and VolumeAttachment of a large cluster at
+        // once left the allocator with far more memory than the state needs.
         let mut by_pv: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
-        for va in vas {
-            if va.spec.attacher != self.driver || !va.status.as_ref().is_some_and(|s| s.attached) {
-                continue;
-            }
-            let Some(pv) = va.spec.source.persistent_volume_name.clone() else {
-                continue;
-            };
-            let since = va
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .unwrap_or_else(Timestamp::now);
-            by_pv
-                .entry(pv)
-                .or_default()
-                .push((va.spec.node_name.clone(), since));
-        }
-        let mut out = Vec::with_capacity(by_pv.len());
-        let mut known = HashMap::new();
-        for pv in &pvs {
-            if let (Some(name), Some(handle)) = (pv.metadata.name.as_deref(), self.handle_of(pv)) {
-                known.insert(name.to_string(), (handle.to_string(), pv));
-            }
-        }
-        for (pv_name, nodes) in by_pv {
-            let Some((handle, pv)) = known.get(&pv_name) else {
-                warn!(pv = %pv_name, "an attached VolumeAttachment names a PV that does not exist or is not ours; skipped");
-                continue;
-            };
-            self.pv_names.insert(handle.clone(), pv_name.clone());
-            let spec = pv.spec.as_ref();
-            let rwx_block = spec.is_some_and(|s| {
-                s.volume_mode.as_deref() == Some("Block")
-                    && s.access_modes
+        for_each_page(
+            Api::<VolumeAttachment>::all(self.client.clone()),
+            "list VolumeAttachments",
+            |page| {
+                for va in page {
+                    if va.spec.attacher != self.driver
+                        || !va.status.as_ref().is_some_and(|s| s.attached)
+                    {
+                        continue;
+                    }
+                    let Some(pv) = va.spec.source.persistent_volume_name else {
+                        continue;
+                    };
+                    let since = va
+                        .metadata
+                        .creation_timestamp
                         .as_ref()
-                        .is_some_and(|m| m.iter().any(|m| m == "ReadWriteMany"))
-            });
-            let timeout = spec
-                .and_then(|s| s.csi.as_ref())
-                .and_then(|c| c.volume_attributes.as_ref())
-                .and_then(|a| a.get(MIGRATION_TIMEOUT_ATTR))
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_secs)
-                .unwrap_or(self.default_migration_timeout);
-            let annotations = pv.metadata.annotations.clone().unwrap_or_default();
-            let pvc = spec
-                .and_then(|s| s.claim_ref.as_ref())
-                .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?)));
-            out.push(Rebuilt {
-                volume: handle.clone(),
-                state: state_from_cluster(nodes, &annotations, rwx_block, timeout),
-                pvc,
-            });
+                        .map(|t| t.0)
+                        .unwrap_or_else(Timestamp::now);
+                    by_pv
+                        .entry(pv)
+                        .or_default()
+                        .push((va.spec.node_name, since));
+                }
+            },
+        )
+        .await?;
+        let mut out = Vec::with_capacity(by_pv.len());
+        for_each_page(
+            Api::<PersistentVolume>::all(self.client.clone()),
+            "list PVs",
+            |page| {
+                for pv in page {
+                    let Some(name) = pv.metadata.name.as_deref() else {
+                        continue;
+                    };
+                    let Some(handle) = self.handle_of(&pv).map(str::to_string) else {
+                        continue;
+                    };
+                    let Some(nodes) = by_pv.remove(name) else {
+                        continue;
+                    };
+                    self.pv_names.insert(handle.clone(), name.to_string());
+                    let spec = pv.spec.as_ref();
+                    let rwx_block = spec.is_some_and(|s| {
+                        s.volume_mode.as_deref() == Some("Block")
+                            && s.access_modes
+                                .as_ref()
+                                .is_some_and(|m| m.iter().any(|m| m == "ReadWriteMany"))
+                    });
+                    let timeout = spec
+                        .and_then(|s| s.csi.as_ref())
+                        .and_then(|c| c.volume_attributes.as_ref())
+                        .and_then(|a| a.get(MIGRATION_TIMEOUT_ATTR))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                        .unwrap_or(self.default_migration_timeout);
+                    let annotations = pv.metadata.annotations.clone().unwrap_or_default();
+                    let pvc = spec
+                        .and_then(|s| s.claim_ref.as_ref())
+                        .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?)));
+                    out.push(Rebuilt {
+                        volume: handle,
+                        state: state_from_cluster(nodes, &annotations, rwx_block, timeout),
+                        pvc,
+                    });
+                }
+            },
+        )
+        .await?;
+        for pv_name in by_pv.keys() {
+            warn!(pv = %pv_name, "an attached VolumeAttachment names a PV that does not exist or is not ours; skipped");
         }
         Ok(out)
     }
