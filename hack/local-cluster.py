@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""A whole Kubernetes control plane for rds-csi on loopback, without kubelets.
+
+    hack/local-cluster.sh up DIR     start everything; prints DIR/cluster.env
+    hack/local-cluster.sh down DIR   stop everything and remove DIR
+
+What runs (each a process with its log in DIR/<name>.log):
+  etcd + kube-apiserver   hack/kube-apiserver.sh (admin kubeconfig: DIR/kubeconfig)
+  kube-controller-manager the PV binder, the attach/detach controller (with its
+                          Multi-Attach rule), the service-account token
+                          controller; node IPAM and node lifecycle are off
+                          since no kubelet reports
+  rds-csi sim             the RouterOS simulator over SSH, disks as sparse
+                          files in DIR/sim-data
+  rds-csi controller      and the csi-provisioner, csi-attacher and
+  + the CSI sidecars      csi-resizer sidecars, each with the arguments the
+                          chart's controller StatefulSet gives it
+                          (deploy/rds-csi.yaml, rendered from the chart with
+                          default values), with leader election on, all under
+                          the chart's controller ServiceAccount token: the
+                          chart's RBAC is what they get, nothing more.
+
+Objects: the chart's ServiceAccounts, RBAC, CSIDriver and StorageClasses
+(from deploy/rds-csi.yaml); KubeVirt's VirtualMachineInstance and
+VirtualMachineInstanceMigration CRDs (open schemas; KubeVirt itself does not
+run); Nodes node-a, node-b, node-c with the annotation that hands them to
+the attach/detach controller, the topology label, a Ready condition, and
+CSINode objects listing the driver, as node-driver-registrar would.
+
+Tools come from PATH or these variables: KUBE_APISERVER, ETCD,
+KUBE_CONTROLLER_MANAGER, KUBECTL, CSI_PROVISIONER, CSI_ATTACHER,
+CSI_RESIZER; the driver from RDS_CSI_BIN (default target/debug/rds-csi,
+built if missing). Exit code 3: a tool is missing.
+"""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVER = "rds.csi.srvlab.io"
+TOPOLOGY_KEY = "rds.csi.srvlab.io/rds"
+RDS_NAME = "default"
+NODES = ["node-a", "node-b", "node-c"]
+NAMESPACE = "kube-system"
+CONTROLLER_SA = "rds-csi-controller"
+# Started after the API server, stopped in reverse order.
+PROCESSES = [
+    "kube-controller-manager",
+    "sim",
+    "rds-csi-controller",
+    "csi-provisioner",
+    "csi-attacher",
+    "csi-resizer",
+]
+# Objects of deploy/rds-csi.yaml applied to the cluster: everything but the
+# workloads (no kubelet would run them) and their Services.
+APPLIED_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "CSIDriver",
+    "StorageClass",
+}
+
+
+class Missing(Exception):
+    pass
+
+
+def log(msg):
+    print(f"local-cluster: {msg}", file=sys.stderr, flush=True)
+
+
+def tool(env, name):
+    path = os.environ.get(env) or shutil.which(name)
+    if not path:
+        raise Missing(f"{name} not found (set {env} or PATH)")
+    return path
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Api:
+    """Just enough of a Kubernetes client for set-up: JSON over HTTPS."""
+
+    def __init__(self, kubeconfig):
+        with open(kubeconfig) as f:
+            kc = yaml.safe_load(f)
+        self.server = kc["clusters"][0]["cluster"]["server"]
+        self.token = kc["users"][0]["user"]["token"]
+        self.ctx = ssl.create_default_context(
+            cafile=kc["clusters"][0]["cluster"]["certificate-authority"]
+        )
+
+    def call(self, method, path, body=None, content_type="application/json"):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        with urllib.request.urlopen(req, context=self.ctx, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def create(self, path, body):
+        try:
+            return self.call("POST", path, body)
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise RuntimeError(f"POST {path}: {e.code} {e.read().decode()[:300]}")
+            return None
+
+
+def kubeconfig_text(server, ca, token, user):
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": ca}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+            "current-context": "local",
+        }
+    )
+
+
+def start(d, name, argv, env=None):
+    """Starts a process in its own session, logging to DIR/name.log."""
+    logf = open(os.path.join(d, f"{name}.log"), "ab")
+    p = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=open(os.path.join(d, f"{name}.out"), "wb") if name == "sim" else logf,
+        stderr=logf,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    with open(os.path.join(d, f"{name}.pid"), "w") as f:
+        f.write(str(p.pid))
+    return p
+
+
+def wait_for(what, check, timeout, proc=None, logname=None, d=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = ""
+    if logname and d:
+        try:
+            with open(os.path.join(d, f"{logname}.log"), errors="replace") as f:
+                tail = "".join(f.readlines()[-20:])
+        except OSError:
+            pass
+    raise RuntimeError(f"{what} did not happen within {timeout}s\n{tail}")
+
+
+def chart_objects():
+    with open(os.path.join(ROOT, "deploy", "rds-csi.yaml")) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    applied = [d for d in docs if d["kind"] in APPLIED_KINDS]
+    containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
+    return applied, containers
+
+
+def container_args(container, sock, overrides):
+    """The chart's arguments for a container, socket path and the listed
+    flags replaced (a value of None drops the flag)."""
+    out = []
+    seen = set()
+    for a in container.get("args", []):
+        a = a.replace("/csi/csi.sock", sock)
+        flag = a.split("=", 1)[0]
+        if flag in overrides:
+            seen.add(flag)
+            if overrides[flag] is not None:
+                out.append(f"{flag}={overrides[flag]}")
+            continue
+        out.append(a)
+    for flag, value in overrides.items():
+        if flag not in seen and value is not None:
+            out.append(f"{flag}={value}")
+    return out
+
+
+KUBEVIRT_CRDS = [
+    ("VirtualMachineInstance", "virtualmachineinstances", "vmi"),
+    ("VirtualMachineInstanceMigration", "virtualmachineinstancemigrations", "vmim"),
+    ("VirtualMachine", "virtualmachines", "vm"),
+]
+
+
+def crd(kind, plural, short):
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kubevirt.io"},
+        "spec": {
+            "group": "kubevirt.io",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "shortNames": [short]},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+
+
+def up(d):
+    kube_cm = tool("KUBE_CONTROLLER_MANAGER", "kube-controller-manager")
+    kubectl = tool("KUBECTL", "kubectl")
+    sidecars = {
+        "csi-provisioner": tool("CSI_PROVISIONER", "csi-provisioner"),
+        "csi-attacher": tool("CSI_ATTACHER", "csi-attacher"),
+        "csi-resizer": tool("CSI_RESIZER", "csi-resizer"),
+    }
+    tool("KUBE_APISERVER", "kube-apiserver")
+    tool("ETCD", "etcd")
+    binary = os.environ.get("RDS_CSI_BIN") or os.path.join(ROOT, "target", "debug", "rds-csi")
+    if not os.environ.get("RDS_CSI_BIN") and not os.path.exists(binary):
+        subprocess.run(["cargo", "build", "--quiet", "--bin", "rds-csi"], cwd=ROOT, check=True)
+
+    t0 = time.monotonic()
+    os.makedirs(d, exist_ok=True)
+    r = subprocess.run(
+        [os.path.join(ROOT, "hack", "kube-apiserver.sh"), "up", d], stdout=subprocess.PIPE, text=True
+    )
+    if r.returncode != 0:
+        raise RuntimeError("kube-apiserver did not start")
+    admin = os.path.join(d, "kubeconfig")
+    api = Api(admin)
+    log(f"kube-apiserver ready at {api.server}")
+
+    start(
+        d,
+        "kube-controller-manager",
+        [
+            kube_cm,
+            f"--kubeconfig={admin}",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={d}/sa.key",
+            f"--root-ca-file={d}/ca.crt",
+            "--use-service-account-credentials=false",
+            "--controllers=*,-nodeipam,-nodelifecycle",
+            "--port=0",
+            "--secure-port=0",
+        ],
+    )
+
+    applied, containers = chart_objects()
+    objects = applied + [crd(*c) for c in KUBEVIRT_CRDS]
+    with open(os.path.join(d, "objects.yaml"), "w") as f:
+        yaml.safe_dump_all(objects, f)
+    subprocess.run(
+        [kubectl, f"--kubeconfig={admin}", "apply", "-f", os.path.join(d, "objects.yaml")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    for crd_kind in KUBEVIRT_CRDS:
+        subprocess.run(
+            [kubectl, f"--kubeconfig={admin}", "wait", "--for=condition=Established",
+             f"crd/{crd_kind[1]}.kubevirt.io", "--timeout=30s"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+
+    for n in NODES:
+        api.create(
+            "/api/v1/nodes",
+            {
+                "metadata": {
+                    "name": n,
+                    "labels": {"kubernetes.io/hostname": n, TOPOLOGY_KEY: RDS_NAME},
+                    "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+                }
+            },
+        )
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        api.call(
+            "PATCH",
+            f"/api/v1/nodes/{n}/status",
+            {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "LocalCluster",
+                                        "lastHeartbeatTime": now, "lastTransitionTime": now}]}},
+            content_type="application/merge-patch+json",
+        )
+        api.create(
+            "/apis/storage.k8s.io/v1/csinodes",
+            {
+                "metadata": {"name": n},
+                "spec": {"drivers": [{"name": DRIVER, "nodeID": n, "topologyKeys": [TOPOLOGY_KEY]}]},
+            },
+        )
+
+    # The controller ServiceAccount's token, made by the token controller.
+    def sa_token():
+        secrets = api.call("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets")["items"]
+        for s in secrets:
+            ann = s["metadata"].get("annotations", {})
+            if s.get("type") == "kubernetes.io/service-account-token" and \
+                    ann.get("kubernetes.io/service-account.name") == CONTROLLER_SA and "token" in s.get("data", {}):
+                return base64.b64decode(s["data"]["token"]).decode()
+        return None
+
+    token = wait_for("the controller ServiceAccount token", sa_token, 60,
+                     logname="kube-controller-manager", d=d)
+    sa_kc = os.path.join(d, "controller.kubeconfig")
+    with open(sa_kc, "w") as f:
+        f.write(kubeconfig_text(api.server, f"{d}/ca.crt", token,
+                                f"system:serviceaccount:{NAMESPACE}:{CONTROLLER_SA}"))
+    os.chmod(sa_kc, 0o600)
+
+    sim = start(d, "sim", [binary, "sim", "--listen", "127.0.0.1:0", "--state-dir", f"{d}/sim",
+                           "--data", f"{d}/sim-data", "--pool-size", "1T"])
+    def sim_banner():
+        with open(os.path.join(d, "sim.out")) as f:
+            text = f.read()
+        found = {}
+        for line in text.splitlines():
+            if line.startswith("RouterOS simulator listening on "):
+                found["addr"] = line.split()[-1]
+            if line.startswith("host key fingerprint: "):
+                found["fp"] = line.split()[-1]
+        return found if len(found) == 2 else None
+
+    banner = wait_for("the simulator's start", sim_banner, 20, proc=sim, logname="sim", d=d)
+    addr, fp = banner["addr"], banner["fp"]
+    log(f"simulator at {addr}")
+
+    sock = os.path.join(d, "csi.sock")
+    metrics = free_port()
+    ctl_args = container_args(
+        containers["rds-csi"],
+        sock,
+        {
+            "--endpoint": f"unix://{sock}",
+            "--metrics-address": f"127.0.0.1:{metrics}",
+            "--rds-address": addr,
+            "--rds-host-key": fp,
+            "--rds-key-file": f"{d}/sim/client_ed25519",
+            "--kubeconfig": sa_kc,
+            "--health-interval": "2s",
+        },
+    )
+    ctl = start(d, "rds-csi-controller", [binary] + ctl_args,
+                env={"POD_NAME": "rds-csi-controller-0", "POD_NAMESPACE": NAMESPACE, "RDS_CSI_LOG": "info"})
+
+    def ready():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=2) as r:
+                return r.status == 200 and os.path.exists(sock)
+        except OSError:
+            return False
+
+    wait_for("rds-csi controller readiness", ready, 60, proc=ctl, logname="rds-csi-controller", d=d)
+    log("rds-csi controller ready")
+
+    for name, path in sidecars.items():
+        args = container_args(containers[name], sock, {"--kubeconfig": sa_kc})
+        start(d, name, [path] + args)
+
+    # Each sidecar is ready once it holds its leader-election lease.
+    def leases():
+        items = api.call("GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")["items"]
+        held = [i for i in items if i.get("spec", {}).get("holderIdentity")]
+        return len(held) >= len(sidecars)
+
+    wait_for("the sidecars' leader-election leases", leases, 60)
+
+    env = {
+        "KUBECONFIG": admin,
+        "RDS_CSI_E2E_DIR": d,
+        "RDS_CSI_E2E_CONTROLLER_KUBECONFIG": sa_kc,
+        "RDS_CSI_E2E_SIM_ADDRESS": addr,
+        "RDS_CSI_E2E_SIM_HOST_KEY": fp,
+        "RDS_CSI_E2E_SIM_KEY_FILE": f"{d}/sim/client_ed25519",
+        "RDS_CSI_E2E_METRICS": f"127.0.0.1:{metrics}",
+        "RDS_CSI_E2E_NODES": ",".join(NODES),
+        "RDS_CSI_E2E_DRIVER": DRIVER,
+    }
+    with open(os.path.join(d, "cluster.env"), "w") as f:
+        for k, v in env.items():
+            f.write(f"export {k}={v}\n")
+    with open(os.path.join(d, "cluster.json"), "w") as f:
+        json.dump(env, f, indent=2)
+    log(f"up in {time.monotonic() - t0:.1f}s: nodes {', '.join(NODES)}; "
+        f"StorageClasses {', '.join(o['metadata']['name'] for o in applied if o['kind'] == 'StorageClass')}")
+    print(os.path.join(d, "cluster.env"))
+
+
+def down(d):
+    for name in reversed(PROCESSES):
+        pidfile = os.path.join(d, f"{name}.pid")
+        if not os.path.exists(pidfile):
+            continue
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    subprocess.run([os.path.join(ROOT, "hack", "kube-apiserver.sh"), "down", d], check=False)
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in ("up", "down"):
+        print(f"usage: {sys.argv[0]} up|down DIR", file=sys.stderr)
+        return 2
+    cmd, d = sys.argv[1], os.path.abspath(sys.argv[2])
+    if cmd == "down":
+        down(d)
+        return 0
+    try:
+        up(d)
+    except Missing as e:
+        log(str(e))
+        return 3
+    except Exception as e:  # noqa: BLE001 - any failure tears the cluster down
+        log(f"failed: {e}")
+        down(d)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
