@@ -402,7 +402,20 @@ impl Scenario {
         assert!(self.disk(pv).await.is_none(), "disk {pv} left on the RDS");
     }
 
+    /// Pods first, at once (no kubelet would ever confirm a graceful
+    /// deletion), then the namespace with its claims, whose volumes the
+    /// reclaim policy deletes.
     async fn cleanup(self) {
+        self.pods()
+            .delete_collection(
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+                &ListParams::default(),
+            )
+            .await
+            .unwrap();
         Api::<Namespace>::all(self.client.clone())
             .delete(&self.ns, &DeleteParams::default())
             .await
@@ -504,10 +517,19 @@ async fn a_pod_moving_to_another_node_is_detached_then_handed_off() {
     s.wait_attached(&pv, "node-a").await;
 
     // The pod is rescheduled: gone from node-a, created on node-b.
+    let start = Instant::now();
     s.delete_pod("app-1").await;
     s.pod("app-2", "node-b", &[("data", Mode::Filesystem)], json!({}))
         .await;
+    s.wait_detached(&pv, "node-a").await;
+    let detached = start.elapsed();
     s.wait_attached(&pv, "node-b").await;
+    let attached = start.elapsed();
+    println!(
+        "MOVE: node-a detached {:.2}s after the pod was deleted, node-b attached after {:.2}s",
+        detached.as_secs_f64(),
+        attached.as_secs_f64()
+    );
     assert!(
         s.attachment(&pv, "node-a").await.is_none(),
         "the attach/detach controller detached node-a first"
