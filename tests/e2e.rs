@@ -239,6 +239,14 @@ impl Scenario {
             })
     }
 
+    /// Whether the VolumeAttachment of `pv` on `node` exists and is attached.
+    async fn is_attached(&self, pv: &str, node: &str) -> bool {
+        self.attachment(pv, node)
+            .await
+            .and_then(|va| va.status)
+            .is_some_and(|s| s.attached)
+    }
+
     async fn wait_attached(&self, pv: &str, node: &str) {
         eventually(&format!("{pv} attached to {node}"), WAIT, || async {
             let va = self.attachment(pv, node).await?;
@@ -575,14 +583,7 @@ async fn a_second_pod_on_another_node_never_gets_a_rwo_volume() {
         .unwrap();
     s.wait_detached(&pv, "node-b").await;
     assert_eq!(s.holder(&pv).await.as_deref(), Some("node-a"));
-    assert!(
-        s.attachment(&pv, "node-a")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .attached
-    );
+    assert!(s.is_attached(&pv, "node-a").await);
     s.cleanup().await;
 }
 
@@ -636,22 +637,38 @@ async fn start_migration(s: &Scenario, uid: &str, name: &str, target: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn a_live_migration_on_the_rwx_block_class_moves_the_disk() {
-    let s = Scenario::new("e2e-livemig").await;
+/// KubeVirt's end of the migration `name` from node-a to node-b: the
+/// phases and the VMI's state, then the pod on the losing side deleted.
+async fn finish_migration(s: &Scenario, name: &str, succeeded: bool) {
+    let phase = if succeeded { "Succeeded" } else { "Failed" };
+    s.patch_dynamic(&vmim_resource(), name, json!({"status": {"phase": phase}}))
+        .await;
+    let vmi = if succeeded {
+        json!({"metadata": {"labels": {"kubevirt.io/nodeName": "node-b", "kubevirt.io/migrationTargetNodeName": null}},
+               "status": {"nodeName": "node-b", "migrationState": {"completed": true}}})
+    } else {
+        json!({"metadata": {"labels": {"kubevirt.io/migrationTargetNodeName": null}},
+               "status": {"migrationState": {"completed": true, "failed": true}}})
+    };
+    s.patch_dynamic(&vmi_resource(), "vm1", vmi).await;
+    let gone = if succeeded {
+        "virt-launcher-vm1-src".to_string()
+    } else {
+        format!("virt-launcher-vm1-{name}")
+    };
+    s.delete_pod(&gone).await;
+}
+
+/// A live migration of a VM's RWX block disk from node-a to node-b that
+/// succeeds or fails; an unrelated pod on node-c tries the disk meanwhile.
+async fn live_migration(name: &str, succeeded: bool) {
+    let s = Scenario::new(name).await;
     let (pv, uid) = running_vm(&s).await;
 
     start_migration(&s, &uid, "mig1", "node-b").await;
     // Both nodes hold the disk for the migration's window.
     s.wait_attached(&pv, "node-b").await;
-    assert!(
-        s.attachment(&pv, "node-a")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .attached
-    );
+    assert!(s.is_attached(&pv, "node-a").await);
     s.wait_event("vmdisk", "MigrationStarted").await;
 
     // An unrelated pod on the RWX claim: the attach/detach controller lets
@@ -661,69 +678,30 @@ async fn a_live_migration_on_the_rwx_block_class_moves_the_disk() {
     let err = s.wait_refused(&pv, "node-c").await;
     assert!(!err.is_empty());
 
-    // Success: the VM runs on node-b; KubeVirt deletes the source pod.
-    s.patch_dynamic(
-        &vmim_resource(),
-        "mig1",
-        json!({"status": {"phase": "Succeeded"}}),
-    )
-    .await;
-    s.patch_dynamic(
-        &vmi_resource(),
-        "vm1",
-        json!({"metadata": {"labels": {"kubevirt.io/nodeName": "node-b", "kubevirt.io/migrationTargetNodeName": null}},
-               "status": {"nodeName": "node-b", "migrationState": {"completed": true}}}),
-    )
-    .await;
-    s.delete_pod("virt-launcher-vm1-src").await;
-    s.wait_detached(&pv, "node-a").await;
-    s.wait_event("vmdisk", "MigrationCompleted").await;
-    assert_eq!(s.holder(&pv).await.as_deref(), Some("node-b"));
-    assert!(
-        s.attachment(&pv, "node-b")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .attached
-    );
+    // Success: KubeVirt deletes the source pod and the VM runs on node-b.
+    // Failure: it deletes the target pod and the VM stays on node-a.
+    finish_migration(&s, "mig1", succeeded).await;
+    let (kept, left, reason) = if succeeded {
+        ("node-b", "node-a", "MigrationCompleted")
+    } else {
+        ("node-a", "node-b", "MigrationFailed")
+    };
+    s.wait_detached(&pv, left).await;
+    s.wait_event("vmdisk", reason).await;
+    assert_eq!(s.holder(&pv).await.as_deref(), Some(kept));
+    assert!(s.is_attached(&pv, kept).await);
+    assert!(!s.is_attached(&pv, "node-c").await, "the intruder never");
     s.cleanup().await;
 }
 
 #[tokio::test]
-async fn a_failed_live_migration_detaches_the_target_and_keeps_the_source() {
-    let s = Scenario::new("e2e-migfail").await;
-    let (pv, uid) = running_vm(&s).await;
-    start_migration(&s, &uid, "mig1", "node-b").await;
-    s.wait_attached(&pv, "node-b").await;
+async fn a_live_migration_on_the_rwx_block_class_moves_the_disk() {
+    live_migration("e2e-livemig", true).await;
+}
 
-    // The migration fails: KubeVirt deletes the target pod.
-    s.patch_dynamic(
-        &vmim_resource(),
-        "mig1",
-        json!({"status": {"phase": "Failed"}}),
-    )
-    .await;
-    s.patch_dynamic(
-        &vmi_resource(),
-        "vm1",
-        json!({"metadata": {"labels": {"kubevirt.io/migrationTargetNodeName": null}},
-               "status": {"migrationState": {"completed": true, "failed": true}}}),
-    )
-    .await;
-    s.delete_pod("virt-launcher-vm1-mig1").await;
-    s.wait_detached(&pv, "node-b").await;
-    s.wait_event("vmdisk", "MigrationFailed").await;
-    assert_eq!(s.holder(&pv).await.as_deref(), Some("node-a"));
-    assert!(
-        s.attachment(&pv, "node-a")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .attached
-    );
-    s.cleanup().await;
+#[tokio::test]
+async fn a_failed_live_migration_detaches_the_target_and_keeps_the_source() {
+    live_migration("e2e-migfail", false).await;
 }
 
 #[tokio::test]
@@ -763,12 +741,7 @@ async fn a_volume_migration_copies_to_a_new_claim_on_another_node() {
     let new = s.bound("new").await;
     s.wait_attached(&new, "node-b").await;
     assert!(
-        s.attachment(&old, "node-a")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .attached,
+        s.is_attached(&old, "node-a").await,
         "both attached at once, each on its own node"
     );
 
@@ -778,14 +751,7 @@ async fn a_volume_migration_copies_to_a_new_claim_on_another_node() {
     s.wait_detached(&old, "node-a").await;
     s.delete_claim("old").await;
     s.wait_reclaimed(&old).await;
-    assert!(
-        s.attachment(&new, "node-b")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .attached
-    );
+    assert!(s.is_attached(&new, "node-b").await);
     assert_eq!(s.holder(&new).await.as_deref(), Some("node-b"));
     s.cleanup().await;
 }
