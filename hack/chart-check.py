@@ -26,6 +26,9 @@ Checks:
                 (hack/kube-apiserver.sh, which allows privileged pods as real
                 clusters do).
   deploy        deploy/rds-csi.yaml is exactly what the chart renders
+  readme        the README's install section works as written: its values
+                file passes the schema and reaches the flags, and the
+                Secret, StorageClasses and PVC it names are the chart's
 
 Needs helm-python-sdk (installed with pip when missing) and PyYAML; the
 dry run needs kube-apiserver and etcd (see hack/kube-apiserver.sh) and
@@ -49,6 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "charts", "rds-csi")
 DEPLOY = os.path.join(ROOT, "deploy", "rds-csi.yaml")
 RULES_DOC = os.path.join(ROOT, "docs", "alerts", "rds-csi.rules.yml")
+README = os.path.join(ROOT, "README.md")
 RULES_CHART = os.path.join(CHART, "files", "rds-csi.rules.yml")
 
 RELEASE = "rds-csi"
@@ -544,6 +548,64 @@ def check_deploy(helm):
     return False
 
 
+def readme_blocks(lang):
+    """The fenced code blocks of the README's install section."""
+    with open(README) as f:
+        text = f.read()
+    section = text.split("## Installing on a cluster", 1)[1].split("\n## ", 1)[0]
+    blocks = []
+    for part in section.split("```" + lang + "\n")[1:]:
+        blocks.append(textwrap.dedent(part.split("```", 1)[0]))
+    return blocks
+
+
+def check_readme(helm):
+    """Follows the README's install section as a new user would."""
+    import yaml
+
+    problems = []
+    yamls = [yaml.safe_load(b) for b in readme_blocks("yaml")]
+    values = next((y for y in yamls if isinstance(y, dict) and "rds" in y), None)
+    pvc = next((y for y in yamls if isinstance(y, dict) and y.get("kind") == "PersistentVolumeClaim"), None)
+    if values is None or pvc is None:
+        print("  the install section lost its values file or its PVC")
+        return False
+    # The user pastes their fingerprint where the README has "SHA256:...".
+    if values["rds"].get("hostKeyFingerprint") == "SHA256:...":
+        values["rds"]["hostKeyFingerprint"] = DEPLOY_VALUES["rds"]["hostKeyFingerprint"]
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+    docs = render(helm, values)
+    args = container(find(docs, "StatefulSet")[0]["spec"]["template"]["spec"], "rds-csi")["args"]
+    wanted = {
+        "--rds-address": values["rds"]["address"],
+        "--rds-host-key": values["rds"]["hostKeyFingerprint"],
+        "--nvme-address": values["controller"]["nvmeAddress"],
+        "--volume-path": values["controller"]["volumePath"],
+    }
+    for flag, value in wanted.items():
+        if f"{flag}={value}" not in [a.replace('"', "") for a in args]:
+            problems.append(f"the values file's {value} did not reach {flag}")
+    shell = "\n".join(readme_blocks("sh"))
+    # Step 1's Secret is the one the controller mounts.
+    vols = find(docs, "StatefulSet")[0]["spec"]["template"]["spec"]["volumes"]
+    secret = next(v["secret"] for v in vols if "secret" in v)
+    if f"secret generic {secret['secretName']}" not in shell or f"--from-file={secret['items'][0]['key']}=" not in shell:
+        problems.append(f"step 1 does not create Secret {secret['secretName']} with key {secret['items'][0]['key']}")
+    # The StorageClasses named, and the PVC's, exist with the modes said.
+    classes = {o["metadata"]["name"] for o in find(docs, "StorageClass")}
+    with open(README) as f:
+        named = {w.strip("`:") for w in f.read().split() if w.strip("`:").startswith("rds-csi-")}
+    for sc in sorted(named & {"rds-csi-ext4", "rds-csi-block", "rds-csi-block-rwx"} | {pvc["spec"]["storageClassName"]}):
+        if sc not in classes:
+            problems.append(f"StorageClass {sc} is named in the README but the chart has no such class")
+    print(f"  values file -> {', '.join(f'{k}={v}' for k, v in wanted.items())}")
+    print(f"  Secret {secret['secretName']}/{secret['items'][0]['key']}; StorageClasses {sorted(classes)}")
+    for p in problems:
+        print(f"  {p}")
+    return not problems
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write", action="store_true", help="regenerate deploy/rds-csi.yaml and exit")
@@ -569,6 +631,7 @@ def main():
         ("values map one to one onto the flags in src/cli.rs", check_flags),
         ("alert rules identical to docs/alerts/rds-csi.rules.yml", check_alerts),
         ("deploy/rds-csi.yaml is what the chart renders", check_deploy),
+        ("README install section matches the chart", check_readme),
     ]
     if os.environ.get("RDS_CSI_BIN"):
         checks.append(("rendered args parse with $RDS_CSI_BIN", check_binary))
