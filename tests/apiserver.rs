@@ -4,7 +4,8 @@
 //! PVs bound to PVCs, VolumeAttachments whose status the attacher sets after
 //! a successful ControllerPublish, virt-launcher pods, and VMI objects of
 //! KubeVirt's CRDs (defined here with open schemas). The RouterOS side is
-//! the simulator over real SSH.
+//! the simulator over real SSH. The node plugin's events are checked here
+//! too (`node_events`): its service over the fake host, recording on PVCs.
 //!
 //! Needs `RDS_CSI_TEST_KUBECONFIG` (hack/test.sh starts an API server with
 //! hack/kube-apiserver.sh and sets it).
