@@ -128,6 +128,8 @@ BAD_VALUES = [
     ("duration as number", {"controller": {"healthInterval": 10}}),
     ("orphanCleanup unknown", {"node": {"orphanCleanup": "kill"}}),
     ("maxCtrlLossTmo above 86400", {"node": {"maxCtrlLossTmo": 100000}}),
+    ("node events unknown", {"node": {"events": "sometimes"}}),
+    ("node kubeconfig relative", {"node": {"kubeconfig": "kubeconfig"}}),
     ("metrics address without port", {"controller": {"metricsAddress": "0.0.0.0"}}),
     ("endpoint over tcp", {"node": {"endpoint": "tcp://0.0.0.0:10000"}}),
     ("unknown StorageClass parameter (typo)", {"storageClasses": {"ext4": {"parameters": {"nvmeport": "4420"}}}}),
@@ -144,6 +146,7 @@ GOOD_VALUES = [
     ("lab: insecure, no fingerprint", {"rds": {"hostKeyFingerprint": "", "insecureSkipHostKeyCheck": True}}),
     ("IPv6 address, json logs", {"rds": {"address": "[fd00::5]:22"}, "logFormat": "json"}),
     ("metrics off", {"controller": {"metricsAddress": "off"}, "node": {"metricsAddress": "off"}}),
+    ("node events off as an unquoted YAML off", {"node": {"events": False}}),
 ]
 
 # Helm's install order (pkg/release/util/kind_sorter.go), enough for this chart.
@@ -330,6 +333,12 @@ def check_render(helm):
                 expect("secrets" not in r["resources"], f"secrets access in {o['metadata']['name']}")
     node_rules = find(default, "ClusterRole", "-node")[0]["rules"]
     expect(any("events" in r["resources"] and "create" in r["verbs"] for r in node_rules), "node may create events")
+    expect(any("persistentvolumeclaims" in r["resources"] and "get" in r["verbs"] for r in node_rules),
+           "node may read PVCs (event UIDs)")
+    expect("--events=auto" in node["args"], "node records events by default (--events=auto)")
+    off = container(find(render(helm, merged(DEPLOY_VALUES, {"node": {"events": False}})), "DaemonSet")[0]
+                    ["spec"]["template"]["spec"], "rds-csi")["args"]
+    expect("--events=off" in off, "an unquoted YAML off renders --events=off")
     ctrl_rules = find(default, "ClusterRole", "-controller")[0]["rules"]
     expect(any("persistentvolumes" in r["resources"] and "patch" in r["verbs"] for r in ctrl_rules), "controller patches PVs")
     expect(any("virtualmachineinstances" in r["resources"] for r in ctrl_rules), "controller reads VMIs")
@@ -487,7 +496,8 @@ def check_flags(helm):
         "node": cli.get("LogArgs", set()) | cli.get("CommonArgs", set()) | cli.get("NodeArgs", set()),
     }
     lab = merged(ALL_OPTIONS, {"rds": {"hostKeyFingerprint": "", "insecureSkipHostKeyCheck": True},
-                               "controller": {"standalone": True, "kubeconfig": "/etc/kubeconfig"}})
+                               "controller": {"standalone": True, "kubeconfig": "/etc/kubeconfig"},
+                               "node": {"kubeconfig": "/etc/kubeconfig"}})
     have = {"controller": set(), "node": set()}
     for values in (ALL_OPTIONS, lab):
         docs = render(helm, values)

@@ -285,6 +285,28 @@ pub struct NodeArgs {
     /// with unreachable targets can hang on shutdown that long.
     #[arg(long, env = "RDS_CSI_MAX_CTRL_LOSS_TMO", value_parser = clap::value_parser!(i32).range(0..=86_400))]
     pub max_ctrl_loss_tmo: Option<i32>,
+    /// Kubernetes events on the PVC (MountFailed, FormatRefused,
+    /// StaleMountRecovered): `auto` records them when a Kubernetes
+    /// configuration is found (--kubeconfig, in-cluster, $KUBECONFIG,
+    /// ~/.kube/config) and otherwise only logs them; `on` refuses to start
+    /// without one; `off` only logs them.
+    #[arg(long, env = "RDS_CSI_EVENTS", value_enum, default_value_t = EventsMode::Auto)]
+    pub events: EventsMode,
+    /// Kubeconfig file for recording events. Without it: the in-cluster
+    /// configuration, then $KUBECONFIG and ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `--events`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsMode {
+    /// Record events when a Kubernetes configuration is found; else log.
+    Auto,
+    /// Record events; refuse to start without a Kubernetes configuration.
+    On,
+    /// Only log events.
+    Off,
 }
 
 /// `--orphan-cleanup`.

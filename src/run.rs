@@ -15,7 +15,7 @@ use csi_server::controller::{ControllerConfig, ControllerService, DEFAULT_MIGRAT
 use csi_server::health::Health;
 use csi_server::identity::{valid_driver_name, IdentityService};
 use csi_server::metrics::RpcMetrics;
-use csi_server::node::{NodeConfig, NodeService, OrphanCleanup};
+use csi_server::node::{events, NodeConfig, NodeEvents, NodeService, OrphanCleanup};
 use csi_server::params::ParamDefaults;
 use csi_server::proto::controller_server::ControllerServer;
 use csi_server::proto::identity_server::IdentityServer;
@@ -26,7 +26,7 @@ use routeros::{ClientConfig, ClientMetrics, HostKeyPolicy, Rds, RosPath, SlotPre
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{CommonArgs, ControllerArgs, NodeArgs, OrphanMode, SimArgs, VERSION};
+use crate::cli::{CommonArgs, ControllerArgs, EventsMode, NodeArgs, OrphanMode, SimArgs, VERSION};
 
 pub const TOPOLOGY_KEY: &str = "rds.csi.srvlab.io/rds";
 
@@ -304,7 +304,11 @@ async fn cluster_parts(
             grouper: None,
         });
     }
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let client = kube_client(
+        args.kubeconfig.as_deref(),
+        "pass --kubeconfig, or --standalone for a demo",
+    )
+    .await?;
     let (kube_nodes, drive_nodes) = KubeNodes::start(client.clone());
     watchers.spawn(drive_nodes);
     let (kubevirt, drive_pods) = vmi_grouper::KubeVirt::start(
@@ -330,18 +334,25 @@ async fn cluster_parts(
 }
 
 /// A Kubernetes client from the given kubeconfig, or inferred (in-cluster,
-/// then $KUBECONFIG, then ~/.kube/config).
-pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+/// then $KUBECONFIG, then ~/.kube/config). `hint` says what to do when no
+/// configuration is found.
+pub async fn kube_client(kubeconfig: Option<&Path>, hint: &str) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("read kubeconfig {}", path.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("read kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("kubeconfig {}", path.display()))?
         }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration found (in-cluster, $KUBECONFIG or ~/.kube/config); pass --kubeconfig, or --standalone for a demo")?,
+        None => kube::Config::infer().await.with_context(|| {
+            let what =
+                "no Kubernetes configuration found (in-cluster, $KUBECONFIG or ~/.kube/config)";
+            match hint {
+                "" => what.to_string(),
+                h => format!("{what}; {h}"),
+            }
+        })?,
     };
     kube::Client::try_from(config).context("build the Kubernetes client")
 }
@@ -358,6 +369,38 @@ async fn serve_metrics(
             .with_context(|| format!("metrics endpoint {a}")),
         None => Ok(()),
     }
+}
+
+/// Where the node's events go (see `--events`). Said once, at start.
+async fn node_events(args: &NodeArgs) -> anyhow::Result<NodeEvents> {
+    let client = match (args.events, args.kubeconfig.as_deref()) {
+        (EventsMode::Off, _) => {
+            info!("--events off: mount failures, format refusals and stale mount recoveries are only logged");
+            return Ok(NodeEvents::log_only());
+        }
+        (_, Some(path)) => kube_client(Some(path), "").await?,
+        (EventsMode::On, None) => {
+            kube_client(None, "pass --kubeconfig, or --events auto or off").await?
+        }
+        (EventsMode::Auto, None) => match kube_client(None, "").await {
+            Ok(c) => c,
+            Err(e) => {
+                info!(why = %format!("{e:#}"), "no Kubernetes: node events are only logged");
+                return Ok(NodeEvents::log_only());
+            }
+        },
+    };
+    info!(
+        reporter = events::REPORTER,
+        "node events are recorded on PVCs"
+    );
+    let sink = KubeEvents::new(client, events::REPORTER, Some(args.node_id.clone()))
+        .with_action(events::ACTION);
+    Ok(NodeEvents::spawn(
+        Arc::new(sink),
+        events::QUEUE_CAPACITY,
+        events::DELIVERY_TIMEOUT,
+    ))
 }
 
 pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -394,7 +437,8 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     // include the controller service: conformance tools ask the node socket
     // whether a controller exists (Kubernetes asks the controller socket).
     let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
-    let node = NodeService::new(
+    let events = node_events(&args).await?;
+    let node = NodeService::with_events(
         NodeConfig {
             node_id: args.node_id.clone(),
             max_volumes: args.max_volumes,
@@ -405,6 +449,7 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
         },
         data_path,
         rpc_metrics,
+        events.clone(),
     );
     info!(
         host_nqn = %host.nqn,
@@ -452,6 +497,8 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
             Ok(())
         },
     );
+    // Events raised by the last RPCs get a moment to reach the API server.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), events.flush()).await;
     let _ = std::fs::remove_file(&path);
     result.map(drop)
 }

@@ -4,7 +4,8 @@
 //! PVs bound to PVCs, VolumeAttachments whose status the attacher sets after
 //! a successful ControllerPublish, virt-launcher pods, and VMI objects of
 //! KubeVirt's CRDs (defined here with open schemas). The RouterOS side is
-//! the simulator over real SSH.
+//! the simulator over real SSH. The node plugin's events are checked here
+//! too (`node_events`): its service over the fake host, recording on PVCs.
 //!
 //! Needs `RDS_CSI_TEST_KUBECONFIG` (hack/test.sh starts an API server with
 //! hack/kube-apiserver.sh and sets it).
@@ -1305,4 +1306,191 @@ async fn a_pv_created_between_two_sweeps_saves_its_volume() {
     assert!(w.has_disk(&vol));
     assert_eq!(metric(&w.scrape(), "rds_csi_orphan_deleted_total"), 0.0);
     w.cleanup().await;
+}
+
+// ---------------------------------------------------------------- node events
+
+mod node_events {
+    //! The node service (over the recording fake host, so no root or NVMe
+    //! is needed) wired to the API server exactly as `rds-csi node` wires
+    //! it: its failures must show up as Events on the right PVC.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use attachment_manager::kube_store::KubeEvents;
+    use csi_server::metrics::RpcMetrics;
+    use csi_server::node::{events, NodeConfig, NodeEvents, NodeService};
+    use csi_server::proto::node_server::Node as _;
+    use nix::errno::Errno;
+    use nvme::fake::{FakeHost, SysOp};
+
+    use super::*;
+
+    const PREFIX: &str = "nqn.2000-02.com.mikrotik:";
+
+    fn stage_req(volume: &str, ns: &str, claim: &str) -> proto::NodeStageVolumeRequest {
+        proto::NodeStageVolumeRequest {
+            volume_id: volume.into(),
+            staging_target_path: format!("/var/lib/kubelet/plugins/x/{volume}/globalmount"),
+            volume_capability: Some(cap(false)),
+            volume_context: HashMap::from([
+                ("nvmeAddress".to_string(), "10.0.0.1".to_string()),
+                ("nqn".to_string(), format!("{PREFIX}{volume}")),
+                (
+                    "csi.storage.k8s.io/pvc/namespace".to_string(),
+                    ns.to_string(),
+                ),
+                ("csi.storage.k8s.io/pvc/name".to_string(), claim.to_string()),
+            ]),
+            ..Default::default()
+        }
+    }
+
+    async fn create_pvc(client: &Client, ns: &str, claim: &str) -> String {
+        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": claim, "namespace": ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        }))
+        .unwrap();
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &pvc)
+            .await
+            .unwrap()
+            .metadata
+            .uid
+            .unwrap()
+    }
+
+    /// Events in `ns` about the PVC `claim`.
+    async fn events_on(client: &Client, ns: &str, claim: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(claim))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn node_format_refusals_and_mount_failures_are_events_on_the_pvc() {
+        let w = World::new("node-events", &[]).await;
+        let ns = w.ns();
+        let node = w.node("a");
+        let refused_uid = create_pvc(&w.client, &ns, "refused").await;
+        let unmountable_uid = create_pvc(&w.client, &ns, "unmountable").await;
+        // A PVC of the same name in another namespace must stay untouched.
+        let other_ns = format!("{ns}-other");
+        Api::<Namespace>::all(w.client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": other_ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        create_pvc(&w.client, &other_ns, "refused").await;
+
+        let f = FakeHost::new();
+        let config = nvme::Config::new(
+            nvme::NqnPrefix::new(PREFIX).unwrap(),
+            nvme::HostIdentity {
+                nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+                id: None,
+            },
+        );
+        let sink = KubeEvents::new(w.client.clone(), events::REPORTER, Some(node.clone()))
+            .with_action(events::ACTION);
+        let svc = NodeService::with_events(
+            NodeConfig {
+                node_id: node.clone(),
+                max_volumes: 0,
+                topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
+                state_dir: "/var/lib/kubelet/plugins/rds/volumes".into(),
+                staging_root: "/var/lib/kubelet".into(),
+                max_ctrl_loss_tmo: None,
+            },
+            nvme::DataPath::new(f.clone(), f.clone(), config),
+            RpcMetrics::unregistered(),
+            NodeEvents::spawn(
+                Arc::new(sink),
+                events::QUEUE_CAPACITY,
+                events::DELIVERY_TIMEOUT,
+            ),
+        );
+
+        // An xfs volume staged as ext4: the node refuses to format it.
+        let refused = format!("pvc-{}-refused", w.name);
+        f.add_volume(&format!("{PREFIX}{refused}"), 1 << 30);
+        f.update_volume(&format!("{PREFIX}{refused}"), |v| v.fs = Some("xfs".into()));
+        let err = svc
+            .node_stage_volume(tonic::Request::new(stage_req(&refused, &ns, "refused")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+        // An empty volume whose mount fails.
+        let unmountable = format!("pvc-{}-unmountable", w.name);
+        f.add_volume(&format!("{PREFIX}{unmountable}"), 1 << 30);
+        f.fail(SysOp::Mount, Errno::EIO);
+        svc.node_stage_volume(tonic::Request::new(stage_req(
+            &unmountable,
+            &ns,
+            "unmountable",
+        )))
+        .await
+        .unwrap_err();
+        assert!(
+            !f.mounts()
+                .iter()
+                .any(|m| m.mount_point.starts_with("/var/lib/kubelet")),
+            "{:?}",
+            f.mounts()
+        );
+
+        for (claim, uid, reason, volume) in [
+            ("refused", &refused_uid, "FormatRefused", &refused),
+            ("unmountable", &unmountable_uid, "MountFailed", &unmountable),
+        ] {
+            let ev = eventually(
+                &format!("{reason} on {claim}"),
+                Duration::from_secs(10),
+                || async { events_on(&w.client, &ns, claim).await.into_iter().next() },
+            )
+            .await;
+            let all = events_on(&w.client, &ns, claim).await;
+            assert_eq!(all.len(), 1, "one event on {claim}: {all:?}");
+            assert_eq!(ev.reason.as_deref(), Some(reason));
+            assert_eq!(ev.type_.as_deref(), Some("Warning"));
+            assert_eq!(ev.action.as_deref(), Some("MountVolume"));
+            assert_eq!(ev.reporting_controller.as_deref(), Some("rds-csi-node"));
+            assert_eq!(ev.reporting_instance.as_deref(), Some(node.as_str()));
+            assert_eq!(ev.metadata.namespace.as_deref(), Some(ns.as_str()));
+            let r = ev.regarding.unwrap();
+            assert_eq!(r.kind.as_deref(), Some("PersistentVolumeClaim"));
+            assert_eq!(r.api_version.as_deref(), Some("v1"));
+            assert_eq!(r.namespace.as_deref(), Some(ns.as_str()));
+            assert_eq!(r.name.as_deref(), Some(claim));
+            assert_eq!(
+                r.uid.as_deref(),
+                Some(uid.as_str()),
+                "found by kubectl describe"
+            );
+            let note = ev.note.unwrap_or_default();
+            assert!(note.contains(volume.as_str()), "{note}");
+            assert!(note.contains(&node), "{note}");
+        }
+        // Nothing in the other namespace, nothing on any other object.
+        assert!(events_on(&w.client, &other_ns, "refused").await.is_empty());
+        let all = Api::<Event>::namespaced(w.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert_eq!(all.items.len(), 2, "{:?}", all.items);
+        Api::<Namespace>::all(w.client.clone())
+            .delete(&other_ns, &DeleteParams::default())
+            .await
+            .ok();
+        w.cleanup().await;
+    }
 }

@@ -69,6 +69,21 @@ pub struct VolumeEvent {
     pub message: String,
 }
 
+impl VolumeEvent {
+    /// Writes the event to the log, at warn for warnings: every sink logs
+    /// what it records, and a sink that cannot record still logs.
+    pub fn log(&self) {
+        match self.kind {
+            EventKind::Normal => {
+                tracing::info!(volume = %self.volume, reason = self.reason, "{}", self.message)
+            }
+            EventKind::Warning => {
+                tracing::warn!(volume = %self.volume, reason = self.reason, "{}", self.message)
+            }
+        }
+    }
+}
+
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: VolumeEvent) -> BoxFuture<'_, ()>;
 }
@@ -172,14 +187,7 @@ pub struct LogEvents {
 
 impl EventSink for LogEvents {
     fn emit(&self, event: VolumeEvent) -> BoxFuture<'_, ()> {
-        match event.kind {
-            EventKind::Normal => {
-                tracing::info!(volume = %event.volume, reason = event.reason, "{}", event.message)
-            }
-            EventKind::Warning => {
-                tracing::warn!(volume = %event.volume, reason = event.reason, "{}", event.message)
-            }
-        }
+        event.log();
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -439,43 +439,89 @@ impl NodeView for KubeNodes {
 
 /// Records events on the PVC named in the volume context.
 pub struct KubeEvents {
+    client: Client,
     recorder: Recorder,
+    action: String,
+}
+
+/// The API server refuses an event note longer than this (bytes).
+const NOTE_LIMIT: usize = 1024;
+
+/// `s` cut to at most `limit` bytes, on a character boundary.
+fn truncated(mut s: String, limit: usize) -> String {
+    if s.len() > limit {
+        let mut end = limit.saturating_sub('…'.len_utf8());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
 }
 
 impl KubeEvents {
+    /// `controller` and `instance` are the event's reporting controller and
+    /// instance (the API server limits the instance to 128 characters).
     pub fn new(client: Client, controller: impl Into<String>, instance: Option<String>) -> Self {
         KubeEvents {
             recorder: Recorder::new(
-                client,
+                client.clone(),
                 Reporter {
                     controller: controller.into(),
-                    instance,
+                    instance: instance.map(|i| truncated(i, 128)),
                 },
             ),
+            client,
+            action: "Attach".into(),
         }
+    }
+
+    /// The events' action (what the reporter was doing); `Attach` unless set.
+    pub fn with_action(mut self, action: impl Into<String>) -> Self {
+        self.action = action.into();
+        self
+    }
+
+    /// The PVC as an event's `regarding`, with its UID when it can be read
+    /// (`kubectl describe pvc` matches events by UID). None when it is gone.
+    async fn regarding(&self, namespace: String, name: String) -> Option<ObjectReference> {
+        let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &namespace);
+        let uid = match api.get_opt(&name).await {
+            Ok(Some(pvc)) => pvc.metadata.uid,
+            Ok(None) => {
+                debug!(
+                    namespace,
+                    name, "the PVC of an event no longer exists; not recorded"
+                );
+                return None;
+            }
+            Err(e) => {
+                debug!(namespace, name, error = %e, "cannot read the PVC of an event; recording it by name only");
+                None
+            }
+        };
+        Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("PersistentVolumeClaim".into()),
+            namespace: Some(namespace),
+            name: Some(name),
+            uid,
+            ..Default::default()
+        })
     }
 }
 
 impl EventSink for KubeEvents {
     fn emit(&self, event: VolumeEvent) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            match event.kind {
-                EventKind::Normal => {
-                    tracing::info!(volume = %event.volume, reason = event.reason, "{}", event.message)
-                }
-                EventKind::Warning => {
-                    tracing::warn!(volume = %event.volume, reason = event.reason, "{}", event.message)
-                }
-            }
+            event.log();
             let Some((namespace, name)) = event.pvc else {
                 return;
             };
-            let reference = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("PersistentVolumeClaim".into()),
-                namespace: Some(namespace),
-                name: Some(name),
-                ..Default::default()
+            let Some(reference) = self.regarding(namespace, name).await else {
+                return;
             };
             let ev = Event {
                 type_: match event.kind {
@@ -483,12 +529,12 @@ impl EventSink for KubeEvents {
                     EventKind::Warning => EventType::Warning,
                 },
                 reason: event.reason.into(),
-                note: Some(event.message),
-                action: "Attach".into(),
+                note: Some(truncated(event.message, NOTE_LIMIT)),
+                action: self.action.clone(),
                 secondary: None,
             };
             if let Err(e) = self.recorder.publish(&ev, &reference).await {
-                warn!(error = %e, "cannot record an event on the PVC");
+                warn!(error = %e, reason = ev.reason, "cannot record an event on the PVC");
             }
         })
     }
@@ -503,6 +549,16 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn event_notes_are_cut_to_the_api_limit_on_a_character_boundary() {
+        assert_eq!(truncated("short".into(), NOTE_LIMIT), "short");
+        let long = "é".repeat(NOTE_LIMIT);
+        let cut = truncated(long, NOTE_LIMIT);
+        assert!(cut.len() <= NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() > NOTE_LIMIT - 8);
     }
 
     #[test]

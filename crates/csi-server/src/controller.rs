@@ -383,7 +383,7 @@ impl<B: Backend> ControllerService<B> {
                 )))
             }
         }
-        let pvc = pvc_of(&req.volume_context);
+        let pvc = params::pvc_of(&req.volume_context);
         // Publishes for the volumes of one VM run one at a time.
         let _vmi_guard = match (&self.grouper, &pvc) {
             (Some(g), Some((ns, name))) => match g.vmi_for_pvc(ns, name).await {
@@ -653,20 +653,6 @@ impl<B: Backend> ControllerService<B> {
 }
 
 const TOKEN_PREFIX: &str = "after:";
-
-/// The PVC a volume belongs to, from the keys CreateVolume copied into its
-/// context (lesson 8: without them per-VM locking and events never engage).
-fn pvc_of(context: &HashMap<String, String>) -> Option<(String, String)> {
-    match (
-        context.get(params::ctx::PVC_NAMESPACE),
-        context.get(params::ctx::PVC_NAME),
-    ) {
-        (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
-            Some((ns.clone(), name.clone()))
-        }
-        _ => None,
-    }
-}
 
 fn migration_timeout_of(context: &HashMap<String, String>) -> Duration {
     context

@@ -22,6 +22,7 @@
 //!   mount whose device is not the NQN's current device is stale (lesson 5).
 
 mod context;
+pub mod events;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,8 @@ use nvme::{BlockDevice, DataPath, DevId, ErrorKind, Exec, FileKind, FsType, MsFl
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, info, instrument, warn, Instrument};
 
+use attachment_manager::EventKind;
+
 use crate::controller::VolumeLocks;
 use crate::error::{chain, CsiError};
 use crate::metrics::RpcMetrics;
@@ -44,6 +47,8 @@ use crate::proto::{self, node_server::Node};
 
 pub use context::FORMATTED;
 use context::{abs_path, capability, volume_id, volume_path, volume_target, Cap};
+pub use events::NodeEvents;
+use events::{FORMAT_REFUSED, MOUNT_FAILED, STALE_MOUNT_RECOVERED};
 use state::{Records, Stored, VolumeRecord};
 
 /// Node settings, from flags.
@@ -168,16 +173,29 @@ struct Inner<E, S> {
     dp: DataPath<E, S>,
     locks: VolumeLocks,
     metrics: RpcMetrics,
+    events: NodeEvents,
 }
 
 impl<E: Exec, S: Sys> NodeService<E, S> {
+    /// A node service whose events are only logged.
     pub fn new(config: NodeConfig, data_path: DataPath<E, S>, metrics: RpcMetrics) -> Self {
+        Self::with_events(config, data_path, metrics, NodeEvents::log_only())
+    }
+
+    /// A node service that records events on PVCs through `events`.
+    pub fn with_events(
+        config: NodeConfig,
+        data_path: DataPath<E, S>,
+        metrics: RpcMetrics,
+        events: NodeEvents,
+    ) -> Self {
         NodeService {
             inner: Arc::new(Inner {
                 config,
                 dp: data_path,
                 locks: VolumeLocks::default(),
                 metrics,
+                events,
             }),
         }
     }
@@ -289,6 +307,30 @@ fn not_found(e: &std::io::Error) -> bool {
 }
 
 impl<E: Exec, S: Sys> Inner<E, S> {
+    /// Records an event about a staged volume on its PVC (from the record),
+    /// in the background: never waits, never fails the RPC.
+    fn report(&self, rec: &VolumeRecord, kind: EventKind, reason: &'static str, what: String) {
+        self.events.report(events::volume_event(
+            &rec.volume_id,
+            rec.pvc.clone(),
+            &self.config.node_id,
+            kind,
+            reason,
+            what,
+        ));
+    }
+
+    /// A failed mount: reported, then returned.
+    fn mount_failed(&self, rec: &VolumeRecord, e: NodeError) -> NodeError {
+        self.report(
+            rec,
+            EventKind::Warning,
+            MOUNT_FAILED,
+            format!("mounting volume {} failed: {}", rec.volume_id, chain(&e)),
+        );
+        e
+    }
+
     fn records(&self) -> Records<'_, S> {
         Records {
             sys: self.dp.sys(),
@@ -400,20 +442,48 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
             }
             None => {
-                let prepared = self
+                let prepared = match self
                     .dp
                     .prepare_filesystem(&rec.nqn, device, fs, formatted_before)
                     .await
-                    .map_err(dp(format!("prepare volume {}", rec.volume_id)))?;
+                {
+                    Ok(p) => p,
+                    Err(e @ nvme::Error::Refused { retry, .. }) => {
+                        self.report(
+                            rec,
+                            EventKind::Warning,
+                            FORMAT_REFUSED,
+                            format!(
+                                "volume {} was neither formatted nor mounted: {}{}",
+                                rec.volume_id,
+                                nvme::chain(&e),
+                                if retry {
+                                    " (this may clear by itself; kubelet retries)"
+                                } else {
+                                    " (needs a person: the data on the volume was left untouched)"
+                                }
+                            ),
+                        );
+                        return Err(dp(format!("prepare volume {}", rec.volume_id))(e));
+                    }
+                    Err(e) => {
+                        let e = dp(format!("prepare volume {}", rec.volume_id))(e);
+                        return Err(self.mount_failed(rec, e));
+                    }
+                };
                 if prepared == nvme::Prepared::Formatted {
                     rec.formatted_here = true;
                 }
             }
         }
-        self.dp
+        if let Err(e) = self
+            .dp
             .mount_device(device, &rec.staging_path, fs, opts)
             .await
-            .map_err(dp(format!("stage volume {}", rec.volume_id)))?;
+        {
+            let e = dp(format!("stage volume {}", rec.volume_id))(e);
+            return Err(self.mount_failed(rec, e));
+        }
         if !rec.filesystem_seen {
             rec.filesystem_seen = true;
             self.save(rec).await?;
@@ -464,6 +534,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             formatted_here: false,
             filesystem_seen: false,
             targets: BTreeMap::new(),
+            pvc: crate::params::pvc_of(&req.volume_context),
         };
         if let Some(p) = &previous {
             let sub = self.resolve(&p.nqn).await?;
@@ -492,6 +563,9 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             if p.staging_path == staging {
                 rec.targets = p.targets.clone();
             }
+            if rec.pvc.is_none() {
+                rec.pvc = p.pvc.clone();
+            }
         }
         // Written before connecting: a connection made just before a crash
         // must not look orphaned at the next start.
@@ -506,6 +580,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             return Ok(proto::NodeStageVolumeResponse {});
         };
         let sub = self.resolve(&rec.nqn).await?;
+        let mut stale = None;
         match classify(&self.mounts().await?, &staging, &sub.dev_ids()) {
             MountState::Current(m) if m.fs_type == fs.as_str() => {
                 if !rec.filesystem_seen {
@@ -527,6 +602,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 self.drop_stale_mount(&staging, &m).await?;
                 rec.filesystem_seen = true;
                 self.save(&rec).await?;
+                stale = Some(m);
             }
             MountState::NotMounted => {}
         }
@@ -534,6 +610,19 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         let formatted_before = vt.formatted || rec.filesystem_seen;
         self.mount_staging(&mut rec, &device, fs, &cap.mount, formatted_before)
             .await?;
+        if let Some(m) = stale {
+            self.report(
+                &rec,
+                EventKind::Warning,
+                STALE_MOUNT_RECOVERED,
+                format!(
+                    "the staging mount of volume {id} was on {} ({}), which had vanished; remounted from {}",
+                    m.source,
+                    m.dev(),
+                    device.path.display()
+                ),
+            );
+        }
         Ok(proto::NodeStageVolumeResponse {})
     }
 
@@ -669,10 +758,14 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 formatted_here: false,
                 filesystem_seen: false,
                 targets: BTreeMap::new(),
+                pvc: None,
             },
             (None, Err(e)) => return Err(e),
         };
         rec.staging_path = staging.clone();
+        if let Some(pvc) = crate::params::pvc_of(&req.volume_context) {
+            rec.pvc = Some(pvc);
+        }
         if rec.block != cap.block {
             return Err(NodeError::FailedPrecondition(format!(
                 "volume {id} was staged as {}, and is published as {}",
@@ -761,7 +854,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         self.dp
             .bind_mount(&staging, target, staged.dev(), flags)
             .await
-            .map_err(dp(format!("publish volume {id} at {}", target.display())))
+            .map_err(|e| {
+                let e = dp(format!("publish volume {id} at {}", target.display()))(e);
+                self.mount_failed(rec, e)
+            })
     }
 
     async fn publish_block(
@@ -872,6 +968,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                     }
                 }
             }
+            self.report_recovered(rec, &done);
             return Ok(done);
         }
         let fs = rec.fs().unwrap_or(FsType::Ext4);
@@ -907,12 +1004,31 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 self.dp
                     .bind_mount(&rec.staging_path, &t, dev.dev, flags)
                     .await
-                    .map_err(dp(format!("re-publish at {}", t.display())))?;
+                    .map_err(|e| {
+                        let e = dp(format!("re-publish at {}", t.display()))(e);
+                        self.mount_failed(rec, e)
+                    })?;
                 done.push(format!("{} re-bound", t.display()));
             }
         }
-        warn!(volume = %id, actions = ?done, "recovered a volume whose device had vanished");
+        self.report_recovered(rec, &done);
         Ok(done)
+    }
+
+    fn report_recovered(&self, rec: &VolumeRecord, done: &[String]) {
+        if done.is_empty() {
+            return;
+        }
+        self.report(
+            rec,
+            EventKind::Warning,
+            STALE_MOUNT_RECOVERED,
+            format!(
+                "volume {} was mounted from an NVMe device that had vanished (controller renumbered); recovered: {}. Containers that had it open keep the old mount until they restart",
+                rec.volume_id,
+                done.join(", ")
+            ),
+        );
     }
 
     async fn unlink(&self, p: &Path) -> NodeResult<()> {

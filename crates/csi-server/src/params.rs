@@ -46,6 +46,19 @@ pub mod ctx {
     pub const PVC_NAMESPACE: &str = super::P_PVC_NAMESPACE;
 }
 
+/// The `(namespace, name)` of the PVC a volume belongs to, from the keys
+/// CreateVolume copied into its context (lesson 8: without them per-VM
+/// locking and events never engage). Both are needed: a name alone could
+/// point into the wrong namespace.
+pub fn pvc_of(context: &HashMap<String, String>) -> Option<(String, String)> {
+    match (context.get(ctx::PVC_NAMESPACE), context.get(ctx::PVC_NAME)) {
+        (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
+            Some((ns.clone(), name.clone()))
+        }
+        _ => None,
+    }
+}
+
 pub const DEFAULT_NVME_PORT: u16 = 4420;
 pub const DEFAULT_CTRL_LOSS_TMO: i32 = 600;
 pub const DEFAULT_RECONNECT_DELAY: u32 = 5;

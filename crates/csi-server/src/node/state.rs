@@ -40,6 +40,11 @@ pub struct VolumeRecord {
     /// Publish targets and whether each is read-only.
     #[serde(default)]
     pub targets: BTreeMap<PathBuf, bool>,
+    /// `[namespace, name]` of the volume's PVC, from the volume context, so
+    /// events raised where no context comes along (NodeGetVolumeStats
+    /// recovering a stale mount) still reach the PVC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<(String, String)>,
 }
 
 impl VolumeRecord {
@@ -161,6 +166,7 @@ mod tests {
             formatted_here: true,
             filesystem_seen: true,
             targets: BTreeMap::from([(PathBuf::from("/var/lib/kubelet/pods/p/mount"), false)]),
+            pvc: Some(("vms".into(), "disk".into())),
         }
     }
 
@@ -171,6 +177,15 @@ mod tests {
         assert_eq!(parse("pvc-1", &text), Stored::Record(Box::new(r)));
         assert!(matches!(parse("pvc-2", &text), Stored::Unreadable { .. }));
         assert!(matches!(parse("pvc-1", "{"), Stored::Unreadable { .. }));
+    }
+
+    #[test]
+    fn a_record_from_before_pvcs_were_kept_still_parses() {
+        let mut r = record();
+        r.pvc = None;
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("pvc\""), "{text}");
+        assert_eq!(parse("pvc-1", &text), Stored::Record(Box::new(r)));
     }
 
     proptest! {
