@@ -209,11 +209,13 @@ impl KubeStore {
             })
             .collect();
         let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-        let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        match api
+        let request = kube::core::Request::new(lists::PV_PATH)
             .patch(&pv, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+            .map_err(|e| err("annotate PV", e))?;
+        // The API server answers with the whole PV; only the status code
+        // matters here, so the body is skipped rather than decoded into a
+        // `PersistentVolume` on every publish and unpublish.
+        match self.client.request::<serde::de::IgnoredAny>(request).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 self.pv_names.remove(volume);
@@ -258,10 +260,12 @@ impl KubeStore {
                     continue;
                 };
                 let name = pv.metadata.name;
+                // Every PV of the driver, attached or not: its first
+                // publish then patches it without a GET first.
+                self.pv_names.insert(handle.clone(), name.clone());
                 let Some(nodes) = by_pv.remove(&name) else {
                     continue;
                 };
-                self.pv_names.insert(handle.clone(), name);
                 let spec = pv.spec;
                 let rwx_block = spec.volume_mode.as_deref() == Some("Block")
                     && spec
