@@ -146,13 +146,27 @@ pub const VA_PATH: &str = "/apis/storage.k8s.io/v1/volumeattachments";
 /// Lists every object under `path` (a cluster-scoped collection), `PAGE`
 /// at a time, decoding each page into `T` and handing it to `f` before
 /// fetching the next.
-pub async fn for_each_page<T, F>(client: &Client, path: &str, mut f: F) -> Result<(), kube::Error>
+pub async fn for_each_page<T, F>(client: &Client, path: &str, f: F) -> Result<(), kube::Error>
+where
+    T: DeserializeOwned,
+    F: FnMut(Vec<T>),
+{
+    for_each_page_of(client, path, PAGE, f).await
+}
+
+/// [`for_each_page`] with pages of `limit` objects.
+pub async fn for_each_page_of<T, F>(
+    client: &Client,
+    path: &str,
+    limit: u32,
+    mut f: F,
+) -> Result<(), kube::Error>
 where
     T: DeserializeOwned,
     F: FnMut(Vec<T>),
 {
     let request = kube::core::Request::new(path);
-    let mut params = ListParams::default().limit(PAGE);
+    let mut params = ListParams::default().limit(limit);
     loop {
         let page: Page<T> = client
             .request(request.list(&params).map_err(kube::Error::BuildRequest)?)
