@@ -414,17 +414,25 @@ async fn api_get(w: &World, path: &str) -> String {
 }
 
 async fn snap(w: &World, ctl: &Controller) -> Snap {
+    snap_of(w, Some(ctl)).await
+}
+
+/// A snapshot; without a controller its metrics and CPU are absent.
+async fn snap_of(w: &World, ctl: Option<&Controller>) -> Snap {
     let api = api_get(w, "/metrics").await;
     Snap {
         at: Instant::now(),
         machine: machine_jiffies(),
         cpu: [
-            cpu_seconds(Some(ctl.pid())),
+            ctl.and_then(|c| cpu_seconds(Some(c.pid()))),
             cpu_seconds(w.apiserver_pid),
             cpu_seconds(w.etcd_pid),
             cpu_seconds(Some(std::process::id())),
         ],
-        ctl: parse_metrics(&http_get(ctl.metrics_port, "/metrics").unwrap_or_default()),
+        ctl: parse_metrics(
+            &ctl.and_then(|c| http_get(c.metrics_port, "/metrics"))
+                .unwrap_or_default(),
+        ),
         api: parse_metrics(&api),
         etcd: parse_metrics(
             &w.etcd_port
@@ -546,6 +554,96 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where a process's resident memory is, from /proc/<pid>/smaps: the
+/// main heap (`[heap]`), anonymous mappings (glibc's other arenas, thread
+/// stacks, large allocations), file-backed mappings (binary, libraries);
+/// its thread count; and its largest anonymous mappings as size/resident.
+fn smaps_summary(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut heap, mut anon, mut file) = (0u64, 0u64, 0u64);
+    let mut anons: Vec<(u64, u64)> = Vec::new();
+    // (kind, size) of the mapping whose fields are being read.
+    let mut current: Option<(u8, u64)> = None;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            let kind = match path {
+                "[heap]" => 0,
+                "" => 1,
+                p if p.starts_with('[') => 3,
+                _ => 2,
+            };
+            current = Some((kind, 0));
+            continue;
+        }
+        let value: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        match (first, current.as_mut()) {
+            ("Size:", Some(c)) => c.1 = value,
+            ("Rss:", Some(&mut (kind, size))) => match kind {
+                0 => heap += value,
+                1 => {
+                    anon += value;
+                    anons.push((size, value));
+                }
+                2 => file += value,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    anons.sort_by_key(|a| std::cmp::Reverse(a.1));
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    let top: Vec<String> = anons
+        .iter()
+        .take(5)
+        .map(|(size, rss)| format!("{}/{}", mib(*size), mib(*rss)))
+        .collect();
+    format!(
+        "[heap] {}, anonymous {}, files {}; {threads} threads; largest anonymous mappings (size/resident): {}",
+        mib(heap),
+        mib(anon),
+        mib(file),
+        top.join(", ")
+    )
+}
+
+/// Established TCP connections of process `pid` to the API server (the
+/// port of the kubeconfig's `server:`), from `ss`; None without `ss`.
+fn api_connections(kubeconfig: &Path, pid: u32) -> Option<usize> {
+    let port = std::fs::read_to_string(kubeconfig)
+        .ok()?
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))?
+        .trim()
+        .rsplit(':')
+        .next()?
+        .trim_matches('/')
+        .to_string();
+    let out = Command::new("ss")
+        .args(["-Htnp", "state", "established"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let me = format!("pid={pid},");
+    Some(
+        text.lines()
+            .filter(|l| l.contains(&me))
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|peer| peer.rsplit(':').next() == Some(port.as_str()))
+            })
+            .count(),
+    )
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -646,6 +744,8 @@ struct Run {
     unpublish_wall: Duration,
     wall: Duration,
     bd: Breakdown,
+    /// The controller's TCP connections to the API server at the end.
+    api_conns: Option<usize>,
 }
 
 impl Run {
@@ -674,12 +774,16 @@ impl Run {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let total: f64 = b.cpu.iter().flatten().sum();
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} | {:.0}% | {:.0}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} | {:.0}% | {:.0}% |",
             self.label,
             ms_f(mean(&self.publishes)),
             ms_f(b.rpc_publish),
             ms_f(b.manager_publish),
             ms_f(b.ssh),
+            // What is left of a publish RPC once the RouterOS command and
+            // the API server's own handling of the PV patch are taken out:
+            // the controller's own work and its waiting for CPU.
+            ms_f(b.rpc_publish - b.ssh - b.api_patch_pv),
             ms_f(mean(&self.unpublishes)),
             ms_f(b.rpc_unpublish),
             ms_f(b.manager_unpublish),
@@ -713,6 +817,7 @@ async fn sequential(label: &str, w: &World, ctl: &Controller, vols: &[Vol]) -> B
     Ok(Run {
         label: label.to_string(),
         bd,
+        api_conns: api_connections(&w.kubeconfig, ctl.pid()),
         publish_wall: publishes.iter().sum(),
         unpublish_wall: unpublishes.iter().sum(),
         publishes,
@@ -774,6 +879,97 @@ async fn concurrent(label: &str, w: &World, ctl: &Controller, vols: &[Vol]) -> B
     Ok(Run {
         label: label.to_string(),
         bd,
+        api_conns: api_connections(&w.kubeconfig, ctl.pid()),
+        publishes,
+        unpublishes,
+        publish_wall,
+        unpublish_wall: wall - publish_wall,
+        wall,
+    })
+}
+
+/// The floor under a publish: the same PV merge-patch the controller sends
+/// (set the attached-node annotations, later clear them), sent straight
+/// from this process with its own kube client, no controller and no
+/// RouterOS command. `tasks` tasks; task t patches volumes t, t+tasks, ...
+/// one after the other; all sets, then all clears.
+async fn bare_patches(label: &str, w: &World, vols: &[Vol], tasks: usize) -> BoxResult<Run> {
+    let start_gate = Arc::new(tokio::sync::Barrier::new(tasks + 1));
+    let mid_gate = Arc::new(tokio::sync::Barrier::new(tasks + 1));
+    let mut handles = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let mine: Vec<Vol> = vols.iter().skip(t).step_by(tasks).cloned().collect();
+        let api: Api<PersistentVolume> = Api::all(w.client.clone());
+        let (g1, g2) = (start_gate.clone(), mid_gate.clone());
+        handles.push(tokio::spawn(async move {
+            let patch = |v: &Vol, set: bool| {
+                let val = |x: String| if set { json!(x) } else { json!(null) };
+                json!({"metadata": {"annotations": {
+                    ANN_ATTACHED_NODE: val(v.node.clone()),
+                    ANN_ATTACHED_AT: val(jiff::Timestamp::now().to_string()),
+                    "rds.csi.srvlab.io/migration-source": null,
+                    "rds.csi.srvlab.io/migration-target": null,
+                    "rds.csi.srvlab.io/migration-started-at": null,
+                    "rds.csi.srvlab.io/migration-deadline": null,
+                }}})
+            };
+            let mut p = Vec::with_capacity(mine.len());
+            let mut u = Vec::with_capacity(mine.len());
+            g1.wait().await;
+            let mut failed = None;
+            for v in &mine {
+                let t0 = Instant::now();
+                match api
+                    .patch(
+                        &v.id,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch(v, true)),
+                    )
+                    .await
+                {
+                    Ok(_) => p.push(t0.elapsed()),
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            g2.wait().await;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            for v in &mine {
+                let t0 = Instant::now();
+                api.patch(
+                    &v.id,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch(v, false)),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                u.push(t0.elapsed());
+            }
+            Ok((p, u))
+        }));
+    }
+    let before = snap_of(w, None).await;
+    start_gate.wait().await;
+    let start = Instant::now();
+    mid_gate.wait().await;
+    let publish_wall = start.elapsed();
+    let mut publishes = Vec::with_capacity(vols.len());
+    let mut unpublishes = Vec::with_capacity(vols.len());
+    for h in handles {
+        let (p, u) = h.await??;
+        publishes.extend(p);
+        unpublishes.extend(u);
+    }
+    let wall = start.elapsed();
+    let bd = breakdown(&before, &snap_of(w, None).await);
+    Ok(Run {
+        label: label.to_string(),
+        bd,
+        api_conns: api_connections(&w.kubeconfig, std::process::id()),
         publishes,
         unpublishes,
         publish_wall,
@@ -849,10 +1045,12 @@ struct Start {
     first_publish: Duration,
     rss: u64,
     hwm: u64,
+    /// `smaps_summary` when RSS was read.
+    smaps: String,
     /// Server-side time of the controller's LISTs of PVs and of
     /// VolumeAttachments (API server histograms; NaN if not exactly one).
-    list_pv: f64,
-    list_va: f64,
+    list_pv: (f64, f64),
+    list_va: (f64, f64),
     /// With `inspect`: the allocator's bytes in use (glibc malloc_stats)
     /// and VmRSS after malloc_trim(0), both through gdb.
     heap: Option<(u64, u64)>,
@@ -920,6 +1118,7 @@ async fn measure_start(
     // Let start-up allocations settle before reading memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss, hwm) = memory_kib(ctl.pid());
+    let smaps = smaps_summary(ctl.pid());
     let heap = if inspect {
         inspect_heap(ctl.pid(), &ctl.log)
     } else {
@@ -927,15 +1126,15 @@ async fn measure_start(
     };
     unpublish(&mut csi, probe).await?;
     let after = parse_metrics(&api_get(w, "/metrics").await);
+    // Every LIST of the kind during the start: the rebuild's pages and,
+    // for PVs, the orphan sweep's.
     let list = |resource: &str| {
         let labels = [resource, "verb=\"LIST\"", "scope=\"cluster\""];
         let d = |n: &str| msum(&after, n, &labels) - msum(&before, n, &labels);
-        let count = d("apiserver_request_duration_seconds_count");
-        if count == 1.0 {
-            d("apiserver_request_duration_seconds_sum")
-        } else {
-            f64::NAN
-        }
+        (
+            d("apiserver_request_duration_seconds_sum"),
+            d("apiserver_request_duration_seconds_count"),
+        )
     };
     Ok(Start {
         label: label.to_string(),
@@ -946,6 +1145,7 @@ async fn measure_start(
         first_publish,
         rss,
         hwm,
+        smaps,
     })
 }
 
@@ -1153,6 +1353,30 @@ async fn bench(w: &Arc<World>, bench_start: Instant) -> BoxResult<String> {
         .await?,
     );
     drop(ctl);
+    // The floor: the controller's PV patch alone, without the controller.
+    eprintln!("bare PV merge-patches from this process, sequential and {NODES} concurrent");
+    runs.push(
+        bare_patches(
+            "bare PV merge-patch, no controller (floor), sequential",
+            w,
+            &vols,
+            1,
+        )
+        .await?,
+    );
+    for pass in ["first", "second"] {
+        runs.push(
+            bare_patches(
+                &format!(
+                    "bare PV merge-patch, no controller (floor), {NODES} concurrent, {pass} pass"
+                ),
+                w,
+                &vols,
+                NODES,
+            )
+            .await?,
+        );
+    }
 
     // --- rebuild from REBUILD attachments --------------------------------
     eprintln!("creating {REBUILD} PVs and {REBUILD} attached VolumeAttachments");
@@ -1247,14 +1471,27 @@ async fn bench(w: &Arc<World>, bench_start: Instant) -> BoxResult<String> {
     )?;
     writeln!(
         out,
-        "| run | publish, client | publish RPC | of which attachment manager | SSH command | unpublish, client | unpublish RPC | of which attachment manager | API server PATCH PV | etcd update PV | etcd WAL fsync (count) | CPU controller | CPU kube-apiserver | CPU etcd | CPU bench + simulator | CPU used by these | CPU busy, whole machine |"
+        "| run | publish, client | publish RPC | of which attachment manager | SSH command | publish RPC minus SSH command and API server PATCH | unpublish, client | unpublish RPC | of which attachment manager | API server PATCH PV | etcd update PV | etcd WAL fsync (count) | CPU controller | CPU kube-apiserver | CPU etcd | CPU bench + simulator | CPU used by these | CPU busy, whole machine |"
     )?;
     writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for r in &runs {
         writeln!(out, "{}", r.breakdown_row())?;
+    }
+    writeln!(
+        out,
+        "\nTCP connections to the API server at the end of each run (the controller's; \
+         for the floor rows, this process's, which also made the objects):\n"
+    )?;
+    for r in &runs {
+        writeln!(
+            out,
+            "- {}: {}",
+            r.label,
+            r.api_conns.map_or("n/a".into(), |n| n.to_string())
+        )?;
     }
     writeln!(
         out,
@@ -1276,18 +1513,20 @@ async fn bench(w: &Arc<World>, bench_start: Instant) -> BoxResult<String> {
     )?;
     writeln!(
         out,
-        "| start | spawn to \"rebuilt\" log line | rebuild (controller's own timing) | of which LIST PVs (API server) | LIST VolumeAttachments (API server) | attached | spawn to first successful publish | VmRSS 2 s later | VmHWM |"
+        "| start | spawn to \"rebuilt\" log line | rebuild (controller's own timing) | LISTs of PVs, API server time (requests) | LISTs of VolumeAttachments, API server time (requests) | attached | spawn to first successful publish | VmRSS 2 s later | VmHWM |"
     )?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for s in &starts {
         writeln!(
             out,
-            "| {} | {:.3} s | {} | {} ms | {} ms | {} | {:.3} s | {} | {} |",
+            "| {} | {:.3} s | {} | {} ms ({:.0}) | {} ms ({:.0}) | {} | {:.3} s | {} | {} |",
             s.label,
             s.rebuilt.since_spawn.as_secs_f64(),
             s.rebuilt.elapsed,
-            ms_f(s.list_pv),
-            ms_f(s.list_va),
+            ms_f(s.list_pv.0),
+            s.list_pv.1,
+            ms_f(s.list_va.0),
+            s.list_va.1,
             s.rebuilt.attached,
             s.first_publish.as_secs_f64(),
             mib(s.rss),
@@ -1324,6 +1563,9 @@ async fn bench(w: &Arc<World>, bench_start: Instant) -> BoxResult<String> {
         mib(worst),
         mib(starts.iter().map(|s| s.hwm).max().unwrap_or(0))
     )?;
+    for s in &starts {
+        writeln!(out, "\nStart {}: {}.", s.label, s.smaps)?;
+    }
     match starts.last().and_then(|s| s.heap.map(|h| (s, h))) {
         Some((s, (in_use, trimmed))) => writeln!(
             out,

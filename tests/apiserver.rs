@@ -1308,6 +1308,40 @@ async fn a_pv_created_between_two_sweeps_saves_its_volume() {
     w.cleanup().await;
 }
 
+/// The controller's paged LISTs (pages of 500 decoded into minimal structs)
+/// follow the API server's continue tokens to the end: with pages of 2,
+/// every PV of the driver is seen once.
+#[tokio::test]
+async fn paged_minimal_lists_follow_continue_tokens_to_the_end() {
+    use attachment_manager::lists::{self, PvFacts};
+    let w = World::new("pages", &[]).await;
+    let ids: std::collections::BTreeSet<String> =
+        (0..5).map(|i| format!("pvc-{}-{i}", w.name)).collect();
+    for id in &ids {
+        w.pv_for(id).await;
+    }
+    let driver = w.driver();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    lists::for_each_page_of(&w.client, lists::PV_PATH, 2, |page: Vec<PvFacts>| {
+        pages += 1;
+        assert!(page.len() <= 2, "a page of {} objects", page.len());
+        seen.extend(
+            page.iter()
+                .filter_map(|pv| pv.handle_for(&driver).map(str::to_string)),
+        );
+    })
+    .await
+    .unwrap();
+    assert!(pages >= 3, "{pages} pages");
+    assert_eq!(seen.len(), ids.len(), "{seen:?}");
+    assert_eq!(
+        seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        ids
+    );
+    w.cleanup().await;
+}
+
 // ---------------------------------------------------------------- node events
 
 mod node_events {

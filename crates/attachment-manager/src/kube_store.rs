@@ -11,8 +11,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume};
-use k8s_openapi::api::storage::v1::VolumeAttachment;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store as Reader};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -22,6 +21,7 @@ use tracing::{debug, warn};
 use crate::cluster::{
     ClusterError, EventKind, EventSink, NodeStatus, NodeView, Rebuilt, Store, VolumeEvent,
 };
+use crate::lists::{self, PvFacts, VaFacts};
 use crate::rules::{AccessKind, Attachment, Migration, VolumeState};
 
 pub const ANN_ATTACHED_NODE: &str = "rds.csi.srvlab.io/attached-node";
@@ -128,26 +128,6 @@ pub fn state_from_cluster(
     }
 }
 
-/// Lists every object of a kind, 500 at a time, handing each page to `f`
-/// and dropping it before the next, so a large cluster is never held in
-/// memory whole.
-async fn for_each_page<K, F>(api: Api<K>, what: &str, mut f: F) -> Result<(), ClusterError>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    F: FnMut(Vec<K>),
-{
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await.map_err(|e| err(what, e))?;
-        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        f(page.items);
-        match next {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(()),
-        }
-    }
-}
-
 /// Persists to PV annotations; rebuilds from VolumeAttachments.
 pub struct KubeStore {
     client: Client,
@@ -189,16 +169,21 @@ impl KubeStore {
                 return Ok(Some(volume.to_string()));
             }
         }
-        let pvs = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| err("list PVs", e))?;
-        for pv in pvs {
-            if self.handle_of(&pv) == Some(volume) {
-                let name = pv.metadata.name.clone().unwrap_or_default();
-                self.pv_names.insert(volume.to_string(), name.clone());
-                return Ok(Some(name));
+        let mut found = None;
+        lists::for_each_page(&self.client, lists::PV_PATH, |page: Vec<PvFacts>| {
+            if found.is_some() {
+                return;
             }
+            found = page
+                .into_iter()
+                .find(|pv| pv.handle_for(&self.driver) == Some(volume))
+                .map(|pv| pv.metadata.name);
+        })
+        .await
+        .map_err(|e| err("list PVs", e))?;
+        if let Some(name) = found {
+            self.pv_names.insert(volume.to_string(), name.clone());
+            return Ok(Some(name));
         }
         Ok(None)
     }
@@ -224,11 +209,13 @@ impl KubeStore {
             })
             .collect();
         let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-        let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        match api
+        let request = kube::core::Request::new(lists::PV_PATH)
             .patch(&pv, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+            .map_err(|e| err("annotate PV", e))?;
+        // The API server answers with the whole PV; only the status code
+        // matters here, so the body is skipped rather than decoded into a
+        // `PersistentVolume` on every publish and unpublish.
+        match self.client.request::<serde::de::IgnoredAny>(request).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 self.pv_names.remove(volume);
@@ -239,80 +226,71 @@ impl KubeStore {
     }
 
     async fn load_inner(&self) -> Result<Vec<Rebuilt>, ClusterError> {
-        // Page by page, one kind after the other, keeping only compact
-        // facts: holding every PV and VolumeAttachment of a large cluster at
-        // once left the allocator with far more memory than the state needs.
+        // Page by page, one kind after the other, each page decoded into
+        // the few fields used (`lists`) and folded into compact facts:
+        // holding every PV and VolumeAttachment of a large cluster at once,
+        // or decoding them into full objects, left the allocator with far
+        // more memory than the state needs.
         let mut by_pv: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
-        for_each_page(
-            Api::<VolumeAttachment>::all(self.client.clone()),
-            "list VolumeAttachments",
-            |page| {
-                for va in page {
-                    if va.spec.attacher != self.driver
-                        || !va.status.as_ref().is_some_and(|s| s.attached)
-                    {
-                        continue;
-                    }
-                    let Some(pv) = va.spec.source.persistent_volume_name else {
-                        continue;
-                    };
-                    let since = va
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0)
-                        .unwrap_or_else(Timestamp::now);
-                    by_pv
-                        .entry(pv)
-                        .or_default()
-                        .push((va.spec.node_name, since));
+        lists::for_each_page(&self.client, lists::VA_PATH, |page: Vec<VaFacts>| {
+            for va in page {
+                if va.spec.attacher != self.driver || !va.status.is_some_and(|s| s.attached) {
+                    continue;
                 }
-            },
-        )
-        .await?;
+                let Some(pv) = va.spec.source.persistent_volume_name else {
+                    continue;
+                };
+                let since = va
+                    .metadata
+                    .creation_timestamp
+                    .map(|t| t.0)
+                    .unwrap_or_else(Timestamp::now);
+                by_pv
+                    .entry(pv)
+                    .or_default()
+                    .push((va.spec.node_name, since));
+            }
+        })
+        .await
+        .map_err(|e| err("list VolumeAttachments", e))?;
         let mut out = Vec::with_capacity(by_pv.len());
-        for_each_page(
-            Api::<PersistentVolume>::all(self.client.clone()),
-            "list PVs",
-            |page| {
-                for pv in page {
-                    let Some(name) = pv.metadata.name.as_deref() else {
-                        continue;
-                    };
-                    let Some(handle) = self.handle_of(&pv).map(str::to_string) else {
-                        continue;
-                    };
-                    let Some(nodes) = by_pv.remove(name) else {
-                        continue;
-                    };
-                    self.pv_names.insert(handle.clone(), name.to_string());
-                    let spec = pv.spec.as_ref();
-                    let rwx_block = spec.is_some_and(|s| {
-                        s.volume_mode.as_deref() == Some("Block")
-                            && s.access_modes
-                                .as_ref()
-                                .is_some_and(|m| m.iter().any(|m| m == "ReadWriteMany"))
-                    });
-                    let timeout = spec
-                        .and_then(|s| s.csi.as_ref())
-                        .and_then(|c| c.volume_attributes.as_ref())
-                        .and_then(|a| a.get(MIGRATION_TIMEOUT_ATTR))
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs)
-                        .unwrap_or(self.default_migration_timeout);
-                    let annotations = pv.metadata.annotations.clone().unwrap_or_default();
-                    let pvc = spec
-                        .and_then(|s| s.claim_ref.as_ref())
-                        .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?)));
-                    out.push(Rebuilt {
-                        volume: handle,
-                        state: state_from_cluster(nodes, &annotations, rwx_block, timeout),
-                        pvc,
-                    });
-                }
-            },
-        )
-        .await?;
+        lists::for_each_page(&self.client, lists::PV_PATH, |page: Vec<PvFacts>| {
+            for pv in page {
+                let Some(handle) = pv.handle_for(&self.driver).map(str::to_string) else {
+                    continue;
+                };
+                let name = pv.metadata.name;
+                // Every PV of the driver, attached or not: its first
+                // publish then patches it without a GET first.
+                self.pv_names.insert(handle.clone(), name.clone());
+                let Some(nodes) = by_pv.remove(&name) else {
+                    continue;
+                };
+                let spec = pv.spec;
+                let rwx_block = spec.volume_mode.as_deref() == Some("Block")
+                    && spec
+                        .access_modes
+                        .as_ref()
+                        .is_some_and(|m| m.iter().any(|m| m == "ReadWriteMany"));
+                let timeout = spec
+                    .csi
+                    .as_ref()
+                    .and_then(|c| c.volume_attributes.as_ref())
+                    .and_then(|a| a.get(MIGRATION_TIMEOUT_ATTR))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(Duration::from_secs)
+                    .unwrap_or(self.default_migration_timeout);
+                let annotations = pv.metadata.annotations.unwrap_or_default();
+                let pvc = spec.claim_ref.and_then(|c| Some((c.namespace?, c.name?)));
+                out.push(Rebuilt {
+                    volume: handle,
+                    state: state_from_cluster(nodes, &annotations, rwx_block, timeout),
+                    pvc,
+                });
+            }
+        })
+        .await
+        .map_err(|e| err("list PVs", e))?;
         for pv_name in by_pv.keys() {
             warn!(pv = %pv_name, "an attached VolumeAttachment names a PV that does not exist or is not ours; skipped");
         }

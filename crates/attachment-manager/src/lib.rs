@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod kube_store;
+pub mod lists;
 pub mod manager;
 pub mod metrics;
 pub mod rules;

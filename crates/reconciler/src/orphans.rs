@@ -16,11 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use attachment_manager::lists::{self, PvFacts};
 use attachment_manager::{RecentCreates, VolumeLocks};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, ListParams};
 use kube::Client;
 use prometheus::{IntCounter, IntGauge, Registry};
 use routeros::{Disk, FileEntry, Rds, RosPath, Slot, SlotPrefix};
@@ -101,18 +100,19 @@ impl KubePvs {
 impl VolumeReferences for KubePvs {
     fn volume_handles(&self) -> BoxFuture<'_, Result<HashSet<String>, String>> {
         Box::pin(async move {
-            let api: Api<PersistentVolume> = Api::all(self.client.clone());
-            let pvs = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(pvs
-                .items
-                .into_iter()
-                .filter_map(|pv| pv.spec?.csi)
-                .filter(|csi| csi.driver == self.driver)
-                .map(|csi| csi.volume_handle)
-                .collect())
+            // Page by page into the few fields needed: a whole-cluster
+            // LIST decoded into full PVs ran at the same time as the
+            // start-up rebuild and set the controller's memory peak.
+            let mut handles = HashSet::new();
+            lists::for_each_page(&self.client, lists::PV_PATH, |page: Vec<PvFacts>| {
+                handles.extend(page.into_iter().filter_map(|pv| {
+                    let csi = pv.spec.csi?;
+                    (csi.driver == self.driver).then_some(csi.volume_handle)
+                }));
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(handles)
         })
     }
 }
