@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use attachment_manager::cluster::{LogEvents, MemoryStore, StaticNodes};
 use attachment_manager::kube_store::{KubeEvents, KubeNodes, KubeStore};
+use attachment_manager::QueuedEvents;
 use attachment_manager::{
     AttachMetrics, EventSink, Manager, MigrationCheck, NoMigrations, NodeView, Policy, Store,
 };
@@ -169,6 +170,7 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     let mut watchers = tokio::task::JoinSet::new();
     let cluster = cluster_parts(&args, &mut watchers).await?;
     let nodes = cluster.nodes.clone();
+    let event_queue = cluster.event_queue.clone();
     let manager = Arc::new(Manager::new(
         policy,
         cluster.store,
@@ -269,6 +271,7 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     );
     cancel.cancel();
     watchers.shutdown().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), event_queue.flush()).await;
     client.close().await;
     let _ = std::fs::remove_file(&path);
     result.map(drop)
@@ -283,6 +286,8 @@ struct ClusterParts {
     store: Arc<dyn Store>,
     migrations: Arc<dyn MigrationCheck>,
     events: Arc<dyn EventSink>,
+    /// The queue behind `events` in a cluster, flushed at shutdown.
+    event_queue: QueuedEvents,
     grouper: Option<vmi_grouper::KubeVirt>,
 }
 
@@ -301,6 +306,7 @@ async fn cluster_parts(
             store: Arc::new(MemoryStore::default()),
             migrations: Arc::new(NoMigrations),
             events: Arc::new(LogEvents::default()),
+            event_queue: QueuedEvents::log_only(),
             grouper: None,
         });
     }
@@ -319,6 +325,17 @@ async fn cluster_parts(
     let instance = std::env::var("POD_NAME")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok());
+    // Events (handoffs, conflicts, migrations) are recorded off the
+    // critical path: a publish never waits on the API server for one.
+    let event_queue = QueuedEvents::spawn(
+        Arc::new(KubeEvents::new(
+            client.clone(),
+            "rds-csi-controller",
+            instance,
+        )),
+        attachment_manager::events::QUEUE_CAPACITY,
+        attachment_manager::events::DELIVERY_TIMEOUT,
+    );
     Ok(ClusterParts {
         kube: Some((client.clone(), kube_nodes.clone())),
         nodes: Arc::new(kube_nodes),
@@ -328,7 +345,8 @@ async fn cluster_parts(
             DEFAULT_MIGRATION_TIMEOUT,
         )),
         migrations: Arc::new(kubevirt.clone()),
-        events: Arc::new(KubeEvents::new(client, "rds-csi-controller", instance)),
+        events: Arc::new(event_queue.clone()),
+        event_queue,
         grouper: args.vmi_grouper.then_some(kubevirt),
     })
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod events;
 pub mod kube_store;
 pub mod lists;
 pub mod manager;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod rules;
 
 pub use cluster::{ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent};
+pub use events::QueuedEvents;
 pub use manager::{
     Manager, ManagerError, MigrationCheck, NoMigrations, PublishRequest, RecentCreates,
     VolumeGuard, VolumeLocks,
