@@ -117,6 +117,19 @@ impl HostCommand {
         }
     }
 
+    /// The name its time is charged to in [`crate::steps`].
+    pub fn step(&self) -> &'static str {
+        match self {
+            HostCommand::NvmeConnect(_) => "nvme_connect",
+            HostCommand::NvmeDisconnect { .. } => "nvme_disconnect",
+            HostCommand::NvmeNsRescan { .. } => "nvme_ns_rescan",
+            HostCommand::BlkidProbe { .. } => "blkid",
+            HostCommand::Mkfs { .. } => "mkfs",
+            HostCommand::E2fsck { .. } => "e2fsck",
+            HostCommand::Resize2fs { .. } | HostCommand::XfsGrowfs { .. } => "grow",
+        }
+    }
+
     pub fn duty(&self) -> Duty {
         match self {
             HostCommand::NvmeConnect(_)
