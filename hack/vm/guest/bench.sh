@@ -36,7 +36,9 @@ rm -rf $R && mkdir -p $R
 mkdir -p $VM/shadow && cp /share/bin/rds-csi $VM/shadow/rds-csi
 # The node plugin again, from there, now logging its per-step timings.
 export RDS_CSI_LOG=info,node_steps=debug
-restart_node || { echo "BENCH error: the node plugin did not restart"; exit 1; }
+# (its stdout must not be guest.sh's pipe to tee, or tee waits for the
+# node plugin to exit and the guest never powers off)
+restart_node >/dev/null || { echo "BENCH error: the node plugin did not restart"; exit 1; }
 unset RDS_CSI_LOG
 
 manual_once() {
