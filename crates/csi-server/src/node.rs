@@ -270,7 +270,25 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
         Fut: Future<Output = NodeResult<T>> + Send + 'static,
     {
         let timer = self.inner.metrics.start(method);
-        let handle = tokio::spawn(work(self.inner.clone()).instrument(tracing::Span::current()));
+        let work = work(self.inner.clone());
+        let vol = volume.to_string();
+        let handle = tokio::spawn(
+            async move {
+                // Where the time went, step by step (`node_steps=debug`).
+                let (result, steps) = nvme::steps::record(work).await;
+                debug!(
+                    target: "node_steps",
+                    rpc = %method,
+                    volume = %vol,
+                    ok = result.is_ok(),
+                    total_ms = (steps.total().as_secs_f64() * 10_000.0).round() / 10.0,
+                    steps = %steps,
+                    "timing"
+                );
+                result
+            }
+            .instrument(tracing::Span::current()),
+        );
         let result = match handle.await {
             Ok(r) => r,
             Err(e) => Err(NodeError::Internal(format!("{method} did not finish: {e}"))),

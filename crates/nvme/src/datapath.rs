@@ -12,6 +12,7 @@ use crate::format::{self, Decision, Facts, FsckOutcome, Head, HEAD_BYTES};
 use crate::host::{validate_nqn, HostIdentity, NqnPrefix};
 use crate::mount::{classify, MountOptions, MountState};
 use crate::mountinfo::{self, is_mount_point, mounts_of, Mount};
+use crate::steps::mark;
 use crate::sys::{DevId, FileKind, FsStats, MountRequest, MsFlags, Sys};
 use crate::sysfs::{self, CtrlState, NvmeName};
 
@@ -234,13 +235,16 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             Duty::Quick => self.config.timeouts.command,
             Duty::Long => self.config.timeouts.format,
         };
-        self.exec
+        let out = self
+            .exec
             .run(cmd, timeout)
             .await
             .map_err(|source| Error::Exec {
                 command: cmd.command_line(),
                 source,
-            })
+            });
+        mark(cmd.step());
+        out
     }
 
     async fn run_ok(&self, cmd: &HostCommand, kind: ErrorKind) -> Result<Output> {
@@ -288,6 +292,13 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
 
     /// The subsystem `nqn` as sysfs shows it now. Never cached.
     pub async fn resolve(&self, nqn: &str) -> Result<Subsystem> {
+        let s = self.lookup(nqn).await;
+        mark("sysfs");
+        s
+    }
+
+    /// [`Self::resolve`] without charging a step (loops charge their own).
+    async fn lookup(&self, nqn: &str) -> Result<Subsystem> {
         Ok(self
             .scan(Some(nqn))
             .await?
@@ -406,13 +417,26 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
     /// Waits, polling sysfs, until `nqn` has a usable block device.
     pub async fn wait_for_device(&self, nqn: &str, timeout: Duration) -> Result<BlockDevice> {
         let start = tokio::time::Instant::now();
+        let mut polls = 0u32;
         loop {
-            let s = self.resolve(nqn).await?;
+            let s = self.lookup(nqn).await;
+            polls += 1;
+            let s = match s {
+                Ok(s) => s,
+                Err(e) => {
+                    mark("device_wait");
+                    return Err(e);
+                }
+            };
             if let Some(d) = s.device() {
-                debug!(nqn, device = %d.path.display(), waited = ?start.elapsed(), "block device ready");
+                let seen = std::time::SystemTime::now();
+                mark("device_wait");
+                debug!(nqn, device = %d.path.display(), waited = ?start.elapsed(), polls, "block device ready");
+                self.log_detection(d, seen, polls).await;
                 return Ok(d.clone());
             }
             if start.elapsed() >= timeout {
+                mark("device_wait");
                 return Err(Error::NoDevice {
                     nqn: nqn.to_string(),
                     waited: timeout,
@@ -421,6 +445,33 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             }
             tokio::time::sleep(self.config.poll_interval).await;
         }
+    }
+
+    /// How long after the kernel made the device node (its ctime, set by
+    /// devtmpfs when the device is added) the driver saw the device; only
+    /// when the `node_steps` target logs at debug level (the bench).
+    async fn log_detection(&self, d: &BlockDevice, seen: std::time::SystemTime, polls: u32) {
+        if !tracing::enabled!(target: "node_steps", tracing::Level::DEBUG) {
+            return;
+        }
+        let Ok(Some(created)) = self.sys.lstat(&d.path).await.map(|st| st.changed) else {
+            return;
+        };
+        let us = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                .unwrap_or(0)
+        };
+        let (created_us, seen_us) = (us(created), us(seen));
+        debug!(
+            target: "node_steps",
+            device = %d.path.display(),
+            created_unix_us = created_us,
+            seen_unix_us = seen_us,
+            detect_us = seen_us.saturating_sub(created_us),
+            polls,
+            "device detected"
+        );
     }
 
     /// Whether the driver may connect to or disconnect from `nqn`.
@@ -512,7 +563,9 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         .await?;
         let start = tokio::time::Instant::now();
         loop {
-            let s = self.resolve(nqn).await?;
+            let s = self.lookup(nqn).await;
+            mark("disconnect_wait");
+            let s = s?;
             if !s.is_connected() {
                 info!(nqn, "disconnected");
                 return Ok(());
@@ -550,7 +603,9 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         }
         let start = tokio::time::Instant::now();
         loop {
-            let s = self.resolve(nqn).await?;
+            let s = self.lookup(nqn).await;
+            mark("rescan_wait");
+            let s = s?;
             if let Some(d) = s.device() {
                 if d.size_bytes >= min_bytes {
                     return Ok(d.clone());
@@ -598,6 +653,7 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             Ok(b) => Head::of(&b),
             Err(e) => Head::Unreadable(e.to_string()),
         };
+        mark("read_head");
         let blkid = if let Head::Unreadable(_) = head {
             Err("not probed: the device could not be read".to_string())
         } else {
@@ -635,20 +691,11 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
                     ErrorKind::Internal,
                 )
                 .await?;
-                let out = self
-                    .run(&HostCommand::BlkidProbe {
-                        device: device.path.clone(),
-                    })
-                    .await?;
-                match format::interpret_blkid(&out) {
-                    Ok(format::Probe::Filesystem(t)) if t == fs.as_str() => Ok(Prepared::Formatted),
-                    other => Err(Error::Failed {
-                        command: format!("mkfs.{fs} {}", device.path.display()),
-                        status: "success".into(),
-                        diagnostic: format!("but blkid then reports {other:?}"),
-                        kind: ErrorKind::Internal,
-                    }),
-                }
+                // No second blkid to confirm: the mount that follows names
+                // the filesystem type and fails on anything else, and a
+                // retry probes again before any mkfs. (A probe costs a
+                // process; under emulation tens of milliseconds.)
+                Ok(Prepared::Formatted)
             }
             Decision::UseExisting => {
                 if fs == FsType::Ext4 {
@@ -717,8 +764,10 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             .sys
             .read_to_string(p)
             .await
-            .map_err(|e| Error::io("read", p, e))?;
-        Ok(mountinfo::parse(&text))
+            .map_err(|e| Error::io("read", p, e));
+        let mounts = text.map(|t| mountinfo::parse(&t));
+        mark("mountinfo");
+        mounts
     }
 
     /// Whether no block device with this number exists any more.
@@ -762,10 +811,9 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             flags: opts.flags,
             data: opts.data_string(),
         };
-        self.sys
-            .mount(&req)
-            .await
-            .map_err(|e| Error::io("mount", target, e))?;
+        let mounted = self.sys.mount(&req).await;
+        mark("mount");
+        mounted.map_err(|e| Error::io("mount", target, e))?;
         self.expect_mounted(target, device.dev).await?;
         info!(device = %device.path.display(), target = %target.display(), %fs, "mounted");
         Ok(())
@@ -810,6 +858,7 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
                 return Err(Error::io("remount with flags", target, e));
             }
         }
+        mark("bind_mount");
         self.expect_mounted(target, dev).await?;
         info!(source = %source.display(), target = %target.display(), ?flags, "bind mounted");
         Ok(())
@@ -825,10 +874,9 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             if n == MAX_STACKED {
                 break;
             }
-            self.sys
-                .umount(target, detach)
-                .await
-                .map_err(|e| Error::io("unmount", target, e))?;
+            let r = self.sys.umount(target, detach).await;
+            mark("umount");
+            r.map_err(|e| Error::io("unmount", target, e))?;
             info!(target = %target.display(), detach, "unmounted");
         }
         Err(Error::refused(
@@ -866,6 +914,12 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
     /// not: mounted anywhere, held by another block device, or opened
     /// exclusively.
     pub async fn in_use(&self, s: &Subsystem, mounts: &[Mount]) -> Result<Option<String>> {
+        let why = self.why_in_use(s, mounts).await;
+        mark("in_use");
+        why
+    }
+
+    async fn why_in_use(&self, s: &Subsystem, mounts: &[Mount]) -> Result<Option<String>> {
         for d in &s.devices {
             if let Some(m) = mounts_of(mounts, d.dev).next() {
                 return Ok(Some(format!(

@@ -117,6 +117,19 @@ impl HostCommand {
         }
     }
 
+    /// The name its time is charged to in [`crate::steps`].
+    pub fn step(&self) -> &'static str {
+        match self {
+            HostCommand::NvmeConnect(_) => "nvme_connect",
+            HostCommand::NvmeDisconnect { .. } => "nvme_disconnect",
+            HostCommand::NvmeNsRescan { .. } => "nvme_ns_rescan",
+            HostCommand::BlkidProbe { .. } => "blkid",
+            HostCommand::Mkfs { .. } => "mkfs",
+            HostCommand::E2fsck { .. } => "e2fsck",
+            HostCommand::Resize2fs { .. } | HostCommand::XfsGrowfs { .. } => "grow",
+        }
+    }
+
     pub fn duty(&self) -> Duty {
         match self {
             HostCommand::NvmeConnect(_)
@@ -165,10 +178,13 @@ impl HostCommand {
             }
             // No -F / -f: if a signature appeared after the probe, mkfs
             // itself asks (and, with stdin closed, gives up) or refuses.
+            // -q: no progress report through the pipe (errors still go to
+            // stderr), as a person scripting it would run it.
             HostCommand::Mkfs {
                 fs: FsType::Ext4,
                 device,
             } => vec![
+                "-q".into(),
                 "-m".into(),
                 "0".into(),
                 "-E".into(),
@@ -349,7 +365,7 @@ mod tests {
                 device: "/dev/nvme1n1".into()
             }
             .command_line(),
-            "mkfs.ext4 -m 0 -E nodiscard,lazy_itable_init=1 /dev/nvme1n1"
+            "mkfs.ext4 -q -m 0 -E nodiscard,lazy_itable_init=1 /dev/nvme1n1"
         );
         assert_eq!(
             HostCommand::Mkfs {

@@ -826,6 +826,7 @@ impl Sys for FakeHost {
             rdev,
             size,
             mode,
+            changed: None,
         };
         match w.fs.get(path) {
             Some(Entry::Dir) => Ok(st(FileKind::Dir, None, 4096, 0o755)),

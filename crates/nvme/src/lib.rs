@@ -26,6 +26,7 @@ pub mod format;
 pub mod host;
 pub mod mount;
 pub mod mountinfo;
+pub mod steps;
 pub mod sys;
 pub mod sysfs;
 

@@ -54,6 +54,9 @@ pub struct FileStat {
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
+    /// Last status change (ctime). For a node devtmpfs has just made, that
+    /// is when the kernel created the device (timing only, never decisions).
+    pub changed: Option<std::time::SystemTime>,
 }
 
 /// Capacity and inode counts of a mounted filesystem.
@@ -189,11 +192,16 @@ impl Sys for RealSys {
                 };
                 let rdev = matches!(kind, FileKind::BlockDevice | FileKind::CharDevice)
                     .then(|| dev_of(m.rdev()));
+                let changed = u64::try_from(m.ctime()).ok().map(|secs| {
+                    std::time::UNIX_EPOCH
+                        + Duration::new(secs, u32::try_from(m.ctime_nsec()).unwrap_or(0))
+                });
                 Ok(FileStat {
                     kind,
                     rdev,
                     size: m.size(),
                     mode: m.mode() & 0o7777,
+                    changed,
                 })
             },
         )

@@ -431,6 +431,34 @@ async fn a_failed_mkfs_is_an_error() {
     assert_eq!(e.kind(), ErrorKind::Internal);
 }
 
+#[tokio::test]
+async fn a_mkfs_that_made_nothing_is_caught_by_the_typed_mount_and_probed_again() {
+    // mkfs is trusted on exit 0 (no second blkid); should it lie, the mount
+    // names the type and fails, nothing is mounted, and the next attempt
+    // starts with a fresh probe like any other.
+    let f = host();
+    let (d, dev) = connected(&f).await;
+    f.reply(Program::Mkfs, Reply::exit(0));
+    assert_eq!(
+        d.prepare_filesystem(NQN, &dev, FsType::Ext4, false)
+            .await
+            .unwrap(),
+        Prepared::Formatted
+    );
+    assert_eq!(f.ran(Program::Blkid), 1, "one probe, before mkfs only");
+    let staging = Path::new("/k/staging");
+    d.mount_device(&dev, staging, FsType::Ext4, &MountOptions::default())
+        .await
+        .unwrap_err();
+    assert!(f.mounts_at(staging).is_empty());
+    f.clear_calls();
+    d.prepare_filesystem(NQN, &dev, FsType::Ext4, false)
+        .await
+        .unwrap();
+    let programs: Vec<Program> = f.commands().iter().map(Program::of).collect();
+    assert_eq!(programs, vec![Program::Blkid, Program::Mkfs]);
+}
+
 // ---------------------------------------------------------------- mounts
 
 #[tokio::test]

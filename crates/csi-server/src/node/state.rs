@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use nvme::steps::mark;
 use nvme::{FsType, Sys, Target};
 use serde::{Deserialize, Serialize};
 
@@ -91,24 +92,30 @@ impl<S: Sys> Records<'_, S> {
     }
 
     pub async fn load(&self, volume_id: &str) -> std::io::Result<Option<Stored>> {
-        match self.sys.read_to_string(&self.path(volume_id)).await {
+        let r = match self.sys.read_to_string(&self.path(volume_id)).await {
             Ok(text) => Ok(Some(parse(volume_id, &text))),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
-        }
+        };
+        mark("record_read");
+        r
     }
 
     pub async fn save(&self, r: &VolumeRecord) -> std::io::Result<()> {
         self.sys.create_dir_all(self.dir).await?;
         let text = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-        self.sys.write_file(&self.path(&r.volume_id), &text).await
+        let written = self.sys.write_file(&self.path(&r.volume_id), &text).await;
+        mark("record_write");
+        written
     }
 
     pub async fn remove(&self, volume_id: &str) -> std::io::Result<()> {
-        match self.sys.remove_file(&self.path(volume_id)).await {
+        let r = match self.sys.remove_file(&self.path(volume_id)).await {
             Err(e) if !not_found(&e) => Err(e),
             _ => Ok(()),
-        }
+        };
+        mark("record_remove");
+        r
     }
 
     /// Every stored record; a missing directory holds none.
