@@ -117,6 +117,29 @@ pub enum Call {
         #[command(flatten)]
         ctx: NodeCtxArgs,
     },
+    /// NodeStageVolume then NodePublishVolume on one connection, as kubelet
+    /// does when a pod starts; prints the time of the two RPCs as this
+    /// client saw them (gRPC included, this process's start not).
+    NodeMount {
+        volume_id: String,
+        #[arg(long)]
+        staging_path: String,
+        #[arg(long)]
+        target_path: String,
+        #[command(flatten)]
+        cap: NodeCapArgs,
+        #[command(flatten)]
+        ctx: NodeCtxArgs,
+    },
+    /// NodeUnpublishVolume then NodeUnstageVolume on one connection, as
+    /// kubelet does when a pod is gone; prints the time of the two RPCs.
+    NodeUnmount {
+        volume_id: String,
+        #[arg(long)]
+        staging_path: String,
+        #[arg(long)]
+        target_path: String,
+    },
     /// NodeUnpublishVolume.
     NodeUnpublish {
         volume_id: String,
@@ -223,6 +246,38 @@ pub fn format_context(ctx: &HashMap<String, String>) -> anyhow::Result<String> {
     }
     lines.sort();
     Ok(lines.concat())
+}
+
+fn stage_request(
+    volume_id: &str,
+    staging_path: &str,
+    cap: &NodeCapArgs,
+    ctx: &NodeCtxArgs,
+) -> anyhow::Result<proto::NodeStageVolumeRequest> {
+    Ok(proto::NodeStageVolumeRequest {
+        volume_id: volume_id.to_string(),
+        staging_target_path: staging_path.to_string(),
+        volume_capability: Some(node_capability(cap)),
+        volume_context: ctx.load()?,
+        ..Default::default()
+    })
+}
+
+fn publish_request(
+    volume_id: &str,
+    staging_path: &str,
+    target_path: &str,
+    cap: &NodeCapArgs,
+    ctx: &NodeCtxArgs,
+) -> anyhow::Result<proto::NodePublishVolumeRequest> {
+    Ok(proto::NodePublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        staging_target_path: staging_path.to_string(),
+        target_path: target_path.to_string(),
+        volume_capability: Some(node_capability(cap)),
+        volume_context: ctx.load()?,
+        ..Default::default()
+    })
 }
 
 fn node_capability(cap: &NodeCapArgs) -> proto::VolumeCapability {
@@ -498,13 +553,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
             ctx,
         } => {
             NodeClient::new(channel)
-                .node_stage_volume(proto::NodeStageVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    staging_target_path: staging_path.clone(),
-                    volume_capability: Some(node_capability(&cap)),
-                    volume_context: ctx.load()?,
-                    ..Default::default()
-                })
+                .node_stage_volume(stage_request(&volume_id, &staging_path, &cap, &ctx)?)
                 .await?;
             println!("staged {volume_id} at {staging_path}");
         }
@@ -516,18 +565,58 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
             cap,
             ctx,
         } => {
-            NodeClient::new(channel)
-                .node_publish_volume(proto::NodePublishVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    staging_target_path: staging_path,
-                    target_path: target_path.clone(),
-                    volume_capability: Some(node_capability(&cap)),
-                    readonly,
-                    volume_context: ctx.load()?,
-                    ..Default::default()
-                })
-                .await?;
+            let mut req = publish_request(&volume_id, &staging_path, &target_path, &cap, &ctx)?;
+            req.readonly = readonly;
+            NodeClient::new(channel).node_publish_volume(req).await?;
             println!("published {volume_id} at {target_path}");
+        }
+        Call::NodeMount {
+            volume_id,
+            staging_path,
+            target_path,
+            cap,
+            ctx,
+        } => {
+            let stage = stage_request(&volume_id, &staging_path, &cap, &ctx)?;
+            let publish = publish_request(&volume_id, &staging_path, &target_path, &cap, &ctx)?;
+            let mut node = NodeClient::new(channel);
+            let start = std::time::Instant::now();
+            node.node_stage_volume(stage).await?;
+            let staged = start.elapsed();
+            node.node_publish_volume(publish).await?;
+            let all = start.elapsed();
+            println!(
+                "mounted {volume_id} at {target_path} in {} ms (NodeStageVolume {} ms, NodePublishVolume {} ms)",
+                all.as_millis(),
+                staged.as_millis(),
+                (all - staged).as_millis()
+            );
+        }
+        Call::NodeUnmount {
+            volume_id,
+            staging_path,
+            target_path,
+        } => {
+            let mut node = NodeClient::new(channel);
+            let start = std::time::Instant::now();
+            node.node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                target_path,
+            })
+            .await?;
+            let unpublished = start.elapsed();
+            node.node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                volume_id: volume_id.clone(),
+                staging_target_path: staging_path,
+            })
+            .await?;
+            let all = start.elapsed();
+            println!(
+                "unmounted {volume_id} in {} ms (NodeUnpublishVolume {} ms, NodeUnstageVolume {} ms)",
+                all.as_millis(),
+                unpublished.as_millis(),
+                (all - unpublished).as_millis()
+            );
         }
         Call::NodeUnpublish {
             volume_id,

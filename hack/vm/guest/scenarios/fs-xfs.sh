@@ -1,6 +1,6 @@
 # xfs: create, stage, publish, write, unpublish, unstage, restage,
 # publish, and the same checksums read back.
-# timeout: 150
+# timeout: 200
 . /vm/lib.sh
 fs=xfs
 v=pvc-fs-$fs
