@@ -37,6 +37,11 @@ use rds_sim::SimHandle;
 use serde_json::json;
 use tonic::transport::Channel;
 
+// Shared with the API-server and end-to-end test tiers.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::http_get;
+
 const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
 const GIB: i64 = 1 << 30;
 /// Volumes published and unpublished in the latency runs.
@@ -303,20 +308,6 @@ fn free_port() -> BoxResult<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 /// A Prometheus scrape: series (name and labels) to value.
