@@ -4,7 +4,7 @@
 //! unit tests and for the standalone mode that runs without Kubernetes.
 //! The traits return boxed futures so they can be used as trait objects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
@@ -38,6 +38,10 @@ pub struct Rebuilt {
     /// `(namespace, name)` of its PVC, so events after a restart still
     /// reach the right object.
     pub pvc: Option<(String, String)>,
+    /// Set when the cluster shows more than the rules allow (a
+    /// single-node volume attached to two nodes): every holder is kept so
+    /// nothing else gets in, and this says what to report.
+    pub conflict: Option<String>,
 }
 
 /// Where attachment state is persisted and rebuilt from.
@@ -50,6 +54,15 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ClusterError>>;
     /// Every volume the cluster says is attached, with its state.
     fn load(&self) -> BoxFuture<'_, Result<Vec<Rebuilt>, ClusterError>>;
+    /// Of the `(volume, node)` holders given, those for which the cluster
+    /// certainly keeps no VolumeAttachment any more (attached or not), read
+    /// fresh. A holder whose volume has no PersistentVolume, or a store
+    /// that does not know VolumeAttachments, reports nothing: only a
+    /// definite absence may release a holder.
+    fn holders_without_attachment<'a>(
+        &'a self,
+        holders: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ClusterError>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +148,10 @@ pub struct MemoryStore {
     pub fail_saves: Mutex<u32>,
     pub initial: Mutex<Vec<Rebuilt>>,
     pub fail_loads: Mutex<u32>,
+    /// The `(volume, node)` pairs that have a VolumeAttachment; `None`
+    /// (standalone mode) means unknown, so no holder is ever reported
+    /// without one.
+    pub attachments: Mutex<Option<HashSet<(String, String)>>>,
 }
 
 impl Store for MemoryStore {
@@ -176,6 +193,21 @@ impl Store for MemoryStore {
             }
         };
         Box::pin(async move { result })
+    }
+
+    fn holders_without_attachment<'a>(
+        &'a self,
+        holders: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ClusterError>> {
+        let missing = match &*self.attachments.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Vec::new(),
+            Some(known) => holders
+                .iter()
+                .filter(|h| !known.contains(*h))
+                .cloned()
+                .collect(),
+        };
+        Box::pin(async move { Ok(missing) })
     }
 }
 

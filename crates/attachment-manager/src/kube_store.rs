@@ -2,7 +2,7 @@
 //! annotations and rebuilt from VolumeAttachments, node facts from a Node
 //! reflector, and events recorded on PVCs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 use crate::cluster::{
     ClusterError, EventKind, EventSink, NodeStatus, NodeView, Rebuilt, Store, VolumeEvent,
 };
-use crate::lists::{self, PvFacts, VaFacts};
+use crate::lists::{self, NodeFacts, PvFacts, VaFacts};
 use crate::rules::{AccessKind, Attachment, Migration, VolumeState};
 
 pub const ANN_ATTACHED_NODE: &str = "rds.csi.srvlab.io/attached-node";
@@ -30,6 +30,9 @@ pub const ANN_MIGRATION_SOURCE: &str = "rds.csi.srvlab.io/migration-source";
 pub const ANN_MIGRATION_TARGET: &str = "rds.csi.srvlab.io/migration-target";
 pub const ANN_MIGRATION_STARTED: &str = "rds.csi.srvlab.io/migration-started-at";
 pub const ANN_MIGRATION_DEADLINE: &str = "rds.csi.srvlab.io/migration-deadline";
+/// Set once a migration's timeout has been reported, so a restart does not
+/// report it again.
+pub const ANN_MIGRATION_TIMEOUT_REPORTED: &str = "rds.csi.srvlab.io/migration-timeout-reported";
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 const MIGRATION_TIMEOUT_ATTR: &str = "migrationTimeoutSeconds";
 
@@ -59,7 +62,83 @@ pub fn annotations_for(state: &VolumeState) -> BTreeMap<&'static str, Option<Str
     a.insert(ANN_MIGRATION_TARGET, m.map(|m| m.target.clone()));
     a.insert(ANN_MIGRATION_STARTED, m.map(|m| m.started.to_string()));
     a.insert(ANN_MIGRATION_DEADLINE, m.map(|m| m.deadline.to_string()));
+    a.insert(
+        ANN_MIGRATION_TIMEOUT_REPORTED,
+        m.filter(|m| m.timeout_reported).map(|_| "true".to_string()),
+    );
     a
+}
+
+/// One VolumeAttachment of a volume, as the rebuild sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenAttachment {
+    pub node: String,
+    /// Its creation time.
+    pub since: Timestamp,
+    /// `status.attached`.
+    pub attached: bool,
+}
+
+/// The state a volume is rebuilt to, and what to report about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuiltState {
+    pub state: VolumeState,
+    /// Set when the cluster shows two nodes on a single-node volume.
+    pub conflict: Option<String>,
+}
+
+/// Rebuilds one volume's state from its VolumeAttachments and its PV's
+/// annotations and modes.
+///
+/// The holders are the nodes with an attached VolumeAttachment, and the
+/// nodes the `attached-node` annotation names whose VolumeAttachment
+/// exists but is not marked attached yet: the driver acknowledged that
+/// publish, and the attacher may record it at any moment. A volume with no
+/// such node is not attached (None). Nodes for which `fenced` is true
+/// (tainted out-of-service: the machine is off) hold nothing.
+pub fn rebuild_volume(
+    vas: &[SeenAttachment],
+    annotations: &BTreeMap<String, String>,
+    rwx_block: bool,
+    migration_timeout: Duration,
+    fenced: &dyn Fn(&str) -> bool,
+) -> Option<RebuiltState> {
+    let recorded: Vec<&str> = annotations
+        .get(ANN_ATTACHED_NODE)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let nodes: Vec<(String, Timestamp)> = vas
+        .iter()
+        .filter(|va| va.attached || recorded.contains(&va.node.as_str()))
+        .filter(|va| !fenced(&va.node))
+        .map(|va| (va.node.clone(), va.since))
+        .collect();
+    if nodes.is_empty() {
+        return None;
+    }
+    let mut state = state_from_cluster(nodes, annotations, rwx_block, migration_timeout);
+    let mut conflict = None;
+    let limit = if rwx_block { 2 } else { 1 };
+    if state.nodes.len() > limit {
+        // Two writers on a single-node volume is not a migration: keep
+        // every holder (nothing else gets in) and report it.
+        conflict = Some(format!(
+            "the cluster shows this {} volume attached to {} nodes {:?}; all are kept, none is released and no other node is admitted until Kubernetes detaches them",
+            if rwx_block { "multi-node block" } else { "single-node" },
+            state.nodes.len(),
+            state.holders()
+        ));
+        if !rwx_block {
+            state.kind = AccessKind::SingleNode;
+        }
+        state.migration = None;
+    }
+    Some(RebuiltState { state, conflict })
 }
 
 /// Rebuilds one volume's state from the nodes its VolumeAttachments name
@@ -94,7 +173,9 @@ pub fn state_from_cluster(
                     target: t.clone(),
                     started,
                     deadline,
-                    timeout_reported: false,
+                    timeout_reported: annotations
+                        .get(ANN_MIGRATION_TIMEOUT_REPORTED)
+                        .is_some_and(|v| v == "true"),
                 })
             }
             _ => None,
@@ -231,10 +312,20 @@ impl KubeStore {
         // holding every PV and VolumeAttachment of a large cluster at once,
         // or decoding them into full objects, left the allocator with far
         // more memory than the state needs.
-        let mut by_pv: HashMap<String, Vec<(String, Timestamp)>> = HashMap::new();
+        let mut fenced: HashSet<String> = HashSet::new();
+        lists::for_each_page(&self.client, lists::NODE_PATH, |page: Vec<NodeFacts>| {
+            fenced.extend(
+                page.into_iter()
+                    .filter(|n| n.has_taint(OUT_OF_SERVICE_TAINT))
+                    .map(|n| n.metadata.name),
+            );
+        })
+        .await
+        .map_err(|e| err("list Nodes", e))?;
+        let mut by_pv: HashMap<String, Vec<SeenAttachment>> = HashMap::new();
         lists::for_each_page(&self.client, lists::VA_PATH, |page: Vec<VaFacts>| {
             for va in page {
-                if va.spec.attacher != self.driver || !va.status.is_some_and(|s| s.attached) {
+                if va.spec.attacher != self.driver {
                     continue;
                 }
                 let Some(pv) = va.spec.source.persistent_volume_name else {
@@ -245,10 +336,11 @@ impl KubeStore {
                     .creation_timestamp
                     .map(|t| t.0)
                     .unwrap_or_else(Timestamp::now);
-                by_pv
-                    .entry(pv)
-                    .or_default()
-                    .push((va.spec.node_name, since));
+                by_pv.entry(pv).or_default().push(SeenAttachment {
+                    node: va.spec.node_name,
+                    since,
+                    attached: va.status.is_some_and(|s| s.attached),
+                });
             }
         })
         .await
@@ -263,7 +355,7 @@ impl KubeStore {
                 // Every PV of the driver, attached or not: its first
                 // publish then patches it without a GET first.
                 self.pv_names.insert(handle.clone(), name.clone());
-                let Some(nodes) = by_pv.remove(&name) else {
+                let Some(vas) = by_pv.remove(&name) else {
                     continue;
                 };
                 let spec = pv.spec;
@@ -281,16 +373,23 @@ impl KubeStore {
                     .map(Duration::from_secs)
                     .unwrap_or(self.default_migration_timeout);
                 let annotations = pv.metadata.annotations.unwrap_or_default();
+                let Some(rebuilt) = rebuild_volume(&vas, &annotations, rwx_block, timeout, &|n| {
+                    fenced.contains(n)
+                }) else {
+                    continue;
+                };
                 let pvc = spec.claim_ref.and_then(|c| Some((c.namespace?, c.name?)));
                 out.push(Rebuilt {
                     volume: handle,
-                    state: state_from_cluster(nodes, &annotations, rwx_block, timeout),
+                    state: rebuilt.state,
                     pvc,
+                    conflict: rebuilt.conflict,
                 });
             }
         })
         .await
         .map_err(|e| err("list PVs", e))?;
+        by_pv.retain(|_, vas| vas.iter().any(|va| va.attached));
         for pv_name in by_pv.keys() {
             warn!(pv = %pv_name, "an attached VolumeAttachment names a PV that does not exist or is not ours; skipped");
         }
@@ -298,7 +397,52 @@ impl KubeStore {
     }
 }
 
+impl KubeStore {
+    async fn without_attachment(
+        &self,
+        holders: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, ClusterError> {
+        // Holders by PV name; a volume without a PV is not managed through
+        // Kubernetes and is never reported.
+        let mut wanted: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (volume, node) in holders {
+            if let Some(pv) = self.pv_name(volume).await? {
+                wanted
+                    .entry(pv)
+                    .or_default()
+                    .push((volume.clone(), node.clone()));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        lists::for_each_page(&self.client, lists::VA_PATH, |page: Vec<VaFacts>| {
+            for va in page {
+                if va.spec.attacher != self.driver {
+                    continue;
+                }
+                let Some(pv) = va.spec.source.persistent_volume_name else {
+                    continue;
+                };
+                if let Some(list) = wanted.get_mut(&pv) {
+                    list.retain(|(_, node)| *node != va.spec.node_name);
+                }
+            }
+        })
+        .await
+        .map_err(|e| err("list VolumeAttachments", e))?;
+        Ok(wanted.into_values().flatten().collect())
+    }
+}
+
 impl Store for KubeStore {
+    fn holders_without_attachment<'a>(
+        &'a self,
+        holders: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ClusterError>> {
+        Box::pin(self.without_attachment(holders))
+    }
+
     fn save<'a>(
         &'a self,
         volume: &'a str,
@@ -585,7 +729,149 @@ mod tests {
     fn a_released_volume_clears_every_annotation() {
         let ann = annotations_for(&VolumeState::default());
         assert!(ann.values().all(Option::is_none));
-        assert_eq!(ann.len(), 6);
+        assert_eq!(ann.len(), 7);
+    }
+
+    fn seen(node: &str, at: i64, attached: bool) -> SeenAttachment {
+        SeenAttachment {
+            node: node.into(),
+            since: t(at),
+            attached,
+        }
+    }
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_rebuild_keeps_an_annotation_holder_whose_volume_attachment_exists_unattached() {
+        let r = rebuild_volume(
+            &[seen("a", 0, false)],
+            &ann(&[(ANN_ATTACHED_NODE, "a")]),
+            false,
+            Duration::from_secs(60),
+            &|_| false,
+        )
+        .expect("acknowledged publish kept");
+        assert_eq!(r.state.holders(), vec!["a"]);
+        assert_eq!(r.conflict, None);
+    }
+
+    #[test]
+    fn an_unattached_volume_attachment_the_annotations_do_not_name_holds_nothing() {
+        assert_eq!(
+            rebuild_volume(
+                &[seen("a", 0, false)],
+                &BTreeMap::new(),
+                false,
+                Duration::from_secs(60),
+                &|_| false
+            ),
+            None
+        );
+        // Named, but its VolumeAttachment is gone: not a holder either.
+        assert_eq!(
+            rebuild_volume(
+                &[],
+                &ann(&[(ANN_ATTACHED_NODE, "a")]),
+                false,
+                Duration::from_secs(60),
+                &|_| false
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_single_node_volume_with_two_attached_volume_attachments_is_a_conflict_not_a_migration() {
+        let r = rebuild_volume(
+            &[seen("a", 0, true), seen("b", 5, true)],
+            &BTreeMap::new(),
+            false,
+            Duration::from_secs(60),
+            &|_| false,
+        )
+        .unwrap();
+        assert_eq!(r.state.holders(), vec!["a", "b"]);
+        assert_eq!(r.state.kind, AccessKind::SingleNode);
+        assert_eq!(r.state.migration, None);
+        assert!(r.conflict.unwrap().contains("[\"a\", \"b\"]"));
+        // The same on an RWX block volume is the migration window it was.
+        let r = rebuild_volume(
+            &[seen("a", 0, true), seen("b", 5, true)],
+            &BTreeMap::new(),
+            true,
+            Duration::from_secs(60),
+            &|_| false,
+        )
+        .unwrap();
+        assert!(r.state.migration.is_some());
+        assert_eq!(r.conflict, None);
+    }
+
+    #[test]
+    fn an_out_of_service_node_holds_nothing_after_a_rebuild() {
+        let r = rebuild_volume(
+            &[seen("a", 0, true), seen("b", 5, false)],
+            &ann(&[(ANN_ATTACHED_NODE, "b")]),
+            false,
+            Duration::from_secs(60),
+            &|n| n == "a",
+        )
+        .unwrap();
+        assert_eq!(r.state.holders(), vec!["b"]);
+        assert_eq!(r.conflict, None);
+    }
+
+    #[test]
+    fn a_reported_migration_timeout_survives_a_rebuild() {
+        let mut m = Migration {
+            source: "a".into(),
+            target: "b".into(),
+            started: t(10),
+            deadline: t(40),
+            timeout_reported: true,
+        };
+        let s = VolumeState {
+            kind: AccessKind::MultiNodeBlock,
+            nodes: vec![
+                Attachment {
+                    node: "a".into(),
+                    since: t(0),
+                },
+                Attachment {
+                    node: "b".into(),
+                    since: t(10),
+                },
+            ],
+            migration: Some(m.clone()),
+            last_detach: None,
+        };
+        let a: BTreeMap<String, String> = annotations_for(&s)
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect();
+        let r = rebuild_volume(
+            &[seen("a", 0, true), seen("b", 10, true)],
+            &a,
+            true,
+            Duration::from_secs(30),
+            &|_| false,
+        )
+        .unwrap();
+        assert_eq!(r.state.migration.as_ref(), Some(&m));
+        let mut again = r.state.clone();
+        assert_eq!(again.tick(t(100)), None, "not reported twice");
+        m.timeout_reported = false;
+        assert!(annotations_for(&VolumeState {
+            migration: Some(m),
+            ..s
+        })[ANN_MIGRATION_TIMEOUT_REPORTED]
+            .is_none());
     }
 
     #[test]

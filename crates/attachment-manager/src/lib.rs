@@ -19,8 +19,8 @@ pub mod rules;
 pub use cluster::{ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent};
 pub use events::QueuedEvents;
 pub use manager::{
-    Manager, ManagerError, MigrationCheck, NoMigrations, PublishRequest, RecentCreates,
-    VolumeGuard, VolumeLocks,
+    Manager, ManagerError, MigrationCheck, MigrationEvidence, NoMigrations, PublishRequest,
+    RecentCreates, VolumeGuard, VolumeLocks,
 };
 pub use metrics::AttachMetrics;
 pub use rules::{

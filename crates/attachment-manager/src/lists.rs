@@ -140,6 +140,37 @@ pub struct VaStatus {
     pub attached: bool,
 }
 
+/// A Node, reduced to its name and taint keys.
+#[derive(Debug, Default, Deserialize)]
+pub struct NodeFacts {
+    #[serde(default)]
+    pub metadata: Meta,
+    #[serde(default)]
+    pub spec: NodeSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NodeSpec {
+    #[serde(default)]
+    pub taints: Option<Vec<TaintKey>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TaintKey {
+    #[serde(default)]
+    pub key: String,
+}
+
+impl NodeFacts {
+    pub fn has_taint(&self, key: &str) -> bool {
+        self.spec
+            .taints
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|t| t.key == key))
+    }
+}
+
+pub const NODE_PATH: &str = "/api/v1/nodes";
 pub const PV_PATH: &str = "/api/v1/persistentvolumes";
 pub const VA_PATH: &str = "/apis/storage.k8s.io/v1/volumeattachments";
 

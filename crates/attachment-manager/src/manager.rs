@@ -28,14 +28,25 @@ use crate::rules::{
     UnpublishDecision, VolumeState,
 };
 
+/// What a migration check found about a second node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationEvidence {
+    /// KubeVirt's own objects show the node is the target of a live
+    /// migration in progress of the VM that uses the volume; says which.
+    Verified(String),
+    /// Not shown; says what was missing, for the refusal and the event.
+    Unverified(String),
+}
+
 /// Tells whether a node is a verified KubeVirt migration target for the
-/// VMI using a PVC.
+/// VMI using a PVC, which runs on `source` (the volume's one holder).
 pub trait MigrationCheck: Send + Sync {
-    fn is_migration_target<'a>(
+    fn verify_target<'a>(
         &'a self,
         pvc: Option<&'a (String, String)>,
         node: &'a str,
-    ) -> BoxFuture<'a, Result<bool, ClusterError>>;
+        source: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>>;
 }
 
 /// Verifies nothing: every second node is refused unless the policy
@@ -43,14 +54,23 @@ pub trait MigrationCheck: Send + Sync {
 pub struct NoMigrations;
 
 impl MigrationCheck for NoMigrations {
-    fn is_migration_target<'a>(
+    fn verify_target<'a>(
         &'a self,
         _: Option<&'a (String, String)>,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
-        Box::pin(async { Ok(false) })
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
+        Box::pin(async {
+            Ok(MigrationEvidence::Unverified(
+                "KubeVirt migration checks are off in this mode".into(),
+            ))
+        })
     }
 }
+
+/// Why a holder was released without its own unpublish.
+const REASON_OUT_OF_SERVICE: &str = "its node carries the node.kubernetes.io/out-of-service taint";
+const REASON_ATTACHMENT_GONE: &str = "its VolumeAttachment no longer exists";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -256,12 +276,22 @@ impl Manager {
                 source,
             })?;
         let mut map = HashMap::with_capacity(loaded.len());
-        for Rebuilt { volume, state, pvc } in loaded {
+        let mut conflicts = Vec::new();
+        for Rebuilt {
+            volume,
+            state,
+            pvc,
+            conflict,
+        } in loaded
+        {
             if let Err(e) = state.check_invariants() {
                 // The cluster shows more than the rules allow (for example
                 // three VolumeAttachments). Keep every node so nothing else
                 // gets in, and say so loudly.
                 warn!(volume = %volume, problem = %e, "rebuilt attachment state breaks the rules; keeping it fenced");
+            }
+            if let Some(c) = conflict {
+                conflicts.push((volume.clone(), pvc.clone(), c));
             }
             map.insert(volume, Entry { state, pvc });
         }
@@ -269,6 +299,17 @@ impl Manager {
         *lock(&self.volumes) = map;
         self.update_gauges();
         self.ready.store(true, Ordering::Release);
+        for (volume, pvc, what) in conflicts {
+            self.metrics.rebuild_conflicts.inc();
+            self.emit(
+                &volume,
+                &pvc,
+                EventKind::Warning,
+                "AttachConflictOnRebuild",
+                format!("volume {volume}: {what}"),
+            )
+            .await;
+        }
         Ok(n)
     }
 
@@ -331,8 +372,13 @@ impl Manager {
             return Err(ManagerError::NotReady);
         }
         let current = self.state(req.volume);
-        let mut gone = Vec::new();
+        // Holders that may be released for this publish, with why.
+        let mut gone: Vec<(String, &'static str)> = Vec::new();
+        // Holders whose Node object is deleted but whose VolumeAttachment
+        // still exists: they keep the volume.
+        let mut kept_deleted = Vec::new();
         if !current.holds(req.node) {
+            let mut missing = Vec::new();
             for holder in current.holders() {
                 let status = self.nodes.node_status(&holder).await.map_err(|source| {
                     ManagerError::Cluster {
@@ -340,26 +386,59 @@ impl Manager {
                         source,
                     }
                 })?;
-                if status != NodeStatus::Present {
-                    gone.push(holder);
+                match status {
+                    NodeStatus::Present => {}
+                    NodeStatus::OutOfService => gone.push((holder, REASON_OUT_OF_SERVICE)),
+                    NodeStatus::Missing => missing.push((req.volume.to_string(), holder)),
+                }
+            }
+            if !missing.is_empty() {
+                // A deleted Node is not a stopped machine: only the end of
+                // its VolumeAttachment releases its hold.
+                let without = self
+                    .store
+                    .holders_without_attachment(&missing)
+                    .await
+                    .map_err(|source| ManagerError::Cluster {
+                        what: "look up the holder's VolumeAttachment",
+                        source,
+                    })?;
+                for (_, holder) in missing {
+                    if without.iter().any(|(_, n)| *n == holder) {
+                        gone.push((holder, REASON_ATTACHMENT_GONE));
+                    } else {
+                        kept_deleted.push(holder);
+                    }
                 }
             }
         }
-        let remaining = current.nodes.len() - gone.len();
+        let gone_nodes: Vec<String> = gone.iter().map(|(n, _)| n.clone()).collect();
+        let remaining: Vec<String> = current
+            .holders()
+            .into_iter()
+            .filter(|h| !gone_nodes.contains(h))
+            .collect();
         let needs_check = req.kind == AccessKind::MultiNodeBlock
             && current.kind == AccessKind::MultiNodeBlock
-            && remaining == 1
+            && remaining.len() == 1
             && !current.holds(req.node);
-        let migration_target = if needs_check {
-            self.migrations
-                .is_migration_target(req.pvc.as_ref(), req.node)
+        let (migration_target, migration_note) = if needs_check {
+            match self
+                .migrations
+                .verify_target(req.pvc.as_ref(), req.node, &remaining[0])
                 .await
                 .map_err(|source| ManagerError::Cluster {
                     what: "verify the KubeVirt migration target",
                     source,
-                })?
+                })? {
+                MigrationEvidence::Verified(how) => {
+                    info!(volume = %req.volume, node = %req.node, source = %remaining[0], evidence = %how, "verified KubeVirt migration target");
+                    (true, String::new())
+                }
+                MigrationEvidence::Unverified(why) => (false, why),
+            }
         } else {
-            false
+            (false, String::new())
         };
         let now = Timestamp::now();
         let mut next = current.clone();
@@ -369,8 +448,9 @@ impl Manager {
                 node: req.node,
                 kind: req.kind,
                 now,
-                gone_holders: &gone,
+                gone_holders: &gone_nodes,
                 migration_target,
+                migration_note: &migration_note,
                 migration_timeout: req.migration_timeout,
             },
         );
@@ -397,8 +477,12 @@ impl Manager {
                 self.update_gauges();
                 for node in stale_cleared {
                     self.metrics.stale_cleared.inc();
+                    let why = gone
+                        .iter()
+                        .find(|(n, _)| n == node)
+                        .map_or(REASON_OUT_OF_SERVICE, |(_, w)| *w);
                     self.emit(req.volume, &req.pvc, EventKind::Warning, "StaleAttachmentCleared", format!(
-                        "node {node} is gone (deleted or out of service); its attachment of volume {} was dropped so {} can use it",
+                        "node {node} released volume {} without an unpublish ({why}); its attachment was dropped so {} can use it",
                         req.volume, req.node
                     ))
                     .await;
@@ -436,6 +520,14 @@ impl Manager {
             }
             PublishDecision::AlreadyAttached => {}
             PublishDecision::Refused(r) => {
+                for node in &kept_deleted {
+                    self.metrics.kept_for_deleted_node.inc();
+                    self.emit(req.volume, &req.pvc, EventKind::Warning, "AttachedToDeletedNode", format!(
+                        "node {node} is deleted but its VolumeAttachment of volume {} still exists, so it keeps the volume and {} is refused; a deleted Node may still be running. Taint it node.kubernetes.io/out-of-service once the machine is off, or wait for Kubernetes to detach it",
+                        req.volume, req.node
+                    ))
+                    .await;
+                }
                 if matches!(
                     r,
                     Refusal::AttachedElsewhere { .. }
@@ -520,10 +612,11 @@ impl Manager {
         Ok(decision)
     }
 
-    /// Drops every attachment of a node that is gone. Volumes with an
-    /// operation in flight are skipped; the next call catches them.
-    /// Returns the volumes released.
-    pub async fn node_gone(&self, node: &str) -> Vec<String> {
+    /// Drops every attachment of a node that carries the
+    /// `node.kubernetes.io/out-of-service` taint: an operator's statement
+    /// that the machine is off. Volumes with an operation in flight are
+    /// skipped; the next call catches them. Returns the volumes released.
+    pub async fn release_out_of_service(&self, node: &str) -> Vec<String> {
         let candidates: Vec<String> = lock(&self.volumes)
             .iter()
             .filter(|(_, e)| e.state.holds(node))
@@ -531,42 +624,130 @@ impl Manager {
             .collect();
         let mut released = Vec::new();
         for volume in candidates {
-            let Ok(_guard) = self.locks.try_lock(&volume) else {
-                continue;
-            };
-            let (mut next, pvc) = {
-                let map = lock(&self.volumes);
-                match map.get(&volume) {
-                    Some(e) => (e.state.clone(), e.pvc.clone()),
-                    None => continue,
-                }
-            };
-            let Some(ended) = next.node_gone(node) else {
-                continue;
-            };
-            if let Err(e) = self.store.save(&volume, &next).await {
-                warn!(volume = %volume, node = %node, error = %e, "cannot persist a stale attachment's removal; will retry");
-                continue;
+            if self
+                .release_holder(&volume, node, REASON_OUT_OF_SERVICE, None)
+                .await
+            {
+                released.push(volume);
             }
-            lock(&self.volumes).entry(volume.clone()).or_default().state = next;
-            self.metrics.stale_cleared.inc();
-            self.emit(&volume, &pvc, EventKind::Warning, "StaleAttachmentCleared", format!(
-                "node {node} is gone (deleted or out of service); its attachment of volume {volume} was dropped"
-            ))
-            .await;
-            if let Some((m, outcome)) = ended {
-                self.migration_ended(&volume, &pvc, &m, outcome).await;
-            }
-            released.push(volume);
         }
         self.update_gauges();
         released
     }
 
-    /// Reports migrations past their deadline and forgets released volumes
-    /// whose grace period is over, so memory follows the attached set.
+    /// Every `(volume, node)` held, with since when.
+    pub fn holdings(&self) -> Vec<(String, String, Timestamp)> {
+        lock(&self.volumes)
+            .iter()
+            .flat_map(|(v, e)| {
+                e.state
+                    .nodes
+                    .iter()
+                    .map(move |a| (v.clone(), a.node.clone(), a.since))
+            })
+            .collect()
+    }
+
+    /// The periodic pass that keeps holders in step with the
+    /// VolumeAttachments: a holder whose VolumeAttachment no longer exists
+    /// (its finalizer stripped by hand, or deleted while the controller
+    /// was away) is released, with an event. Only holders granted before
+    /// the fresh read started are judged, so a publish racing the read is
+    /// never mistaken for a vanished one. Returns what was released.
+    pub async fn release_without_attachment(&self) -> Result<Vec<(String, String)>, ManagerError> {
+        if !self.is_ready() {
+            return Err(ManagerError::NotReady);
+        }
+        let started = Timestamp::now();
+        let held: Vec<(String, String)> = self
+            .holdings()
+            .into_iter()
+            .filter(|(_, _, since)| *since < started)
+            .map(|(v, n, _)| (v, n))
+            .collect();
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let without = self
+            .store
+            .holders_without_attachment(&held)
+            .await
+            .map_err(|source| ManagerError::Cluster {
+                what: "list VolumeAttachments",
+                source,
+            })?;
+        let mut released = Vec::new();
+        for (volume, node) in without {
+            if self
+                .release_holder(&volume, &node, REASON_ATTACHMENT_GONE, Some(started))
+                .await
+            {
+                released.push((volume, node));
+            }
+        }
+        self.update_gauges();
+        Ok(released)
+    }
+
+    /// Releases one holder under the volume's lock, persisting first. With
+    /// `granted_before`, only an attachment older than that is released.
+    async fn release_holder(
+        &self,
+        volume: &str,
+        node: &str,
+        why: &'static str,
+        granted_before: Option<Timestamp>,
+    ) -> bool {
+        let Ok(_guard) = self.locks.try_lock(volume) else {
+            return false;
+        };
+        let (mut next, pvc) = {
+            let map = lock(&self.volumes);
+            match map.get(volume) {
+                Some(e) => (e.state.clone(), e.pvc.clone()),
+                None => return false,
+            }
+        };
+        let old_enough = next
+            .nodes
+            .iter()
+            .find(|a| a.node == node)
+            .is_some_and(|a| granted_before.is_none_or(|t| a.since < t));
+        if !old_enough {
+            return false;
+        }
+        let Some(ended) = next.node_gone(node) else {
+            return false;
+        };
+        if let Err(e) = self.store.save(volume, &next).await {
+            warn!(volume = %volume, node = %node, error = %e, "cannot persist a stale attachment's removal; will retry");
+            return false;
+        }
+        lock(&self.volumes)
+            .entry(volume.to_string())
+            .or_default()
+            .state = next;
+        self.metrics.stale_cleared.inc();
+        self.emit(
+            volume,
+            &pvc,
+            EventKind::Warning,
+            "StaleAttachmentCleared",
+            format!("node {node} released volume {volume} without an unpublish ({why}); its attachment was dropped"),
+        )
+        .await;
+        if let Some((m, outcome)) = ended {
+            self.migration_ended(volume, &pvc, &m, outcome).await;
+        }
+        true
+    }
+
+    /// Reports migrations past their deadline (once: the report is
+    /// persisted with the state, so a restart does not repeat it) and
+    /// forgets released volumes whose grace period is over, so memory
+    /// follows the attached set.
     pub async fn tick(&self, now: Timestamp) {
-        let mut timed_out = Vec::new();
+        let mut due = Vec::new();
         {
             let mut map = lock(&self.volumes);
             let grace = self.policy.grace_period;
@@ -577,13 +758,29 @@ impl Manager {
                             <= grace
                     })
             });
-            for (volume, e) in map.iter_mut() {
-                if let Some(m) = e.state.tick(now) {
-                    timed_out.push((volume.clone(), e.pvc.clone(), m));
+            for (volume, e) in map.iter() {
+                if e.state.clone().tick(now).is_some() {
+                    due.push(volume.clone());
                 }
             }
         }
-        for (volume, pvc, m) in timed_out {
+        for volume in due {
+            // A volume with an operation in flight is caught next tick.
+            let Ok(_guard) = self.locks.try_lock(&volume) else {
+                continue;
+            };
+            let Some((mut next, pvc)) = lock(&self.volumes)
+                .get(&volume)
+                .map(|e| (e.state.clone(), e.pvc.clone()))
+            else {
+                continue;
+            };
+            let Some(m) = next.tick(now) else { continue };
+            if let Err(e) = self.store.save(&volume, &next).await {
+                warn!(volume = %volume, error = %e, "cannot persist a migration timeout; it is reported when the write succeeds");
+                continue;
+            }
+            lock(&self.volumes).entry(volume.clone()).or_default().state = next;
             self.metrics
                 .migrations
                 .with_label_values(&["timed_out"])

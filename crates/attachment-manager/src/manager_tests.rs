@@ -6,13 +6,20 @@ use crate::cluster::{LogEvents, MemoryStore, StaticNodes};
 struct Verifier(Mutex<Vec<String>>);
 
 impl MigrationCheck for Verifier {
-    fn is_migration_target<'a>(
+    fn verify_target<'a>(
         &'a self,
         _: Option<&'a (String, String)>,
         node: &'a str,
-    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        _source: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
         let ok = lock(&self.0).iter().any(|n| n == node);
-        Box::pin(async move { Ok(ok) })
+        Box::pin(async move {
+            Ok(if ok {
+                MigrationEvidence::Verified("listed".into())
+            } else {
+                MigrationEvidence::Unverified("no migration of this VM is in progress".into())
+            })
+        })
     }
 }
 
@@ -91,6 +98,7 @@ async fn a_failed_rebuild_is_retried_until_it_succeeds() {
             now: Timestamp::now(),
             gone_holders: &[],
             migration_target: false,
+            migration_note: "",
             migration_timeout: Duration::from_secs(1),
         },
     );
@@ -98,6 +106,7 @@ async fn a_failed_rebuild_is_retried_until_it_succeeds() {
         volume: "v".into(),
         state: s,
         pvc: Some(("vms".into(), "disk".into())),
+        conflict: None,
     });
     let cancel = CancellationToken::new();
     let task = tokio::spawn(e.m.clone().run(Duration::from_secs(60), cancel.clone()));
@@ -188,25 +197,200 @@ async fn a_conflict_is_refused_counted_and_evented_on_the_pvc() {
 }
 
 #[tokio::test]
-async fn a_deleted_or_out_of_service_holder_is_dropped_for_the_new_node() {
-    for status in [NodeStatus::Missing, NodeStatus::OutOfService] {
-        let e = env();
-        e.m.rebuild().await.unwrap();
-        e.m.publish(req("v", "a", AccessKind::SingleNode))
+async fn an_out_of_service_holder_is_dropped_for_the_new_node() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    e.nodes.set("a", NodeStatus::OutOfService);
+    let d =
+        e.m.publish(req("v", "b", AccessKind::SingleNode))
             .await
             .unwrap();
-        e.nodes.set("a", status);
-        let d =
-            e.m.publish(req("v", "b", AccessKind::SingleNode))
-                .await
-                .unwrap();
-        assert!(
-            matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
-            "{d:?}"
-        );
-        assert_eq!(e.m.metrics.stale_cleared.get(), 1);
-        assert_eq!(reasons(&e), vec!["StaleAttachmentCleared"]);
-    }
+    assert!(
+        matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
+        "{d:?}"
+    );
+    assert_eq!(e.m.metrics.stale_cleared.get(), 1);
+    assert_eq!(reasons(&e), vec!["StaleAttachmentCleared"]);
+}
+
+#[tokio::test]
+async fn deleting_a_node_with_an_attached_volume_attachment_releases_nothing() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    *lock(&e.store.attachments) = Some([("v".to_string(), "a".to_string())].into());
+    e.nodes.set("a", NodeStatus::Missing);
+    let d =
+        e.m.publish(req("v", "b", AccessKind::SingleNode))
+            .await
+            .unwrap();
+    assert!(
+        matches!(
+            d,
+            PublishDecision::Refused(Refusal::AttachedElsewhere { .. })
+        ),
+        "{d:?}"
+    );
+    assert_eq!(e.m.holders("v"), vec!["a"]);
+    assert_eq!(e.m.metrics.stale_cleared.get(), 0);
+    assert_eq!(e.m.metrics.kept_for_deleted_node.get(), 1);
+    assert_eq!(reasons(&e), vec!["AttachedToDeletedNode", "AttachConflict"]);
+}
+
+#[tokio::test]
+async fn a_deleted_node_whose_volume_attachment_is_gone_is_dropped_for_the_new_node() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    *lock(&e.store.attachments) = Some(Default::default());
+    e.nodes.set("a", NodeStatus::Missing);
+    let d =
+        e.m.publish(req("v", "b", AccessKind::SingleNode))
+            .await
+            .unwrap();
+    assert!(
+        matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
+        "{d:?}"
+    );
+    let ev = lock(&e.events.seen).clone();
+    assert!(
+        ev[0].message.contains("VolumeAttachment no longer exists"),
+        "{}",
+        ev[0].message
+    );
+}
+
+#[tokio::test]
+async fn without_volume_attachments_to_look_at_a_deleted_node_keeps_its_volume() {
+    // Standalone mode: the store cannot tell, so nothing is released.
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    e.nodes.set("a", NodeStatus::Missing);
+    let d =
+        e.m.publish(req("v", "b", AccessKind::SingleNode))
+            .await
+            .unwrap();
+    assert!(matches!(d, PublishDecision::Refused(_)), "{d:?}");
+    assert_eq!(e.m.holders("v"), vec!["a"]);
+}
+
+#[tokio::test]
+async fn a_holder_whose_volume_attachment_disappears_is_released_by_the_periodic_pass() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v1", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    e.m.publish(req("v2", "b", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    *lock(&e.store.attachments) = Some([("v2".to_string(), "b".to_string())].into());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let released = e.m.release_without_attachment().await.unwrap();
+    assert_eq!(released, vec![("v1".to_string(), "a".to_string())]);
+    assert!(e.m.holders("v1").is_empty());
+    assert_eq!(e.m.holders("v2"), vec!["b"]);
+    assert!(
+        !lock(&e.store.saved).contains_key("v1"),
+        "the release is persisted"
+    );
+    assert_eq!(reasons(&e), vec!["StaleAttachmentCleared"]);
+    assert_eq!(e.m.metrics.stale_cleared.get(), 1);
+    // Nothing more to do on the next pass.
+    assert!(e.m.release_without_attachment().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_periodic_pass_waits_for_the_rebuild_and_skips_busy_volumes() {
+    let e = env();
+    assert!(matches!(
+        e.m.release_without_attachment().await,
+        Err(ManagerError::NotReady)
+    ));
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::SingleNode))
+        .await
+        .unwrap();
+    *lock(&e.store.attachments) = Some(Default::default());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let guard = e.m.locks().try_lock("v").unwrap();
+    assert!(e.m.release_without_attachment().await.unwrap().is_empty());
+    drop(guard);
+    assert_eq!(e.m.release_without_attachment().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unverified_second_node_is_refused_with_what_was_missing() {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e.m.publish(req("v", "a", AccessKind::MultiNodeBlock))
+        .await
+        .unwrap();
+    let d =
+        e.m.publish(req("v", "b", AccessKind::MultiNodeBlock))
+            .await
+            .unwrap();
+    let PublishDecision::Refused(r) = d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        r.to_string()
+            .contains("no migration of this VM is in progress"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
+    let e = env();
+    let state = crate::kube_store::rebuild_volume(
+        &[
+            crate::kube_store::SeenAttachment {
+                node: "a".into(),
+                since: Timestamp::UNIX_EPOCH,
+                attached: true,
+            },
+            crate::kube_store::SeenAttachment {
+                node: "b".into(),
+                since: Timestamp::UNIX_EPOCH,
+                attached: true,
+            },
+        ],
+        &Default::default(),
+        false,
+        Duration::from_secs(300),
+        &|_| false,
+    )
+    .unwrap();
+    lock(&e.store.initial).push(crate::cluster::Rebuilt {
+        volume: "v".into(),
+        state: state.state,
+        pvc: Some(("vms".into(), "disk".into())),
+        conflict: state.conflict,
+    });
+    e.m.rebuild().await.unwrap();
+    assert_eq!(e.m.holders("v"), vec!["a", "b"]);
+    assert_eq!(e.m.metrics.rebuild_conflicts.get(), 1);
+    assert_eq!(reasons(&e), vec!["AttachConflictOnRebuild"]);
+    assert!(e.m.state("v").migration.is_none(), "no invented migration");
+    let d =
+        e.m.publish(req("v", "c", AccessKind::SingleNode))
+            .await
+            .unwrap();
+    assert!(matches!(d, PublishDecision::Refused(_)), "{d:?}");
+    // One side leaving resolves it.
+    e.m.unpublish("v", "b").await.unwrap();
+    assert_eq!(e.m.holders("v"), vec!["a"]);
 }
 
 #[tokio::test]
@@ -286,10 +470,32 @@ async fn a_migration_past_its_deadline_is_reported_by_the_tick() {
         1
     );
     assert!(reasons(&e).contains(&"MigrationTimedOut"));
+    assert!(
+        lock(&e.store.saved)["v"]
+            .migration
+            .as_ref()
+            .unwrap()
+            .timeout_reported,
+        "the report is persisted"
+    );
+    // A controller started from what was persisted does not report again.
+    let again = env();
+    lock(&again.store.initial).push(crate::cluster::Rebuilt {
+        volume: "v".into(),
+        state: lock(&e.store.saved)["v"].clone(),
+        pvc: None,
+        conflict: None,
+    });
+    again.m.rebuild().await.unwrap();
+    again
+        .m
+        .tick(Timestamp::now() + jiff::SignedDuration::from_secs(10))
+        .await;
+    assert!(!reasons(&again).contains(&"MigrationTimedOut"));
 }
 
 #[tokio::test]
-async fn node_gone_releases_its_volumes_and_the_tick_forgets_released_ones() {
+async fn an_out_of_service_node_releases_its_volumes_and_the_tick_forgets_released_ones() {
     let e = env();
     e.m.rebuild().await.unwrap();
     e.m.publish(req("v1", "a", AccessKind::SingleNode))
@@ -301,7 +507,7 @@ async fn node_gone_releases_its_volumes_and_the_tick_forgets_released_ones() {
     e.m.publish(req("v3", "b", AccessKind::SingleNode))
         .await
         .unwrap();
-    let mut released = e.m.node_gone("a").await;
+    let mut released = e.m.release_out_of_service("a").await;
     released.sort();
     assert_eq!(released, vec!["v1", "v2"]);
     assert_eq!(e.m.holders("v3"), vec!["b"]);

@@ -11,6 +11,8 @@ pub struct AttachMetrics {
     pub conflicts: IntCounter,
     pub grace_period_used: IntCounter,
     pub stale_cleared: IntCounter,
+    pub kept_for_deleted_node: IntCounter,
+    pub rebuild_conflicts: IntCounter,
     pub operation_duration: HistogramVec,
     pub migrations: IntCounterVec,
     pub migration_duration: Histogram,
@@ -36,7 +38,15 @@ impl AttachMetrics {
             )?,
             stale_cleared: IntCounter::new(
                 "rds_csi_attachment_stale_cleared_total",
-                "Attachments dropped because their node was deleted or out of service.",
+                "Attachments dropped without their own unpublish: the node carries the out-of-service taint, or the VolumeAttachment is gone.",
+            )?,
+            kept_for_deleted_node: IntCounter::new(
+                "rds_csi_attachment_deleted_node_kept_total",
+                "Times an attachment was kept although its Node object is deleted, because its VolumeAttachment still exists (a deleted Node is not a stopped machine).",
+            )?,
+            rebuild_conflicts: IntCounter::new(
+                "rds_csi_attachment_rebuild_conflicts_total",
+                "Volumes found at a rebuild with more nodes than their access mode allows (kept fenced and reported).",
             )?,
             operation_duration: HistogramVec::new(
                 HistogramOpts::new("rds_csi_attachment_operation_duration_seconds", "Time to decide and persist an attachment operation.")
@@ -62,6 +72,8 @@ impl AttachMetrics {
         registry.register(Box::new(m.conflicts.clone()))?;
         registry.register(Box::new(m.grace_period_used.clone()))?;
         registry.register(Box::new(m.stale_cleared.clone()))?;
+        registry.register(Box::new(m.kept_for_deleted_node.clone()))?;
+        registry.register(Box::new(m.rebuild_conflicts.clone()))?;
         registry.register(Box::new(m.operation_duration.clone()))?;
         registry.register(Box::new(m.migrations.clone()))?;
         registry.register(Box::new(m.migration_duration.clone()))?;

@@ -104,12 +104,17 @@ pub struct Publish<'a> {
     pub node: &'a str,
     pub kind: AccessKind,
     pub now: Timestamp,
-    /// Current holders whose Node object is gone or carries the
-    /// `node.kubernetes.io/out-of-service` taint.
+    /// Current holders released without their own unpublish: their node
+    /// carries the `node.kubernetes.io/out-of-service` taint, or their
+    /// VolumeAttachment no longer exists. A deleted Node alone is not
+    /// here: deleting a Node object does not stop the machine.
     pub gone_holders: &'a [String],
     /// Whether `node` is a verified KubeVirt migration target for the VMI
     /// using this volume.
     pub migration_target: bool,
+    /// Why `node` is not a verified migration target (shown in the
+    /// refusal); empty when there is nothing to say.
+    pub migration_note: &'a str,
     /// The migration window's length (`migrationTimeoutSeconds`).
     pub migration_timeout: Duration,
 }
@@ -143,8 +148,12 @@ pub enum Refusal {
     AttachedElsewhere { holders: Vec<String> },
     #[error("the volume is already attached to this node with a different access kind")]
     IncompatibleOnSameNode,
-    #[error("{node} is not a verified KubeVirt migration target for the VM using this volume (attached to {holder})")]
-    NotAMigrationTarget { node: String, holder: String },
+    #[error("{node} is not a verified KubeVirt migration target for the VM using this volume (attached to {holder}){}", note(why))]
+    NotAMigrationTarget {
+        node: String,
+        holder: String,
+        why: String,
+    },
     #[error("the volume is already attached to two nodes {holders:?}; a third is never admitted")]
     TwoNodesAlready { holders: Vec<String> },
     #[error("the volume is attached to {holders:?} as {held:?} and cannot be attached elsewhere as {requested:?}")]
@@ -163,6 +172,14 @@ pub enum UnpublishDecision {
     },
     /// The node did not hold the volume; nothing changed.
     NotAttached,
+}
+
+fn note(why: &str) -> String {
+    if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {why}")
+    }
 }
 
 fn since(now: Timestamp, then: Timestamp) -> Duration {
@@ -247,6 +264,7 @@ impl VolumeState {
                     return PublishDecision::Refused(Refusal::NotAMigrationTarget {
                         node: p.node.to_string(),
                         holder,
+                        why: p.migration_note.to_string(),
                     });
                 }
                 let m = Migration {
@@ -301,8 +319,11 @@ impl VolumeState {
         UnpublishDecision::Detached { ended }
     }
 
-    /// The node is deleted or out of service: drop its attachment. Returns
-    /// whether it held the volume and any migration this ended.
+    /// A holder released without its own unpublish: its node carries the
+    /// out-of-service taint, or its VolumeAttachment no longer exists.
+    /// Drops its attachment. Returns whether it held the volume and any
+    /// migration this ended. A deleted Node object alone is never a reason
+    /// to call this: the machine may still run and write.
     pub fn node_gone(&mut self, node: &str) -> Option<Option<(Migration, MigrationOutcome)>> {
         if !self.holds(node) {
             return None;

@@ -447,8 +447,12 @@ impl<B: Backend> ControllerService<B> {
         let slot = self.volume_id(&req.volume_id)?;
         let _guard = self.lock(&slot)?;
         // An empty node ID means every node. An unknown volume or node is
-        // already unpublished, which is success.
+        // already unpublished, which is success. "Every node" is only
+        // known once the state is rebuilt.
         let nodes = if req.node_id.is_empty() {
+            if !self.manager.is_ready() {
+                return Err(manager_error(ManagerError::NotReady));
+            }
             self.manager.holders(slot.as_str())
         } else {
             vec![req.node_id.clone()]
@@ -504,6 +508,11 @@ impl<B: Backend> ControllerService<B> {
     async fn list(&self, req: proto::ListVolumesRequest) -> CsiResult<proto::ListVolumesResponse> {
         if req.max_entries < 0 {
             return Err(CsiError::invalid("max_entries", "must not be negative"));
+        }
+        // The published nodes are only known once the state is rebuilt:
+        // an empty list before then would tell the CO nothing is attached.
+        if !self.manager.is_ready() {
+            return Err(manager_error(ManagerError::NotReady));
         }
         // Tokens name the last volume of the previous page, so volumes added
         // or deleted between pages neither repeat nor shift the rest.
@@ -641,6 +650,9 @@ impl<B: Backend> ControllerService<B> {
         req: proto::ControllerGetVolumeRequest,
     ) -> CsiResult<proto::ControllerGetVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
+        if !self.manager.is_ready() {
+            return Err(manager_error(ManagerError::NotReady));
+        }
         let disk = self.existing(&slot).await?;
         Ok(proto::ControllerGetVolumeResponse {
             volume: Some(self.volume_of(&disk, self.context_from_disk(&disk))),

@@ -419,8 +419,34 @@ async fn publish_and_delete_are_unavailable_until_the_state_is_rebuilt() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+    // Published nodes are unknown until then: an empty answer would say
+    // "attached nowhere".
+    let err = svc
+        .list_volumes(Request::new(proto::ListVolumesRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "ListVolumes");
+    let err = svc
+        .controller_get_volume(Request::new(proto::ControllerGetVolumeRequest {
+            volume_id: "pvc-a".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "ControllerGetVolume");
+    let err = svc
+        .controller_unpublish_volume(Request::new(proto::ControllerUnpublishVolumeRequest {
+            volume_id: "pvc-a".into(),
+            node_id: String::new(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "unpublish from every node");
     manager.rebuild().await.unwrap();
     publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    svc.list_volumes(Request::new(proto::ListVolumesRequest::default()))
         .await
         .unwrap();
 }

@@ -8,6 +8,7 @@ pub struct ReconcilerMetrics {
     pub released: IntCounterVec,
     pub not_ready_attachments: IntGauge,
     pub not_ready_oldest: Gauge,
+    pub deleted_node_attachments: IntGauge,
 }
 
 impl ReconcilerMetrics {
@@ -20,7 +21,7 @@ impl ReconcilerMetrics {
             released: IntCounterVec::new(
                 Opts::new(
                     "rds_csi_reconciler_stale_attachments_released_total",
-                    "Attachments released because their node was deleted or tainted out-of-service, by trigger (watch, sweep).",
+                    "Attachments released without their own unpublish, by trigger: watch or sweep (node tainted out-of-service), attachment_gone (VolumeAttachment no longer exists).",
                 ),
                 &["trigger"],
             )?,
@@ -32,7 +33,12 @@ impl ReconcilerMetrics {
                 "rds_csi_reconciler_not_ready_oldest_seconds",
                 "How long the longest-NotReady node holding a volume has been NotReady, at the last sweep.",
             )?,
+            deleted_node_attachments: IntGauge::new(
+                "rds_csi_reconciler_deleted_node_attachments",
+                "Attachments whose Node object is deleted while their VolumeAttachment still exists, at the last sweep (kept, reported: a deleted Node is not a stopped machine).",
+            )?,
         };
+        registry.register(Box::new(m.deleted_node_attachments.clone()))?;
         registry.register(Box::new(m.runs.clone()))?;
         registry.register(Box::new(m.released.clone()))?;
         registry.register(Box::new(m.not_ready_attachments.clone()))?;

@@ -3,37 +3,67 @@
 //!
 //! PVC-to-VMI resolution reads a reflector of KubeVirt's pods (those
 //! labelled `kubevirt.io`), so no publish lists pods. The migration check
-//! admits a second node only on KubeVirt's own evidence: a virt-launcher
-//! pod on that node carrying `kubevirt.io/migrationJobUID`, or the VMI's
-//! `status.migrationState` naming that node as the target of an unfinished
-//! migration. A hotplug-disk pod stands for the virt-launcher pod that owns
-//! it.
+//! admits a second node only on evidence KubeVirt itself writes: a
+//! VirtualMachineInstanceMigration in progress (read from a reflector) of
+//! the VMI that uses the claim and runs on the holder, tied by UIDs to the
+//! target pod or to the VMI's `status.migrationState` (one VMI GET per
+//! candidate migration). Pod labels alone never admit; the trust model is
+//! written out in [`migration`]. A hotplug-disk pod stands for the
+//! virt-launcher pod that owns it.
 #![forbid(unsafe_code)]
 
 pub mod locks;
+pub mod migration;
 pub mod pods;
 
 use std::sync::Arc;
 
-use attachment_manager::{ClusterError, MigrationCheck};
+use attachment_manager::{ClusterError, MigrationCheck, MigrationEvidence};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{self, Store as Reader};
+use kube::runtime::reflector::{self, store::Writer, Store as Reader};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tracing::{debug, warn};
 
 pub use locks::{VmiKey, VmiLocks};
-pub use pods::{launcher_for, target_pod_on_node, uses_claim, vmi_name_of};
+pub use migration::Vmim;
+pub use pods::{launcher_for, uses_claim, vmi_name_of};
 
-/// KubeVirt's objects as seen through a pod reflector and direct VMI reads.
+/// How long a publish waits for the first list of VMIMs before answering
+/// UNAVAILABLE (the attacher retries).
+const VMIM_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// KubeVirt's objects as seen through pod and VMIM reflectors and direct
+/// VMI reads.
 #[derive(Clone)]
 pub struct KubeVirt {
     client: Client,
     pods: Reader<Pod>,
+    vmims: Reader<DynamicObject>,
     locks: VmiLocks,
+}
+
+fn vmim_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstanceMigration"),
+        "virtualmachineinstancemigrations",
+    )
+}
+
+/// Keeps of a VMIM only what the check reads.
+fn strip_vmim(o: &mut DynamicObject) {
+    o.metadata.managed_fields = None;
+    o.metadata.annotations = None;
+    o.metadata.labels = None;
+    let vmi_name = o.data.pointer("/spec/vmiName").cloned();
+    let phase = o.data.pointer("/status/phase").cloned();
+    o.data = serde_json::json!({
+        "spec": {"vmiName": vmi_name},
+        "status": {"phase": phase},
+    });
 }
 
 fn vmi_resource() -> ApiResource {
@@ -44,12 +74,22 @@ fn vmi_resource() -> ApiResource {
 }
 
 impl KubeVirt {
-    /// Starts the pod reflector. The returned future drives it and must be
-    /// spawned.
+    /// Starts the pod and VMIM reflectors. The returned future drives them
+    /// and must be spawned.
     pub fn start(
         client: Client,
         locks: VmiLocks,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        let vmim_writer = Writer::new(vmim_resource());
+        let vmims = vmim_writer.as_reader();
+        let vmim_stream = watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &vmim_resource()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(strip_vmim)
+        .reflect(vmim_writer)
+        .applied_objects();
         let (reader, writer) = reflector::store();
         let api: Api<Pod> = Api::all(client.clone());
         let stream = watcher(api, watcher::Config::default().labels("kubevirt.io"))
@@ -69,7 +109,7 @@ impl KubeVirt {
             })
             .reflect(writer)
             .applied_objects();
-        let drive = async move {
+        let drive_pods = async move {
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 if let Err(e) = event {
@@ -77,10 +117,22 @@ impl KubeVirt {
                 }
             }
         };
+        let drive_vmims = async move {
+            futures::pin_mut!(vmim_stream);
+            while let Some(event) = vmim_stream.next().await {
+                if let Err(e) = event {
+                    warn!(error = %e, "VirtualMachineInstanceMigration watch error (is KubeVirt installed?); retrying");
+                }
+            }
+        };
+        let drive = async move {
+            futures::join!(drive_pods, drive_vmims);
+        };
         (
             KubeVirt {
                 client,
                 pods: reader,
+                vmims,
                 locks,
             },
             drive,
@@ -117,66 +169,100 @@ impl KubeVirt {
         &self.locks
     }
 
+    /// The VMIMs of a namespace, from the reflector.
+    async fn vmims_in(&self, namespace: &str) -> Result<Vec<Vmim>, ClusterError> {
+        tokio::time::timeout(VMIM_READY_TIMEOUT, self.vmims.wait_until_ready())
+            .await
+            .map_err(|_| {
+                ClusterError(
+                    "VirtualMachineInstanceMigrations cannot be listed yet (is KubeVirt installed, and may the controller list and watch them?)"
+                        .into(),
+                )
+            })?
+            .map_err(|e| ClusterError(format!("VirtualMachineInstanceMigration watch: {e}")))?;
+        Ok(self
+            .vmims
+            .state()
+            .iter()
+            .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
+            .filter_map(|o| {
+                Vmim::from_json(
+                    namespace,
+                    o.metadata.name.as_deref()?,
+                    o.metadata.uid.as_deref()?,
+                    &o.data,
+                )
+            })
+            .collect())
+    }
+
     async fn check(
         &self,
         pvc: Option<&(String, String)>,
         node: &str,
-    ) -> Result<bool, ClusterError> {
+        source: &str,
+    ) -> Result<MigrationEvidence, ClusterError> {
         let Some((namespace, claim)) = pvc else {
             // Without the PVC (the provisioner did not pass
             // --extra-create-metadata) nothing can be verified: refuse.
             warn!(node, "cannot verify a migration target: the volume context has no PVC; start the external-provisioner with --extra-create-metadata");
-            return Ok(false);
+            return Ok(MigrationEvidence::Unverified(
+                "the volume context names no PVC (run the external-provisioner with --extra-create-metadata)".into(),
+            ));
         };
         self.ready().await?;
-        let pods = self.pods.state();
-        let in_ns: Vec<Arc<Pod>> = pods
-            .iter()
+        let in_ns: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
-            .cloned()
             .collect();
-        if target_pod_on_node(&in_ns, claim, node) {
-            debug!(%namespace, %claim, node, "a migration target pod is on the node");
-            return Ok(true);
+        let vmims = self.vmims_in(namespace).await?;
+        let candidates = migration::candidates(&in_ns, claim, node, &vmims);
+        if candidates.is_empty() {
+            return Ok(MigrationEvidence::Unverified(format!(
+                "no VirtualMachineInstanceMigration names the VM using claim {namespace}/{claim}"
+            )));
         }
-        // The target pod may not be visible yet (or was created without the
-        // label by an older KubeVirt): ask the VMI itself.
-        let launchers: Vec<Pod> = in_ns
-            .iter()
-            .filter(|p| uses_claim(p, claim))
-            .filter_map(|p| launcher_for(p, &in_ns))
-            .collect();
-        let Some(vmi_name) = launchers.iter().find_map(vmi_name_of) else {
-            return Ok(false);
-        };
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &vmi_resource());
-        let Some(vmi) = api
-            .get_opt(&vmi_name)
-            .await
-            .map_err(|e| ClusterError(format!("get VMI {namespace}/{vmi_name}: {e}")))?
-        else {
-            return Ok(false);
-        };
-        // A launcher pod of an older VMI with the same name does not count.
-        let uid = vmi.metadata.uid.as_deref();
-        let owned = launchers.iter().any(|l| {
-            l.metadata
-                .labels
+        let mut why = Vec::new();
+        for vmim in candidates {
+            let vmi = api
+                .get_opt(&vmim.vmi_name)
+                .await
+                .map_err(|e| ClusterError(format!("get VMI {namespace}/{}: {e}", vmim.vmi_name)))?;
+            let data = vmi.as_ref().map(|o| {
+                let mut v = o.data.clone();
+                v["metadata"] = serde_json::json!({"uid": o.metadata.uid});
+                v
+            });
+            let view = vmi
                 .as_ref()
-                .and_then(|m| m.get("kubevirt.io/created-by"))
-                .is_none_or(|c| Some(c.as_str()) == uid)
-        });
-        Ok(owned && pods::migration_state_targets(&vmi.data, node))
+                .zip(data.as_ref())
+                .map(|(o, data)| migration::Vmi {
+                    uid: o.metadata.uid.as_deref().unwrap_or_default(),
+                    data,
+                });
+            match migration::judge(&in_ns, claim, node, source, vmim, view.as_ref()) {
+                Ok(how) => {
+                    debug!(%namespace, %claim, node, %how, "verified migration target");
+                    return Ok(MigrationEvidence::Verified(how));
+                }
+                Err(w) => why.push(w),
+            }
+        }
+        Ok(MigrationEvidence::Unverified(why.join("; ")))
     }
 }
 
 impl MigrationCheck for KubeVirt {
-    fn is_migration_target<'a>(
+    fn verify_target<'a>(
         &'a self,
         pvc: Option<&'a (String, String)>,
         node: &'a str,
-    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
-        Box::pin(self.check(pvc, node))
+        source: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
+        Box::pin(self.check(pvc, node, source))
     }
 }

@@ -79,33 +79,6 @@ pub fn vmi_name_of(launcher: &Pod) -> Option<String> {
         .cloned()
 }
 
-/// Whether a live migration-target launcher pod using the claim (directly
-/// or through a hotplug-disk pod) runs on `node`. `pods` are the
-/// namespace's KubeVirt pods.
-pub fn target_pod_on_node(pods: &[Arc<Pod>], claim: &str, node: &str) -> bool {
-    pods.iter()
-        .filter(|p| uses_claim(p, claim) && is_live(p))
-        .filter_map(|p| launcher_for(p, pods))
-        .any(|l| {
-            is_live(&l)
-                && l.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
-                && label(&l, LABEL_MIGRATION_JOB).is_some_and(|v| !v.is_empty())
-        })
-}
-
-/// Whether a VMI's `status.migrationState` names `node` as the target of a
-/// migration that has neither completed, failed nor been asked to abort.
-pub fn migration_state_targets(vmi: &serde_json::Value, node: &str) -> bool {
-    let Some(ms) = vmi.pointer("/status/migrationState") else {
-        return false;
-    };
-    let flag = |k: &str| ms.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-    ms.get("targetNode").and_then(|v| v.as_str()) == Some(node)
-        && !flag("completed")
-        && !flag("failed")
-        && !flag("abortRequested")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,42 +102,6 @@ mod tests {
     }
 
     #[test]
-    fn a_labelled_target_launcher_on_the_node_is_a_migration_target() {
-        let pods = vec![
-            launcher("src", "a", "disk", false),
-            launcher("dst", "b", "disk", true),
-        ];
-        assert!(target_pod_on_node(&pods, "disk", "b"));
-        assert!(
-            !target_pod_on_node(&pods, "disk", "a"),
-            "the source is no target"
-        );
-        assert!(!target_pod_on_node(&pods, "other", "b"), "another claim");
-    }
-
-    #[test]
-    fn an_unlabelled_second_pod_is_not_a_migration_target() {
-        let plain = pod(json!({
-            "metadata": {"name": "x", "namespace": "vms", "labels": {"kubevirt.io": "virt-launcher"}},
-            "spec": {"nodeName": "b", "containers": [], "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "disk"}}]}
-        }));
-        let pods = vec![launcher("src", "a", "disk", false), plain];
-        assert!(!target_pod_on_node(&pods, "disk", "b"));
-    }
-
-    #[test]
-    fn a_finished_or_deleting_target_pod_does_not_count() {
-        let mut done = (*launcher("dst", "b", "disk", true)).clone();
-        done.status.as_mut().unwrap().phase = Some("Failed".into());
-        assert!(!target_pod_on_node(&[Arc::new(done)], "disk", "b"));
-        let mut deleting = (*launcher("dst", "b", "disk", true)).clone();
-        deleting.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
-        );
-        assert!(!target_pod_on_node(&[Arc::new(deleting)], "disk", "b"));
-    }
-
-    #[test]
     fn a_hotplug_disk_pod_resolves_to_its_owning_launcher() {
         let owner = launcher("dst", "b", "root", true);
         let hp = pod(json!({
@@ -174,33 +111,9 @@ mod tests {
             "status": {"phase": "Running"}
         }));
         let pods = vec![owner, hp.clone()];
-        assert!(target_pod_on_node(&pods, "hot", "b"));
         assert_eq!(
             vmi_name_of(&launcher_for(&hp, &pods).unwrap()).as_deref(),
             Some("vm1")
         );
-    }
-
-    #[test]
-    fn vmi_migration_state_must_name_the_node_and_be_unfinished() {
-        let vmi = |extra: serde_json::Value| {
-            let mut ms = json!({"sourceNode": "a", "targetNode": "b", "migrationUid": "u"});
-            for (k, v) in extra.as_object().unwrap() {
-                ms[k] = v.clone();
-            }
-            json!({"status": {"migrationState": ms}})
-        };
-        assert!(migration_state_targets(&vmi(json!({})), "b"));
-        assert!(!migration_state_targets(&vmi(json!({})), "c"));
-        assert!(!migration_state_targets(
-            &vmi(json!({"completed": true})),
-            "b"
-        ));
-        assert!(!migration_state_targets(&vmi(json!({"failed": true})), "b"));
-        assert!(!migration_state_targets(
-            &vmi(json!({"abortRequested": true})),
-            "b"
-        ));
-        assert!(!migration_state_targets(&json!({"status": {}}), "b"));
     }
 }
