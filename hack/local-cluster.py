@@ -206,14 +206,16 @@ def container_args(container, sock, overrides):
     return out
 
 
+# As KubeVirt defines them: the VMIM's and the VM's status are
+# subresources (only KubeVirt writes them); the VMI's is not.
 KUBEVIRT_CRDS = [
-    ("VirtualMachineInstance", "virtualmachineinstances", "vmi"),
-    ("VirtualMachineInstanceMigration", "virtualmachineinstancemigrations", "vmim"),
-    ("VirtualMachine", "virtualmachines", "vm"),
+    ("VirtualMachineInstance", "virtualmachineinstances", "vmi", False),
+    ("VirtualMachineInstanceMigration", "virtualmachineinstancemigrations", "vmim", True),
+    ("VirtualMachine", "virtualmachines", "vm", True),
 ]
 
 
-def crd(kind, plural, short):
+def crd(kind, plural, short, status_subresource):
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -227,6 +229,7 @@ def crd(kind, plural, short):
                     "name": "v1",
                     "served": True,
                     "storage": True,
+                    "subresources": {"status": {}} if status_subresource else {},
                     "schema": {
                         "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
                     },

@@ -182,9 +182,12 @@ pub struct ControllerArgs {
         default_value_t = false
     )]
     pub allow_unverified_migration: bool,
-    /// Period of the stale-attachment sweep (it also runs at start and after
-    /// every backend reconnect; Node deletions and out-of-service taints are
-    /// acted on at once through a watch).
+    /// Period of the stale-attachment sweep: it releases holders whose
+    /// VolumeAttachment no longer exists and reports attachments on deleted
+    /// or long NotReady nodes. It also runs at start and after every backend
+    /// reconnect; out-of-service taints are acted on at once through a
+    /// watch, and a Node deletion triggers a pass and a report (a deleted
+    /// Node alone releases nothing).
     #[arg(long, env = "RDS_CSI_ATTACHMENT_RECONCILE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub attachment_reconcile_interval: Duration,
     /// Report (event and metric, no action) attachments on nodes NotReady

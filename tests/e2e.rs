@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::storage::v1::VolumeAttachment;
+use k8s_openapi::api::storage::v1::{CSINode, VolumeAttachment};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
@@ -324,12 +324,17 @@ impl Scenario {
             .unwrap()
     }
 
-    /// A VMI as virt-controller leaves it once scheduled on `node`; its UID.
-    async fn vmi(&self, name: &str, node: &str) -> String {
+    /// A VMI as virt-controller leaves it once scheduled on `node`, using
+    /// `claims`; its UID.
+    async fn vmi(&self, name: &str, node: &str, claims: &[&str]) -> String {
+        let volumes: Vec<Value> = claims
+            .iter()
+            .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
+            .collect();
         let vmi = serde_json::from_value(json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": name, "labels": {"kubevirt.io/nodeName": node}},
-            "spec": {"domain": {"devices": {}}},
+            "spec": {"domain": {"devices": {}}, "volumes": volumes},
             "status": {"nodeName": node, "phase": "Running"}
         }))
         .unwrap();
@@ -369,8 +374,9 @@ impl Scenario {
         .await;
     }
 
-    /// A VirtualMachineInstanceMigration as `virtctl migrate` creates it;
-    /// its UID.
+    /// A VirtualMachineInstanceMigration as `virtctl migrate` creates it,
+    /// moved to Scheduling as virt-controller does before it creates the
+    /// target pod; its UID.
     async fn migration(&self, name: &str, vmi: &str) -> String {
         let vmim = serde_json::from_value(json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
@@ -378,13 +384,28 @@ impl Scenario {
             "spec": {"vmiName": vmi}
         }))
         .unwrap();
-        self.dynamic(&vmim_resource())
+        let uid = self
+            .dynamic(&vmim_resource())
             .create(&PostParams::default(), &vmim)
             .await
             .unwrap()
             .metadata
             .uid
-            .unwrap()
+            .unwrap();
+        self.migration_phase(name, "Scheduling").await;
+        uid
+    }
+
+    /// What virt-controller writes through the VMIM's status subresource.
+    async fn migration_phase(&self, name: &str, phase: &str) {
+        self.dynamic(&vmim_resource())
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"phase": phase}})),
+            )
+            .await
+            .unwrap();
     }
 
     async fn patch_dynamic(&self, r: &kube::api::ApiResource, name: &str, patch: Value) {
@@ -591,7 +612,7 @@ async fn a_second_pod_on_another_node_never_gets_a_rwo_volume() {
 async fn running_vm(s: &Scenario) -> (String, String) {
     s.claim("vmdisk", BLOCK_RWX, Mode::Block, true).await;
     let pv = s.bound("vmdisk").await;
-    let uid = s.vmi("vm1", "node-a").await;
+    let uid = s.vmi("vm1", "node-a", &["vmdisk"]).await;
     s.launcher(
         "virt-launcher-vm1-src",
         "node-a",
@@ -605,9 +626,11 @@ async fn running_vm(s: &Scenario) -> (String, String) {
     (pv, uid)
 }
 
-/// KubeVirt's steps of a live migration to `target` up to the moment the
-/// target pod exists and the VMI names it.
-async fn start_migration(s: &Scenario, uid: &str, name: &str, target: &str) {
+/// KubeVirt's steps of a live migration to `target`, in its order: the
+/// VMIM is scheduling and the target pod exists (the driver must admit the
+/// target now, with no `migrationState` on the VMI yet); once the target
+/// node has the disk, the target is ready and the VMI names it.
+async fn start_migration(s: &Scenario, pv: &str, uid: &str, name: &str, target: &str) {
     let vmim_uid = s.migration(name, "vm1").await;
     s.launcher(
         &format!("virt-launcher-vm1-{name}"),
@@ -618,12 +641,8 @@ async fn start_migration(s: &Scenario, uid: &str, name: &str, target: &str) {
         Some((name, &vmim_uid)),
     )
     .await;
-    s.patch_dynamic(
-        &vmim_resource(),
-        name,
-        json!({"status": {"phase": "TargetReady"}}),
-    )
-    .await;
+    s.wait_attached(pv, target).await;
+    s.migration_phase(name, "TargetReady").await;
     s.patch_dynamic(
         &vmi_resource(),
         "vm1",
@@ -641,8 +660,7 @@ async fn start_migration(s: &Scenario, uid: &str, name: &str, target: &str) {
 /// phases and the VMI's state, then the pod on the losing side deleted.
 async fn finish_migration(s: &Scenario, name: &str, succeeded: bool) {
     let phase = if succeeded { "Succeeded" } else { "Failed" };
-    s.patch_dynamic(&vmim_resource(), name, json!({"status": {"phase": phase}}))
-        .await;
+    s.migration_phase(name, phase).await;
     let vmi = if succeeded {
         json!({"metadata": {"labels": {"kubevirt.io/nodeName": "node-b", "kubevirt.io/migrationTargetNodeName": null}},
                "status": {"nodeName": "node-b", "migrationState": {"completed": true}}})
@@ -665,16 +683,23 @@ async fn live_migration(name: &str, succeeded: bool) {
     let s = Scenario::new(name).await;
     let (pv, uid) = running_vm(&s).await;
 
-    start_migration(&s, &uid, "mig1", "node-b").await;
+    start_migration(&s, &pv, &uid, "mig1", "node-b").await;
     // Both nodes hold the disk for the migration's window.
-    s.wait_attached(&pv, "node-b").await;
     assert!(s.is_attached(&pv, "node-a").await);
     s.wait_event("vmdisk", "MigrationStarted").await;
 
-    // An unrelated pod on the RWX claim: the attach/detach controller lets
-    // it through (RWX), the driver does not.
-    s.pod("intruder", "node-c", &[("vmdisk", Mode::Block)], json!({}))
-        .await;
+    // An intruder on the RWX claim, dressed as a virt-launcher pod of the
+    // VM with a made-up migration job: the attach/detach controller lets it
+    // through (RWX), the driver does not.
+    s.launcher(
+        "intruder",
+        "node-c",
+        "vm1",
+        &uid,
+        &[("vmdisk", Mode::Block)],
+        Some(("mig-fake", "3f1c9a8e-0000-4000-8000-00000000c0de")),
+    )
+    .await;
     let err = s.wait_refused(&pv, "node-c").await;
     assert!(!err.is_empty());
 
@@ -705,12 +730,99 @@ async fn a_failed_live_migration_detaches_the_target_and_keeps_the_source() {
 }
 
 #[tokio::test]
+async fn a_forged_launcher_pod_is_refused_and_its_volume_attachment_stays_unattached() {
+    // Anyone who may create pods can copy a VM's labels, its VMI's UID and
+    // make up a migration job; no VirtualMachineInstanceMigration exists.
+    let s = Scenario::new("e2e-forged").await;
+    let (pv, uid) = running_vm(&s).await;
+    s.launcher(
+        "virt-launcher-vm1-forged",
+        "node-b",
+        "vm1",
+        &uid,
+        &[("vmdisk", Mode::Block)],
+        Some(("mig-forged", "5d0c1e2f-0000-4000-8000-0000000f0f0f")),
+    )
+    .await;
+    let err = s.wait_refused(&pv, "node-b").await;
+    assert!(
+        err.contains("no VirtualMachineInstanceMigration"),
+        "the refusal says what was missing: {err}"
+    );
+    // The attacher keeps retrying; none of its retries attaches.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!s.is_attached(&pv, "node-b").await, "never attached");
+    assert_eq!(s.holder(&pv).await.as_deref(), Some("node-a"));
+    s.cleanup().await;
+}
+
+impl Scenario {
+    /// One more node, as the local control plane makes its three: a Node
+    /// the attach/detach controller manages and its CSINode entry.
+    async fn extra_node(&self, name: &str) {
+        let topology = "rds.csi.srvlab.io/rds";
+        let node = serde_json::from_value(json!({
+            "metadata": {"name": name,
+                "labels": {"kubernetes.io/hostname": name, topology: "default"},
+                "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"}}
+        }))
+        .unwrap();
+        Api::<Node>::all(self.client.clone())
+            .create(&PostParams::default(), &node)
+            .await
+            .unwrap();
+        let csinode = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"drivers": [{"name": self.cluster.get("RDS_CSI_E2E_DRIVER"), "nodeID": name, "topologyKeys": [topology]}]}
+        }))
+        .unwrap();
+        Api::<CSINode>::all(self.client.clone())
+            .create(&PostParams::default(), &csinode)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_node_deleted_while_attached_keeps_its_volume_until_kubernetes_detaches_it() {
+    let s = Scenario::new("e2e-nodedel").await;
+    let node = format!("{}-gone", s.ns);
+    s.extra_node(&node).await;
+    s.claim("data", BLOCK, Mode::Block, false).await;
+    s.pod("user", &node, &[("data", Mode::Block)], json!({}))
+        .await;
+    s.select_node("data", &node).await;
+    let pv = s.bound("data").await;
+    s.wait_attached(&pv, &node).await;
+    // The Node object goes; the machine may still be running.
+    Api::<Node>::all(s.client.clone())
+        .delete(&node, &DeleteParams::default())
+        .await
+        .unwrap();
+    s.wait_event("data", "AttachedToDeletedNode").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(s.is_attached(&pv, &node).await, "still attached");
+    assert_eq!(s.holder(&pv).await.as_deref(), Some(node.as_str()));
+    // Kubernetes detaches it: its VolumeAttachment is deleted, the
+    // attacher calls ControllerUnpublish, and only then is it released.
+    let va = s.attachment(&pv, &node).await.unwrap();
+    Api::<VolumeAttachment>::all(s.client.clone())
+        .delete(&va.metadata.name.unwrap(), &DeleteParams::default())
+        .await
+        .unwrap();
+    s.wait_detached(&pv, &node).await;
+    assert_eq!(s.holder(&pv).await, None);
+    s.delete_pod("user").await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_volume_migration_copies_to_a_new_claim_on_another_node() {
     // KubeVirt's storage migration (updateVolumesStrategy: Migration): RWO
     // to RWO on another node, switching class on the way.
     let s = Scenario::new("e2e-volmig").await;
     s.claim("old", EXT4, Mode::Filesystem, false).await;
-    let uid = s.vmi("vm1", "node-a").await;
+    let uid = s.vmi("vm1", "node-a", &["old"]).await;
     s.launcher(
         "virt-launcher-vm1-src",
         "node-a",
