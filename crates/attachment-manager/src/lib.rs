@@ -1,7 +1,8 @@
 //! Who may attach which volume where.
 //!
-//! `rules` is the pure state machine (no kube, no tonic, no tokio): given
-//! a volume's state and an event it returns a decision. Around it, this
+//! `rules` (the `attachment-rules` crate) is the pure state machine (no
+//! kube, no tonic, no tokio, enforced by its dependencies): given a
+//! volume's state and an event it returns a decision. Around it, this
 //! crate keeps the state of every volume, serializes operations per volume,
 //! persists decisions to PV annotations and rebuilds the state from
 //! VolumeAttachments at start. Kubernetes access sits behind the traits in
@@ -14,7 +15,11 @@ pub mod kube_store;
 pub mod lists;
 pub mod manager;
 pub mod metrics;
-pub mod rules;
+/// The pure rules, in a crate of their own so the compiler keeps them pure.
+pub use attachment_rules as rules;
+
+#[cfg(test)]
+mod world_tests;
 
 pub use cluster::{ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent};
 pub use events::QueuedEvents;

@@ -1,11 +1,15 @@
 //! The attachment rules as a pure, synchronous state machine.
 //!
-//! Given a volume's state and an event (publish, unpublish, node gone, clock
-//! tick) it changes the state and returns a decision. There is no I/O, no
-//! clock and no async here: the caller gathers the facts (which holders are
-//! gone, whether a node is a verified migration target, the time) and
-//! persists the result. This is where the safety lives, so it is where most
-//! of the tests live.
+//! Given a volume's state and an event (publish, unpublish, a holder
+//! released without its unpublish, clock tick) it changes the state and
+//! returns a decision. There is no I/O, no clock and no async here, and
+//! the crate depends on nothing that could bring them (no kube, tonic or
+//! tokio): the caller (`attachment-manager`) gathers the facts (which
+//! holders are gone, whether a node is a verified migration target, the
+//! time) and persists the result. This is where the safety lives, so it is
+//! where most of the tests live. See docs/attachments.md for the rules in
+//! prose and docs/safety.md for the failures they prevent.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
@@ -397,5 +401,4 @@ impl VolumeState {
 }
 
 #[cfg(test)]
-#[path = "rules_tests.rs"]
 mod tests;
