@@ -311,6 +311,37 @@ async fn a_dropped_connection_is_unreachable_then_replaced() {
 }
 
 #[tokio::test]
+async fn exit_status_plus_lost_connection_is_unreachable() {
+    let (sim, rds) = setup().await;
+    let slot = Slot::new("pvc-a").unwrap();
+    rds.create_disk(&new_disk("pvc-a", 1 << 30)).await.unwrap();
+    // The whole listing and a zero exit status arrive, then the connection
+    // is cut before the channel's end: that is not a complete answer.
+    sim.faults().cut_after_exit_next(1);
+    let err = rds.get_disk(&slot).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    // A command cut that way may well have acted: here the disk was added,
+    // and only a fresh look tells.
+    sim.faults().cut_after_exit_next(1);
+    let err = rds
+        .create_disk(&new_disk("pvc-b", 1 << 30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        match rds.get_disk(&Slot::new("pvc-b").unwrap()).await {
+            Ok(found) => break found,
+            Err(e) if Instant::now() < deadline && e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("did not recover: {e:?}"),
+        }
+    };
+    assert!(found.is_some(), "the cut command did act");
+}
+
+#[tokio::test]
 async fn an_unreachable_rds_is_an_error_never_absent_and_recovers_by_itself() {
     let (sim, rds) = setup().await;
     let slot = Slot::new("pvc-a").unwrap();
