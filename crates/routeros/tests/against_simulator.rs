@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use rds_sim::{SimConfig, SimHandle, Storage};
 use routeros::{
-    Client, ClientConfig, Error, HostKeyPolicy, NewDisk, Nqn, Rds, RosPath, Slot, SlotPrefix,
+    Client, ClientConfig, Command, Error, HostKeyPolicy, NewDisk, Nqn, Rds, RosPath, Slot,
+    SlotPrefix,
 };
 use russh::keys::{Algorithm, PrivateKey};
 
@@ -173,6 +174,43 @@ async fn a_long_path_wrapped_by_routeros_is_read_back_whole() {
         d.file_path.unwrap(),
         format!("/storage-pool/metal-csi/{long}.img")
     );
+}
+
+#[tokio::test]
+async fn a_size_wrapped_between_digit_groups_is_read_back_whole() {
+    let (_sim, rds) = setup().await;
+    // Slot names of every length up to a line move the size field along the
+    // line, so some listings wrap it between two digit groups.
+    let size = 1_073_741_825;
+    let mut wrapped = 0;
+    for len in 1..=40 {
+        let slot = format!("pvc-{}", "w".repeat(len));
+        rds.create_disk(&new_disk(&slot, size)).await.unwrap();
+        let out = rds
+            .client()
+            .run(&Command::DiskGet {
+                slot: Slot::new(&slot).unwrap(),
+            })
+            .await
+            .unwrap();
+        if out.stdout.lines().any(|l| {
+            l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && !l.starts_with(" 0")
+        }) {
+            wrapped += 1;
+        }
+        let d = rds.get_disk(&Slot::new(&slot).unwrap()).await.unwrap();
+        assert_eq!(d.map(|d| d.size_bytes), Some(size), "{}", out.stdout);
+    }
+    assert!(
+        wrapped > 0,
+        "no listing wrapped the size; the test proves nothing"
+    );
+    let all = rds
+        .list_disks(&SlotPrefix::new("pvc-").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 40);
+    assert!(all.iter().all(|d| d.size_bytes == size));
 }
 
 #[tokio::test]
