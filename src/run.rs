@@ -428,6 +428,9 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     }
     let prefix =
         nvme::NqnPrefix::new(&args.nqn_prefix).map_err(|e| anyhow::anyhow!("--nqn-prefix: {e}"))?;
+    let prefix = prefix
+        .with_volume_prefix(&args.volume_id_prefix)
+        .map_err(|e| anyhow::anyhow!("--volume-id-prefix: {e}"))?;
     // Lesson 18: a missing or shared host NQN makes the target mix the
     // sessions of different nodes; refuse to start rather than connect.
     let host = nvme::HostIdentity::load(&args.host_nqn_file, &args.host_id_file)?;
@@ -473,6 +476,7 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
         host_nqn = %host.nqn,
         host_id = host.id.as_deref().unwrap_or("-"),
         nqn_prefix = %args.nqn_prefix,
+        volume_id_prefix = %args.volume_id_prefix,
         state_dir = %state_dir.display(),
         "NVMe host identity"
     );

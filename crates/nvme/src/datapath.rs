@@ -480,7 +480,7 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         if !self.config.nqn_prefix.owns(nqn) {
             return Err(Error::ForeignNqn {
                 nqn: nqn.to_string(),
-                prefix: self.config.nqn_prefix.as_str().to_string(),
+                prefix: self.config.nqn_prefix.owned_prefix(),
             });
         }
         Ok(())

@@ -14,7 +14,10 @@ const FOREIGN: &str = "nqn.2014-08.org.example:root-disk";
 
 fn config() -> Config {
     Config::new(
-        NqnPrefix::new("nqn.2000-02.com.mikrotik:").unwrap(),
+        NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap(),
         HostIdentity {
             nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
             id: None,
@@ -154,6 +157,20 @@ async fn connect_refuses_a_foreign_nqn() {
     let e = dp(&f).connect(&target(FOREIGN)).await.unwrap_err();
     assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
     assert!(f.commands().is_empty());
+}
+
+#[tokio::test]
+async fn a_subsystem_with_another_volume_id_prefix_is_never_connected_or_disconnected() {
+    let f = host();
+    let other = "nqn.2000-02.com.mikrotik:other-1";
+    f.connect_now(other);
+    let e = dp(&f).disconnect(other).await.unwrap_err();
+    assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
+    assert!(e.to_string().contains("mikrotik:pvc-"), "{e}");
+    let e = dp(&f).connect(&target(other)).await.unwrap_err();
+    assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
+    assert!(f.commands().is_empty(), "no command may run");
+    assert!(f.is_connected(other));
 }
 
 #[tokio::test]

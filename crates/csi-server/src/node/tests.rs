@@ -57,7 +57,10 @@ fn env_with(recorded: Arc<LogEvents>, events: NodeEvents) -> Env {
         "/var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pvc-1",
     ));
     let config = nvme::Config::new(
-        NqnPrefix::new("nqn.2000-02.com.mikrotik:").unwrap(),
+        NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap(),
         HostIdentity {
             nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
             id: None,
@@ -1252,6 +1255,52 @@ async fn orphan_cleanup_disconnects_only_what_nothing_accounts_for() {
         };
         assert!(nqn.starts_with(p));
     }
+}
+
+#[tokio::test]
+async fn subsystems_of_another_volume_prefix_or_another_nqn_are_never_disconnected() {
+    let e = env();
+    // The driver's NQN prefix but a volume ID this installation never
+    // makes (another cluster on the same RDS, a disk made by hand).
+    let other = "nqn.2000-02.com.mikrotik:other-1";
+    // A diskless node's NVMe-oF root disk.
+    let root = "nqn.2014-08.org.nvmexpress:uuid:5f2ab2c1-0000-4000-8000-000000000001";
+    e.f.connect_now(other);
+    e.f.connect_now(root);
+    let r = e
+        .svc
+        .clean_orphans(OrphanCleanup::Disconnect)
+        .await
+        .unwrap();
+    assert!(r.orphans.is_empty(), "{:?}", r.orphans);
+    let mut suspects = HashSet::new();
+    for _ in 0..3 {
+        let r = e
+            .svc
+            .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+            .await
+            .unwrap();
+        assert!(r.orphans.is_empty(), "{:?}", r.orphans);
+    }
+    // Nor does an unstage of such a volume ID disconnect it.
+    let err = e
+        .svc
+        .node_unstage_volume(Request::new(proto::NodeUnstageVolumeRequest {
+            volume_id: "other-1".into(),
+            staging_target_path: STAGING.into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        !e.f.commands()
+            .iter()
+            .any(|c| matches!(c, HostCommand::NvmeDisconnect { .. })),
+        "{:?}",
+        e.f.commands()
+    );
+    assert!(e.f.is_connected(other));
+    assert!(e.f.is_connected(root));
 }
 
 #[tokio::test]
