@@ -97,6 +97,27 @@ async fn a_connection_without_a_device_is_disconnected_and_made_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_connection_without_a_device_is_kept_when_the_volume_is_in_use() {
+    let f = host();
+    f.defer_namespaces(true);
+    f.connect_now(NQN);
+    let e = dp(&f)
+        .connect_with(&target(NQN), Deviceless::Keep)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(f.commands().is_empty(), "{:?}", f.commands());
+    assert!(f.is_connected(NQN));
+    // The namespace shows up: the same call takes it.
+    f.show_namespaces(NQN);
+    let c = dp(&f)
+        .connect_with(&target(NQN), Deviceless::Keep)
+        .await
+        .unwrap();
+    assert!(c.reused);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_device_that_appears_late_is_waited_for_by_polling_sysfs() {
     let f = host();
     f.defer_namespaces(true);
