@@ -236,6 +236,11 @@ pub struct NodeArgs {
         default_value = "nqn.2000-02.com.mikrotik:"
     )]
     pub nqn_prefix: String,
+    /// Only subsystems whose NQN is --nqn-prefix followed by a volume ID
+    /// with this prefix are the driver's. Must match the controller's
+    /// --volume-id-prefix.
+    #[arg(long, env = "RDS_CSI_VOLUME_ID_PREFIX", default_value = "pvc-")]
+    pub volume_id_prefix: String,
     /// This node's NVMe host NQN (one line). The node refuses to start when
     /// it is missing or a value known to be shared by many machines.
     #[arg(

@@ -389,12 +389,13 @@ async fn serve_metrics(
     }
 }
 
-/// Where the node's events go (see `--events`). Said once, at start.
-async fn node_events(args: &NodeArgs) -> anyhow::Result<NodeEvents> {
+/// Where the node's events go (see `--events`). Said once, at start. The
+/// Kubernetes client, when there is one, also records the host NQN.
+async fn node_events(args: &NodeArgs) -> anyhow::Result<(NodeEvents, Option<kube::Client>)> {
     let client = match (args.events, args.kubeconfig.as_deref()) {
         (EventsMode::Off, _) => {
-            info!("--events off: mount failures, format refusals and stale mount recoveries are only logged");
-            return Ok(NodeEvents::log_only());
+            info!("--events off: mount failures, format refusals and stale mount recoveries are only logged, and the host NQN is not recorded on the Node");
+            return Ok((NodeEvents::log_only(), None));
         }
         (_, Some(path)) => kube_client(Some(path), "").await?,
         (EventsMode::On, None) => {
@@ -403,8 +404,8 @@ async fn node_events(args: &NodeArgs) -> anyhow::Result<NodeEvents> {
         (EventsMode::Auto, None) => match kube_client(None, "").await {
             Ok(c) => c,
             Err(e) => {
-                info!(why = %format!("{e:#}"), "no Kubernetes: node events are only logged");
-                return Ok(NodeEvents::log_only());
+                info!(why = %format!("{e:#}"), "no Kubernetes: node events are only logged, and the host NQN is not recorded on the Node");
+                return Ok((NodeEvents::log_only(), None));
             }
         },
     };
@@ -412,13 +413,44 @@ async fn node_events(args: &NodeArgs) -> anyhow::Result<NodeEvents> {
         reporter = events::REPORTER,
         "node events are recorded on PVCs"
     );
-    let sink = KubeEvents::new(client, events::REPORTER, Some(args.node_id.clone()))
+    let sink = KubeEvents::new(client.clone(), events::REPORTER, Some(args.node_id.clone()))
         .with_action(events::ACTION);
-    Ok(NodeEvents::spawn(
-        Arc::new(sink),
-        events::QUEUE_CAPACITY,
-        events::DELIVERY_TIMEOUT,
+    Ok((
+        NodeEvents::spawn(
+            Arc::new(sink),
+            events::QUEUE_CAPACITY,
+            events::DELIVERY_TIMEOUT,
+        ),
+        Some(client),
     ))
+}
+
+/// Records this node's host NQN on its Node object, retrying with backoff
+/// until it lands or the node stops: the controller refuses to publish to
+/// nodes that report the same host NQN, and can only see what is recorded.
+async fn record_host_nqn(
+    client: kube::Client,
+    node: String,
+    nqn: String,
+    cancel: CancellationToken,
+) {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        match attachment_manager::host_nqn::record_host_nqn(client.clone(), &node, &nqn).await {
+            Ok(()) => {
+                info!(node, host_nqn = %nqn, "host NQN recorded on the Node");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "cannot record the host NQN on the Node")
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(300));
+    }
 }
 
 pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -428,6 +460,9 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     }
     let prefix =
         nvme::NqnPrefix::new(&args.nqn_prefix).map_err(|e| anyhow::anyhow!("--nqn-prefix: {e}"))?;
+    let prefix = prefix
+        .with_volume_prefix(&args.volume_id_prefix)
+        .map_err(|e| anyhow::anyhow!("--volume-id-prefix: {e}"))?;
     // Lesson 18: a missing or shared host NQN makes the target mix the
     // sessions of different nodes; refuse to start rather than connect.
     let host = nvme::HostIdentity::load(&args.host_nqn_file, &args.host_id_file)?;
@@ -455,7 +490,15 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     // include the controller service: conformance tools ask the node socket
     // whether a controller exists (Kubernetes asks the controller socket).
     let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
-    let events = node_events(&args).await?;
+    let (events, kube) = node_events(&args).await?;
+    if let Some(client) = kube {
+        tokio::spawn(record_host_nqn(
+            client,
+            args.node_id.clone(),
+            host.nqn.clone(),
+            cancel.clone(),
+        ));
+    }
     let node = NodeService::with_events(
         NodeConfig {
             node_id: args.node_id.clone(),
@@ -473,6 +516,7 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
         host_nqn = %host.nqn,
         host_id = host.id.as_deref().unwrap_or("-"),
         nqn_prefix = %args.nqn_prefix,
+        volume_id_prefix = %args.volume_id_prefix,
         state_dir = %state_dir.display(),
         "NVMe host identity"
     );

@@ -1792,3 +1792,71 @@ mod node_events {
         w.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_publish_to_a_node_whose_host_nqn_another_node_reports_is_refused_naming_both() {
+    use attachment_manager::host_nqn::{record_host_nqn, HOST_NQN_ANNOTATION};
+    let mut w = World::new("hostnqn", &["a", "b", "c"]).await;
+    // What each node plugin does at start, as the node plugins of two
+    // machines cloned from one image would.
+    let shared = format!("nqn.2014-08.org.nvmexpress:{}-cloned", w.name);
+    for n in ["a", "b"] {
+        record_host_nqn(w.client.clone(), &w.node(n), &shared)
+            .await
+            .unwrap();
+    }
+    let own = format!("nqn.2014-08.org.nvmexpress:{}-c", w.name);
+    record_host_nqn(w.client.clone(), &w.node("c"), &own)
+        .await
+        .unwrap();
+    let on_node = Api::<Node>::all(w.client.clone())
+        .get(&w.node("a"))
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(on_node.get(HOST_NQN_ANNOTATION), Some(&shared));
+    // Started after the annotations: its Node watch has them from the
+    // first list, before any publish is answered.
+    w.start().await;
+    let vol = w.volume("disk", false).await;
+    let err = w.attach(&vol, "a", false).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for want in [w.node("a"), w.node("b"), shared.clone()] {
+        assert!(err.message().contains(&want), "{want}: {}", err.message());
+    }
+    assert!(
+        !w.annotations(&vol)
+            .await
+            .contains_key("rds.csi.srvlab.io/attached-node"),
+        "nothing attached"
+    );
+    assert_eq!(
+        w.attach(&vol, "b", false).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // The operator gives node b its own host NQN and its plugin restarts:
+    // an attach retry to a succeeds once the watch has seen it.
+    record_host_nqn(
+        w.client.clone(),
+        &w.node("b"),
+        &format!("nqn.2014-08.org.nvmexpress:{}-b", w.name),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        match w.attach(&vol, "a", false).await {
+            Ok(()) => break,
+            Err(s)
+                if s.code() == Code::FailedPrecondition
+                    && started.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    w.cleanup().await;
+}

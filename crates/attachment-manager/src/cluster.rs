@@ -28,6 +28,15 @@ pub enum NodeStatus {
 
 pub trait NodeView: Send + Sync {
     fn node_status<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<NodeStatus, ClusterError>>;
+
+    /// The other nodes that report the same NVMe host NQN as `node` (see
+    /// [`crate::host_nqn`]). `None` where host NQNs are not known.
+    fn sharing_host_nqn<'a>(
+        &'a self,
+        _node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::host_nqn::SharedHostNqn>, ClusterError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// One volume's state as rebuilt from the cluster.
@@ -106,6 +115,7 @@ pub trait EventSink: Send + Sync {
 #[derive(Debug, Default)]
 pub struct StaticNodes {
     nodes: Mutex<HashMap<String, NodeStatus>>,
+    host_nqns: Mutex<HashMap<String, String>>,
 }
 
 impl StaticNodes {
@@ -117,7 +127,16 @@ impl StaticNodes {
                     .map(|n| (n, NodeStatus::Present))
                     .collect(),
             ),
+            host_nqns: Mutex::default(),
         }
+    }
+
+    /// Records the host NQN a node reports (tests).
+    pub fn set_host_nqn(&self, node: &str, nqn: &str) {
+        self.host_nqns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), nqn.to_string());
     }
 
     pub fn set(&self, node: &str, status: NodeStatus) {
@@ -137,6 +156,18 @@ impl NodeView for StaticNodes {
             map.get(node).copied().unwrap_or(NodeStatus::Missing)
         };
         Box::pin(async move { Ok(status) })
+    }
+
+    fn sharing_host_nqn<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::host_nqn::SharedHostNqn>, ClusterError>> {
+        let map = self.host_nqns.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = crate::host_nqn::nodes_sharing_host_nqn(
+            node,
+            map.iter().map(|(n, q)| (n.as_str(), Some(q.as_str()))),
+        );
+        Box::pin(async move { Ok(shared) })
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::cluster::{
     ClusterError, EventKind, EventSink, NodeStatus, NodeView, Rebuilt, Store, VolumeEvent,
 };
+use crate::host_nqn::{nodes_sharing_host_nqn, SharedHostNqn, HOST_NQN_ANNOTATION};
 use crate::lists::{self, NodeFacts, PvFacts, VaFacts};
 use crate::rules::{AccessKind, Attachment, Migration, VolumeState};
 
@@ -471,8 +472,9 @@ impl KubeNodes {
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(|node: &mut Node| {
-                // Only names, taints and the Ready condition matter here;
-                // drop the bulk (images, addresses, capacity, ...).
+                // Only names, annotations (the host NQN), taints and the
+                // Ready condition matter here; drop the bulk (images,
+                // addresses, capacity, ...).
                 node.metadata.managed_fields = None;
                 if let Some(status) = node.status.as_mut() {
                     let conditions = status
@@ -555,6 +557,29 @@ impl NodeView for KubeNodes {
         Box::pin(async move {
             self.wait_ready().await?;
             Ok(self.status_now(node))
+        })
+    }
+
+    fn sharing_host_nqn<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SharedHostNqn>, ClusterError>> {
+        Box::pin(async move {
+            self.wait_ready().await?;
+            let nodes = self.reader.state();
+            Ok(nodes_sharing_host_nqn(
+                node,
+                nodes.iter().map(|n| {
+                    (
+                        n.metadata.name.as_deref().unwrap_or_default(),
+                        n.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(HOST_NQN_ANNOTATION))
+                            .map(String::as_str),
+                    )
+                }),
+            ))
         })
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod events;
+pub mod host_nqn;
 pub mod kube_store;
 pub mod lists;
 pub mod manager;

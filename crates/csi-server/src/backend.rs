@@ -16,7 +16,8 @@ pub trait Backend: Send + Sync + 'static {
     fn create_volume(&self, spec: &NewDisk) -> impl Future<Output = BackendResult<()>> + Send;
     /// Removes the volume and its backing file. `known` is the volume as
     /// looked up just before (or `None` if it was already gone, in which
-    /// case only a leftover backing file is removed).
+    /// case only a leftover backing file is removed). The file goes only
+    /// once a fresh lookup shows the volume entry gone.
     fn delete_volume(
         &self,
         id: &Slot,
@@ -52,7 +53,7 @@ impl Backend for Rds {
     ) -> BackendResult<()> {
         let file = match known {
             Some(disk) => {
-                self.remove_disk(id).await?;
+                self.remove_disk_confirmed(id).await?;
                 disk.file_path.as_deref().map(RosPath::new).transpose()?
             }
             None => {

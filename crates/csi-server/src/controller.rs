@@ -95,6 +95,23 @@ impl<B: Backend> ControllerService<B> {
 
     /// Looks a volume up on the backend: `None` only when the backend
     /// answered that it is absent.
+    /// Refuses a node whose NVMe host NQN another node also reports: the
+    /// target could not tell their connections apart.
+    async fn check_host_nqn(&self, node: &str) -> CsiResult<()> {
+        match self.nodes.sharing_host_nqn(node).await {
+            Ok(None) => Ok(()),
+            Ok(Some(shared)) => Err(CsiError::FailedPrecondition(format!(
+                "node {node:?} and node(s) {} report the same NVMe host NQN {:?} (Node annotation {}): the target could not tell them apart; give each node its own /etc/nvme/hostnqn",
+                shared.others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+                shared.nqn,
+                attachment_manager::host_nqn::HOST_NQN_ANNOTATION,
+            ))),
+            Err(e) => Err(CsiError::Unavailable(format!(
+                "check the host NQN of node {node:?}: {e}"
+            ))),
+        }
+    }
+
     async fn lookup(&self, slot: &Slot) -> CsiResult<Option<Disk>> {
         self.backend
             .get_volume(slot)
@@ -383,6 +400,7 @@ impl<B: Backend> ControllerService<B> {
                 )))
             }
         }
+        self.check_host_nqn(&req.node_id).await?;
         let pvc = params::pvc_of(&req.volume_context);
         // Publishes for the volumes of one VM run one at a time.
         let _vmi_guard = match (&self.grouper, &pvc) {

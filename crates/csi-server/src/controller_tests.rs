@@ -387,6 +387,33 @@ async fn a_holder_on_an_out_of_service_node_is_replaced_and_the_fenced_node_gets
 }
 
 #[tokio::test]
+async fn a_node_sharing_its_host_nqn_with_another_is_refused_naming_both() {
+    let (svc, backend, nodes) = service_with_nodes().await;
+    create(&svc, create_req("pvc-a", GIB)).await.unwrap();
+    let shared = "nqn.2014-08.org.nvmexpress:uuid:5f2ab2c1-0000-4000-8000-00000000000a";
+    nodes.set_host_nqn("node-a", shared);
+    nodes.set_host_nqn("node-b", shared);
+    nodes.set_host_nqn(
+        "node-c",
+        "nqn.2014-08.org.nvmexpress:uuid:5f2ab2c1-0000-4000-8000-00000000000c",
+    );
+    let before = backend.calls().len();
+    let err = publish(&svc, "pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for want in ["node-a", "node-b", shared, "/etc/nvme/hostnqn"] {
+        assert!(err.message().contains(want), "{want}: {}", err.message());
+    }
+    assert!(svc.manager.holders("pvc-a").is_empty(), "nothing attached");
+    // A node with its own host NQN is published to as ever.
+    publish(&svc, "pvc-a", "node-c", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    assert!(backend.calls().len() > before);
+}
+
+#[tokio::test]
 async fn publish_and_delete_are_unavailable_until_the_state_is_rebuilt() {
     let backend = Arc::new(FakeBackend::new());
     let nodes = Arc::new(StaticNodes::default());

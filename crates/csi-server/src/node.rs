@@ -17,7 +17,10 @@
 //! - every mount decision is taken on the mount table as read now; a path
 //!   is only ever removed with rmdir/unlink after it is no longer a mount
 //!   point, never recursively (lesson 3);
-//! - only subsystems under the NQN prefix are ever disconnected (lesson 4);
+//! - only subsystems whose NQN is the NQN prefix followed by a volume ID
+//!   with the volume-ID prefix are ever disconnected, and a connection
+//!   without a device is never torn down while the volume is mounted or
+//!   published;
 //! - the NQN is resolved to a device through sysfs on every call, and a
 //!   mount whose device is not the NQN's current device is stale (lesson 5).
 
@@ -34,7 +37,9 @@ use std::sync::Arc;
 
 use nvme::mount::{classify, parse_mount_flags, MountOptions, MountState};
 use nvme::mountinfo::{is_mount_point, mounts_of, Mount};
-use nvme::{BlockDevice, DataPath, DevId, ErrorKind, Exec, FileKind, FsType, MsFlags, Sys};
+use nvme::{
+    BlockDevice, DataPath, DevId, Deviceless, ErrorKind, Exec, FileKind, FsType, MsFlags, Sys,
+};
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, info, instrument, warn, Instrument};
 
@@ -588,9 +593,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         // Written before connecting: a connection made just before a crash
         // must not look orphaned at the next start.
         self.save(&rec).await?;
+        let deviceless = self.deviceless(&rec).await?;
         let connected = self
             .dp
-            .connect(&vt.target)
+            .connect_with(&vt.target, deviceless)
             .await
             .map_err(dp(format!("connect volume {id}")))?;
         let Some(fs) = fs else {
@@ -660,6 +666,31 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                     || (st.kind == FileKind::BlockDevice
                         && st.rdev.is_some_and(|d| devs.contains(&d)))
             }
+        })
+    }
+
+    /// What a connect may do with a connection that has no block device:
+    /// while the staging path or a publish target of the volume is a mount
+    /// point, or a target is a device node, the connection is never torn
+    /// down (the mounts would lose their I/O for good); the RPC answers
+    /// UNAVAILABLE and kubelet retries while the kernel reconnects.
+    async fn deviceless(&self, rec: &VolumeRecord) -> NodeResult<Deviceless> {
+        let mounts = self.mounts().await?;
+        let mut in_use = is_mount_point(&mounts, &rec.staging_path);
+        for t in rec.targets.keys() {
+            if in_use {
+                break;
+            }
+            in_use = is_mount_point(&mounts, t)
+                || self
+                    .lstat(t)
+                    .await?
+                    .is_some_and(|st| st.kind == FileKind::BlockDevice);
+        }
+        Ok(if in_use {
+            Deviceless::Keep
+        } else {
+            Deviceless::Reconnect
         })
     }
 
@@ -894,9 +925,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         }
         // Reuses the connection; reconnects one a reconnect or a controller
         // loss took away (the record says the volume is staged here).
+        let deviceless = self.deviceless(rec).await?;
         let dev = self
             .dp
-            .connect(&rec.target())
+            .connect_with(&rec.target(), deviceless)
             .await
             .map_err(dp(format!("connect volume {id}")))?
             .device;
@@ -953,8 +985,9 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         let id = rec.volume_id.clone();
         let mut done = Vec::new();
         let dev = if reconnect {
+            let deviceless = self.deviceless(rec).await?;
             self.dp
-                .connect(&rec.target())
+                .connect_with(&rec.target(), deviceless)
                 .await
                 .map_err(dp(format!("reconnect volume {id}")))?
                 .device

@@ -27,6 +27,8 @@ const GIB: i64 = 1 << 30;
 
 struct Env {
     sim: SimHandle,
+    /// The controller's own RouterOS client, for driving the backend directly.
+    rds: Rds,
     client: ControllerClient<Channel>,
     cancel: CancellationToken,
     _dir: tempfile::TempDir,
@@ -56,7 +58,8 @@ async fn env(storage: Storage) -> Env {
     cfg.command_timeout = Duration::from_secs(2);
     cfg.backoff_initial = Duration::from_millis(10);
     cfg.backoff_max = Duration::from_millis(50);
-    let backend = Arc::new(Rds::new(Client::new(cfg, key, None)));
+    let rds = Rds::new(Client::new(cfg, key, None));
+    let backend = Arc::new(rds.clone());
     let config = ControllerConfig {
         defaults: ParamDefaults {
             nvme_address: "192.0.2.10".into(),
@@ -112,6 +115,7 @@ async fn env(storage: Storage) -> Env {
         .unwrap();
     Env {
         sim,
+        rds,
         client: ControllerClient::new(channel),
         cancel,
         _dir: dir,
@@ -185,7 +189,7 @@ async fn a_volume_lives_and_dies_on_the_rds_with_a_sparse_backing_file() {
 }
 
 #[tokio::test]
-async fn create_uses_at_most_two_commands_and_delete_at_most_three() {
+async fn create_uses_at_most_two_commands_and_delete_at_most_four() {
     let mut e = env(Storage::Memory).await;
     // Warm the connection so only the RPC's own commands are counted.
     e.client
@@ -210,8 +214,10 @@ async fn create_uses_at_most_two_commands_and_delete_at_most_three() {
         })
         .await
         .unwrap();
+    // Look up, remove, look again (the file goes only once the disk is
+    // seen gone), remove the file.
     assert!(
-        e.sim.stats().commands <= 3,
+        e.sim.stats().commands <= 4,
         "delete used {} commands",
         e.sim.stats().commands
     );
@@ -220,6 +226,76 @@ async fn create_uses_at_most_two_commands_and_delete_at_most_three() {
         0,
         "no new SSH connection per call"
     );
+}
+
+fn delete_req(id: &str) -> proto::DeleteVolumeRequest {
+    proto::DeleteVolumeRequest {
+        volume_id: id.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_disk_remove_that_does_not_take_keeps_the_backing_file() {
+    let data = tempfile::tempdir().unwrap();
+    let mut e = env(Storage::Dir(data.path().to_path_buf())).await;
+    e.client
+        .create_volume(create("pvc-stays", GIB, &[]))
+        .await
+        .unwrap();
+    let file = data.path().join("metal-csi/pvc-stays.img");
+    e.sim.faults().ignore_disk_remove_next(1);
+    let err = e
+        .client
+        .delete_volume(delete_req("pvc-stays"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("still listed"), "{err:?}");
+    assert!(file.exists(), "the file of a listed disk must stay");
+    assert_eq!(e.sim.disks().len(), 1);
+    // The retry removes both.
+    e.client
+        .delete_volume(delete_req("pvc-stays"))
+        .await
+        .unwrap();
+    assert!(!file.exists());
+    assert!(e.sim.disks().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_remove_answer_keeps_the_file_until_the_disk_is_seen_gone() {
+    use csi_server::backend::Backend;
+    let data = tempfile::tempdir().unwrap();
+    let mut e = env(Storage::Dir(data.path().to_path_buf())).await;
+    e.client
+        .create_volume(create("pvc-lost", GIB, &[]))
+        .await
+        .unwrap();
+    let file = data.path().join("metal-csi/pvc-lost.img");
+    let slot = routeros::Slot::new("pvc-lost").unwrap();
+    let known = e.rds.get_disk(&slot).await.unwrap().unwrap();
+    // The remove acts, but its answer never completes.
+    e.sim.faults().cut_after_exit_next(1);
+    let err = e
+        .rds
+        .delete_volume(&slot, Some(&known), &RosPath::new("/storage-pool").unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(e.sim.disks().is_empty(), "the remove did act");
+    assert!(file.exists(), "no file removal on an unconfirmed remove");
+    // DeleteVolume's retry looks afresh, sees no disk, and removes the file.
+    for _ in 0..100 {
+        match e.client.delete_volume(delete_req("pvc-lost")).await {
+            Ok(_) => break,
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    assert!(!file.exists());
 }
 
 #[tokio::test]

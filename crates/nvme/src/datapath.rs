@@ -78,6 +78,18 @@ impl Config {
     }
 }
 
+/// What [`DataPath::connect_with`] does with a subsystem that is connected
+/// but has no block device after the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deviceless {
+    /// Disconnect and connect again: nothing of the volume is in use here.
+    Reconnect,
+    /// Never disconnect (something of the volume is mounted or published
+    /// here, and a disconnect would fail its I/O for good): refuse for
+    /// now, so the caller retries while the kernel keeps reconnecting.
+    Keep,
+}
+
 /// An NVMe/TCP target and the connect tuning of one volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -480,7 +492,7 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         if !self.config.nqn_prefix.owns(nqn) {
             return Err(Error::ForeignNqn {
                 nqn: nqn.to_string(),
-                prefix: self.config.nqn_prefix.as_str().to_string(),
+                prefix: self.config.nqn_prefix.owned_prefix(),
             });
         }
         Ok(())
@@ -492,6 +504,12 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
     /// live connection with a device is reused; a connection without a
     /// device is torn down and made again.
     pub async fn connect(&self, t: &Target) -> Result<Connected> {
+        self.connect_with(t, Deviceless::Reconnect).await
+    }
+
+    /// [`Self::connect`], told what to do with a connection that has no
+    /// block device even after the wait.
+    pub async fn connect_with(&self, t: &Target, deviceless: Deviceless) -> Result<Connected> {
         // Never connect what could not be disconnected later.
         self.check_owned(&t.nqn)?;
         let s = self.resolve(&t.nqn).await?;
@@ -503,12 +521,27 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             });
         }
         if s.is_connected() {
-            let settle = SETTLE.min(self.config.timeouts.device);
+            let settle = match deviceless {
+                Deviceless::Reconnect => SETTLE.min(self.config.timeouts.device),
+                Deviceless::Keep => self.config.timeouts.device,
+            };
             if let Ok(d) = self.wait_for_device(&t.nqn, settle).await {
                 return Ok(Connected {
                     device: d,
                     reused: true,
                 });
+            }
+            if deviceless == Deviceless::Keep {
+                let now = self.resolve(&t.nqn).await?;
+                warn!(nqn = %t.nqn, state = %now.describe(), "connected but no block device; the volume is in use, so the connection is kept");
+                return Err(Error::refused_for_now(
+                    format!("disconnect {} to connect it again", t.nqn),
+                    format!(
+                        "it is connected but has no block device after {:?} ({}), and the volume is still mounted or published on this node",
+                        settle,
+                        now.describe()
+                    ),
+                ));
             }
             warn!(nqn = %t.nqn, state = %s.describe(), "connected but no block device; reconnecting");
             self.disconnect(&t.nqn).await?;

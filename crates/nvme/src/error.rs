@@ -9,9 +9,10 @@ use crate::exec::ExecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Lesson 4: a subsystem outside the configured NQN prefix belongs to
-    /// someone else (a diskless node's root disk, another driver).
-    #[error("NQN {nqn:?} does not start with the configured NQN prefix {prefix:?}: this driver does not own it")]
+    /// A subsystem outside the configured NQN and volume-ID prefixes
+    /// belongs to someone else (a diskless node's root disk, another
+    /// driver or installation).
+    #[error("NQN {nqn:?} does not start with {prefix:?} (the configured NQN prefix and volume-ID prefix): this driver does not own it")]
     ForeignNqn { nqn: String, prefix: String },
     #[error("{0}")]
     InvalidArgument(String),

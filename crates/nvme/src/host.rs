@@ -34,10 +34,17 @@ fn trunc(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-/// The NQN prefix that marks this driver's subsystems. Every disconnect
-/// checks it (lesson 4).
+/// The NQN prefix that marks this driver's subsystems, together with the
+/// volume-ID prefix: a subsystem is the driver's only when its NQN is the
+/// NQN prefix followed by a volume ID with the volume-ID prefix. Every
+/// connect and disconnect checks it, so a subsystem of another driver, of
+/// another installation with another volume-ID prefix, or a diskless node's
+/// NVMe-oF root disk is never touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NqnPrefix(String);
+pub struct NqnPrefix {
+    nqn: String,
+    volume: String,
+}
 
 impl NqnPrefix {
     /// A prefix must name a naming authority and a separator
@@ -62,21 +69,45 @@ impl NqnPrefix {
                 "NQN prefix {s:?} must start with nqn.yyyy-mm.<reverse domain>:"
             ));
         }
-        Ok(NqnPrefix(s.to_string()))
+        Ok(NqnPrefix {
+            nqn: s.to_string(),
+            volume: String::new(),
+        })
     }
 
+    /// Also requires the volume ID (the part after the NQN prefix) to start
+    /// with `volume_prefix` (the driver's `--volume-id-prefix`).
+    pub fn with_volume_prefix(mut self, volume_prefix: &str) -> Result<Self, String> {
+        if volume_prefix.is_empty() {
+            return Err("the volume-ID prefix must not be empty".into());
+        }
+        validate_nqn(&format!("{}{volume_prefix}", self.nqn))
+            .map_err(|e| format!("volume-ID prefix {volume_prefix:?}: NQN {e}"))?;
+        self.volume = volume_prefix.to_string();
+        Ok(self)
+    }
+
+    /// The NQN prefix alone; a volume's NQN is this and the volume ID.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.nqn
+    }
+
+    /// What an owned NQN starts with: the NQN prefix and the volume-ID
+    /// prefix.
+    pub fn owned_prefix(&self) -> String {
+        format!("{}{}", self.nqn, self.volume)
     }
 
     /// Whether this driver owns the subsystem `nqn`.
     pub fn owns(&self, nqn: &str) -> bool {
-        nqn.len() > self.0.len() && nqn.starts_with(&self.0)
+        nqn.strip_prefix(self.nqn.as_str())
+            .and_then(|id| id.strip_prefix(self.volume.as_str()))
+            .is_some_and(|rest| !rest.is_empty())
     }
 
     /// The NQN the controller gives a volume: the prefix and the volume ID.
     pub fn volume_nqn(&self, volume_id: &str) -> String {
-        format!("{}{volume_id}", self.0)
+        format!("{}{volume_id}", self.nqn)
     }
 }
 
@@ -283,6 +314,26 @@ mod tests {
         assert!(!p.owns("nqn.2014-08.org.nvmexpress:uuid:1"));
         assert!(!p.owns("nqn.2000-02.com.mikrotik"));
         assert_eq!(p.volume_nqn("pvc-1"), "nqn.2000-02.com.mikrotik:pvc-1");
+    }
+
+    #[test]
+    fn only_names_with_the_volume_id_prefix_are_owned() {
+        let p = NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap();
+        assert!(p.owns("nqn.2000-02.com.mikrotik:pvc-1"));
+        // Another installation on the same RDS, or a disk made by hand.
+        assert!(!p.owns("nqn.2000-02.com.mikrotik:other-1"));
+        assert!(!p.owns("nqn.2000-02.com.mikrotik:pvc-"));
+        assert!(!p.owns("nqn.2000-02.com.mikrotik:"));
+        // A diskless node's root disk.
+        assert!(!p.owns("nqn.2014-08.org.nvmexpress:uuid:1"));
+        assert_eq!(p.owned_prefix(), "nqn.2000-02.com.mikrotik:pvc-");
+        assert_eq!(p.volume_nqn("pvc-1"), "nqn.2000-02.com.mikrotik:pvc-1");
+        let base = NqnPrefix::new("nqn.2000-02.com.mikrotik:").unwrap();
+        assert!(base.clone().with_volume_prefix("").is_err());
+        assert!(base.with_volume_prefix("pvc /").is_err());
     }
 
     #[test]

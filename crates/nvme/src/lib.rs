@@ -31,8 +31,8 @@ pub mod sys;
 pub mod sysfs;
 
 pub use datapath::{
-    BlockDevice, Config, Connected, Controller, DataPath, NodeScan, Paths, Prepared, Subsystem,
-    Target, Timeouts,
+    BlockDevice, Config, Connected, Controller, DataPath, Deviceless, NodeScan, Paths, Prepared,
+    Subsystem, Target, Timeouts,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use exec::{Exec, FsType, HostCommand, Output, RealExec};

@@ -14,7 +14,10 @@ const FOREIGN: &str = "nqn.2014-08.org.example:root-disk";
 
 fn config() -> Config {
     Config::new(
-        NqnPrefix::new("nqn.2000-02.com.mikrotik:").unwrap(),
+        NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap(),
         HostIdentity {
             nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
             id: None,
@@ -94,6 +97,27 @@ async fn a_connection_without_a_device_is_disconnected_and_made_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_connection_without_a_device_is_kept_when_the_volume_is_in_use() {
+    let f = host();
+    f.defer_namespaces(true);
+    f.connect_now(NQN);
+    let e = dp(&f)
+        .connect_with(&target(NQN), Deviceless::Keep)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(f.commands().is_empty(), "{:?}", f.commands());
+    assert!(f.is_connected(NQN));
+    // The namespace shows up: the same call takes it.
+    f.show_namespaces(NQN);
+    let c = dp(&f)
+        .connect_with(&target(NQN), Deviceless::Keep)
+        .await
+        .unwrap();
+    assert!(c.reused);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_device_that_appears_late_is_waited_for_by_polling_sysfs() {
     let f = host();
     f.defer_namespaces(true);
@@ -154,6 +178,20 @@ async fn connect_refuses_a_foreign_nqn() {
     let e = dp(&f).connect(&target(FOREIGN)).await.unwrap_err();
     assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
     assert!(f.commands().is_empty());
+}
+
+#[tokio::test]
+async fn a_subsystem_with_another_volume_id_prefix_is_never_connected_or_disconnected() {
+    let f = host();
+    let other = "nqn.2000-02.com.mikrotik:other-1";
+    f.connect_now(other);
+    let e = dp(&f).disconnect(other).await.unwrap_err();
+    assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
+    assert!(e.to_string().contains("mikrotik:pvc-"), "{e}");
+    let e = dp(&f).connect(&target(other)).await.unwrap_err();
+    assert!(matches!(e, Error::ForeignNqn { .. }), "{e}");
+    assert!(f.commands().is_empty(), "no command may run");
+    assert!(f.is_connected(other));
 }
 
 #[tokio::test]

@@ -376,7 +376,13 @@ impl Engine {
                 }
             }
             Command::DiskSet { target, args } => self.disk_set(&mut state, target, &args),
-            Command::DiskRemove(target) => self.disk_remove(&mut state, target),
+            Command::DiskRemove(target) => {
+                if faults.take_ignore_disk_remove() {
+                    Ok(Reply::ok(String::new()))
+                } else {
+                    self.disk_remove(&mut state, target)
+                }
+            }
             Command::DiskPrint(print) => print_disks(&state, &print),
             Command::DiskMonitorTraffic { target, once } => monitor(&state, target, once),
             Command::FilePrint(print) => print_files(&state, &print),

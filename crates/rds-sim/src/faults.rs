@@ -44,6 +44,8 @@ struct Pending {
     no_space: u32,
     drop: u32,
     hang: u32,
+    cut_after_exit: u32,
+    ignore_disk_remove: u32,
 }
 
 /// What happens to one incoming command instead of a normal reply.
@@ -52,14 +54,18 @@ pub(crate) enum CommandFault {
     Drop,
     Hang,
     Fail(String),
+    /// Run the command and send its output and exit status, then cut the
+    /// connection before the channel's EOF and close.
+    CutAfterExit,
 }
 
 /// Fault knobs of a running simulator. All methods take `&self` and may be
 /// called from any thread while clients are connected.
 ///
 /// Counted faults queue up in a fixed order: a command first consumes a
-/// pending drop, else a hang, else a failure; `no_space_next` only ever
-/// applies to `/disk add`.
+/// pending drop, else a hang, else a failure, else a cut after the exit
+/// status; `no_space_next` only ever applies to `/disk add` and
+/// `ignore_disk_remove_next` only to `/disk remove`.
 #[derive(Debug, Default)]
 pub struct Faults {
     pending: Mutex<Pending>,
@@ -100,6 +106,19 @@ impl Faults {
         self.lock().hang = n;
     }
 
+    /// The next `n` commands act and send their whole output and exit
+    /// status, then the TCP connection is cut before the channel's EOF and
+    /// close: a client cannot know the output was complete.
+    pub fn cut_after_exit_next(&self, n: u32) {
+        self.lock().cut_after_exit = n;
+    }
+
+    /// The next `n` `/disk remove` commands answer success but leave the
+    /// disk in place, as a remove that silently did not take.
+    pub fn ignore_disk_remove_next(&self, n: u32) {
+        self.lock().ignore_disk_remove = n;
+    }
+
     /// While on, new connections are closed right after accept and turning
     /// it on cuts the existing ones.
     pub fn refuse_connections(&self, on: bool) {
@@ -136,8 +155,21 @@ impl Faults {
         } else if p.fail > 0 {
             p.fail -= 1;
             Some(CommandFault::Fail(p.fail_message.clone()))
+        } else if p.cut_after_exit > 0 {
+            p.cut_after_exit -= 1;
+            Some(CommandFault::CutAfterExit)
         } else {
             None
+        }
+    }
+
+    pub(crate) fn take_ignore_disk_remove(&self) -> bool {
+        let mut p = self.lock();
+        if p.ignore_disk_remove > 0 {
+            p.ignore_disk_remove -= 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -159,6 +191,7 @@ mod tests {
     #[test]
     fn counted_faults_are_consumed_in_order() {
         let f = Faults::default();
+        f.cut_after_exit_next(1);
         f.fail_next(1, "boom");
         f.hang_next(1);
         f.drop_next(1);
@@ -168,6 +201,7 @@ mod tests {
             f.take_command_fault(),
             Some(CommandFault::Fail("boom".into()))
         );
+        assert_eq!(f.take_command_fault(), Some(CommandFault::CutAfterExit));
         assert_eq!(f.take_command_fault(), None);
     }
 
@@ -176,10 +210,12 @@ mod tests {
         let f = Faults::default();
         f.set_latency(Duration::from_secs(1));
         f.no_space_next(3);
+        f.ignore_disk_remove_next(2);
         f.refuse_connections(true);
         f.clear();
         assert_eq!(f.latency(), Duration::ZERO);
         assert!(!f.take_no_space());
+        assert!(!f.take_ignore_disk_remove());
         assert!(!f.refusing());
     }
 }

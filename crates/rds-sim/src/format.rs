@@ -175,12 +175,24 @@ impl Record {
 /// lines indented. A token that does not fit the rest of a line moves to the
 /// next one; a token longer than a whole line is cut in the middle at column
 /// 80 and carried on over as many lines as it needs, which is the quirk real
-/// RouterOS shows with long file paths. Each record ends with a blank line.
+/// RouterOS shows with long file paths. A grouped number is filled group by
+/// group, so near the edge it wraps between groups (`size=53 687 091`, then
+/// `200` on the next line). Each record ends with a blank line.
 pub(crate) fn render_records(records: &[Record], out: &mut String) {
     let last = records.len().saturating_sub(1);
     let width = last.to_string().len().max(2);
     for (index, record) in records.iter().enumerate() {
-        let tokens: Vec<String> = record.fields.iter().map(|(k, v)| v.render(k)).collect();
+        let tokens: Vec<String> = record
+            .fields
+            .iter()
+            .flat_map(|(k, v)| {
+                let text = v.render(k);
+                match v {
+                    FieldValue::Int(_) => text.split(' ').map(str::to_string).collect(),
+                    _ => vec![text],
+                }
+            })
+            .collect();
         render_one(
             index,
             width,
@@ -360,6 +372,28 @@ mod tests {
         assert!(joined.contains(&format!("file-path={path}")));
         assert!(out.contains("size=53 687 091 200"));
         assert!(out.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_grouped_number_at_the_edge_wraps_between_groups() {
+        // The line holds ` 0  f=` and 56 filler columns (62), then
+        // ` size=53 687 091` (16) reaches column 78; ` 200` would pass 79.
+        let filler = "x".repeat(56);
+        let rec = Record {
+            flags: "",
+            comment: None,
+            fields: vec![
+                ("f", FieldValue::Bare(filler.clone())),
+                ("size", FieldValue::Int(53_687_091_200)),
+                ("n", FieldValue::Bare("1".into())),
+            ],
+        };
+        let mut out = String::new();
+        render_records(&[rec], &mut out);
+        assert_eq!(
+            out,
+            format!(" 0  f={filler} size=53 687 091\r\n    200 n=1\r\n\r\n"),
+        );
     }
 
     #[test]

@@ -195,13 +195,14 @@ impl russh::server::Handler for Conn {
         // from holding up other channels of the same connection.
         let handle = session.handle();
         let inner = Arc::clone(&self.inner);
+        let socket = Arc::clone(&self.socket);
         tokio::spawn(async move {
             let latency = inner.faults.latency();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            let reply = match fault {
-                Some(CommandFault::Fail(message)) => Reply::failure(&message),
+            let reply = match &fault {
+                Some(CommandFault::Fail(message)) => Reply::failure(message),
                 _ => {
                     let worker = Arc::clone(&inner);
                     tokio::task::spawn_blocking(move || {
@@ -211,7 +212,11 @@ impl russh::server::Handler for Conn {
                     .unwrap_or_else(|_| Reply::failure("internal error"))
                 }
             };
-            send_reply(&handle, channel, reply).await;
+            if fault == Some(CommandFault::CutAfterExit) {
+                send_then_cut(&handle, channel, reply, &socket).await;
+            } else {
+                send_reply(&handle, channel, reply).await;
+            }
         });
         Ok(())
     }
@@ -230,4 +235,26 @@ async fn send_reply(handle: &Handle, channel: ChannelId, reply: Reply) {
     let _ = handle.exit_status_request(channel, reply.status).await;
     let _ = handle.eof(channel).await;
     let _ = handle.close(channel).await;
+}
+
+/// Sends output and exit status but neither EOF nor close, then cuts the
+/// connection. The pause lets the session flush what was queued, so the
+/// client really sees the exit status before the connection ends.
+async fn send_then_cut(
+    handle: &Handle,
+    channel: ChannelId,
+    reply: Reply,
+    socket: &std::net::TcpStream,
+) {
+    if !reply.stdout.is_empty() {
+        let _ = handle.data(channel, reply.stdout.into_bytes()).await;
+    }
+    if !reply.stderr.is_empty() {
+        let _ = handle
+            .extended_data(channel, 1, reply.stderr.into_bytes())
+            .await;
+    }
+    let _ = handle.exit_status_request(channel, reply.status).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let _ = socket.shutdown(Shutdown::Both);
 }

@@ -484,6 +484,44 @@ async fn drop_next_closes_the_connection_without_a_reply() {
 }
 
 #[tokio::test]
+async fn cut_after_exit_sends_the_status_then_no_eof_or_close() {
+    let f = fixture(|_| {}).await;
+    let conn = f.connect().await;
+    f.sim.faults().cut_after_exit_next(1);
+    let mut channel = conn.channel_open_session().await.unwrap();
+    channel.exec(true, add_command("a", "1G")).await.unwrap();
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(msg) = channel.wait().await {
+            seen.push(match msg {
+                ChannelMsg::ExitStatus { exit_status } => format!("exit {exit_status}"),
+                ChannelMsg::Eof => "eof".into(),
+                ChannelMsg::Close => "close".into(),
+                _ => continue,
+            });
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the cut must end the channel");
+    assert_eq!(seen, ["exit 0"]);
+    // The command acted all the same.
+    assert_eq!(f.sim.disks().len(), 1);
+}
+
+#[tokio::test]
+async fn ignore_disk_remove_answers_success_and_keeps_the_disk() {
+    let f = fixture(|_| {}).await;
+    let conn = f.connect().await;
+    run(&conn, &add_command("a", "1G")).await;
+    f.sim.faults().ignore_disk_remove_next(1);
+    let out = run(&conn, "/disk remove [find slot=a]").await;
+    assert_eq!((out.stdout.as_str(), out.status), ("", Some(0)));
+    assert_eq!(f.sim.disks().len(), 1);
+    run(&conn, "/disk remove [find slot=a]").await;
+    assert!(f.sim.disks().is_empty());
+}
+
+#[tokio::test]
 async fn hang_next_never_answers_but_the_next_command_does() {
     let f = fixture(|_| {}).await;
     let conn = f.connect().await;

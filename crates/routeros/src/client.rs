@@ -406,33 +406,57 @@ async fn exec(mut channel: russh::Channel<client::Msg>, line: &str) -> Result<Ou
         .map_err(|e| Error::Unreachable(format!("exec: {e}")))?;
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    let mut exit_status = None;
-    let mut closed_cleanly = false;
+    let mut end = ChannelEnd::default();
     while let Some(msg) = channel.wait().await {
         match msg {
             ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
             ChannelMsg::ExtendedData { data, ext: 1 } => stderr.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status: s } => exit_status = Some(s),
-            ChannelMsg::Eof => closed_cleanly = true,
+            ChannelMsg::ExitStatus { exit_status: s } => end.exit_status = Some(s),
+            ChannelMsg::Eof => end.eof = true,
             ChannelMsg::Close => {
-                closed_cleanly = true;
+                end.close = true;
                 break;
             }
             _ => {}
         }
     }
-    if !closed_cleanly && exit_status.is_none() {
-        // The connection went away mid-command: the command may or may not
-        // have run. The caller must look before it retries.
-        return Err(Error::Unreachable(
-            "connection lost before the command finished".into(),
-        ));
-    }
+    // `wait` returning `None` without a Close means the session went away.
+    end.check()?;
+    let exit_status = end.exit_status;
     Ok(Output {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         exit_status,
     })
+}
+
+/// How one exec channel ended, as far as the client saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ChannelEnd {
+    exit_status: Option<u32>,
+    /// The server said it sent all its output.
+    eof: bool,
+    /// The server closed the channel.
+    close: bool,
+}
+
+impl ChannelEnd {
+    /// Output is complete only when the server ended it (EOF) or closed the
+    /// channel. An exit status alone proves nothing about the output: a
+    /// connection lost after it may have cut records off the end, and a
+    /// listing read short would make a disk look absent. The command may
+    /// or may not have acted, so the caller must look before it retries.
+    fn check(&self) -> Result<()> {
+        if self.eof || self.close {
+            return Ok(());
+        }
+        Err(Error::Unreachable(match self.exit_status {
+            Some(status) => format!(
+                "connection lost after exit status {status} but before the end of the output"
+            ),
+            None => "connection lost before the command finished".into(),
+        }))
+    }
 }
 
 /// Exponential backoff with full jitter over the upper half, so many
@@ -458,6 +482,32 @@ mod tests {
             assert!(d <= m, "{f}: {d:?}");
             let exp = i.saturating_mul(1 << (f - 1).min(16)).min(m);
             assert!(d >= exp / 2, "{f}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn exit_status_plus_lost_connection_is_unreachable() {
+        let end = ChannelEnd {
+            exit_status: Some(0),
+            ..Default::default()
+        };
+        let err = end.check().unwrap_err();
+        assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+        assert!(err.is_transient());
+        assert!(ChannelEnd::default().check().is_err(), "nothing at all");
+    }
+
+    #[test]
+    fn output_ended_by_eof_or_close_is_complete_with_or_without_a_status() {
+        for (eof, close) in [(true, false), (false, true), (true, true)] {
+            for exit_status in [None, Some(0), Some(1)] {
+                let end = ChannelEnd {
+                    exit_status,
+                    eof,
+                    close,
+                };
+                assert!(end.check().is_ok(), "{end:?}");
+            }
         }
     }
 

@@ -159,6 +159,20 @@ impl Rds {
         }
     }
 
+    /// Removes the disk entry, then confirms with a fresh lookup that it is
+    /// gone. Only after this may its backing file go: a remove that answered
+    /// success but did not take, or whose answer was lost, must never leave
+    /// a disk entry pointing at a deleted file.
+    pub async fn remove_disk_confirmed(&self, slot: &Slot) -> Result<()> {
+        self.remove_disk(slot).await?;
+        match self.get_disk(slot).await? {
+            None => Ok(()),
+            Some(_) => Err(Error::Failed(format!(
+                "disk {slot} is still listed after /disk remove answered success; its file is kept"
+            ))),
+        }
+    }
+
     /// Removes a backing file; removing an absent file succeeds.
     pub async fn remove_file(&self, file: &RosPath) -> Result<()> {
         match self

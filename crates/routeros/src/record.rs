@@ -5,7 +5,7 @@
 //! may be quoted, may hold spaces (`size=53 687 091 200`,
 //! `last-modified=2025-11-11 14:32:41`), and may be cut in the middle when a
 //! line reaches the terminal width. Matching lines with regular expressions
-//! broke earlier drivers (see lesson 9), so this parser tokenizes whole
+//! broke earlier drivers, so this parser tokenizes whole
 //! records into key/value pairs and leaves interpretation to typed accessors.
 //!
 //! The parser is total: any input yields records (possibly none), never a
@@ -91,17 +91,31 @@ impl fmt::Display for Record {
 }
 
 /// Splits `print detail` output into records and parses each one.
+///
+/// A line that begins with a number starts a new record only when it is not
+/// indented past the current record's index column (or follows a blank
+/// line). Continuation lines are indented deeper than the index, so a
+/// wrapped digit group (`size=53 687 091` then `    200 ...`) continues its
+/// value instead of reading as record number 200.
 pub fn parse_records(output: &str) -> Vec<Record> {
     let mut records = Vec::new();
     let mut current: Option<RecordText> = None;
     let mut pending_comment: Option<String> = None;
+    // A line must be indented less than this to start a new record while a
+    // record is open: the column just past the current record's index.
+    let mut start_below = 0usize;
+    let mut after_blank = true;
 
     for raw in output.lines() {
         let line = raw.trim_end_matches(['\r', ' ', '\t']);
         let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
         if trimmed.is_empty() {
+            after_blank = true;
             continue;
         }
+        let may_start = current.is_none() || after_blank || indent < start_below;
+        after_blank = false;
         if trimmed.starts_with("Flags:") || trimmed.starts_with("Columns:") {
             continue;
         }
@@ -113,10 +127,11 @@ pub fn parse_records(output: &str) -> Vec<Record> {
             pending_comment = Some(c.trim().to_string());
             continue;
         }
-        if let Some((index, flags, rest)) = split_record_start(line) {
+        if let Some((index, flags, rest)) = split_record_start(line).filter(|_| may_start) {
             if let Some(r) = current.take() {
                 records.push(r.finish());
             }
+            start_below = indent + trimmed.bytes().take_while(u8::is_ascii_digit).count();
             // RouterOS prints an item's comment on its index line:
             // ` 3 X  ;;; text`, the fields following on the next lines.
             if let Some(c) = rest.strip_prefix(";;;") {
@@ -139,6 +154,7 @@ pub fn parse_records(output: &str) -> Vec<Record> {
             let mut text = RecordText::new(None, String::new(), pending_comment.take());
             text.push_line(trimmed);
             current = Some(text);
+            start_below = indent + 1;
         }
     }
     if let Some(r) = current.take() {
@@ -411,6 +427,37 @@ mod tests {
     }
 
     #[test]
+    fn a_wrapped_digit_group_parses_whole() {
+        let out = " 0  type=file slot=\"pvc-a\" slot-default=\"\" parent=\"\" fs=- size=53 687 091\n    200 mount-filesystem=yes sector-size=512\n    file-size=50.0GiB\n";
+        let recs = parse_records(out);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_eq!(recs[0].get_bytes("size"), Some(53_687_091_200));
+        assert_eq!(recs[0].get("mount-filesystem"), Some("yes"));
+        assert_eq!(recs[0].get_bytes("file-size"), Some(50 << 30));
+    }
+
+    #[test]
+    fn a_wrapped_digit_group_in_a_list_keeps_the_records_apart() {
+        // Wide index column, flags, and a wrap right after the first group.
+        let out = "Flags: X - disabled\n  9 X  slot=\"a\" size=1\n      073 741 824 x=1\n\n 10    slot=\"b\" size=2 147\n      483 648\n\n100    slot=\"c\"\n";
+        let recs = parse_records(out);
+        assert_eq!(recs.len(), 3, "{recs:?}");
+        assert_eq!(recs[0].get_bytes("size"), Some(1 << 30));
+        assert_eq!(recs[0].get("x"), Some("1"));
+        assert_eq!(recs[1].index, Some(10));
+        assert_eq!(recs[1].get_bytes("size"), Some(2 << 30));
+        assert_eq!(recs[2].index, Some(100));
+    }
+
+    #[test]
+    fn records_without_blank_lines_between_them_still_split() {
+        let out = " 0  slot=\"a\"\n    size=1 024\n 1  slot=\"b\"\n    size=2 048\n";
+        let recs = parse_records(out);
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        assert_eq!(recs[1].get_bytes("size"), Some(2048));
+    }
+
+    #[test]
     fn a_quoted_value_wrapped_mid_way_is_joined_back() {
         let out = " 0  slot=\"pvc-a\" nvme-tcp-server-nqn=\"nqn.2000-02.com.mikrotik:pvc-aaaa\n    bbbb\" port=4420\n";
         let r = &parse_records(out)[0];
@@ -522,6 +569,18 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
+        fn group(n: u64) -> String {
+            let digits = n.to_string();
+            let mut grouped = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                    grouped.push(' ');
+                }
+                grouped.push(c);
+            }
+            grouped
+        }
+
         proptest! {
             #[test]
             fn parse_records_never_panics_on_any_text(s in any::<String>()) {
@@ -541,16 +600,29 @@ mod tests {
             }
 
             #[test]
+            fn a_size_wrapped_at_any_group_reads_whole(
+                n in any::<u64>(),
+                cut in any::<prop::sample::Index>(),
+                index in 0u32..2000,
+            ) {
+                let grouped = group(n);
+                let spaces: Vec<usize> =
+                    grouped.match_indices(' ').map(|(i, _)| i).collect();
+                let text = match spaces.get(cut.index(spaces.len().max(1))) {
+                    Some(&at) => format!("{}\n      {}", &grouped[..at], &grouped[at + 1..]),
+                    None => grouped.clone(),
+                };
+                let out = format!("{index:>3}  a=b size={text} x=y\n\n{:>3}  a=c\n", index + 1);
+                let recs = parse_records(&out);
+                prop_assert_eq!(recs.len(), 2, "{:?}", recs);
+                prop_assert_eq!(recs[0].get_bytes("size"), Some(n));
+                prop_assert_eq!(recs[0].get("x"), Some("y"));
+                prop_assert_eq!(recs[1].get("a"), Some("c"));
+            }
+
+            #[test]
             fn grouped_digits_round_trip(n in any::<u64>()) {
-                let digits = n.to_string();
-                let mut grouped = String::new();
-                for (i, c) in digits.chars().enumerate() {
-                    if i > 0 && (digits.len() - i) % 3 == 0 {
-                        grouped.push(' ');
-                    }
-                    grouped.push(c);
-                }
-                let out = format!(" 0  size={grouped} x=y\n");
+                let out = format!(" 0  size={} x=y\n", group(n));
                 let r = &parse_records(&out)[0];
                 prop_assert_eq!(r.get_bytes("size"), Some(n));
                 prop_assert_eq!(r.get("x"), Some("y"));

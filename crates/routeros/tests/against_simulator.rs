@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use rds_sim::{SimConfig, SimHandle, Storage};
 use routeros::{
-    Client, ClientConfig, Error, HostKeyPolicy, NewDisk, Nqn, Rds, RosPath, Slot, SlotPrefix,
+    Client, ClientConfig, Command, Error, HostKeyPolicy, NewDisk, Nqn, Rds, RosPath, Slot,
+    SlotPrefix,
 };
 use russh::keys::{Algorithm, PrivateKey};
 
@@ -176,6 +177,43 @@ async fn a_long_path_wrapped_by_routeros_is_read_back_whole() {
 }
 
 #[tokio::test]
+async fn a_size_wrapped_between_digit_groups_is_read_back_whole() {
+    let (_sim, rds) = setup().await;
+    // Slot names of every length up to a line move the size field along the
+    // line, so some listings wrap it between two digit groups.
+    let size = 1_073_741_825;
+    let mut wrapped = 0;
+    for len in 1..=40 {
+        let slot = format!("pvc-{}", "w".repeat(len));
+        rds.create_disk(&new_disk(&slot, size)).await.unwrap();
+        let out = rds
+            .client()
+            .run(&Command::DiskGet {
+                slot: Slot::new(&slot).unwrap(),
+            })
+            .await
+            .unwrap();
+        if out.stdout.lines().any(|l| {
+            l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && !l.starts_with(" 0")
+        }) {
+            wrapped += 1;
+        }
+        let d = rds.get_disk(&Slot::new(&slot).unwrap()).await.unwrap();
+        assert_eq!(d.map(|d| d.size_bytes), Some(size), "{}", out.stdout);
+    }
+    assert!(
+        wrapped > 0,
+        "no listing wrapped the size; the test proves nothing"
+    );
+    let all = rds
+        .list_disks(&SlotPrefix::new("pvc-").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 40);
+    assert!(all.iter().all(|d| d.size_bytes == size));
+}
+
+#[tokio::test]
 async fn backing_files_are_sparse_files_in_directory_mode() {
     let k = key();
     let dir = tempfile::tempdir().unwrap();
@@ -308,6 +346,37 @@ async fn a_dropped_connection_is_unreachable_then_replaced() {
         }
     }
     assert_eq!(sim.stats().connections, 2);
+}
+
+#[tokio::test]
+async fn exit_status_plus_lost_connection_is_unreachable() {
+    let (sim, rds) = setup().await;
+    let slot = Slot::new("pvc-a").unwrap();
+    rds.create_disk(&new_disk("pvc-a", 1 << 30)).await.unwrap();
+    // The whole listing and a zero exit status arrive, then the connection
+    // is cut before the channel's end: that is not a complete answer.
+    sim.faults().cut_after_exit_next(1);
+    let err = rds.get_disk(&slot).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    // A command cut that way may well have acted: here the disk was added,
+    // and only a fresh look tells.
+    sim.faults().cut_after_exit_next(1);
+    let err = rds
+        .create_disk(&new_disk("pvc-b", 1 << 30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        match rds.get_disk(&Slot::new("pvc-b").unwrap()).await {
+            Ok(found) => break found,
+            Err(e) if Instant::now() < deadline && e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("did not recover: {e:?}"),
+        }
+    };
+    assert!(found.is_some(), "the cut command did act");
 }
 
 #[tokio::test]

@@ -179,8 +179,8 @@ pub fn volume_target(
         return Err(NodeError::invalid(
             "volume_context",
             format!(
-                "nqn {nqn:?} does not start with --nqn-prefix {:?}: the node would never be allowed to disconnect it",
-                prefix.as_str()
+                "nqn {nqn:?} does not start with {:?} (--nqn-prefix and --volume-id-prefix): the node would never be allowed to disconnect it",
+                prefix.owned_prefix()
             ),
         ));
     }

@@ -57,7 +57,10 @@ fn env_with(recorded: Arc<LogEvents>, events: NodeEvents) -> Env {
         "/var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pvc-1",
     ));
     let config = nvme::Config::new(
-        NqnPrefix::new("nqn.2000-02.com.mikrotik:").unwrap(),
+        NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap(),
         HostIdentity {
             nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
             id: None,
@@ -939,6 +942,79 @@ async fn a_volume_once_mounted_here_is_never_formatted_when_it_reads_empty_after
     assert_eq!(e.mounts_at(STAGING)[0].dev(), e.dev());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_a_device_is_never_torn_down_while_the_volume_is_mounted() {
+    let e = env();
+    e.stage_fs().await;
+    e.publish_fs(TARGET, false).await.unwrap();
+    // The controller comes back, but its namespace does not (yet).
+    e.f.defer_namespaces(true);
+    e.f.renumber(NQN);
+    e.f.clear_calls();
+    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().contains("no block device"),
+        "{}",
+        err.message()
+    );
+    let err = e.publish_fs(TARGET, false).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert_eq!(e.f.ran(Program::NvmeDisconnect), 0, "{:?}", e.f.commands());
+    assert_eq!(e.f.ran(Program::NvmeConnect), 0, "{:?}", e.f.commands());
+    assert!(e.f.is_connected(NQN));
+    assert_eq!(e.mounts_at(STAGING).len(), 1, "mounts untouched");
+    assert_eq!(e.mounts_at(TARGET).len(), 1);
+    // Once the namespace shows, the retries recover.
+    e.f.show_namespaces(NQN);
+    e.stage_fs().await;
+    e.publish_fs(TARGET, false).await.unwrap();
+    assert_eq!(e.mounts_at(STAGING)[0].dev(), e.dev());
+    assert_eq!(e.mounts_at(TARGET)[0].dev(), e.dev());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_a_device_is_never_torn_down_while_a_block_volume_is_published() {
+    let e = env();
+    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
+        .await
+        .unwrap();
+    e.f.defer_namespaces(true);
+    e.f.renumber(NQN);
+    e.f.clear_calls();
+    let err = e
+        .publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let err = e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert_eq!(e.f.ran(Program::NvmeDisconnect), 0, "{:?}", e.f.commands());
+    assert!(e.f.is_connected(NQN));
+    assert!(e.f.exists(Path::new(BTARGET)), "the device node stays");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_a_device_and_nothing_mounted_is_made_again() {
+    let e = env();
+    e.f.defer_namespaces(true);
+    e.f.connect_now(NQN);
+    e.f.defer_namespaces(false);
+    e.stage_fs().await;
+    let programs: Vec<Program> =
+        e.f.commands()
+            .iter()
+            .map(Program::of)
+            .filter(|p| matches!(p, Program::NvmeConnect | Program::NvmeDisconnect))
+            .collect();
+    assert_eq!(
+        programs,
+        vec![Program::NvmeDisconnect, Program::NvmeConnect]
+    );
+    assert_eq!(e.mounts_at(STAGING)[0].dev(), e.dev());
+}
+
 #[tokio::test]
 async fn a_mount_of_another_live_device_is_never_touched() {
     let e = env();
@@ -1252,6 +1328,52 @@ async fn orphan_cleanup_disconnects_only_what_nothing_accounts_for() {
         };
         assert!(nqn.starts_with(p));
     }
+}
+
+#[tokio::test]
+async fn subsystems_of_another_volume_prefix_or_another_nqn_are_never_disconnected() {
+    let e = env();
+    // The driver's NQN prefix but a volume ID this installation never
+    // makes (another cluster on the same RDS, a disk made by hand).
+    let other = "nqn.2000-02.com.mikrotik:other-1";
+    // A diskless node's NVMe-oF root disk.
+    let root = "nqn.2014-08.org.nvmexpress:uuid:5f2ab2c1-0000-4000-8000-000000000001";
+    e.f.connect_now(other);
+    e.f.connect_now(root);
+    let r = e
+        .svc
+        .clean_orphans(OrphanCleanup::Disconnect)
+        .await
+        .unwrap();
+    assert!(r.orphans.is_empty(), "{:?}", r.orphans);
+    let mut suspects = HashSet::new();
+    for _ in 0..3 {
+        let r = e
+            .svc
+            .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
+            .await
+            .unwrap();
+        assert!(r.orphans.is_empty(), "{:?}", r.orphans);
+    }
+    // Nor does an unstage of such a volume ID disconnect it.
+    let err = e
+        .svc
+        .node_unstage_volume(Request::new(proto::NodeUnstageVolumeRequest {
+            volume_id: "other-1".into(),
+            staging_target_path: STAGING.into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        !e.f.commands()
+            .iter()
+            .any(|c| matches!(c, HostCommand::NvmeDisconnect { .. })),
+        "{:?}",
+        e.f.commands()
+    );
+    assert!(e.f.is_connected(other));
+    assert!(e.f.is_connected(root));
 }
 
 #[tokio::test]
