@@ -11,7 +11,11 @@
 //!
 //! Safety rules this file keeps (see `reference/lessons.md`):
 //! - a filesystem is made only on a definitively empty device, never on a
-//!   volume whose context says `formatted=true` (lesson 1, in `nvme::format`);
+//!   volume whose context says `formatted=true` (lesson 1, in `nvme::format`),
+//!   nor on one whose durable format record (the PV annotation, see
+//!   [`format_record`]) says it was formatted; the record is read before the
+//!   probe and written before a stage that found or made a filesystem
+//!   returns;
 //! - a raw block volume is published as a device node made with mknod,
 //!   never as a bind mount of `/dev` (lesson 2);
 //! - every mount decision is taken on the mount table as read now; a path
@@ -23,6 +27,7 @@
 
 mod context;
 pub mod events;
+pub mod format_record;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -49,6 +54,8 @@ pub use context::FORMATTED;
 use context::{abs_path, capability, volume_id, volume_path, volume_target, Cap};
 pub use events::NodeEvents;
 use events::{FORMAT_REFUSED, MOUNT_FAILED, STALE_MOUNT_RECOVERED};
+pub use format_record::FormatRecord;
+use format_record::{RecordRef, Recorded};
 use state::{Records, Stored, VolumeRecord};
 
 /// Node settings, from flags.
@@ -174,6 +181,9 @@ struct Inner<E, S> {
     locks: VolumeLocks,
     metrics: RpcMetrics,
     events: NodeEvents,
+    /// Where the node records that a volume was formatted; none: the
+    /// probe alone decides.
+    format_record: Option<Arc<dyn FormatRecord>>,
 }
 
 impl<E: Exec, S: Sys> NodeService<E, S> {
@@ -196,8 +206,18 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
                 locks: VolumeLocks::default(),
                 metrics,
                 events,
+                format_record: None,
             }),
         }
+    }
+
+    /// Keeps the durable format record in `record`: read before any mkfs,
+    /// written before a stage that made or found a filesystem returns.
+    pub fn with_format_record(mut self, record: Arc<dyn FormatRecord>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_format_record is called before the service is shared")
+            .format_record = Some(record);
+        self
     }
 
     /// Finds connections under the NQN prefix that no staged volume
@@ -432,6 +452,66 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         Ok(())
     }
 
+    /// What the durable format record says about the volume, read before
+    /// the probe (an API call must never sit between the device's last
+    /// identity check and mkfs). `None`: no record is kept (no Kubernetes,
+    /// or no PV for this volume) and the probe alone decides. A record that
+    /// cannot be read fails the stage with UNAVAILABLE before anything
+    /// touches the device: no format on a guess.
+    async fn read_format_record(
+        &self,
+        rec: &VolumeRecord,
+    ) -> NodeResult<Option<(Arc<dyn FormatRecord>, RecordRef, Option<String>)>> {
+        let Some(r) = self.format_record.clone() else {
+            return Ok(None);
+        };
+        // The external-provisioner names the PV after the volume.
+        let id = &rec.volume_id;
+        match r.read(id, id).await {
+            Ok(Recorded::Kept { at, formatted }) => Ok(Some((r, at, formatted))),
+            Ok(Recorded::NotKept(why)) => {
+                warn!(volume = %id, why, "no durable format record for this volume; the probe alone decides whether it may be formatted");
+                Ok(None)
+            }
+            Err(e) => Err(CsiError::Unavailable(format!(
+                "volume {id} was left untouched: whether it was formatted before could not be read ({e}); \
+                 it is never formatted on a guess, kubelet retries"
+            ))
+            .into()),
+        }
+    }
+
+    /// Records that the volume holds a filesystem, before the stage
+    /// returns. If this fails after a mkfs, the stage fails (UNAVAILABLE);
+    /// the retry finds the filesystem and writes the record then.
+    async fn write_format_record(
+        &self,
+        rec: &VolumeRecord,
+        record: &dyn FormatRecord,
+        at: &RecordRef,
+        fs: FsType,
+        prepared: nvme::Prepared,
+    ) -> NodeResult<()> {
+        let id = &rec.volume_id;
+        match record.write(id, at, fs).await {
+            Ok(()) => {
+                info!(volume = %id, record = %record.describe(at, fs.as_str()), "recorded that the volume is formatted");
+                Ok(())
+            }
+            Err(e) => Err(CsiError::Unavailable(format!(
+                "volume {id} holds a {fs} filesystem{} but {} could not be written ({e}); \
+                 the next attempt finds the filesystem and writes it",
+                if prepared == nvme::Prepared::Formatted {
+                    " made just now"
+                } else {
+                    ""
+                },
+                record.describe(at, fs.as_str())
+            ))
+            .into()),
+        }
+    }
+
     /// Mounts the volume's filesystem at its staging path: probes, formats
     /// only a definitively empty device, checks ext4, mounts.
     async fn mount_staging(
@@ -460,9 +540,21 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
             }
             None => {
+                // Formatted before: mkfs is out of the question anyway, and
+                // the record was written when the filesystem was first seen.
+                let record = match formatted_before {
+                    true => None,
+                    false => self.read_format_record(rec).await?,
+                };
+                let history = nvme::format::History {
+                    formatted_before,
+                    recorded: record.as_ref().and_then(|(r, at, formatted)| {
+                        formatted.as_deref().map(|f| r.describe(at, f))
+                    }),
+                };
                 let prepared = match self
                     .dp
-                    .prepare_filesystem(&rec.nqn, device, fs, formatted_before)
+                    .prepare_filesystem(&rec.nqn, device, fs, history)
                     .await
                 {
                     Ok(p) => p,
@@ -491,6 +583,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 };
                 if prepared == nvme::Prepared::Formatted {
                     rec.formatted_here = true;
+                }
+                if let Some((r, at, None)) = &record {
+                    self.write_format_record(rec, r.as_ref(), at, fs, prepared)
+                        .await?;
                 }
             }
         }
