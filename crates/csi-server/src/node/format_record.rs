@@ -90,6 +90,15 @@ async fn bounded<T>(
 
 // ---------------------------------------------------------------- Kubernetes
 
+/// A Kubernetes error in one line: the API's code, reason and message, not
+/// the whole status object.
+fn kube_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        e => e.to_string(),
+    }
+}
+
 /// The record as an annotation on the volume's PV. Needs `get` and `patch`
 /// on `persistentvolumes`.
 pub struct KubeFormatRecord {
@@ -110,7 +119,7 @@ impl KubeFormatRecord {
         let found = api
             .get_opt(pv)
             .await
-            .map_err(|e| RecordError(format!("read PersistentVolume {pv}: {e}")))?;
+            .map_err(|e| RecordError(format!("read PersistentVolume {pv}: {}", kube_error(&e))))?;
         let Some(found) = found else {
             return Ok(Recorded::NotKept(format!("no PersistentVolume named {pv}")));
         };
@@ -155,7 +164,13 @@ impl KubeFormatRecord {
         };
         api.patch(&at.name, &params, &Patch::Merge(&patch))
             .await
-            .map_err(|e| RecordError(format!("annotate PersistentVolume {}: {e}", at.name)))?;
+            .map_err(|e| {
+                RecordError(format!(
+                    "annotate PersistentVolume {}: {}",
+                    at.name,
+                    kube_error(&e)
+                ))
+            })?;
         Ok(())
     }
 }
