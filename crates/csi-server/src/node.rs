@@ -55,7 +55,6 @@ use context::{abs_path, capability, volume_id, volume_path, volume_target, Cap};
 pub use events::NodeEvents;
 use events::{FORMAT_REFUSED, MOUNT_FAILED, STALE_MOUNT_RECOVERED};
 pub use format_record::FormatRecord;
-use format_record::{RecordRef, Recorded};
 use state::{Records, Stored, VolumeRecord};
 
 /// Node settings, from flags.
@@ -452,66 +451,6 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         Ok(())
     }
 
-    /// What the durable format record says about the volume, read before
-    /// the probe (an API call must never sit between the device's last
-    /// identity check and mkfs). `None`: no record is kept (no Kubernetes,
-    /// or no PV for this volume) and the probe alone decides. A record that
-    /// cannot be read fails the stage with UNAVAILABLE before anything
-    /// touches the device: no format on a guess.
-    async fn read_format_record(
-        &self,
-        rec: &VolumeRecord,
-    ) -> NodeResult<Option<(Arc<dyn FormatRecord>, RecordRef, Option<String>)>> {
-        let Some(r) = self.format_record.clone() else {
-            return Ok(None);
-        };
-        // The external-provisioner names the PV after the volume.
-        let id = &rec.volume_id;
-        match r.read(id, id).await {
-            Ok(Recorded::Kept { at, formatted }) => Ok(Some((r, at, formatted))),
-            Ok(Recorded::NotKept(why)) => {
-                warn!(volume = %id, why, "no durable format record for this volume; the probe alone decides whether it may be formatted");
-                Ok(None)
-            }
-            Err(e) => Err(CsiError::Unavailable(format!(
-                "volume {id} was left untouched: whether it was formatted before could not be read ({e}); \
-                 it is never formatted on a guess, kubelet retries"
-            ))
-            .into()),
-        }
-    }
-
-    /// Records that the volume holds a filesystem, before the stage
-    /// returns. If this fails after a mkfs, the stage fails (UNAVAILABLE);
-    /// the retry finds the filesystem and writes the record then.
-    async fn write_format_record(
-        &self,
-        rec: &VolumeRecord,
-        record: &dyn FormatRecord,
-        at: &RecordRef,
-        fs: FsType,
-        prepared: nvme::Prepared,
-    ) -> NodeResult<()> {
-        let id = &rec.volume_id;
-        match record.write(id, at, fs).await {
-            Ok(()) => {
-                info!(volume = %id, record = %record.describe(at, fs.as_str()), "recorded that the volume is formatted");
-                Ok(())
-            }
-            Err(e) => Err(CsiError::Unavailable(format!(
-                "volume {id} holds a {fs} filesystem{} but {} could not be written ({e}); \
-                 the next attempt finds the filesystem and writes it",
-                if prepared == nvme::Prepared::Formatted {
-                    " made just now"
-                } else {
-                    ""
-                },
-                record.describe(at, fs.as_str())
-            ))
-            .into()),
-        }
-    }
-
     /// Mounts the volume's filesystem at its staging path: probes, formats
     /// only a definitively empty device, checks ext4, mounts.
     async fn mount_staging(
@@ -540,8 +479,9 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
             }
             None => {
-                // Formatted before: mkfs is out of the question anyway, and
-                // the record was written when the filesystem was first seen.
+                // Formatted before (the context, or mounted here): mkfs is
+                // ruled out anyway, so the record is not consulted and an
+                // API outage never holds up a recovery.
                 let record = match formatted_before {
                     true => None,
                     false => self.read_format_record(rec).await?,

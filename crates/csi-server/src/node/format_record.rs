@@ -17,10 +17,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, Patch, PatchParams};
-use nvme::FsType;
+use nvme::{Exec, FsType, Sys};
+use tracing::{info, warn};
+
+use super::state::VolumeRecord;
+use super::{Inner, NodeResult};
+use crate::error::CsiError;
 
 /// The PV annotation: its value is the filesystem the node made (or found).
 pub const ANNOTATION: &str = "rds.csi.srvlab.io/formatted";
@@ -296,6 +303,70 @@ impl FormatRecord for FileFormatRecord {
             self.path.display(),
             at.name
         )
+    }
+}
+
+// ---------------------------------------------------------------- in stage
+
+impl<E: Exec, S: Sys> Inner<E, S> {
+    /// What the durable format record says about the volume, read before
+    /// the probe (an API call must never sit between the device's last
+    /// identity check and mkfs). `None`: no record is kept (no Kubernetes,
+    /// or no PV for this volume) and the probe alone decides. A record that
+    /// cannot be read fails the stage with UNAVAILABLE before anything
+    /// touches the device: no format on a guess.
+    pub(super) async fn read_format_record(
+        &self,
+        rec: &VolumeRecord,
+    ) -> NodeResult<Option<(Arc<dyn FormatRecord>, RecordRef, Option<String>)>> {
+        let Some(r) = self.format_record.clone() else {
+            return Ok(None);
+        };
+        // The external-provisioner names the PV after the volume.
+        let id = &rec.volume_id;
+        match r.read(id, id).await {
+            Ok(Recorded::Kept { at, formatted }) => Ok(Some((r, at, formatted))),
+            Ok(Recorded::NotKept(why)) => {
+                warn!(volume = %id, why, "no durable format record for this volume; the probe alone decides whether it may be formatted");
+                Ok(None)
+            }
+            Err(e) => Err(CsiError::Unavailable(format!(
+                "volume {id} was left untouched: whether it was formatted before could not be read ({e}); \
+                 it is never formatted on a guess, kubelet retries"
+            ))
+            .into()),
+        }
+    }
+
+    /// Records that the volume holds a filesystem, before the stage
+    /// returns. If this fails after a mkfs, the stage fails (UNAVAILABLE);
+    /// the retry finds the filesystem and writes the record then.
+    pub(super) async fn write_format_record(
+        &self,
+        rec: &VolumeRecord,
+        record: &dyn FormatRecord,
+        at: &RecordRef,
+        fs: FsType,
+        prepared: nvme::Prepared,
+    ) -> NodeResult<()> {
+        let id = &rec.volume_id;
+        match record.write(id, at, fs).await {
+            Ok(()) => {
+                info!(volume = %id, record = %record.describe(at, fs.as_str()), "recorded that the volume is formatted");
+                Ok(())
+            }
+            Err(e) => Err(CsiError::Unavailable(format!(
+                "volume {id} holds a {fs} filesystem{} but {} could not be written ({e}); \
+                 the next attempt finds the filesystem and writes it",
+                if prepared == nvme::Prepared::Formatted {
+                    " made just now"
+                } else {
+                    ""
+                },
+                record.describe(at, fs.as_str())
+            ))
+            .into()),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 
 use super::*;
-use crate::node::format_record::{RecordError, ANNOTATION};
+use crate::node::format_record::{RecordError, RecordRef, Recorded, ANNOTATION};
 
 /// An in-memory record with the PV annotation's meaning. Volumes not
 /// `kept` have no PV. Remembers where in the host's calls each write
