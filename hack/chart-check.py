@@ -129,6 +129,7 @@ BAD_VALUES = [
     ("orphanCleanup unknown", {"node": {"orphanCleanup": "kill"}}),
     ("maxCtrlLossTmo above 86400", {"node": {"maxCtrlLossTmo": 100000}}),
     ("node events unknown", {"node": {"events": "sometimes"}}),
+    ("node formatRecord unknown", {"node": {"formatRecord": "maybe"}}),
     ("node kubeconfig relative", {"node": {"kubeconfig": "kubeconfig"}}),
     ("metrics address without port", {"controller": {"metricsAddress": "0.0.0.0"}}),
     ("endpoint over tcp", {"node": {"endpoint": "tcp://0.0.0.0:10000"}}),
@@ -336,6 +337,9 @@ def check_render(helm):
     expect(any("persistentvolumeclaims" in r["resources"] and "get" in r["verbs"] for r in node_rules),
            "node may read PVCs (event UIDs)")
     expect("--events=auto" in node["args"], "node records events by default (--events=auto)")
+    expect(any("persistentvolumes" in r["resources"] and {"get", "patch"} <= set(r["verbs"]) for r in node_rules),
+           "node may read and annotate PVs (the format record)")
+    expect("--format-record=auto" in node["args"], "node keeps the format record by default (--format-record=auto)")
     off = container(find(render(helm, merged(DEPLOY_VALUES, {"node": {"events": False}})), "DaemonSet")[0]
                     ["spec"]["template"]["spec"], "rds-csi")["args"]
     expect("--events=off" in off, "an unquoted YAML off renders --events=off")
@@ -479,7 +483,8 @@ def cli_flags():
         flags = set()
         for a in re.finditer(r"#\[arg\((.*?)\)\]\s*(?:///[^\n]*\s*)*pub (\w+):", m.group(2), re.S):
             attr, field = a.group(1), a.group(2)
-            if not re.search(r"\blong\b", attr):
+            # Hidden flags are for tests and standalone use: no value.
+            if not re.search(r"\blong\b", attr) or re.search(r"\bhide\s*=\s*true\b", attr):
                 continue
             named = re.search(r'\blong\s*=\s*"([^"]+)"', attr)
             flags.add(named.group(1) if named else field.replace("_", "-"))

@@ -40,7 +40,7 @@ pub enum Cmd {
     /// Run the CSI identity and controller services (talks to the RDS).
     Controller(Box<ControllerArgs>),
     /// Run the CSI identity and node services (on every node).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run the RouterOS simulator: the RDS disk CLI over real SSH.
     Sim(SimArgs),
     /// Start a simulator and a controller in-process and walk a volume
@@ -300,10 +300,35 @@ pub struct NodeArgs {
     /// without one; `off` only logs them.
     #[arg(long, env = "RDS_CSI_EVENTS", value_enum, default_value_t = EventsMode::Auto)]
     pub events: EventsMode,
-    /// Kubeconfig file for recording events. Without it: the in-cluster
-    /// configuration, then $KUBECONFIG and ~/.kube/config.
+    /// The durable record that a volume was formatted: the PV annotation
+    /// rds.csi.srvlab.io/formatted, read before any mkfs and written before
+    /// NodeStageVolume returns; a volume it calls formatted that probes
+    /// empty is refused. `auto` keeps it when a Kubernetes configuration is
+    /// found and otherwise lets the probe alone decide; `on` refuses to
+    /// start without one; `off`: the probe alone decides.
+    #[arg(long, env = "RDS_CSI_FORMAT_RECORD", value_enum, default_value_t = FormatRecordMode::Auto)]
+    pub format_record: FormatRecordMode,
+    /// For tests and standalone use only: keep the format record in this
+    /// JSON file (volume ID -> filesystem) instead of on PVs. Same rules;
+    /// entries are never removed.
+    #[arg(long, env = "RDS_CSI_FORMAT_RECORD_FILE", hide = true)]
+    pub format_record_file: Option<PathBuf>,
+    /// Kubeconfig file for events and the format record. Without it: the
+    /// in-cluster configuration, then $KUBECONFIG and ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `--format-record`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatRecordMode {
+    /// Keep the record on PVs when a Kubernetes configuration is found;
+    /// else the probe alone decides.
+    Auto,
+    /// Keep the record; refuse to start without a Kubernetes configuration.
+    On,
+    /// No record: the probe alone decides.
+    Off,
 }
 
 /// `--events`.
@@ -413,7 +438,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Cmd::Controller(a) => crate::run::controller(*a, crate::run::shutdown_signal()).await,
-            Cmd::Node(a) => crate::run::node(a, crate::run::shutdown_signal()).await,
+            Cmd::Node(a) => crate::run::node(*a, crate::run::shutdown_signal()).await,
             Cmd::Sim(a) => crate::run::sim(a, crate::run::shutdown_signal()).await,
             Cmd::Demo(a) => crate::demo::run(a).await,
             Cmd::Csi(a) => crate::client::run(a).await,

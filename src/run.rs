@@ -16,7 +16,8 @@ use csi_server::controller::{ControllerConfig, ControllerService, DEFAULT_MIGRAT
 use csi_server::health::Health;
 use csi_server::identity::{valid_driver_name, IdentityService};
 use csi_server::metrics::RpcMetrics;
-use csi_server::node::{events, NodeConfig, NodeEvents, NodeService, OrphanCleanup};
+use csi_server::node::format_record::{self, FileFormatRecord, KubeFormatRecord};
+use csi_server::node::{events, FormatRecord, NodeConfig, NodeEvents, NodeService, OrphanCleanup};
 use csi_server::params::ParamDefaults;
 use csi_server::proto::controller_server::ControllerServer;
 use csi_server::proto::identity_server::IdentityServer;
@@ -27,7 +28,10 @@ use routeros::{ClientConfig, ClientMetrics, HostKeyPolicy, Rds, RosPath, SlotPre
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{CommonArgs, ControllerArgs, EventsMode, NodeArgs, OrphanMode, SimArgs, VERSION};
+use crate::cli::{
+    CommonArgs, ControllerArgs, EventsMode, FormatRecordMode, NodeArgs, OrphanMode, SimArgs,
+    VERSION,
+};
 
 pub const TOPOLOGY_KEY: &str = "rds.csi.srvlab.io/rds";
 
@@ -389,25 +393,43 @@ async fn serve_metrics(
     }
 }
 
-/// Where the node's events go (see `--events`). Said once, at start. The
-/// Kubernetes client, when there is one, also records the host NQN.
-async fn node_events(args: &NodeArgs) -> anyhow::Result<(NodeEvents, Option<kube::Client>)> {
-    let client = match (args.events, args.kubeconfig.as_deref()) {
-        (EventsMode::Off, _) => {
-            info!("--events off: mount failures, format refusals and stale mount recoveries are only logged, and the host NQN is not recorded on the Node");
-            return Ok((NodeEvents::log_only(), None));
-        }
-        (_, Some(path)) => kube_client(Some(path), "").await?,
-        (EventsMode::On, None) => {
-            kube_client(None, "pass --kubeconfig, or --events auto or off").await?
-        }
-        (EventsMode::Auto, None) => match kube_client(None, "").await {
-            Ok(c) => c,
+/// The node's Kubernetes client, when its events or its format record
+/// want one (see `--events`, `--format-record`). Said once, at start.
+async fn node_kube(args: &NodeArgs) -> anyhow::Result<Option<kube::Client>> {
+    let record = args.format_record_file.is_none() && args.format_record != FormatRecordMode::Off;
+    if args.events == EventsMode::Off && !record {
+        return Ok(None);
+    }
+    let required = args.events == EventsMode::On
+        || (args.format_record_file.is_none() && args.format_record == FormatRecordMode::On);
+    Ok(match args.kubeconfig.as_deref() {
+        Some(path) => Some(kube_client(Some(path), "").await?),
+        None if required => Some(
+            kube_client(
+                None,
+                "pass --kubeconfig, or --events and --format-record auto or off",
+            )
+            .await?,
+        ),
+        None => match kube_client(None, "").await {
+            Ok(c) => Some(c),
             Err(e) => {
-                info!(why = %format!("{e:#}"), "no Kubernetes: node events are only logged, and the host NQN is not recorded on the Node");
-                return Ok((NodeEvents::log_only(), None));
+                info!(why = %format!("{e:#}"), "no Kubernetes configuration found");
+                None
             }
         },
+    })
+}
+
+/// Where the node's events go (see `--events`). Said once, at start.
+fn node_events(args: &NodeArgs, client: Option<&kube::Client>) -> NodeEvents {
+    if args.events == EventsMode::Off {
+        info!("--events off: mount failures, format refusals and stale mount recoveries are only logged");
+        return NodeEvents::log_only();
+    }
+    let Some(client) = client else {
+        info!("no Kubernetes: node events are only logged");
+        return NodeEvents::log_only();
     };
     info!(
         reporter = events::REPORTER,
@@ -415,14 +437,46 @@ async fn node_events(args: &NodeArgs) -> anyhow::Result<(NodeEvents, Option<kube
     );
     let sink = KubeEvents::new(client.clone(), events::REPORTER, Some(args.node_id.clone()))
         .with_action(events::ACTION);
-    Ok((
-        NodeEvents::spawn(
-            Arc::new(sink),
-            events::QUEUE_CAPACITY,
-            events::DELIVERY_TIMEOUT,
-        ),
-        Some(client),
-    ))
+    NodeEvents::spawn(
+        Arc::new(sink),
+        events::QUEUE_CAPACITY,
+        events::DELIVERY_TIMEOUT,
+    )
+}
+
+/// Where the node keeps the durable format record (see
+/// `--format-record`). Said once, at start.
+fn node_format_record(
+    args: &NodeArgs,
+    client: Option<&kube::Client>,
+) -> anyhow::Result<Option<Arc<dyn FormatRecord>>> {
+    if let Some(path) = &args.format_record_file {
+        if args.format_record == FormatRecordMode::Off {
+            bail!("--format-record-file contradicts --format-record off");
+        }
+        warn!(file = %path.display(), "the durable format record is kept in a file (for tests and standalone use only), not on PVs");
+        return Ok(Some(Arc::new(FileFormatRecord::new(path))));
+    }
+    match (args.format_record, client) {
+        (FormatRecordMode::Off, _) => {
+            warn!("--format-record off: no durable format record; whether a volume may be formatted rests on the probe alone");
+            Ok(None)
+        }
+        (_, Some(client)) => {
+            info!(
+                annotation = format_record::ANNOTATION,
+                "the durable format record is kept on PVs"
+            );
+            Ok(Some(Arc::new(KubeFormatRecord::new(
+                client.clone(),
+                args.common.driver_name.clone(),
+            ))))
+        }
+        (_, None) => {
+            warn!("no Kubernetes: the durable format record is off; whether a volume may be formatted rests on the probe alone");
+            Ok(None)
+        }
+    }
 }
 
 /// Records this node's host NQN on its Node object, retrying with backoff
@@ -490,16 +544,21 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     // include the controller service: conformance tools ask the node socket
     // whether a controller exists (Kubernetes asks the controller socket).
     let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
-    let (events, kube) = node_events(&args).await?;
-    if let Some(client) = kube {
-        tokio::spawn(record_host_nqn(
-            client,
-            args.node_id.clone(),
-            host.nqn.clone(),
-            cancel.clone(),
-        ));
+    let kube = node_kube(&args).await?;
+    let events = node_events(&args, kube.as_ref());
+    let format_record = node_format_record(&args, kube.as_ref())?;
+    match &kube {
+        Some(client) => {
+            tokio::spawn(record_host_nqn(
+                client.clone(),
+                args.node_id.clone(),
+                host.nqn.clone(),
+                cancel.clone(),
+            ));
+        }
+        None => info!("no Kubernetes client: the host NQN is not recorded on the Node"),
     }
-    let node = NodeService::with_events(
+    let mut node = NodeService::with_events(
         NodeConfig {
             node_id: args.node_id.clone(),
             max_volumes: args.max_volumes,
@@ -512,6 +571,9 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
         rpc_metrics,
         events.clone(),
     );
+    if let Some(r) = format_record {
+        node = node.with_format_record(r);
+    }
     info!(
         host_nqn = %host.nqn,
         host_id = host.id.as_deref().unwrap_or("-"),

@@ -1618,6 +1618,7 @@ mod node_events {
 
     use attachment_manager::kube_store::KubeEvents;
     use csi_server::metrics::RpcMetrics;
+    use csi_server::node::format_record::{FormatRecord, KubeFormatRecord, Recorded, ANNOTATION};
     use csi_server::node::{events, NodeConfig, NodeEvents, NodeService};
     use csi_server::proto::node_server::Node as _;
     use nix::errno::Errno;
@@ -1789,6 +1790,173 @@ mod node_events {
             .delete(&other_ns, &DeleteParams::default())
             .await
             .ok();
+        w.cleanup().await;
+    }
+
+    /// The node service over the fake host as `rds-csi node` wires it in a
+    /// cluster: events on PVCs and the format record on PVs.
+    fn node_service(w: &World, f: &FakeHost, node: &str) -> NodeService<FakeHost, FakeHost> {
+        let config = nvme::Config::new(
+            nvme::NqnPrefix::new(PREFIX).unwrap(),
+            nvme::HostIdentity {
+                nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+                id: None,
+            },
+        );
+        let sink = KubeEvents::new(w.client.clone(), events::REPORTER, Some(node.to_string()))
+            .with_action(events::ACTION);
+        NodeService::with_events(
+            NodeConfig {
+                node_id: node.to_string(),
+                max_volumes: 0,
+                topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
+                state_dir: "/var/lib/kubelet/plugins/rds/volumes".into(),
+                staging_root: "/var/lib/kubelet".into(),
+                max_ctrl_loss_tmo: None,
+            },
+            nvme::DataPath::new(f.clone(), f.clone(), config),
+            RpcMetrics::unregistered(),
+            NodeEvents::spawn(
+                Arc::new(sink),
+                events::QUEUE_CAPACITY,
+                events::DELIVERY_TIMEOUT,
+            ),
+        )
+        .with_format_record(Arc::new(KubeFormatRecord::new(
+            w.client.clone(),
+            w.driver(),
+        )))
+    }
+
+    #[tokio::test]
+    async fn the_node_annotates_the_pv_after_mkfs_and_refuses_the_annotated_volume_when_it_reads_empty(
+    ) {
+        let w = World::new("format-record", &[]).await;
+        let ns = w.ns();
+        let node = w.node("a");
+        create_pvc(&w.client, &ns, "disk").await;
+        let id = format!("pvc-{}-disk", w.name);
+        w.pv_for(&id).await;
+        let nqn = format!("{PREFIX}{id}");
+        let f = FakeHost::new();
+        f.add_volume(&nqn, 1 << 30);
+        let svc = node_service(&w, &f, &node);
+
+        svc.node_stage_volume(tonic::Request::new(stage_req(&id, &ns, "disk")))
+            .await
+            .unwrap();
+        assert_eq!(f.ran(nvme::fake::Program::Mkfs), 1);
+        assert_eq!(
+            w.annotations(&id).await.get(ANNOTATION).map(String::as_str),
+            Some("ext4"),
+            "recorded on the PV before NodeStageVolume returned"
+        );
+        let staging = stage_req(&id, &ns, "disk").staging_target_path;
+        svc.node_unstage_volume(tonic::Request::new(proto::NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.clone(),
+        }))
+        .await
+        .unwrap();
+
+        // The node forgot the volume at unstage (as a new node never knew
+        // it); the target now serves zeros.
+        f.update_volume(&nqn, |v| v.fs = None);
+        let err = svc
+            .node_stage_volume(tonic::Request::new(stage_req(&id, &ns, "disk")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+        assert_eq!(f.ran(nvme::fake::Program::Mkfs), 1, "never formatted twice");
+        assert!(f.mounts_at(std::path::Path::new(&staging)).is_empty());
+        assert_eq!(f.volume(&nqn).unwrap().fs, None, "nothing written");
+        let ev = eventually("FormatRefused on disk", Duration::from_secs(10), || async {
+            events_on(&w.client, &ns, "disk").await.into_iter().next()
+        })
+        .await;
+        assert_eq!(ev.reason.as_deref(), Some("FormatRefused"));
+        let note = ev.note.unwrap_or_default();
+        assert!(note.contains(&id), "{note}");
+        assert!(note.contains(ANNOTATION), "{note}");
+        assert_eq!(
+            w.annotations(&id).await.get(ANNOTATION).map(String::as_str),
+            Some("ext4"),
+            "the record is kept"
+        );
+        w.cleanup().await;
+    }
+
+    /// Deletes a PV for good: no controller manager runs here to drop the
+    /// pv-protection finalizer the API server's admission added.
+    async fn delete_pv(api: &Api<PersistentVolume>, name: &str) {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .ok();
+        eventually("PV gone", Duration::from_secs(10), || async {
+            api.get_opt(name).await.unwrap().is_none().then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_pv_annotation_is_read_only_from_this_driver_s_pv_and_written_only_to_the_pv_that_was_read(
+    ) {
+        let w = World::new("format-record-pv", &[]).await;
+        let record = KubeFormatRecord::new(w.client.clone(), w.driver());
+        let api = Api::<PersistentVolume>::all(w.client.clone());
+        // No PV: no record is kept, the probe alone decides.
+        let id = format!("pvc-{}-x", w.name);
+        assert!(matches!(
+            record.read(&id, &id).await.unwrap(),
+            Recorded::NotKept(_)
+        ));
+        // A PV of that name for another volume handle is not this volume's.
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": id},
+            "spec": {
+                "capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
+                "csi": {"driver": w.driver(), "volumeHandle": "another-volume"}
+            }
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &pv).await.unwrap();
+        assert!(matches!(
+            record.read(&id, &id).await.unwrap(),
+            Recorded::NotKept(_)
+        ));
+        delete_pv(&api, &id).await;
+
+        // This volume's PV, deleted and made again between the read and
+        // the write: the write must not land on the new object.
+        w.pv_for(&id).await;
+        let Recorded::Kept { at, formatted } = record.read(&id, &id).await.unwrap() else {
+            panic!("the PV is this volume's")
+        };
+        assert_eq!(formatted, None);
+        assert!(at.uid.is_some());
+        delete_pv(&api, &id).await;
+        w.pv_for(&id).await;
+        let e = record
+            .write(&id, &at, nvme::FsType::Ext4)
+            .await
+            .unwrap_err();
+        assert!(e.0.contains(&id), "{e}");
+        assert_eq!(w.annotations(&id).await.get(ANNOTATION), None);
+        // Read again, the write lands.
+        let Recorded::Kept { at, .. } = record.read(&id, &id).await.unwrap() else {
+            panic!()
+        };
+        record.write(&id, &at, nvme::FsType::Xfs).await.unwrap();
+        assert_eq!(
+            w.annotations(&id).await.get(ANNOTATION).map(String::as_str),
+            Some("xfs")
+        );
+        delete_pv(&api, &id).await;
         w.cleanup().await;
     }
 }

@@ -638,3 +638,56 @@ async fn an_rds_outage_is_reported_fails_fast_and_heals_by_itself() {
     drop(handle);
     sim.shutdown().await;
 }
+
+#[test]
+fn without_kubernetes_the_node_says_the_format_record_is_off_and_on_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_kube = |c: &mut Command| {
+        c.env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("RDS_CSI_FORMAT_RECORD")
+            .env("HOME", dir.path())
+            .env("NO_COLOR", "1");
+    };
+    // auto, nothing found: it starts and says once that the probe alone
+    // decides.
+    let log = dir.path().join("node.log");
+    let mut c = node_plugin(dir.path());
+    no_kube(&mut c);
+    c.stderr(std::fs::File::create(&log).unwrap());
+    let mut node = c.spawn().unwrap();
+    let sock = dir.path().join("node.sock");
+    wait_for("node socket", || sock.exists().then_some(()));
+    let _ = node.kill();
+    let _ = node.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("the durable format record is off").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("rests on the probe alone"), "{text}");
+    // on: no start without Kubernetes.
+    let mut c = node_plugin(dir.path());
+    no_kube(&mut c);
+    let out = c
+        .args(["--format-record", "on", "--events", "off"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--format-record"), "{err}");
+    // A record file and "off" contradict each other.
+    let mut c = node_plugin(dir.path());
+    no_kube(&mut c);
+    let out = c
+        .args(["--format-record", "off", "--format-record-file"])
+        .arg(dir.path().join("f.json"))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("contradicts"), "{err}");
+}

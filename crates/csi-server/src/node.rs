@@ -11,7 +11,11 @@
 //!
 //! Safety rules this file keeps (see `reference/lessons.md`):
 //! - a filesystem is made only on a definitively empty device, never on a
-//!   volume whose context says `formatted=true` (lesson 1, in `nvme::format`);
+//!   volume whose context says `formatted=true` (lesson 1, in `nvme::format`),
+//!   nor on one whose durable format record (the PV annotation, see
+//!   [`format_record`]) says it was formatted; the record is read before the
+//!   probe and written before a stage that found or made a filesystem
+//!   returns;
 //! - a raw block volume is published as a device node made with mknod,
 //!   never as a bind mount of `/dev` (lesson 2);
 //! - every mount decision is taken on the mount table as read now; a path
@@ -26,6 +30,7 @@
 
 mod context;
 pub mod events;
+pub mod format_record;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -54,6 +59,7 @@ pub use context::FORMATTED;
 use context::{abs_path, capability, volume_id, volume_path, volume_target, Cap};
 pub use events::NodeEvents;
 use events::{FORMAT_REFUSED, MOUNT_FAILED, STALE_MOUNT_RECOVERED};
+pub use format_record::FormatRecord;
 use state::{Records, Stored, VolumeRecord};
 
 /// Node settings, from flags.
@@ -179,6 +185,9 @@ struct Inner<E, S> {
     locks: VolumeLocks,
     metrics: RpcMetrics,
     events: NodeEvents,
+    /// Where the node records that a volume was formatted; none: the
+    /// probe alone decides.
+    format_record: Option<Arc<dyn FormatRecord>>,
 }
 
 impl<E: Exec, S: Sys> NodeService<E, S> {
@@ -201,8 +210,18 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
                 locks: VolumeLocks::default(),
                 metrics,
                 events,
+                format_record: None,
             }),
         }
+    }
+
+    /// Keeps the durable format record in `record`: read before any mkfs,
+    /// written before a stage that made or found a filesystem returns.
+    pub fn with_format_record(mut self, record: Arc<dyn FormatRecord>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_format_record is called before the service is shared")
+            .format_record = Some(record);
+        self
     }
 
     /// Finds connections under the NQN prefix that no staged volume
@@ -465,9 +484,22 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
             }
             None => {
+                // Formatted before (the context, or mounted here): mkfs is
+                // ruled out anyway, so the record is not consulted and an
+                // API outage never holds up a recovery.
+                let record = match formatted_before {
+                    true => None,
+                    false => self.read_format_record(rec).await?,
+                };
+                let history = nvme::format::History {
+                    formatted_before,
+                    recorded: record.as_ref().and_then(|(r, at, formatted)| {
+                        formatted.as_deref().map(|f| r.describe(at, f))
+                    }),
+                };
                 let prepared = match self
                     .dp
-                    .prepare_filesystem(&rec.nqn, device, fs, formatted_before)
+                    .prepare_filesystem(&rec.nqn, device, fs, history)
                     .await
                 {
                     Ok(p) => p,
@@ -496,6 +528,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 };
                 if prepared == nvme::Prepared::Formatted {
                     rec.formatted_here = true;
+                }
+                if let Some((r, at, None)) = &record {
+                    self.write_format_record(rec, r.as_ref(), at, fs, prepared)
+                        .await?;
                 }
             }
         }

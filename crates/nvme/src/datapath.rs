@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{ConnectArgs, Duty, Exec, FsType, HostCommand, Output};
-use crate::format::{self, Decision, Facts, FsckOutcome, Head, HEAD_BYTES};
+use crate::format::{self, Decision, Facts, FsckOutcome, Head, History, HEAD_BYTES};
 use crate::host::{validate_nqn, HostIdentity, NqnPrefix};
 use crate::mount::{classify, MountOptions, MountState};
 use crate::mountinfo::{self, is_mount_point, mounts_of, Mount};
@@ -673,14 +673,18 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
     }
 
     /// Makes sure `device` holds a filesystem of type `fs`, formatting it
-    /// only when the device is definitively empty (see [`crate::format`]).
+    /// only when the device is definitively empty and `history` says
+    /// nothing against it (see [`crate::format`]). Whatever `history` rests
+    /// on (an API call) is read by the caller before: nothing but the pure
+    /// decision stands between the last identity check and mkfs.
     pub async fn prepare_filesystem(
         &self,
         nqn: &str,
         device: &BlockDevice,
         fs: FsType,
-        formatted_before: bool,
+        history: impl Into<History>,
     ) -> Result<Prepared> {
+        let history = history.into();
         let before = self.resolve(nqn).await?;
         let head = match self.sys.read_head(&device.path, HEAD_BYTES).await {
             Ok(b) => Head::of(&b),
@@ -700,12 +704,15 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
                 Err(e) => Err(crate::chain(&e)),
             }
         };
+        // The identity check (NQN -> major:minor, controllers live) that
+        // mkfs relies on: the last look at sysfs before it runs.
         let after = self.resolve(nqn).await?;
         let facts = Facts {
             head,
             blkid,
             device_stable: Self::stable(&before, device) && Self::stable(&after, device),
-            formatted_before,
+            formatted_before: history.formatted_before,
+            recorded: history.recorded,
         };
         debug!(device = %device.path.display(), ?facts, "probed");
         match format::decide(&facts, fs) {

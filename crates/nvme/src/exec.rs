@@ -176,8 +176,10 @@ impl HostCommand {
             HostCommand::BlkidProbe { device } => {
                 vec!["-p".into(), "-o".into(), "export".into(), p(device)]
             }
-            // No -F / -f: if a signature appeared after the probe, mkfs
-            // itself asks (and, with stdin closed, gives up) or refuses.
+            // No -F / -f: mkfs.xfs then refuses a signature that appeared
+            // after the probe. mke2fs does not: it looks for an existing
+            // filesystem only when stdin and stdout are terminals, so for
+            // ext4 the probe and the format record are the only guards.
             // -q: no progress report through the pipe (errors still go to
             // stderr), as a person scripting it would run it.
             HostCommand::Mkfs {

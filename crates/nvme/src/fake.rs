@@ -107,6 +107,18 @@ impl Program {
     }
 }
 
+/// Something the host does on its own right after a command ran: a
+/// reconnect racing the driver between two of its steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Then {
+    /// The connection of this NQN comes back under new numbers
+    /// ([`FakeHost::renumber`]).
+    Renumber(String),
+    /// The two connections trade places: the device (name and number) of
+    /// the first now serves the second's NQN, and the other way round.
+    Swap(String, String),
+}
+
 /// Syscalls that can be told to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SysOp {
@@ -158,6 +170,7 @@ struct World {
     next_mount_id: u32,
     calls: Vec<Call>,
     replies: HashMap<Program, VecDeque<Reply>>,
+    after: HashMap<Program, VecDeque<Then>>,
     sys_errors: HashMap<SysOp, VecDeque<Option<Errno>>>,
     volumes: BTreeMap<String, Volume>,
     conns: BTreeMap<String, Conn>,
@@ -366,6 +379,39 @@ impl World {
         true
     }
 
+    /// Two connections trade their kernel objects: sysfs then says the
+    /// device of one belongs to the other NQN.
+    fn swap(&mut self, a: &str, b: &str) {
+        let (Some(ca), Some(cb)) = (self.conns.remove(a), self.conns.remove(b)) else {
+            panic!("swap needs both {a} and {b} connected");
+        };
+        for (conn, nqn) in [(&ca, b), (&cb, a)] {
+            self.put_file(
+                format!("/sys/class/nvme/nvme{}/subsysnqn", conn.ctrl),
+                &format!("{nqn}\n"),
+            );
+            self.put_file(
+                format!(
+                    "/sys/class/nvme-subsystem/nvme-subsys{}/subsysnqn",
+                    conn.subsys
+                ),
+                &format!("{nqn}\n"),
+            );
+        }
+        self.conns.insert(b.to_string(), ca);
+        self.conns.insert(a.to_string(), cb);
+    }
+
+    fn then(&mut self, then: Then) {
+        match then {
+            Then::Renumber(nqn) => {
+                self.detach(&nqn);
+                self.attach(&nqn, "10.0.0.1", 4420);
+            }
+            Then::Swap(a, b) => self.swap(&a, &b),
+        }
+    }
+
     fn nqn_of_device(&self, path: &Path) -> Option<String> {
         let name = path.file_name()?.to_string_lossy();
         self.conns
@@ -499,6 +545,7 @@ impl FakeHost {
             next_mount_id: 100,
             calls: Vec::new(),
             replies: HashMap::new(),
+            after: HashMap::new(),
             sys_errors: HashMap::new(),
             volumes: BTreeMap::new(),
             conns: BTreeMap::new(),
@@ -641,6 +688,12 @@ impl FakeHost {
             .push_back(reply);
     }
 
+    /// Right after the next run of `program` (whatever it answers), the
+    /// host does `then`.
+    pub fn then_after(&self, program: Program, then: Then) {
+        self.w().after.entry(program).or_default().push_back(then);
+    }
+
     /// The next `op` fails with `errno`.
     pub fn fail(&self, op: SysOp, errno: Errno) {
         self.fail_after(op, 0, errno);
@@ -764,7 +817,7 @@ impl Exec for FakeHost {
         let mut w = self.w();
         w.calls.push(Call::Exec(cmd.clone()));
         let program = cmd.program();
-        match w
+        let result = match w
             .replies
             .get_mut(&Program::of(cmd))
             .and_then(VecDeque::pop_front)
@@ -792,7 +845,15 @@ impl Exec for FakeHost {
                 Ok(out)
             }
             None => Ok(w.model(cmd)),
+        };
+        if let Some(then) = w
+            .after
+            .get_mut(&Program::of(cmd))
+            .and_then(VecDeque::pop_front)
+        {
+            w.then(then);
         }
+        result
     }
 }
 

@@ -6,8 +6,11 @@
 //! - the first 4 KiB of the device were just read, and are all zero;
 //! - `blkid -p` exited 2 (nothing found) with no output, on that device;
 //! - the device was the same one (major:minor, behind a live controller)
-//!   before the read and after the probe;
-//! - the volume context does not say the volume was formatted before.
+//!   before the read and after the probe, the last look at sysfs before
+//!   mkfs;
+//! - the volume context does not say the volume was formatted before;
+//! - no durable record kept outside the node (the PV annotation) says the
+//!   volume was formatted.
 //!
 //! Anything else (an error, a timeout, an unexpected exit code, a signature
 //! of another kind) refuses. [`decide`] is pure, so every branch is tested.
@@ -102,6 +105,29 @@ pub struct Facts {
     pub device_stable: bool,
     /// The volume context says the volume was formatted before.
     pub formatted_before: bool,
+    /// A durable record kept outside the node says the volume was
+    /// formatted: what says so, for the message.
+    pub recorded: Option<String>,
+}
+
+/// What is known about a volume's past from outside its device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// The volume context says formatted, or the volume was mounted with a
+    /// filesystem on this node before.
+    pub formatted_before: bool,
+    /// A durable record says the volume was formatted: what says so (for
+    /// example "the PV annotation rds.csi.srvlab.io/formatted=ext4").
+    pub recorded: Option<String>,
+}
+
+impl From<bool> for History {
+    fn from(formatted_before: bool) -> Self {
+        History {
+            formatted_before,
+            recorded: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +164,17 @@ pub fn decide(f: &Facts, wanted: FsType) -> Decision {
             false,
         ),
         Probe::Other(what) => refuse(format!("the device holds {what}"), false),
+        // A person must look: the volume's filesystem is gone or unreadable
+        // (a reconnect that came back empty, a target serving another
+        // file), and formatting would make that final.
+        Probe::Empty if f.recorded.is_some() => refuse(
+            format!(
+                "{} says this volume was formatted, yet no filesystem signature is visible; \
+                 it is never formatted twice: its data is unreadable or gone",
+                f.recorded.as_deref().unwrap_or_default()
+            ),
+            false,
+        ),
         Probe::Empty if f.formatted_before => refuse(
             "the volume context says this volume was formatted before, yet no filesystem \
              signature is visible (a device can read as empty right after a reconnect); \
@@ -194,6 +231,7 @@ mod tests {
             blkid,
             device_stable: true,
             formatted_before: false,
+            recorded: None,
         }
     }
 
@@ -276,6 +314,23 @@ mod tests {
     }
 
     #[test]
+    fn a_volume_a_durable_record_calls_formatted_is_refused_for_a_person_when_it_reads_empty() {
+        let mut f = facts(Head::Zero, Ok(Probe::Empty));
+        f.recorded = Some("the PV annotation x=ext4".into());
+        let d = decide(&f, FsType::Ext4);
+        let Decision::Refuse { reason, retry } = d else {
+            panic!("{d:?}")
+        };
+        assert!(!retry, "needs a person: FAILED_PRECONDITION");
+        assert!(reason.contains("the PV annotation x=ext4"), "{reason}");
+        // What the record says never stands in for a probe that found the
+        // filesystem.
+        let mut f = facts(Head::NonZero, Ok(Probe::Filesystem("ext4".into())));
+        f.recorded = Some("r".into());
+        assert_eq!(decide(&f, FsType::Ext4), Decision::UseExisting);
+    }
+
+    #[test]
     fn a_device_that_changed_during_the_probe_is_never_formatted() {
         let mut f = facts(Head::Zero, Ok(Probe::Empty));
         f.device_stable = false;
@@ -342,15 +397,17 @@ mod tests {
     proptest! {
         #[test]
         fn format_is_decided_only_on_a_definitive_empty_answer(
-            head in any_head(), blkid in any_probe(), stable: bool, before: bool, xfs: bool
+            head in any_head(), blkid in any_probe(), stable: bool, before: bool, xfs: bool,
+            recorded in proptest::option::of(".{0,10}")
         ) {
-            let f = Facts { head: head.clone(), blkid: blkid.clone(), device_stable: stable, formatted_before: before };
+            let f = Facts { head: head.clone(), blkid: blkid.clone(), device_stable: stable, formatted_before: before, recorded: recorded.clone() };
             let wanted = if xfs { FsType::Xfs } else { FsType::Ext4 };
             if decide(&f, wanted) == Decision::Format {
                 prop_assert_eq!(head, Head::Zero);
                 prop_assert_eq!(blkid, Ok(Probe::Empty));
                 prop_assert!(stable);
                 prop_assert!(!before);
+                prop_assert_eq!(recorded, None);
             }
         }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::fake::{Call, FakeHost, Program, Reply, SysOp};
+use crate::fake::{Call, FakeHost, Program, Reply, SysOp, Then};
 use crate::mount::MountOptions;
 use crate::*;
 
@@ -429,6 +429,90 @@ async fn a_device_that_vanished_before_the_probe_is_never_formatted() {
         .await
         .unwrap_err();
     assert_eq!(f.ran(Program::Mkfs), 0, "{e}");
+}
+
+const OTHER: &str = "nqn.2000-02.com.mikrotik:pvc-2";
+
+#[tokio::test]
+async fn a_device_renumbered_between_the_probe_and_mkfs_is_never_formatted() {
+    let f = host();
+    let (d, dev) = connected(&f).await;
+    // The probe sees an empty device; right after it, the controller
+    // reconnects under new numbers.
+    f.then_after(Program::Blkid, Then::Renumber(NQN.into()));
+    let e = d
+        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(chain(&e).contains("device changed"), "{}", chain(&e));
+    assert_eq!(f.ran(Program::Blkid), 1, "the probe ran");
+    assert_eq!(f.ran(Program::Mkfs), 0, "mkfs never ran");
+    assert_eq!(f.volume(NQN).unwrap().fs, None);
+}
+
+#[tokio::test]
+async fn a_device_swapped_for_another_volume_s_between_the_probe_and_mkfs_is_never_formatted() {
+    let f = host();
+    f.add_volume(OTHER, 1 << 30);
+    f.update_volume(OTHER, |v| v.fs = Some("ext4".into()));
+    let (d, dev) = connected(&f).await;
+    f.connect_now(OTHER);
+    // After the probe of our (empty) device, the same /dev name and
+    // major:minor serve the other volume, which holds a filesystem: mkfs
+    // on that path would wipe it.
+    f.then_after(Program::Blkid, Then::Swap(NQN.into(), OTHER.into()));
+    let e = d
+        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(f.ran(Program::Mkfs), 0, "mkfs never ran");
+    assert_eq!(
+        f.device(OTHER),
+        Some((dev.path.clone(), dev.dev)),
+        "the swap happened"
+    );
+    assert_eq!(f.volume(OTHER).unwrap().fs.as_deref(), Some("ext4"));
+    // Without the swap the same call formats: the check, not chance,
+    // stopped it.
+    let (p, _) = f.device(NQN).unwrap();
+    let now = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    assert_eq!(now.path, p);
+    assert_eq!(
+        d.prepare_filesystem(NQN, &now, FsType::Ext4, false)
+            .await
+            .unwrap(),
+        Prepared::Formatted
+    );
+    assert_eq!(f.volume(NQN).unwrap().fs.as_deref(), Some("ext4"));
+}
+
+#[tokio::test]
+async fn a_durable_record_of_a_format_refuses_an_empty_device_for_a_person() {
+    let f = host();
+    f.connect_now(NQN);
+    let d = dp(&f);
+    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let e = d
+        .prepare_filesystem(
+            NQN,
+            &dev,
+            FsType::Ext4,
+            format::History {
+                formatted_before: false,
+                recorded: Some("the PV annotation a=ext4".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+    assert!(
+        chain(&e).contains("the PV annotation a=ext4"),
+        "{}",
+        chain(&e)
+    );
+    assert_eq!(f.ran(Program::Mkfs), 0);
 }
 
 #[tokio::test]

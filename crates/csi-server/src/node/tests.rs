@@ -8,7 +8,7 @@ use std::time::Duration;
 use attachment_manager::cluster::LogEvents;
 use attachment_manager::VolumeEvent;
 use nix::errno::Errno;
-use nvme::fake::{Call, FakeHost, Program, Reply, SysOp};
+use nvme::fake::{Call, FakeHost, Program, Reply, SysOp, Then};
 use nvme::{DataPath, DevId, FileKind, HostCommand, HostIdentity, MsFlags, NqnPrefix, Sys};
 use tonic::{Code, Request};
 
@@ -1744,3 +1744,5 @@ async fn a_hung_event_sink_never_delays_an_rpc() {
         assert_eq!(refused.unwrap_err().code(), Code::FailedPrecondition);
     }
 }
+
+mod format_record;
