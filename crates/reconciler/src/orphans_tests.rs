@@ -585,3 +585,20 @@ fn anything_but_an_explicit_delete_policy_keeps_the_disk() {
         assert_eq!(Reclaim::from_policy(other), Reclaim::Retain, "{other:?}");
     }
 }
+
+#[tokio::test]
+async fn a_comment_read_back_cut_short_is_neither_rewritten_nor_deleted() {
+    let mut cut = disk("pvc-cut", None);
+    // Ours and retained, but the RDS printed it cut after `ret`.
+    cut.comment =
+        DiskComment::parse("rds-csi created=2020-01-01T00:00:00Z cluster=cluster-a ret").unwrap();
+    let b = backend(vec![cut.clone()]);
+    let rig = Rig::new(b, pvs(&[]), true);
+    for _ in 0..3 {
+        let r = rig.sweep().await;
+        assert_eq!(reasons(&r), [("pvc-cut", OrphanReason::NoIdentity)]);
+        rig.advance(10 * HOUR);
+    }
+    assert!(rig.deleted().is_empty());
+    assert_eq!(rig.b.comment("pvc-cut"), cut.comment, "never rewritten");
+}

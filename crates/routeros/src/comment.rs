@@ -120,9 +120,12 @@ impl DiskComment {
     /// Reads a disk's comment. `None` for a comment the driver did not
     /// write (a disk made by hand or by another driver). The older form
     /// `rds-csi created=<time>` reads as a comment with no identity.
-    /// Unknown words are skipped (a later version may add fields); a value
-    /// that does not parse leaves its field unknown; a `cluster` given twice
-    /// with different values is no identity, since neither can be trusted.
+    ///
+    /// A comment that does not read back word for word as this version
+    /// would write it (an unknown word, a value that does not parse, a
+    /// field twice, a comment cut short) keeps what could be read but has
+    /// no identity: the orphan sweep then neither rewrites it (which could
+    /// drop a `retain=yes` it failed to read) nor deletes the disk.
     /// Total: never panics, whatever the input.
     pub fn parse(comment: &str) -> Option<DiskComment> {
         let rest = comment.trim().strip_prefix(COMMENT_TAG)?;
@@ -151,6 +154,10 @@ impl DiskComment {
             Some((first, rest)) if rest.iter().all(|c| c == first) => first.clone(),
             _ => None,
         };
+        let words: Vec<&str> = comment.split_whitespace().collect();
+        if c.render() != words.join(" ") {
+            c.cluster = None;
+        }
         Some(c)
     }
 }
@@ -246,8 +253,32 @@ mod tests {
     fn two_different_clusters_in_one_comment_are_no_identity() {
         let c = DiskComment::parse("rds-csi cluster=a cluster=b").unwrap();
         assert_eq!(c.cluster, None);
-        let c = DiskComment::parse("rds-csi cluster=a cluster=a").unwrap();
-        assert_eq!(c.cluster, Some(ClusterId::new("a").unwrap()));
+    }
+
+    #[test]
+    fn a_comment_that_does_not_read_back_word_for_word_has_no_identity() {
+        let full = format!(
+            "rds-csi created=2026-11-22T07:10:05Z cluster={UID} retain=yes \
+             orphaned-since=2026-11-23T08:00:00Z"
+        );
+        assert!(DiskComment::parse(&full).unwrap().cluster.is_some());
+        // Extra spaces or a line break between words change nothing.
+        let spaced = full.replace(' ', "  \n ");
+        assert!(DiskComment::parse(&spaced).unwrap().cluster.is_some());
+        for bad in [
+            // Cut short in the middle of a field: the retain mark is lost.
+            format!("rds-csi created=2026-11-22T07:10:05Z cluster={UID} ret"),
+            format!("rds-csi cluster={UID} retain=maybe"),
+            format!("rds-csi cluster={UID} future=1"),
+            format!("rds-csi cluster={UID} cluster={UID}"),
+            format!("rds-csi created=2026-11-22T07:10:05.5Z cluster={UID}"),
+        ] {
+            let c = DiskComment::parse(&bad).unwrap();
+            assert_eq!(c.cluster, None, "{bad:?}");
+        }
+        // Set by hand to hand an older disk to a cluster: exact, so owned.
+        let c = DiskComment::parse(&format!("rds-csi cluster={UID}")).unwrap();
+        assert_eq!(c.cluster, Some(ClusterId::new(UID).unwrap()));
     }
 
     fn comments() -> impl Strategy<Value = DiskComment> {
