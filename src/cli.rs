@@ -206,15 +206,25 @@ pub struct ControllerArgs {
     /// Period of the orphan sweep.
     #[arg(long, env = "RDS_CSI_ORPHAN_RECONCILE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub orphan_reconcile_interval: Duration,
-    /// Delete orphan volumes found on two consecutive sweeps whose recorded
-    /// creation time is older than --orphan-grace-period. Volumes without a
-    /// recorded creation time and orphan files are never deleted.
+    /// Delete orphan volumes of this cluster (--cluster-id) found on two
+    /// consecutive sweeps that have had no PersistentVolume for longer than
+    /// --orphan-grace-period. Volumes of other clusters, volumes with no
+    /// cluster identity, volumes whose PersistentVolume had reclaim policy
+    /// Retain, and orphan files are never deleted.
     #[arg(long, env = "RDS_CSI_ORPHAN_DELETE", default_value_t = false, action = clap::ArgAction::Set)]
     pub orphan_delete: bool,
-    /// Least age (since CreateVolume made it, and since CreateVolume last
-    /// returned it) before an orphan volume may be deleted.
+    /// Least time since the sweep first found a volume without a
+    /// PersistentVolume (recorded on the disk), and since CreateVolume last
+    /// returned it, before the volume may be deleted.
     #[arg(long, env = "RDS_CSI_ORPHAN_GRACE_PERIOD", default_value = "1h", value_parser = humantime::parse_duration)]
     pub orphan_grace_period: Duration,
+    /// This cluster's identity, written into the comment of every disk the
+    /// controller creates; the orphan sweep only ever acts on disks that
+    /// carry it. Default: the UID of the kube-system namespace (read at
+    /// start), or `standalone` with --standalone. 1 to 63 letters, digits,
+    /// '-', '_' or '.', a letter or digit at both ends.
+    #[arg(long, env = "RDS_CSI_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -74,6 +74,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         orphan_reconcile_interval: Duration::from_secs(3600),
         orphan_delete: false,
         orphan_grace_period: Duration::from_secs(3600),
+        cluster_id: None,
     };
     let controller = tokio::spawn(crate::run::controller(controller_args, cancel.clone()));
     let result = walk(&endpoint, &sim).await;

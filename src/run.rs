@@ -3,7 +3,7 @@
 //! failing stops the process instead of leaving it half alive.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use attachment_manager::cluster::{LogEvents, MemoryStore, StaticNodes};
@@ -24,7 +24,7 @@ use csi_server::proto::identity_server::IdentityServer;
 use csi_server::proto::node_server::NodeServer;
 use csi_server::server;
 use prometheus::Registry;
-use routeros::{ClientConfig, ClientMetrics, HostKeyPolicy, Rds, RosPath, SlotPrefix};
+use routeros::{ClientConfig, ClientMetrics, ClusterId, HostKeyPolicy, Rds, RosPath, SlotPrefix};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -34,6 +34,11 @@ use crate::cli::{
 };
 
 pub const TOPOLOGY_KEY: &str = "rds.csi.srvlab.io/rds";
+
+/// The cluster identity of a `--standalone` controller without
+/// `--cluster-id`. It runs no orphan sweep; a cluster's sweep treats its
+/// disks as another cluster's and leaves them alone.
+pub const STANDALONE_CLUSTER_ID: &str = "standalone";
 
 /// A token cancelled on SIGINT or SIGTERM.
 pub fn shutdown_signal() -> CancellationToken {
@@ -100,6 +105,8 @@ fn split_address(addr: &str) -> anyhow::Result<(String, String)> {
 pub struct ControllerParts {
     pub config: ControllerConfig,
     pub client: ClientConfig,
+    /// `--cluster-id`, validated; `None`: the default, found at start.
+    pub cluster_id: Option<ClusterId>,
 }
 
 pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts> {
@@ -132,6 +139,12 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
     let max_volume_bytes = routeros::parse_size(&args.max_volume_size)
         .with_context(|| format!("--max-volume-size {:?} is not a size", args.max_volume_size))?;
     routeros::Nqn::new(&format!("{}x", args.nqn_prefix)).context("--nqn-prefix")?;
+    let cluster_id = args
+        .cluster_id
+        .as_deref()
+        .map(ClusterId::new)
+        .transpose()
+        .context("--cluster-id")?;
     let mut client = ClientConfig::new(ssh_addr, args.rds_user.clone(), host_key);
     client.max_channels = args.rds_max_sessions.max(1);
     client.command_timeout = args.rds_command_timeout;
@@ -152,6 +165,7 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
             max_list_entries: 1000,
         },
         client,
+        cluster_id,
     })
 }
 
@@ -173,6 +187,11 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     };
     let mut watchers = tokio::task::JoinSet::new();
     let cluster = cluster_parts(&args, &mut watchers).await?;
+    // Known now (flag, standalone) or once the API server answers.
+    let identity = Arc::new(OnceLock::new());
+    if let Some(id) = known_cluster_id(&parts, cluster.kube.is_none())? {
+        let _ = identity.set(id);
+    }
     let nodes = cluster.nodes.clone();
     let event_queue = cluster.event_queue.clone();
     let manager = Arc::new(Manager::new(
@@ -196,34 +215,62 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
             health.recovered(),
         ));
         watchers.spawn(stale.run(cancel.clone()));
+        let mut orphans = None;
         if args.orphan_reconciler {
             use reconciler::orphans::{KubePvs, LogOnly, OrphanReport, PodEvents};
             let report: Box<dyn OrphanReport> = match PodEvents::from_env(client.clone()) {
                 Some(events) => Box::new(events),
                 None => Box::new(LogOnly),
             };
-            let orphans = Arc::new(reconciler::OrphanSweeper::new(
+            let (backend, pvs) = (
                 backend.clone(),
                 KubePvs::new(client.clone(), args.common.driver_name.clone()),
-                manager.locks().clone(),
-                manager.recent_creates().clone(),
-                reconciler::OrphanConfig {
-                    interval: args.orphan_reconcile_interval,
-                    delete: args.orphan_delete,
-                    grace_period: args.orphan_grace_period,
-                    volume_prefix: parts.config.volume_id_prefix.clone(),
-                    volume_path: parts.config.defaults.volume_path.clone(),
-                },
-                reconciler::OrphanMetrics::register(&registry)?,
-                report,
-            ));
-            info!(
-                delete = args.orphan_delete,
-                interval = ?args.orphan_reconcile_interval,
-                "orphan volume sweep on"
             );
-            watchers.spawn(orphans.run(cancel.clone()));
+            let (locks, recent) = (manager.locks().clone(), manager.recent_creates().clone());
+            let metrics = reconciler::OrphanMetrics::register(&registry)?;
+            let (interval, delete, grace_period) = (
+                args.orphan_reconcile_interval,
+                args.orphan_delete,
+                args.orphan_grace_period,
+            );
+            let (volume_prefix, volume_path) = (
+                parts.config.volume_id_prefix.clone(),
+                parts.config.defaults.volume_path.clone(),
+            );
+            orphans = Some(move |cluster_id| {
+                info!(delete, ?interval, "orphan volume sweep on");
+                Arc::new(reconciler::OrphanSweeper::new(
+                    backend,
+                    pvs,
+                    locks,
+                    recent,
+                    reconciler::OrphanConfig {
+                        interval,
+                        delete,
+                        grace_period,
+                        volume_prefix,
+                        volume_path,
+                        cluster_id,
+                    },
+                    metrics,
+                    report,
+                ))
+            });
         }
+        // The orphan sweep starts once the cluster's identity is known.
+        let (identity, cancel) = (identity.clone(), cancel.clone());
+        watchers.spawn(async move {
+            let id = match identity.get() {
+                Some(id) => id.clone(),
+                None => match resolve_cluster_id(&client, &cancel).await {
+                    Some(id) => identity.get_or_init(|| id).clone(),
+                    None => return,
+                },
+            };
+            if let Some(make) = orphans {
+                make(id).run(cancel).await;
+            }
+        });
     }
     let pool = parts.config.pool();
     let controller = ControllerService::new(
@@ -233,7 +280,8 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         manager.clone(),
         cluster.grouper,
         rpc_metrics,
-    );
+    )
+    .with_cluster_id(identity);
     let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
@@ -279,6 +327,51 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     client.close().await;
     let _ = std::fs::remove_file(&path);
     result.map(drop)
+}
+
+/// The cluster identity known at start: `--cluster-id`, or without
+/// Kubernetes [`STANDALONE_CLUSTER_ID`]. `None`: read it from the API server
+/// ([`resolve_cluster_id`]).
+fn known_cluster_id(
+    parts: &ControllerParts,
+    standalone: bool,
+) -> anyhow::Result<Option<ClusterId>> {
+    let (id, from) = match (&parts.cluster_id, standalone) {
+        (Some(id), _) => (id.clone(), "--cluster-id"),
+        (None, true) => (ClusterId::new(STANDALONE_CLUSTER_ID)?, "standalone default"),
+        (None, false) => return Ok(None),
+    };
+    info!(cluster_id = %id, from, "cluster identity: written on every disk this controller creates; the orphan sweep acts only on disks that carry it");
+    Ok(Some(id))
+}
+
+/// The default identity, the UID of the kube-system namespace, read until
+/// the API server answers (`None` only when cancelled). Until then
+/// CreateVolume answers UNAVAILABLE and no orphan sweep runs.
+async fn resolve_cluster_id(
+    client: &kube::Client,
+    cancel: &CancellationToken,
+) -> Option<ClusterId> {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        match reconciler::orphans::kube_system_uid(client).await {
+            Ok(id) => {
+                info!(cluster_id = %id, from = "UID of namespace kube-system", "cluster identity: written on every disk this controller creates; the orphan sweep acts only on disks that carry it");
+                return Some(id);
+            }
+            Err(e) => warn!(
+                error = %e,
+                retry_in = ?delay,
+                "cannot read the default --cluster-id (the UID of namespace {}); new volumes are refused until it is known: allow the controller to get that namespace, or set --cluster-id",
+                reconciler::orphans::IDENTITY_NAMESPACE
+            ),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
 }
 
 /// What the attachment manager reads from and writes to: Kubernetes, or

@@ -158,6 +158,21 @@ impl World {
     }
 
     async fn start_controller_with(&mut self, kubeconfig: &std::path::Path, extra: &[&str]) {
+        let ctl = self
+            .spawn_controller(&self.driver(), "controller.log", kubeconfig, extra)
+            .await;
+        self.ctl = Some(ctl);
+    }
+
+    /// A controller process for `driver` against this world's simulator,
+    /// logging to `log` in the world's directory.
+    async fn spawn_controller(
+        &self,
+        driver: &str,
+        log: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Controller {
         // A fresh name per start: a killed controller leaves its socket file
         // behind, and waiting for "the socket exists" must not see that one.
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -177,7 +192,7 @@ impl World {
                 "--rds-host-key",
                 &self.sim.host_key_fingerprint(),
                 "--driver-name",
-                &self.driver(),
+                driver,
             ])
             .args([
                 "--metrics-address",
@@ -199,7 +214,7 @@ impl World {
             .env("POD_NAMESPACE", self.ns())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
-                std::fs::File::create(self.dir.path().join("controller.log")).unwrap(),
+                std::fs::File::create(self.dir.path().join(log)).unwrap(),
             ))
             .spawn()
             .unwrap();
@@ -208,7 +223,7 @@ impl World {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "controller socket never appeared: {}",
-                self.log()
+                std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -224,12 +239,12 @@ impl World {
             }))
             .await
             .unwrap();
-        self.ctl = Some(Controller {
+        Controller {
             child,
             csi: ControllerClient::new(channel.clone()),
             identity: IdentityClient::new(channel),
             metrics_port,
-        });
+        }
     }
 
     async fn start(&mut self) {
@@ -1423,154 +1438,8 @@ async fn attachments_on_a_long_not_ready_node_are_reported_not_released() {
 
 // ------------------------------------------------------------ orphan volumes
 
-impl World {
-    /// A disk made behind the driver's back (as a crashed provisioner run
-    /// or a person would leave it), with the creation time the driver
-    /// records, or none.
-    async fn backend_disk(&self, slot: &str, created: Option<jiff::Timestamp>) {
-        let client = routeros::Client::new(
-            routeros::ClientConfig::new(
-                self.sim.addr().to_string(),
-                "csi",
-                routeros::HostKeyPolicy::Pinned(self.sim.host_key_fingerprint()),
-            ),
-            routeros::load_key(&self.key_file).unwrap(),
-            None,
-        );
-        let s = routeros::Slot::new(slot).unwrap();
-        routeros::Rds::new(client.clone())
-            .create_disk(&routeros::NewDisk {
-                file: routeros::RosPath::new(&format!("/storage-pool/metal-csi/{slot}.img"))
-                    .unwrap(),
-                size_bytes: 1 << 20,
-                port: 4420,
-                nqn: routeros::Nqn::for_volume("nqn.2000-02.com.mikrotik:", &s).unwrap(),
-                slot: s,
-                created,
-            })
-            .await
-            .unwrap();
-        client.close().await;
-    }
-
-    fn has_disk(&self, slot: &str) -> bool {
-        self.sim.disks().iter().any(|d| d.slot == slot)
-    }
-
-    /// The PV the provisioner creates for a volume (no PVC needed here).
-    async fn pv_for(&self, id: &str) {
-        let pv: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": id},
-            "spec": {
-                "capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete",
-                "csi": {"driver": self.driver(), "volumeHandle": id}
-            }
-        }))
-        .unwrap();
-        Api::<PersistentVolume>::all(self.client.clone())
-            .create(&PostParams::default(), &pv)
-            .await
-            .unwrap();
-    }
-
-    async fn orphan_gauge_is(&self, volumes: f64) {
-        eventually(
-            &format!("rds_csi_orphan_volumes == {volumes}"),
-            Duration::from_secs(20),
-            || async {
-                (metric(&self.scrape(), "rds_csi_orphan_volumes") == volumes).then_some(())
-            },
-        )
-        .await;
-    }
-}
-
-fn hours_ago(h: i64) -> Option<jiff::Timestamp> {
-    Some(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(h))
-}
-
-#[tokio::test]
-async fn orphans_are_reported_and_deleted_only_when_enabled_after_two_sweeps() {
-    let mut w = World::new("orphans", &[]).await;
-    let old = format!("pvc-{}-old", w.name);
-    let young = format!("pvc-{}-young", w.name);
-    let by_hand = format!("pvc-{}-by-hand", w.name);
-    w.backend_disk(&old, hours_ago(2)).await;
-    w.backend_disk(&young, Some(jiff::Timestamp::now())).await;
-    w.backend_disk(&by_hand, None).await;
-    w.sim
-        .add_file("storage-pool/metal-csi/leftover.img", 1 << 20);
-
-    // Report-only (the default): reported on every sweep, never deleted.
-    w.start_controller_with(&kubeconfig(), &["--orphan-reconcile-interval", "300ms"])
-        .await;
-    let bound = w.volume("bound", false).await;
-    w.orphan_gauge_is(3.0).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let m = w.scrape();
-    assert_eq!(metric(&m, "rds_csi_orphan_volumes"), 3.0, "{m}");
-    assert_eq!(metric(&m, "rds_csi_orphan_files"), 1.0, "{m}");
-    assert_eq!(metric(&m, "rds_csi_orphan_deleted_total"), 0.0, "{m}");
-    for d in [&old, &young, &by_hand, &bound] {
-        assert!(w.has_disk(d), "{d} must survive report-only sweeps");
-    }
-    assert!(w.log().contains("age unknown"), "{}", w.log());
-    w.wait_event(CONTROLLER_POD, "OrphanVolumes").await;
-    w.wait_event(CONTROLLER_POD, "OrphanFiles").await;
-    w.kill_controller();
-
-    // Deletion on, sweeps 3s apart: the first sweep only notes the orphan.
-    w.start_controller_with(
-        &kubeconfig(),
-        &["--orphan-reconcile-interval", "3s", "--orphan-delete=true"],
-    )
-    .await;
-    w.orphan_gauge_is(3.0).await;
-    assert!(w.has_disk(&old), "one sweep is never enough");
-    w.orphan_gauge_is(2.0).await;
-    assert!(!w.has_disk(&old), "old orphan deleted on the second sweep");
-    assert!(
-        !w.sim
-            .files()
-            .iter()
-            .any(|(f, _)| f.ends_with(&format!("{old}.img"))),
-        "with its backing file"
-    );
-    for d in [&young, &by_hand, &bound] {
-        assert!(w.has_disk(d), "{d} must never be deleted");
-    }
-    assert!(
-        w.sim
-            .files()
-            .iter()
-            .any(|(f, _)| f.ends_with("leftover.img")),
-        "orphan files are only reported"
-    );
-    assert_eq!(metric(&w.scrape(), "rds_csi_orphan_deleted_total"), 1.0);
-    w.cleanup().await;
-}
-
-#[tokio::test]
-async fn a_pv_created_between_two_sweeps_saves_its_volume() {
-    let mut w = World::new("orphan-race", &[]).await;
-    let vol = format!("pvc-{}-late-pv", w.name);
-    w.backend_disk(&vol, hours_ago(2)).await;
-    w.start_controller_with(
-        &kubeconfig(),
-        &["--orphan-reconcile-interval", "3s", "--orphan-delete=true"],
-    )
-    .await;
-    // The first sweep saw it orphaned; the provisioner creates its PV
-    // before the second.
-    w.orphan_gauge_is(1.0).await;
-    w.pv_for(&vol).await;
-    w.orphan_gauge_is(0.0).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(w.has_disk(&vol));
-    assert_eq!(metric(&w.scrape(), "rds_csi_orphan_deleted_total"), 0.0);
-    w.cleanup().await;
-}
+#[path = "apiserver/orphans.rs"]
+mod orphans;
 
 /// The controller's paged LISTs (pages of 500 decoded into minimal structs)
 /// follow the API server's continue tokens to the end: with pages of 2,

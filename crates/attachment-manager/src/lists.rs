@@ -76,6 +76,10 @@ pub struct PvSpec {
     pub access_modes: Option<Vec<String>>,
     #[serde(default)]
     pub claim_ref: Option<ClaimRef>,
+    /// `Retain`, `Delete` (or the deprecated `Recycle`); the orphan sweep
+    /// records Retain on the disk while the PV exists.
+    #[serde(default)]
+    pub persistent_volume_reclaim_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,7 +226,7 @@ mod tests {
             "metadata": {"name": "pv1", "uid": "u", "managedFields": [{"manager": "x"}],
                          "annotations": {"a": "b"}, "labels": {"l": "v"}},
             "spec": {"capacity": {"storage": "1Gi"}, "volumeMode": "Block",
-                     "accessModes": ["ReadWriteMany"],
+                     "accessModes": ["ReadWriteMany"], "persistentVolumeReclaimPolicy": "Retain",
                      "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "ns", "name": "c"},
                      "csi": {"driver": "d", "volumeHandle": "h", "volumeAttributes": {"k": "v"},
                              "fsType": "ext4"}},
@@ -233,6 +237,10 @@ mod tests {
         assert_eq!(pv.handle_for("d"), Some("h"));
         assert_eq!(pv.handle_for("other"), None);
         assert_eq!(pv.spec.volume_mode.as_deref(), Some("Block"));
+        assert_eq!(
+            pv.spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
         assert_eq!(pv.spec.claim_ref.unwrap().name.as_deref(), Some("c"));
         assert_eq!(pv.metadata.annotations.unwrap()["a"], "b");
     }

@@ -173,7 +173,7 @@ pub mod fake {
                     nqn: Some(spec.nqn.to_string()),
                     port: Some(spec.port),
                     exported: true,
-                    created: spec.created,
+                    comment: spec.comment.clone(),
                 },
             );
             self.files.lock().unwrap().push(spec.file.to_string());

@@ -6,14 +6,14 @@
 //! finished call returns the same success.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use attachment_manager::{
     AccessKind, Manager, ManagerError, NodeStatus, NodeView, PublishDecision, PublishRequest,
     Refusal, UnpublishDecision,
 };
-use routeros::{Disk, NewDisk, Nqn, RosPath, Slot, SlotPrefix};
+use routeros::{ClusterId, Disk, DiskComment, NewDisk, Nqn, RosPath, Slot, SlotPrefix};
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument, warn};
 use vmi_grouper::KubeVirt;
@@ -55,6 +55,9 @@ pub struct ControllerService<B> {
     manager: Arc<Manager>,
     grouper: Option<KubeVirt>,
     metrics: RpcMetrics,
+    /// Written on every disk CreateVolume makes (`--cluster-id`); may
+    /// become known only after start (read from the API server).
+    cluster_id: Option<Arc<OnceLock<ClusterId>>>,
 }
 
 /// The per-volume guard, shared by the controller and node services.
@@ -90,7 +93,17 @@ impl<B: Backend> ControllerService<B> {
             manager,
             grouper,
             metrics,
+            cluster_id: None,
         }
+    }
+
+    /// Every disk CreateVolume makes carries the identity in its comment:
+    /// the orphan sweep considers only disks with its own cluster's
+    /// identity. Until `id` is set, CreateVolume of a new volume answers
+    /// UNAVAILABLE rather than make a disk no cluster owns.
+    pub fn with_cluster_id(mut self, id: Arc<OnceLock<ClusterId>>) -> Self {
+        self.cluster_id = Some(id);
+        self
     }
 
     /// Looks a volume up on the backend: `None` only when the backend
@@ -244,14 +257,23 @@ impl<B: Backend> ControllerService<B> {
                 disk
             }
             None => {
+                let cluster = match &self.cluster_id {
+                    None => None,
+                    Some(id) => Some(id.get().cloned().ok_or_else(|| {
+                        CsiError::Unavailable(
+                            "the cluster identity (--cluster-id, by default the kube-system namespace UID) is not known yet"
+                                .into(),
+                        )
+                    })?),
+                };
                 let spec = NewDisk {
                     slot: slot.clone(),
                     file: file.clone(),
                     size_bytes: size,
                     port: vp.nvme_port,
                     nqn: nqn.clone(),
-                    // Real age for the orphan sweep (lesson 13).
-                    created: Some(jiff::Timestamp::now()),
+                    // Whose disk it is and since when, for the orphan sweep.
+                    comment: DiskComment::created(jiff::Timestamp::now(), cluster),
                 };
                 self.backend
                     .create_volume(&spec)
@@ -265,7 +287,7 @@ impl<B: Backend> ControllerService<B> {
                     nqn: Some(nqn.to_string()),
                     port: Some(vp.nvme_port),
                     exported: true,
-                    created: spec.created,
+                    comment: spec.comment.clone(),
                 }
             }
         };

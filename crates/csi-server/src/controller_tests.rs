@@ -632,3 +632,29 @@ async fn capacity_reports_free_pool_space() {
     assert_eq!(r.available_capacity, 90 * GIB);
     assert_eq!(r.minimum_volume_size, Some(GIB));
 }
+
+#[tokio::test]
+async fn a_created_volume_carries_the_cluster_identity_once_it_is_known() {
+    let (svc, backend) = service().await;
+    let id = routeros::ClusterId::new("0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").unwrap();
+    let known = Arc::new(std::sync::OnceLock::new());
+    let svc = svc.with_cluster_id(known.clone());
+    let err = create(&svc, create_req("pvc-a", GIB)).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unavailable,
+        "identity not known yet: {err:?}"
+    );
+    assert!(
+        backend.disks.lock().unwrap().is_empty(),
+        "no disk without an identity"
+    );
+    known.set(id.clone()).unwrap();
+    let before = jiff::Timestamp::now().as_second();
+    create(&svc, create_req("pvc-a", GIB)).await.unwrap();
+    let comment = backend.disks.lock().unwrap()["pvc-a"].comment.clone();
+    assert_eq!(comment.cluster, Some(id));
+    assert!(comment.created.unwrap().as_second() >= before);
+    assert!(!comment.retain);
+    assert_eq!(comment.orphaned_since, None);
+}

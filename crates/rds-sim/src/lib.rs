@@ -178,6 +178,8 @@ pub struct DiskInfo {
     pub export: bool,
     /// When the disk was added; RouterOS itself does not print this.
     pub created: SystemTime,
+    /// The disk's comment as stored (empty: none).
+    pub comment: String,
 }
 
 /// `SHA256:<base64 without padding>`, the form `ssh-keygen -lf` prints.
@@ -383,6 +385,7 @@ impl SimHandle {
                 port: d.port,
                 export: d.export,
                 created: d.created,
+                comment: d.comment.clone(),
             })
             .collect()
     }

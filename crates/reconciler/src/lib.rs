@@ -7,13 +7,14 @@
 //! VolumeAttachments or PVs: Kubernetes owns those.
 //!
 //! `orphans`: a periodic sweep reports backend volumes no PV references and
-//! backing files no disk owns; deleting volumes is opt-in and guarded.
+//! backing files no disk owns; deleting volumes is opt-in, guarded, and only
+//! ever of this cluster's own volumes.
 #![forbid(unsafe_code)]
 
 pub mod metrics;
 pub mod orphans;
 pub mod stale;
 
-pub use metrics::ReconcilerMetrics;
-pub use orphans::{OrphanConfig, OrphanMetrics, OrphanSweeper};
+pub use metrics::{OrphanMetrics, ReconcilerMetrics};
+pub use orphans::{OrphanConfig, OrphanSweeper};
 pub use stale::{StaleAttachments, StaleConfig};

@@ -1,6 +1,6 @@
 //! Reconciler metrics.
 
-use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct ReconcilerMetrics {
@@ -43,6 +43,65 @@ impl ReconcilerMetrics {
         registry.register(Box::new(m.released.clone()))?;
         registry.register(Box::new(m.not_ready_attachments.clone()))?;
         registry.register(Box::new(m.not_ready_oldest.clone()))?;
+        Ok(m)
+    }
+}
+
+/// What the orphan sweep saw and did.
+#[derive(Clone)]
+pub struct OrphanMetrics {
+    /// Every orphan volume left after the sweep, whatever its reason.
+    pub volumes: IntGauge,
+    /// The same, by reason: `own`, `retained`, `no-identity`.
+    pub by_reason: IntGaugeVec,
+    /// Disks with the prefix that carry another cluster's identity.
+    pub foreign: IntGauge,
+    pub files: IntGauge,
+    pub deleted: IntCounter,
+    /// Comment updates (orphan marks) the RDS refused or did not answer.
+    pub mark_failures: IntCounter,
+}
+
+impl OrphanMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = OrphanMetrics {
+            volumes: IntGauge::new(
+                "rds_csi_orphan_volumes",
+                "Backend volumes with the driver's prefix, not of another cluster, that no PersistentVolume references, at the last orphan sweep (all reasons).",
+            )?,
+            by_reason: IntGaugeVec::new(
+                Opts::new(
+                    "rds_csi_orphan_volumes_by_reason",
+                    "Orphan volumes at the last orphan sweep by reason: own (this cluster's; deleted after the grace period with --orphan-delete), retained (its PersistentVolume had reclaim policy Retain; never deleted), no-identity (no cluster identity in its comment; never deleted).",
+                ),
+                &["reason"],
+            )?,
+            foreign: IntGauge::new(
+                "rds_csi_foreign_volumes",
+                "Backend volumes with the driver's prefix that carry another cluster's identity, at the last orphan sweep (ignored: never reported as orphans, never deleted).",
+            )?,
+            files: IntGauge::new(
+                "rds_csi_orphan_files",
+                "Backing files under the volume path that no disk owns, at the last orphan sweep (never deleted automatically).",
+            )?,
+            deleted: IntCounter::new(
+                "rds_csi_orphan_deleted_total",
+                "Orphan volumes deleted by the orphan sweep (--orphan-delete).",
+            )?,
+            mark_failures: IntCounter::new(
+                "rds_csi_orphan_mark_failures_total",
+                "Disk comment updates by the orphan sweep (orphaned-since, retain) that failed; an orphan's age starts only once its mark is written.",
+            )?,
+        };
+        registry.register(Box::new(m.volumes.clone()))?;
+        registry.register(Box::new(m.by_reason.clone()))?;
+        registry.register(Box::new(m.foreign.clone()))?;
+        registry.register(Box::new(m.files.clone()))?;
+        registry.register(Box::new(m.deleted.clone()))?;
+        registry.register(Box::new(m.mark_failures.clone()))?;
+        for reason in ["own", "retained", "no-identity"] {
+            m.by_reason.with_label_values(&[reason]).set(0);
+        }
         Ok(m)
     }
 }

@@ -1,30 +1,48 @@
 //! Orphan volumes: backend disks with the driver's volume prefix that no
 //! PersistentVolume references, and backing files no disk owns.
 //!
-//! Lesson 13 (eager garbage collection) shapes every rule here:
-//! - ages are real: the creation time the driver wrote into the disk's
-//!   comment at CreateVolume. A disk without it (made by hand, or by the Go
-//!   driver) has no known age; it is reported and never deleted;
-//! - the default is report-only; with deletion on, a disk is deleted only
-//!   when two consecutive sweeps found it orphaned, its recorded age exceeds
-//!   the grace period, no CreateVolume returned it within the grace period,
-//!   and a fresh PV list read right before the delete, under the volume's
-//!   operation lock, still shows no PV for it;
+//! Deleting a volume someone meant to keep is the one mistake here that
+//! cannot be undone, so every rule leans towards keeping:
+//! - a disk belongs to this cluster only by the identity CreateVolume wrote
+//!   into its comment (`cluster=`). Disks with another cluster's identity
+//!   are ignored: several clusters may share one RDS and one prefix. Disks
+//!   with no identity (made by hand, by the Go driver, or by versions before
+//!   identities) are reported and never deleted;
+//! - age counts from the first sweep that found the disk without a PV, and
+//!   that moment is written onto the disk (`orphaned-since=`), so a
+//!   controller restart does not reset it; a PV that reappears clears it.
+//!   A disk's creation time says nothing about how long it has been
+//!   unwanted;
+//! - while a disk's PV exists, its reclaim policy is written onto the disk
+//!   (`retain=yes` for Retain): once the PV is deleted the policy is gone
+//!   from the cluster, and a disk so marked is reported, never deleted;
+//! - the default is report-only; with deletion on, a disk of this cluster
+//!   is deleted only when two consecutive sweeps found it orphaned, its
+//!   orphaned-since mark is older than the grace period, no CreateVolume
+//!   returned it within the grace period, and, under the volume's operation
+//!   lock right before the delete, a fresh look at the disk and a fresh PV
+//!   list still agree;
 //! - files are only ever reported.
+//!
+//! The marks are written in report-only mode too: a later switch to
+//! deletion must not forget a Retain policy or restart the clocks.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use attachment_manager::lists::{self, PvFacts};
 use attachment_manager::{RecentCreates, VolumeLocks};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use kube::Client;
-use prometheus::{IntCounter, IntGauge, Registry};
-use routeros::{Disk, FileEntry, Rds, RosPath, Slot, SlotPrefix};
+use routeros::{ClusterId, Disk, DiskComment, FileEntry, Rds, RosPath, Slot, SlotPrefix};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+pub use crate::metrics::OrphanMetrics;
+
+#[path = "orphans_kube.rs"]
+mod kube_side;
+pub use kube_side::{kube_system_uid, KubePvs, LogOnly, PodEvents, IDENTITY_NAMESPACE};
 
 #[derive(Debug, Clone)]
 pub struct OrphanConfig {
@@ -33,22 +51,36 @@ pub struct OrphanConfig {
     /// `--orphan-delete`: delete (after the checks above) instead of only
     /// reporting.
     pub delete: bool,
-    /// `--orphan-grace-period`: least recorded age before a delete.
+    /// `--orphan-grace-period`: least time since a disk was first found
+    /// orphaned before it is deleted.
     pub grace_period: Duration,
     /// Disks whose slot starts with this are the driver's volumes.
     pub volume_prefix: SlotPrefix,
     /// Backing files below this are checked for an owning disk.
     pub volume_path: RosPath,
+    /// `--cluster-id`: only disks carrying it are this cluster's.
+    pub cluster_id: ClusterId,
 }
 
 /// What the sweep needs from the backend.
 pub trait OrphanBackend: Send + Sync + 'static {
     /// Every file-backed disk (all slots: a file owned by any disk is owned).
     fn all_disks(&self) -> BoxFuture<'_, Result<Vec<Disk>, routeros::Error>>;
+    /// One disk as it is now; `None` when the backend says it is absent.
+    fn get_disk<'a>(
+        &'a self,
+        slot: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Disk>, routeros::Error>>;
     fn files_under<'a>(
         &'a self,
         path: &'a RosPath,
     ) -> BoxFuture<'a, Result<Vec<FileEntry>, routeros::Error>>;
+    /// Replaces the disk's comment.
+    fn set_comment<'a>(
+        &'a self,
+        slot: &'a str,
+        comment: &'a DiskComment,
+    ) -> BoxFuture<'a, Result<(), routeros::Error>>;
     /// Removes the disk and its backing file.
     fn delete<'a>(&'a self, disk: &'a Disk) -> BoxFuture<'a, Result<(), routeros::Error>>;
 }
@@ -58,11 +90,26 @@ impl OrphanBackend for Rds {
         Box::pin(async move { self.list_disks(&SlotPrefix::new("")?).await })
     }
 
+    fn get_disk<'a>(
+        &'a self,
+        slot: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Disk>, routeros::Error>> {
+        Box::pin(async move { Rds::get_disk(self, &Slot::new(slot)?).await })
+    }
+
     fn files_under<'a>(
         &'a self,
         path: &'a RosPath,
     ) -> BoxFuture<'a, Result<Vec<FileEntry>, routeros::Error>> {
         Box::pin(self.list_files(path))
+    }
+
+    fn set_comment<'a>(
+        &'a self,
+        slot: &'a str,
+        comment: &'a DiskComment,
+    ) -> BoxFuture<'a, Result<(), routeros::Error>> {
+        Box::pin(async move { self.set_disk_comment(&Slot::new(slot)?, comment).await })
     }
 
     fn delete<'a>(&'a self, disk: &'a Disk) -> BoxFuture<'a, Result<(), routeros::Error>> {
@@ -76,45 +123,31 @@ impl OrphanBackend for Rds {
     }
 }
 
-/// The volume handles the cluster's PVs hold for this driver.
-pub trait VolumeReferences: Send + Sync + 'static {
-    /// Read fresh (not from a cache), so a PV created a moment ago counts.
-    fn volume_handles(&self) -> BoxFuture<'_, Result<HashSet<String>, String>>;
+/// A PV's reclaim policy, as far as the sweep cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaim {
+    Delete,
+    /// Retain, or anything that is not an explicit Delete (a PV with no
+    /// policy, the deprecated Recycle): the disk is kept.
+    Retain,
 }
 
-/// PVs from the API server.
-pub struct KubePvs {
-    client: Client,
-    driver: String,
-}
-
-impl KubePvs {
-    pub fn new(client: Client, driver: impl Into<String>) -> Self {
-        KubePvs {
-            client,
-            driver: driver.into(),
+impl Reclaim {
+    pub fn from_policy(policy: Option<&str>) -> Reclaim {
+        match policy {
+            Some("Delete") => Reclaim::Delete,
+            _ => Reclaim::Retain,
         }
     }
 }
 
-impl VolumeReferences for KubePvs {
-    fn volume_handles(&self) -> BoxFuture<'_, Result<HashSet<String>, String>> {
-        Box::pin(async move {
-            // Page by page into the few fields needed: a whole-cluster
-            // LIST decoded into full PVs ran at the same time as the
-            // start-up rebuild and set the controller's memory peak.
-            let mut handles = HashSet::new();
-            lists::for_each_page(&self.client, lists::PV_PATH, |page: Vec<PvFacts>| {
-                handles.extend(page.into_iter().filter_map(|pv| {
-                    let csi = pv.spec.csi?;
-                    (csi.driver == self.driver).then_some(csi.volume_handle)
-                }));
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            Ok(handles)
-        })
-    }
+/// Volume handle → the reclaim policy of the PV that holds it.
+pub type PvHandles = HashMap<String, Reclaim>;
+
+/// The volume handles the cluster's PVs hold for this driver.
+pub trait VolumeReferences: Send + Sync + 'static {
+    /// Read fresh (not from a cache), so a PV created a moment ago counts.
+    fn volume_handles(&self) -> BoxFuture<'_, Result<PvHandles, String>>;
 }
 
 /// Where a sweep's findings are reported besides the log and metrics (a
@@ -123,91 +156,26 @@ pub trait OrphanReport: Send + Sync + 'static {
     fn warn(&self, reason: &'static str, message: String) -> BoxFuture<'_, ()>;
 }
 
-/// No reporting beyond the log.
-pub struct LogOnly;
-
-impl OrphanReport for LogOnly {
-    fn warn(&self, _: &'static str, _: String) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
+/// Why a volume is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OrphanReason {
+    /// This cluster's volume: deleted after the grace period when deletion
+    /// is on.
+    Own,
+    /// This cluster's volume whose PV had reclaim policy Retain: kept.
+    Retained,
+    /// No cluster identity in its comment: kept.
+    NoIdentity,
 }
 
-/// Warning Events `regarding` the controller's own Pod.
-pub struct PodEvents {
-    recorder: kube::runtime::events::Recorder,
-    pod: k8s_openapi::api::core::v1::ObjectReference,
-}
-
-impl PodEvents {
-    /// `None` unless POD_NAME and POD_NAMESPACE name the Pod.
-    pub fn from_env(client: Client) -> Option<Self> {
-        let name = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty())?;
-        let namespace = std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|s| !s.is_empty())?;
-        Some(PodEvents {
-            recorder: kube::runtime::events::Recorder::new(
-                client,
-                kube::runtime::events::Reporter {
-                    controller: "rds-csi-controller".into(),
-                    instance: Some(name.clone()),
-                },
-            ),
-            pod: k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                namespace: Some(namespace),
-                name: Some(name),
-                ..Default::default()
-            },
-        })
-    }
-}
-
-impl OrphanReport for PodEvents {
-    fn warn(&self, reason: &'static str, message: String) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let ev = kube::runtime::events::Event {
-                type_: kube::runtime::events::EventType::Warning,
-                reason: reason.into(),
-                note: Some(message),
-                action: "OrphanSweep".into(),
-                secondary: None,
-            };
-            if let Err(e) = self.recorder.publish(&ev, &self.pod).await {
-                warn!(error = %e, "cannot record an orphan event on the controller Pod");
-            }
-        })
-    }
-}
-
-#[derive(Clone)]
-pub struct OrphanMetrics {
-    pub volumes: IntGauge,
-    pub files: IntGauge,
-    pub deleted: IntCounter,
-}
-
-impl OrphanMetrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let m = OrphanMetrics {
-            volumes: IntGauge::new(
-                "rds_csi_orphan_volumes",
-                "Backend volumes with the driver's prefix that no PersistentVolume references, at the last orphan sweep.",
-            )?,
-            files: IntGauge::new(
-                "rds_csi_orphan_files",
-                "Backing files under the volume path that no disk owns, at the last orphan sweep (never deleted automatically).",
-            )?,
-            deleted: IntCounter::new(
-                "rds_csi_orphan_deleted_total",
-                "Orphan volumes deleted by the orphan sweep (--orphan-delete).",
-            )?,
-        };
-        registry.register(Box::new(m.volumes.clone()))?;
-        registry.register(Box::new(m.files.clone()))?;
-        registry.register(Box::new(m.deleted.clone()))?;
-        Ok(m)
+impl OrphanReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            OrphanReason::Own => "own",
+            OrphanReason::Retained => "retained",
+            OrphanReason::NoIdentity => "no-identity",
+        }
     }
 }
 
@@ -215,18 +183,25 @@ impl OrphanMetrics {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrphanVolume {
     pub slot: String,
-    /// `None`: the disk carries no creation time (age unknown).
-    pub age: Option<Duration>,
+    pub reason: OrphanReason,
+    /// For this cluster's volumes: time since the orphaned-since mark;
+    /// `None` while no mark could be written (age unknown: never deleted).
+    pub orphaned_for: Option<Duration>,
 }
 
 /// What one sweep found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepResult {
+    /// Orphans, by slot.
     pub volumes: Vec<OrphanVolume>,
     /// `/file` names (no leading slash).
     pub files: Vec<String>,
     pub deleted: Vec<String>,
+    /// Slots with the prefix that carry another cluster's identity.
+    pub foreign: Vec<String>,
 }
+
+type Clock = Box<dyn Fn() -> Timestamp + Send + Sync>;
 
 pub struct OrphanSweeper<B: OrphanBackend, P: VolumeReferences> {
     backend: Arc<B>,
@@ -236,8 +211,9 @@ pub struct OrphanSweeper<B: OrphanBackend, P: VolumeReferences> {
     config: OrphanConfig,
     metrics: OrphanMetrics,
     report: Box<dyn OrphanReport>,
-    /// Slots found orphaned by the previous successful sweep.
+    /// This cluster's slots found orphaned by the previous successful sweep.
     previous: Mutex<BTreeSet<String>>,
+    clock: Clock,
 }
 
 impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
@@ -260,6 +236,7 @@ impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
             metrics,
             report,
             previous: Mutex::new(BTreeSet::new()),
+            clock: Box::new(Timestamp::now),
         }
     }
 
@@ -301,8 +278,8 @@ impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
             .files_under(&self.config.volume_path)
             .await
             .map_err(|e| format!("list files: {e}"))?;
-        let handles = self.pvs.volume_handles().await?;
-        let now = Timestamp::now();
+        let pvs = self.pvs.volume_handles().await?;
+        let now = (self.clock)();
 
         let owned: HashSet<&str> = disks
             .iter()
@@ -318,31 +295,73 @@ impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
                 .collect(),
             ..Default::default()
         };
-        let orphans: BTreeMap<&str, &Disk> = disks
+        // This cluster's orphans, with the comment as it now is on the disk.
+        let mut own: BTreeMap<String, Disk> = BTreeMap::new();
+        let mut mine: Vec<&Disk> = disks
             .iter()
             .filter(|d| self.config.volume_prefix.matches(&d.slot))
-            .filter(|d| !handles.contains(&d.slot))
-            .map(|d| (d.slot.as_str(), d))
             .collect();
-        for (slot, disk) in &orphans {
-            let age = disk
-                .created
-                .map(|c| Duration::try_from(now.duration_since(c)).unwrap_or_default());
+        mine.sort_by(|a, b| a.slot.cmp(&b.slot));
+        for disk in mine {
+            match &disk.comment.cluster {
+                Some(id) if *id != self.config.cluster_id => {
+                    result.foreign.push(disk.slot.clone());
+                    continue;
+                }
+                None => {
+                    if !pvs.contains_key(&disk.slot) {
+                        result.volumes.push(OrphanVolume {
+                            slot: disk.slot.clone(),
+                            reason: OrphanReason::NoIdentity,
+                            orphaned_for: None,
+                        });
+                    }
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let pv = pvs.get(&disk.slot).copied();
+            let comment = self.record(disk, pv, now).await;
+            if pv.is_some() {
+                continue;
+            }
+            if comment.retain {
+                result.volumes.push(OrphanVolume {
+                    slot: disk.slot.clone(),
+                    reason: OrphanReason::Retained,
+                    orphaned_for: None,
+                });
+                continue;
+            }
             result.volumes.push(OrphanVolume {
-                slot: slot.to_string(),
-                age,
+                slot: disk.slot.clone(),
+                reason: OrphanReason::Own,
+                orphaned_for: comment.orphaned_since.map(|t| elapsed(t, now)),
             });
+            own.insert(
+                disk.slot.clone(),
+                Disk {
+                    comment,
+                    ..disk.clone()
+                },
+            );
+        }
+        if !result.foreign.is_empty() {
+            debug!(
+                count = result.foreign.len(),
+                volumes = ?result.foreign,
+                "volumes of other clusters ignored"
+            );
         }
 
         let previous = std::mem::replace(
             &mut *self.previous.lock().unwrap_or_else(|p| p.into_inner()),
-            orphans.keys().map(|s| s.to_string()).collect(),
+            own.keys().cloned().collect(),
         );
         if self.config.delete {
             for orphan in &result.volumes {
                 if self.may_delete(orphan, &previous) {
-                    let disk = orphans[orphan.slot.as_str()];
-                    match self.delete(disk).await {
+                    match self.delete(&own[&orphan.slot]).await {
                         Ok(true) => result.deleted.push(orphan.slot.clone()),
                         Ok(false) => {}
                         Err(e) => {
@@ -357,72 +376,154 @@ impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
         Ok(result)
     }
 
-    fn may_delete(&self, orphan: &OrphanVolume, previous: &BTreeSet<String>) -> bool {
-        let Some(age) = orphan.age else {
-            return false; // age unknown: never
+    /// Brings the disk's marks up to date: the PV's reclaim policy while a
+    /// PV exists (and no orphaned-since), else an orphaned-since mark from
+    /// the first sweep that saw it orphaned. Returns the comment as it now
+    /// is on the disk: unchanged when the write was skipped or failed (an
+    /// orphan's age starts only once its mark is on the disk).
+    async fn record(&self, disk: &Disk, pv: Option<Reclaim>, now: Timestamp) -> DiskComment {
+        let mut want = disk.comment.clone();
+        match pv {
+            Some(reclaim) => {
+                want.retain = reclaim == Reclaim::Retain;
+                want.orphaned_since = None;
+            }
+            None if !want.retain => {
+                want.orphaned_since.get_or_insert(now);
+            }
+            None => {}
+        }
+        if want == disk.comment {
+            return want;
+        }
+        let Ok(_guard) = self.locks.try_lock(&disk.slot) else {
+            info!(volume = %disk.slot, "volume has an operation in flight; its orphan marks are updated next sweep");
+            return disk.comment.clone();
         };
-        previous.contains(&orphan.slot)
+        match self.backend.set_comment(&disk.slot, &want).await {
+            Ok(()) => {
+                info!(volume = %disk.slot, comment = %want, "orphan sweep updated the volume's comment");
+                want
+            }
+            Err(e) => {
+                self.metrics.mark_failures.inc();
+                warn!(volume = %disk.slot, error = %e, "cannot update the volume's comment; retrying next sweep");
+                disk.comment.clone()
+            }
+        }
+    }
+
+    fn may_delete(&self, orphan: &OrphanVolume, previous: &BTreeSet<String>) -> bool {
+        let Some(age) = orphan.orphaned_for else {
+            return false; // not this cluster's, retained, or not yet marked
+        };
+        orphan.reason == OrphanReason::Own
+            && previous.contains(&orphan.slot)
             && age > self.config.grace_period
             && !self.recent.within(&orphan.slot, self.config.grace_period)
     }
 
-    /// Deletes under the volume's operation lock after a fresh PV check.
-    /// `Ok(false)`: skipped (busy, or a PV references it now).
-    async fn delete(&self, disk: &Disk) -> Result<bool, String> {
-        let Ok(_guard) = self.locks.try_lock(&disk.slot) else {
-            info!(volume = %disk.slot, "orphan volume has an operation in flight; not deleting it now");
+    /// Whether the disk as it is now may be deleted: this cluster's, not
+    /// retained, marked orphaned longer than the grace period.
+    fn deletable_now(&self, disk: &Disk, now: Timestamp) -> bool {
+        let c = &disk.comment;
+        c.cluster.as_ref() == Some(&self.config.cluster_id)
+            && !c.retain
+            && c.orphaned_since
+                .is_some_and(|t| elapsed(t, now) > self.config.grace_period)
+    }
+
+    /// Deletes under the volume's operation lock after a fresh look at the
+    /// disk and a fresh PV list. `Ok(false)`: skipped (busy, changed, gone,
+    /// or a PV references it now).
+    async fn delete(&self, seen: &Disk) -> Result<bool, String> {
+        let slot = &seen.slot;
+        let Ok(_guard) = self.locks.try_lock(slot) else {
+            info!(volume = %slot, "orphan volume has an operation in flight; not deleting it now");
             return Ok(false);
         };
-        if self.recent.within(&disk.slot, self.config.grace_period) {
+        if self.recent.within(slot, self.config.grace_period) {
             return Ok(false);
         }
-        let handles = self.pvs.volume_handles().await?;
-        if handles.contains(&disk.slot) {
-            info!(volume = %disk.slot, "a PersistentVolume now references this volume; not an orphan");
+        let forget = || {
             self.previous
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&disk.slot);
+                .remove(slot);
+        };
+        let disk = match self.backend.get_disk(slot).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                forget();
+                return Ok(false);
+            }
+            Err(e) => return Err(format!("look up {slot}: {e}")),
+        };
+        if !self.deletable_now(&disk, (self.clock)()) {
+            info!(volume = %slot, comment = %disk.comment, "the volume's comment changed since the sweep began; not deleting it");
+            forget();
             return Ok(false);
         }
-        self.backend.delete(disk).await.map_err(|e| e.to_string())?;
+        let handles = self.pvs.volume_handles().await?;
+        if handles.contains_key(slot) {
+            info!(volume = %slot, "a PersistentVolume now references this volume; not an orphan");
+            forget();
+            return Ok(false);
+        }
+        self.backend
+            .delete(&disk)
+            .await
+            .map_err(|e| e.to_string())?;
         self.metrics.deleted.inc();
-        self.previous
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&disk.slot);
-        warn!(volume = %disk.slot, file = ?disk.file_path, created = ?disk.created, "deleted orphan volume (no PersistentVolume, older than the grace period, seen on two sweeps)");
+        forget();
+        let msg = format!(
+            "deleted orphan volume {slot} (file {}): no PersistentVolume since {}, longer than the grace period {}s, seen on two sweeps",
+            disk.file_path.as_deref().unwrap_or("-"),
+            disk.comment
+                .orphaned_since
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            self.config.grace_period.as_secs(),
+        );
+        warn!("{msg}");
+        self.report.warn("OrphanVolumeDeleted", msg).await;
         Ok(true)
     }
 
     async fn publish(&self, r: &SweepResult) {
-        let remaining = r.volumes.len() - r.deleted.len();
-        self.metrics.volumes.set(remaining as i64);
-        self.metrics.files.set(r.files.len() as i64);
-        let left: Vec<String> = r
+        let left: Vec<&OrphanVolume> = r
             .volumes
             .iter()
             .filter(|v| !r.deleted.contains(&v.slot))
-            .map(|v| match v.age {
-                Some(a) => format!("{} (age {}s)", v.slot, a.as_secs()),
-                None => format!("{} (age unknown)", v.slot),
-            })
             .collect();
-        if !left.is_empty() {
+        self.metrics.volumes.set(left.len() as i64);
+        for reason in [
+            OrphanReason::Own,
+            OrphanReason::Retained,
+            OrphanReason::NoIdentity,
+        ] {
+            let of: Vec<&&OrphanVolume> = left.iter().filter(|v| v.reason == reason).collect();
+            self.metrics
+                .by_reason
+                .with_label_values(&[reason.label()])
+                .set(of.len() as i64);
+            if of.is_empty() {
+                continue;
+            }
+            let (event, names, what) = self.describe(reason, &of);
             let msg = format!(
-                "{} backend volume(s) with prefix {:?} have no PersistentVolume: {}; {}",
-                left.len(),
+                "{} backend volume(s) with prefix {:?} have no PersistentVolume{}: {}; {}",
+                of.len(),
                 self.config.volume_prefix.as_str(),
-                left.join(", "),
-                if self.config.delete {
-                    "volumes with a recorded age are deleted after two sweeps past the grace period; age unknown is never deleted"
-                } else {
-                    "report only (--orphan-delete is off)"
-                }
+                what,
+                names,
+                self.consequence(reason),
             );
             warn!("{msg}");
-            self.report.warn("OrphanVolumes", msg).await;
+            self.report.warn(event, msg).await;
         }
+        self.metrics.foreign.set(r.foreign.len() as i64);
+        self.metrics.files.set(r.files.len() as i64);
         if !r.files.is_empty() {
             let msg = format!(
                 "{} file(s) under {} belong to no disk (never deleted automatically): {}",
@@ -434,6 +535,55 @@ impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
             self.report.warn("OrphanFiles", msg).await;
         }
     }
+
+    fn describe(
+        &self,
+        reason: OrphanReason,
+        of: &[&&OrphanVolume],
+    ) -> (&'static str, String, &'static str) {
+        let names = of
+            .iter()
+            .map(|v| match (reason, v.orphaned_for) {
+                (OrphanReason::Own, Some(a)) => format!("{} (orphaned {}s)", v.slot, a.as_secs()),
+                (OrphanReason::Own, None) => {
+                    format!("{} (orphaned-since not recorded yet)", v.slot)
+                }
+                _ => v.slot.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        match reason {
+            OrphanReason::Own => ("OrphanVolumes", names, ""),
+            OrphanReason::Retained => (
+                "RetainedOrphanVolumes",
+                names,
+                " and their PersistentVolume had reclaim policy Retain",
+            ),
+            OrphanReason::NoIdentity => (
+                "UnownedOrphanVolumes",
+                names,
+                " and carry no cluster identity",
+            ),
+        }
+    }
+
+    fn consequence(&self, reason: OrphanReason) -> &'static str {
+        match (reason, self.config.delete) {
+            (OrphanReason::Own, true) => {
+                "each is deleted once it has had no PersistentVolume for longer than the grace period (seen on two sweeps)"
+            }
+            (OrphanReason::Own, false) => "report only (--orphan-delete is off)",
+            (OrphanReason::Retained, _) => "kept: never deleted automatically",
+            (OrphanReason::NoIdentity, _) => {
+                "kept: never deleted automatically (made by hand, by another driver, or before cluster identities)"
+            }
+        }
+    }
+}
+
+/// Time from `since` to `now`; zero when `since` lies in the future.
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(since)).unwrap_or_default()
 }
 
 #[cfg(test)]

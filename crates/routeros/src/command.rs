@@ -8,30 +8,9 @@
 
 use std::fmt;
 
-use jiff::Timestamp;
-
 use crate::error::ValidationError;
 
-/// What the driver writes into the `comment` of a disk it creates, before
-/// the creation time. The comment is the only place RouterOS keeps it.
-pub const CREATED_COMMENT_PREFIX: &str = "rds-csi created=";
-
-/// The comment recording when the driver created a disk. Built from a
-/// timestamp only, so it holds nothing but digits, `-`, `:`, `T`, `Z` and
-/// the fixed prefix: nothing a caller could use to inject syntax.
-pub fn created_comment(at: Timestamp) -> String {
-    format!(
-        "{CREATED_COMMENT_PREFIX}{}",
-        at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
-}
-
-/// The creation time in a comment written by [`created_comment`]; `None`
-/// for any other comment (disks made by hand or by another driver).
-pub fn parse_created_comment(comment: &str) -> Option<Timestamp> {
-    let rest = comment.trim().strip_prefix(CREATED_COMMENT_PREFIX)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
+pub use crate::comment::{ClusterId, DiskComment};
 
 /// Longest slot (volume ID) accepted. Kubernetes PV names are at most 253
 /// characters but provisioner-made names are `pvc-<uuid>` (40).
@@ -229,8 +208,8 @@ pub enum Command {
         size_bytes: u64,
         port: u16,
         nqn: Nqn,
-        /// Recorded in the disk's comment (see [`created_comment`]).
-        created: Option<Timestamp>,
+        /// Written as the disk's comment unless empty.
+        comment: DiskComment,
     },
     /// A copy-on-write copy of another disk; exported when `export` is set.
     DiskCopy {
@@ -251,6 +230,11 @@ pub enum Command {
     },
     DiskRemove {
         slot: Slot,
+    },
+    /// Replaces the disk's comment (the orphan sweep's records).
+    DiskSetComment {
+        slot: Slot,
+        comment: DiskComment,
     },
     FileList {
         under: RosPath,
@@ -281,14 +265,14 @@ impl Command {
                 size_bytes,
                 port,
                 nqn,
-                created,
+                comment,
             } => {
                 let mut s = format!(
                     "/disk add type=file file-path={file} file-size={size_bytes} slot={slot} \
                      nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
                 );
-                if let Some(at) = created {
-                    s.push_str(&format!(" comment=\"{}\"", created_comment(*at)));
+                if !comment.is_empty() {
+                    s.push_str(&format!(" comment=\"{comment}\""));
                 }
                 s
             }
@@ -315,6 +299,9 @@ impl Command {
                 format!("/disk set [find slot=\"{slot}\"] file-size={size_bytes}")
             }
             Command::DiskRemove { slot } => format!("/disk remove [find slot=\"{slot}\"]"),
+            Command::DiskSetComment { slot, comment } => {
+                format!("/disk set [find slot=\"{slot}\"] comment=\"{comment}\"")
+            }
             Command::FileList { under } => {
                 format!("/file print detail where name~\"^{}/\"", under.file_name())
             }
@@ -338,6 +325,7 @@ impl Command {
             Command::DiskList { .. } => "disk_list",
             Command::DiskResize { .. } => "disk_resize",
             Command::DiskRemove { .. } => "disk_remove",
+            Command::DiskSetComment { .. } => "disk_set_comment",
             Command::FileList { .. } => "file_list",
             Command::FileRemove { .. } => "file_remove",
             Command::FileFind { .. } => "file_find",
@@ -425,7 +413,7 @@ mod tests {
             port: 4420,
             nqn: Nqn::for_volume("nqn.2000-02.com.mikrotik:", &slot).unwrap(),
             slot,
-            created: None,
+            comment: DiskComment::default(),
         };
         assert_eq!(
             cmd.render(),
@@ -436,24 +424,36 @@ mod tests {
     }
 
     #[test]
-    fn disk_add_records_the_creation_time_in_the_comment() {
+    fn disk_add_records_the_comment_and_set_replaces_it() {
         let slot = Slot::new("pvc-1").unwrap();
-        let at: Timestamp = "2026-11-22T07:10:05.123456Z".parse().unwrap();
+        let at: jiff::Timestamp = "2026-11-22T07:10:05.123456Z".parse().unwrap();
+        let cluster = ClusterId::new("0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").unwrap();
+        let comment = DiskComment::created(at, Some(cluster));
         let cmd = Command::DiskAdd {
             file: RosPath::new("/storage-pool/metal-csi/pvc-1.img").unwrap(),
             size_bytes: 1 << 30,
             port: 4420,
             nqn: Nqn::for_volume("nqn.2000-02.com.mikrotik:", &slot).unwrap(),
-            slot,
-            created: Some(at),
+            slot: slot.clone(),
+            comment: comment.clone(),
         };
-        assert!(cmd
-            .render()
-            .ends_with(" comment=\"rds-csi created=2026-11-22T07:10:05Z\""));
-        let back = parse_created_comment("rds-csi created=2026-11-22T07:10:05Z").unwrap();
-        assert_eq!(back.as_second(), at.as_second());
-        assert_eq!(parse_created_comment("made by hand"), None);
-        assert_eq!(parse_created_comment("rds-csi created=yesterday"), None);
+        assert!(cmd.render().ends_with(
+            " comment=\"rds-csi created=2026-11-22T07:10:05Z cluster=0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3\""
+        ));
+        let marked = DiskComment {
+            retain: true,
+            orphaned_since: Some(at),
+            ..comment
+        };
+        assert_eq!(
+            Command::DiskSetComment {
+                slot,
+                comment: marked
+            }
+            .render(),
+            "/disk set [find slot=\"pvc-1\"] comment=\"rds-csi created=2026-11-22T07:10:05Z \
+             cluster=0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3 retain=yes orphaned-since=2026-11-22T07:10:05Z\""
+        );
     }
 
     #[test]
@@ -485,14 +485,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn created_comments_hold_no_routeros_syntax(secs in 0i64..253_402_300_799) {
-            let c = created_comment(Timestamp::from_second(secs).unwrap());
-            let clean = c.chars().all(|ch| ch.is_ascii_alphanumeric() || "-:= ".contains(ch));
-            prop_assert!(clean);
-            prop_assert_eq!(parse_created_comment(&c).map(|t| t.as_second()), Some(secs));
-        }
-
         #[test]
         fn no_accepted_slot_contains_routeros_syntax(s in any::<String>()) {
             if let Ok(slot) = Slot::new(&s) {

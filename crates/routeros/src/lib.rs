@@ -9,16 +9,15 @@
 
 pub mod client;
 pub mod command;
+pub mod comment;
 pub mod error;
 pub mod metrics;
 pub mod rds;
 pub mod record;
 
 pub use client::{fingerprint, load_key, Client, ClientConfig, HostKeyPolicy, Output};
-pub use command::{
-    created_comment, parse_created_comment, Command, Nqn, RosPath, Slot, SlotPrefix,
-    CREATED_COMMENT_PREFIX,
-};
+pub use command::{Command, Nqn, RosPath, Slot, SlotPrefix};
+pub use comment::{ClusterId, DiskComment, COMMENT_TAG};
 pub use error::{Error, Result, ValidationError};
 pub use metrics::ClientMetrics;
 pub use rds::{Capacity, Disk, FileEntry, NewDisk, Rds};

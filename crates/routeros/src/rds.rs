@@ -5,10 +5,10 @@
 //! never mistake "unreachable" for "not there" and create a duplicate.
 
 use crate::client::Client;
-use crate::command::{parse_created_comment, Command, Nqn, RosPath, Slot, SlotPrefix};
+use crate::command::{Command, Nqn, RosPath, Slot, SlotPrefix};
+use crate::comment::DiskComment;
 use crate::error::{Error, Result};
 use crate::record::{parse_records, Record};
-use jiff::Timestamp;
 
 /// A file-backed disk as RouterOS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,9 +21,10 @@ pub struct Disk {
     pub nqn: Option<String>,
     pub port: Option<u16>,
     pub exported: bool,
-    /// When the driver created it, from the disk's comment; `None` for
-    /// disks made by hand or by another driver (age unknown).
-    pub created: Option<Timestamp>,
+    /// The driver's records from the disk's comment (creation time,
+    /// cluster, orphan marks); empty for a disk made by hand or by another
+    /// driver.
+    pub comment: DiskComment,
 }
 
 impl Disk {
@@ -41,7 +42,11 @@ impl Disk {
                 .map(str::to_string),
             port: r.get("nvme-tcp-server-port").and_then(|p| p.parse().ok()),
             exported: r.get_bool("nvme-tcp-export").unwrap_or(false),
-            created: r.comment.as_deref().and_then(parse_created_comment),
+            comment: r
+                .comment
+                .as_deref()
+                .and_then(DiskComment::parse)
+                .unwrap_or_default(),
             slot,
         })
     }
@@ -73,8 +78,8 @@ pub struct NewDisk {
     pub size_bytes: u64,
     pub port: u16,
     pub nqn: Nqn,
-    /// Recorded in the disk's comment in the same `/disk add`.
-    pub created: Option<Timestamp>,
+    /// Written as the disk's comment in the same `/disk add`.
+    pub comment: DiskComment,
 }
 
 #[derive(Clone)]
@@ -131,7 +136,7 @@ impl Rds {
                 size_bytes: spec.size_bytes,
                 port: spec.port,
                 nqn: spec.nqn.clone(),
-                created: spec.created,
+                comment: spec.comment.clone(),
             })
             .await
             .map(drop)
@@ -142,6 +147,18 @@ impl Rds {
             .run(&Command::DiskResize {
                 slot: slot.clone(),
                 size_bytes,
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Replaces the disk's comment. An absent disk is an error
+    /// ([`Error::NotFound`]): there is nothing to record on.
+    pub async fn set_disk_comment(&self, slot: &Slot, comment: &DiskComment) -> Result<()> {
+        self.client
+            .run(&Command::DiskSetComment {
+                slot: slot.clone(),
+                comment: comment.clone(),
             })
             .await
             .map(drop)

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use rds_sim::{SimConfig, SimHandle, Storage};
 use routeros::{
-    Client, ClientConfig, Command, Error, HostKeyPolicy, NewDisk, Nqn, Rds, RosPath, Slot,
-    SlotPrefix,
+    Client, ClientConfig, ClusterId, Command, DiskComment, Error, HostKeyPolicy, NewDisk, Nqn, Rds,
+    RosPath, Slot, SlotPrefix,
 };
 use russh::keys::{Algorithm, PrivateKey};
 
@@ -50,42 +50,61 @@ fn new_disk(slot: &str, size: u64) -> NewDisk {
         port: 4420,
         nqn: Nqn::for_volume("nqn.2000-02.com.mikrotik:", &s).unwrap(),
         slot: s,
-        created: None,
+        comment: DiskComment::default(),
     }
 }
 
 #[tokio::test]
-async fn the_creation_time_round_trips_through_the_disk_comment() {
+async fn the_cluster_identity_and_orphan_marks_round_trip_through_the_disk_comment() {
     let (_sim, rds) = setup().await;
     let at: jiff::Timestamp = "2026-11-22T07:10:05Z".parse().unwrap();
+    let cluster = ClusterId::new("0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").unwrap();
     let mut spec = new_disk("pvc-commented", 1 << 30);
-    spec.created = Some(at);
+    spec.comment = DiskComment::created(at, Some(cluster.clone()));
     rds.create_disk(&spec).await.unwrap();
     rds.create_disk(&new_disk("pvc-plain", 1 << 30))
         .await
         .unwrap();
     let slot = Slot::new("pvc-commented").unwrap();
-    assert_eq!(
-        rds.get_disk(&slot).await.unwrap().unwrap().created,
-        Some(at)
-    );
+    let read = || async { rds.get_disk(&slot).await.unwrap().unwrap().comment };
+    assert_eq!(read().await, spec.comment);
     let listed = rds
         .list_disks(&SlotPrefix::new("pvc-").unwrap())
         .await
         .unwrap();
     let by_slot = |s: &str| listed.iter().find(|d| d.slot == s).unwrap().clone();
-    assert_eq!(by_slot("pvc-commented").created, Some(at));
+    assert_eq!(by_slot("pvc-commented").comment.cluster, Some(cluster));
     assert_eq!(
-        by_slot("pvc-plain").created,
-        None,
-        "no comment: age unknown"
+        by_slot("pvc-plain").comment,
+        DiskComment::default(),
+        "no comment: no identity, age unknown"
     );
+
+    // The orphan sweep's marks: the longest comment the driver writes.
+    let marked = DiskComment {
+        retain: true,
+        orphaned_since: Some("2026-12-01T00:00:00Z".parse().unwrap()),
+        ..spec.comment.clone()
+    };
+    rds.set_disk_comment(&slot, &marked).await.unwrap();
+    assert_eq!(read().await, marked);
     // A resize keeps the comment.
     rds.resize_disk(&slot, 2 << 30).await.unwrap();
-    assert_eq!(
-        rds.get_disk(&slot).await.unwrap().unwrap().created,
-        Some(at)
-    );
+    assert_eq!(read().await, marked);
+    // Clearing a mark writes the comment back without it.
+    let cleared = DiskComment {
+        orphaned_since: None,
+        ..marked
+    };
+    rds.set_disk_comment(&slot, &cleared).await.unwrap();
+    assert_eq!(read().await, cleared);
+    // Only the named disk changed.
+    let plain = rds
+        .get_disk(&Slot::new("pvc-plain").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain.comment, DiskComment::default());
 }
 
 #[tokio::test]

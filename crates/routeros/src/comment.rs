@@ -1,0 +1,325 @@
+//! The comment the driver keeps on each disk it creates: which cluster made
+//! it and when, and what the orphan sweep learned about it (its
+//! PersistentVolume's reclaim policy was Retain; since when it has had no
+//! PersistentVolume). RouterOS keeps nothing else per disk that survives a
+//! controller restart.
+
+use std::fmt;
+
+use jiff::Timestamp;
+
+use crate::error::ValidationError;
+
+/// The first word of every comment the driver writes on a disk. The
+/// comment is the only place RouterOS keeps the driver's records.
+pub const COMMENT_TAG: &str = "rds-csi";
+
+/// Longest cluster identity accepted (a Kubernetes UID is 36 characters).
+pub const MAX_CLUSTER_ID_LEN: usize = 63;
+
+/// The identity of the cluster a disk belongs to (`--cluster-id`; by
+/// default the UID of the `kube-system` namespace). Letters, digits, `-`,
+/// `_` and `.`, starting and ending with a letter or digit: nothing that
+/// means anything inside a quoted RouterOS string, no space that would end
+/// the comment's field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterId(String);
+
+impl ClusterId {
+    pub fn new(s: &str) -> Result<Self, ValidationError> {
+        let err = |r: &str| Err(ValidationError::new("cluster id", s, r));
+        if s.is_empty() {
+            return err("must not be empty");
+        }
+        if s.len() > MAX_CLUSTER_ID_LEN {
+            return err(&format!("longer than {MAX_CLUSTER_ID_LEN} characters"));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return err("only letters, digits, '-', '_' and '.' are allowed");
+        }
+        let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if !alnum(s.chars().next()) || !alnum(s.chars().last()) {
+            return err("must start and end with a letter or digit");
+        }
+        Ok(ClusterId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the driver records in a disk's comment:
+/// `rds-csi created=<time> cluster=<id> [retain=yes] [orphaned-since=<time>]`.
+///
+/// Built only from timestamps, a validated [`ClusterId`] and fixed words, so
+/// a rendered comment holds nothing but letters, digits, `-`, `_`, `.`, `:`,
+/// `=` and single spaces: nothing a caller could use to inject syntax into
+/// the quoted `comment="..."` argument. The fields that keep data safe
+/// (`cluster`, `retain`) come first, in case a long comment is ever cut.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskComment {
+    /// When CreateVolume made the disk.
+    pub created: Option<Timestamp>,
+    /// The cluster that made it. `None`: no identity (made by hand, by the
+    /// Go driver, or by a version of this driver before identities).
+    pub cluster: Option<ClusterId>,
+    /// The disk's PersistentVolume had reclaim policy Retain when the orphan
+    /// sweep last saw it: never deleted by the sweep.
+    pub retain: bool,
+    /// When the orphan sweep first saw the disk without a PersistentVolume.
+    pub orphaned_since: Option<Timestamp>,
+}
+
+fn render_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl DiskComment {
+    /// The comment of a disk CreateVolume makes now.
+    pub fn created(at: Timestamp, cluster: Option<ClusterId>) -> Self {
+        DiskComment {
+            created: Some(at),
+            cluster,
+            ..DiskComment::default()
+        }
+    }
+
+    /// Nothing recorded: no comment is written.
+    pub fn is_empty(&self) -> bool {
+        *self == DiskComment::default()
+    }
+
+    /// The comment text (without quotes).
+    pub fn render(&self) -> String {
+        let mut s = COMMENT_TAG.to_string();
+        if let Some(at) = self.created {
+            s.push_str(&format!(" created={}", render_time(at)));
+        }
+        if let Some(id) = &self.cluster {
+            s.push_str(&format!(" cluster={id}"));
+        }
+        if self.retain {
+            s.push_str(" retain=yes");
+        }
+        if let Some(at) = self.orphaned_since {
+            s.push_str(&format!(" orphaned-since={}", render_time(at)));
+        }
+        s
+    }
+
+    /// Reads a disk's comment. `None` for a comment the driver did not
+    /// write (a disk made by hand or by another driver). The older form
+    /// `rds-csi created=<time>` reads as a comment with no identity.
+    ///
+    /// A comment that does not read back word for word as this version
+    /// would write it (an unknown word, a value that does not parse, a
+    /// field twice, a comment cut short) keeps what could be read but has
+    /// no identity: the orphan sweep then neither rewrites it (which could
+    /// drop a `retain=yes` it failed to read) nor deletes the disk.
+    /// Total: never panics, whatever the input.
+    pub fn parse(comment: &str) -> Option<DiskComment> {
+        let rest = comment.trim().strip_prefix(COMMENT_TAG)?;
+        if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
+            return None;
+        }
+        let mut c = DiskComment::default();
+        let mut clusters = Vec::new();
+        for word in rest.split_whitespace() {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            match key {
+                "created" => {
+                    c.created = c.created.or_else(|| value.parse().ok());
+                }
+                "orphaned-since" => {
+                    c.orphaned_since = c.orphaned_since.or_else(|| value.parse().ok());
+                }
+                "retain" => c.retain |= value == "yes",
+                "cluster" => clusters.push(ClusterId::new(value).ok()),
+                _ => {}
+            }
+        }
+        c.cluster = match clusters.split_first() {
+            Some((first, rest)) if rest.iter().all(|c| c == first) => first.clone(),
+            _ => None,
+        };
+        let words: Vec<&str> = comment.split_whitespace().collect();
+        if c.render() != words.join(" ") {
+            c.cluster = None;
+        }
+        Some(c)
+    }
+}
+
+impl fmt::Display for DiskComment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const UID: &str = "0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3";
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_kubernetes_uid_is_a_cluster_id_and_syntax_is_not() {
+        assert!(ClusterId::new(UID).is_ok());
+        assert!(ClusterId::new("lab.cluster_2").is_ok());
+        for bad in [
+            "",
+            "a b",
+            "a\"b",
+            "a;b",
+            "a]b",
+            "$x",
+            "a=b",
+            "a\\b",
+            "a\nb",
+            "-lead",
+            "trail-",
+            "ä",
+            &"x".repeat(64),
+        ] {
+            assert!(ClusterId::new(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn a_comment_reads_back_what_was_written() {
+        let c = DiskComment {
+            created: Some(at("2026-11-22T07:10:05Z")),
+            cluster: Some(ClusterId::new(UID).unwrap()),
+            retain: true,
+            orphaned_since: Some(at("2026-11-23T08:00:00Z")),
+        };
+        assert_eq!(
+            c.render(),
+            format!(
+                "rds-csi created=2026-11-22T07:10:05Z cluster={UID} retain=yes \
+                 orphaned-since=2026-11-23T08:00:00Z"
+            )
+        );
+        assert_eq!(DiskComment::parse(&c.render()), Some(c));
+    }
+
+    #[test]
+    fn the_older_comment_has_a_creation_time_and_no_identity() {
+        let c = DiskComment::parse("rds-csi created=2026-11-22T07:10:05Z").unwrap();
+        assert_eq!(c.created, Some(at("2026-11-22T07:10:05Z")));
+        assert_eq!(c.cluster, None);
+        assert!(!c.retain);
+        assert_eq!(c.orphaned_since, None);
+    }
+
+    #[test]
+    fn comments_the_driver_did_not_write_are_none() {
+        for other in ["", "made by hand", "rds-csix created=1", "csi created=x"] {
+            assert_eq!(DiskComment::parse(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_leave_their_field_unknown_and_unknown_words_are_skipped() {
+        let c = DiskComment::parse(
+            "rds-csi created=yesterday cluster=a\"b retain=maybe future=1 lone \
+             orphaned-since=2026-11-23T08:00:00Z",
+        )
+        .unwrap();
+        assert_eq!(c.created, None);
+        assert_eq!(c.cluster, None);
+        assert!(!c.retain);
+        assert_eq!(c.orphaned_since, Some(at("2026-11-23T08:00:00Z")));
+    }
+
+    #[test]
+    fn two_different_clusters_in_one_comment_are_no_identity() {
+        let c = DiskComment::parse("rds-csi cluster=a cluster=b").unwrap();
+        assert_eq!(c.cluster, None);
+    }
+
+    #[test]
+    fn a_comment_that_does_not_read_back_word_for_word_has_no_identity() {
+        let full = format!(
+            "rds-csi created=2026-11-22T07:10:05Z cluster={UID} retain=yes \
+             orphaned-since=2026-11-23T08:00:00Z"
+        );
+        assert!(DiskComment::parse(&full).unwrap().cluster.is_some());
+        // Extra spaces or a line break between words change nothing.
+        let spaced = full.replace(' ', "  \n ");
+        assert!(DiskComment::parse(&spaced).unwrap().cluster.is_some());
+        for bad in [
+            // Cut short in the middle of a field: the retain mark is lost.
+            format!("rds-csi created=2026-11-22T07:10:05Z cluster={UID} ret"),
+            format!("rds-csi cluster={UID} retain=maybe"),
+            format!("rds-csi cluster={UID} future=1"),
+            format!("rds-csi cluster={UID} cluster={UID}"),
+            format!("rds-csi created=2026-11-22T07:10:05.5Z cluster={UID}"),
+        ] {
+            let c = DiskComment::parse(&bad).unwrap();
+            assert_eq!(c.cluster, None, "{bad:?}");
+        }
+        // Set by hand to hand an older disk to a cluster: exact, so owned.
+        let c = DiskComment::parse(&format!("rds-csi cluster={UID}")).unwrap();
+        assert_eq!(c.cluster, Some(ClusterId::new(UID).unwrap()));
+    }
+
+    fn comments() -> impl Strategy<Value = DiskComment> {
+        (
+            proptest::option::of(0i64..253_402_300_799),
+            proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
+            any::<bool>(),
+            proptest::option::of(0i64..253_402_300_799),
+        )
+            .prop_map(|(created, cluster, retain, since)| DiskComment {
+                created: created.map(|s| Timestamp::from_second(s).unwrap()),
+                cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
+                retain,
+                orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn rendered_comments_hold_no_routeros_syntax_and_read_back(c in comments()) {
+            let text = c.render();
+            let clean = text
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.:= ".contains(ch));
+            prop_assert!(clean, "{}", text);
+            prop_assert!(!text.contains("  "));
+            prop_assert_eq!(DiskComment::parse(&text), Some(c));
+        }
+
+        #[test]
+        fn the_comment_parser_never_panics(s in any::<String>()) {
+            let _ = DiskComment::parse(&s);
+            let _ = DiskComment::parse(&format!("rds-csi {s}"));
+        }
+
+        #[test]
+        fn no_accepted_cluster_id_contains_routeros_syntax(s in any::<String>()) {
+            if let Ok(id) = ClusterId::new(&s) {
+                let syntax = ['"', '[', ']', ';', '$', ' ', '\\', '\n', '{', '}', '='];
+                prop_assert!(!id.as_str().contains(syntax));
+            }
+        }
+    }
+}
