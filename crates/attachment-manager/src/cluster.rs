@@ -11,9 +11,64 @@ use futures::future::BoxFuture;
 
 use crate::rules::VolumeState;
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct ClusterError(pub String);
+/// A failure to read or write the cluster's state, with what was being
+/// done. An answer of the API server keeps its HTTP status, so callers can
+/// tell a conflict (409) from an outage (503) without reading text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server answered with an error status.
+    #[error("{what}: the API server answered {code} {reason}: {message}")]
+    Api {
+        what: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// The request did not get an answer (connection, TLS, timeout, or a
+    /// reply that could not be decoded).
+    #[error("{what}: {message}")]
+    Request { what: String, message: String },
+    /// A watch-backed cache has not listed its objects yet.
+    #[error("{what}: not ready yet: {message}")]
+    NotReady { what: String, message: String },
+    /// A failure made on purpose by a test double.
+    #[error("{0}")]
+    Injected(String),
+}
+
+impl ClusterError {
+    /// Classifies a `kube` error: an API status keeps its code and reason.
+    pub fn kube(what: impl Into<String>, e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) => ClusterError::Api {
+                what: what.into(),
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => ClusterError::Request {
+                what: what.into(),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// A watch-backed cache that is not ready.
+    pub fn not_ready(what: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        ClusterError::NotReady {
+            what: what.into(),
+            message: why.to_string(),
+        }
+    }
+
+    /// The HTTP status of an API answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClusterError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
 
 /// What the cluster says about a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +250,7 @@ impl Store for MemoryStore {
             let mut fail = self.fail_saves.lock().unwrap_or_else(|p| p.into_inner());
             if *fail > 0 {
                 *fail -= 1;
-                Err(ClusterError("injected save failure".into()))
+                Err(ClusterError::Injected("injected save failure".into()))
             } else {
                 let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
                 if state.is_attached() {
@@ -214,7 +269,7 @@ impl Store for MemoryStore {
             let mut fail = self.fail_loads.lock().unwrap_or_else(|p| p.into_inner());
             if *fail > 0 {
                 *fail -= 1;
-                Err(ClusterError("injected load failure".into()))
+                Err(ClusterError::Injected("injected load failure".into()))
             } else {
                 Ok(self
                     .initial
@@ -256,5 +311,42 @@ impl EventSink for LogEvents {
             .unwrap_or_else(|p| p.into_inner())
             .push(event);
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, reason: &str) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "code": code, "reason": reason, "message": "the object has been modified"
+        }))
+        .unwrap();
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn an_api_answer_keeps_its_http_status_so_a_conflict_is_not_an_outage() {
+        let conflict = ClusterError::kube("annotate PV pv1", api(409, "Conflict"));
+        let outage = ClusterError::kube("annotate PV pv1", api(503, "ServiceUnavailable"));
+        assert_eq!(conflict.status(), Some(409));
+        assert_eq!(outage.status(), Some(503));
+        assert_ne!(conflict, outage);
+        let text = conflict.to_string();
+        assert!(
+            text.contains("annotate PV pv1") && text.contains("409 Conflict"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_request_without_an_answer_has_no_status() {
+        let e = ClusterError::kube(
+            "list VolumeAttachments",
+            kube::Error::LinesCodecMaxLineLengthExceeded,
+        );
+        assert_eq!(e.status(), None);
+        assert!(matches!(e, ClusterError::Request { .. }));
     }
 }

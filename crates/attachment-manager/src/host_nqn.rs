@@ -65,7 +65,7 @@ pub async fn record_host_nqn(client: Client, node: &str, nqn: &str) -> Result<()
     api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)
-        .map_err(|e| ClusterError(format!("annotate Node {node} with its host NQN: {e}")))
+        .map_err(|e| ClusterError::kube(format!("annotate Node {node} with its host NQN"), e))
 }
 
 #[cfg(test)]

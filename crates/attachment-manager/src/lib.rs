@@ -6,7 +6,9 @@
 //! crate keeps the state of every volume, serializes operations per volume,
 //! persists decisions to PV annotations and rebuilds the state from
 //! VolumeAttachments at start. Kubernetes access sits behind the traits in
-//! `store`, implemented over `kube` in `kube_store`.
+//! `cluster` (with in-memory versions for tests and standalone mode),
+//! implemented over `kube` in `kube_store`. Its boundary: no gRPC, no
+//! RouterOS, no node I/O; the CSI layer calls it and maps its errors.
 #![forbid(unsafe_code)]
 
 pub mod cluster;

@@ -3,8 +3,8 @@
 //! effect, state rebuilt at start, and events and metrics for operators.
 //!
 //! Until the rebuild from the cluster has succeeded, every publish and
-//! unpublish fails with [`ManagerError::NotReady`] (lesson 6: never fence
-//! from an empty memory). A decision that changes state is persisted first
+//! unpublish fails with [`ManagerError::NotReady`]: never fence from an
+//! empty memory (docs/safety.md#deciding-from-an-empty-memory). A decision that changes state is persisted first
 //! and only then committed in memory, so a failed write leaves both the
 //! store and the memory as they were and the CO simply retries.
 

@@ -78,7 +78,7 @@ pub struct VolumeState {
     pub migration: Option<Migration>,
     /// Remembered only while the volume is attached nowhere; any new
     /// attachment clears it, so it can never help a third node take a
-    /// volume that is attached (lesson 7).
+    /// volume that is attached (docs/safety.md#migration-bookkeeping).
     pub last_detach: Option<Detach>,
 }
 

@@ -1,10 +1,12 @@
 //! Background loops that keep attachment state true to the cluster.
 //!
-//! `stale`: a Node watch releases the attachments of a deleted or
-//! out-of-service node the moment the change is seen; a periodic sweep (also
-//! run at start and after every backend reconnect) catches anything missed
-//! and reports attachments on nodes NotReady for too long. It never deletes
-//! VolumeAttachments or PVs: Kubernetes owns those.
+//! `stale`: a Node watch releases the attachments of a node tainted
+//! out-of-service the moment the taint is seen, and reports (never
+//! releases) those of a deleted Node; a periodic sweep (also run at start,
+//! after every backend reconnect and when a Node is deleted) releases
+//! holders whose VolumeAttachment no longer exists and reports attachments
+//! on deleted or long NotReady nodes. It never deletes VolumeAttachments or
+//! PVs: Kubernetes owns those.
 //!
 //! `orphans`: a periodic sweep reports backend volumes no PV references and
 //! backing files no disk owns; deleting volumes is opt-in, guarded, and only

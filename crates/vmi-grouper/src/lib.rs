@@ -143,7 +143,7 @@ impl KubeVirt {
         self.pods
             .wait_until_ready()
             .await
-            .map_err(|e| ClusterError(format!("KubeVirt pod watch: {e}")))
+            .map_err(|e| ClusterError::not_ready("KubeVirt pod watch", e))
     }
 
     /// The VMI using a PVC, if a KubeVirt pod in the namespace uses it.
@@ -174,12 +174,12 @@ impl KubeVirt {
         tokio::time::timeout(VMIM_READY_TIMEOUT, self.vmims.wait_until_ready())
             .await
             .map_err(|_| {
-                ClusterError(
-                    "VirtualMachineInstanceMigrations cannot be listed yet (is KubeVirt installed, and may the controller list and watch them?)"
-                        .into(),
+                ClusterError::not_ready(
+                    "VirtualMachineInstanceMigration watch",
+                    "no list after 5 s (is KubeVirt installed, and may the controller list and watch them?)",
                 )
             })?
-            .map_err(|e| ClusterError(format!("VirtualMachineInstanceMigration watch: {e}")))?;
+            .map_err(|e| ClusterError::not_ready("VirtualMachineInstanceMigration watch", e))?;
         Ok(self
             .vmims
             .state()
@@ -228,10 +228,9 @@ impl KubeVirt {
             Api::namespaced_with(self.client.clone(), namespace, &vmi_resource());
         let mut why = Vec::new();
         for vmim in candidates {
-            let vmi = api
-                .get_opt(&vmim.vmi_name)
-                .await
-                .map_err(|e| ClusterError(format!("get VMI {namespace}/{}: {e}", vmim.vmi_name)))?;
+            let vmi = api.get_opt(&vmim.vmi_name).await.map_err(|e| {
+                ClusterError::kube(format!("get VMI {namespace}/{}", vmim.vmi_name), e)
+            })?;
             let data = vmi.as_ref().map(|o| {
                 let mut v = o.data.clone();
                 v["metadata"] = serde_json::json!({"uid": o.metadata.uid});
