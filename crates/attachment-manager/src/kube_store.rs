@@ -324,28 +324,19 @@ impl KubeStore {
         .await
         .map_err(|e| err("list Nodes", e))?;
         let mut by_pv: HashMap<String, Vec<SeenAttachment>> = HashMap::new();
-        lists::for_each_page(&self.client, lists::VA_PATH, |page: Vec<VaFacts>| {
-            for va in page {
-                if va.spec.attacher != self.driver {
-                    continue;
-                }
-                let Some(pv) = va.spec.source.persistent_volume_name else {
-                    continue;
-                };
-                let since = va
-                    .metadata
-                    .creation_timestamp
-                    .map(|t| t.0)
-                    .unwrap_or_else(Timestamp::now);
-                by_pv.entry(pv).or_default().push(SeenAttachment {
-                    node: va.spec.node_name,
-                    since,
-                    attached: va.status.is_some_and(|s| s.attached),
-                });
-            }
+        self.for_each_attachment(|pv, va| {
+            let since = va
+                .metadata
+                .creation_timestamp
+                .map(|t| t.0)
+                .unwrap_or_else(Timestamp::now);
+            by_pv.entry(pv).or_default().push(SeenAttachment {
+                node: va.spec.node_name,
+                since,
+                attached: va.status.is_some_and(|s| s.attached),
+            });
         })
-        .await
-        .map_err(|e| err("list VolumeAttachments", e))?;
+        .await?;
         let mut out = Vec::with_capacity(by_pv.len());
         lists::for_each_page(&self.client, lists::PV_PATH, |page: Vec<PvFacts>| {
             for pv in page {
@@ -417,22 +408,33 @@ impl KubeStore {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
+        self.for_each_attachment(|pv, va| {
+            if let Some(list) = wanted.get_mut(&pv) {
+                list.retain(|(_, node)| *node != va.spec.node_name);
+            }
+        })
+        .await?;
+        Ok(wanted.into_values().flatten().collect())
+    }
+
+    /// Every VolumeAttachment of this driver with its PV's name, read page
+    /// by page.
+    async fn for_each_attachment(
+        &self,
+        mut f: impl FnMut(String, VaFacts),
+    ) -> Result<(), ClusterError> {
         lists::for_each_page(&self.client, lists::VA_PATH, |page: Vec<VaFacts>| {
-            for va in page {
+            for mut va in page {
                 if va.spec.attacher != self.driver {
                     continue;
                 }
-                let Some(pv) = va.spec.source.persistent_volume_name else {
-                    continue;
-                };
-                if let Some(list) = wanted.get_mut(&pv) {
-                    list.retain(|(_, node)| *node != va.spec.node_name);
+                if let Some(pv) = va.spec.source.persistent_volume_name.take() {
+                    f(pv, va);
                 }
             }
         })
         .await
-        .map_err(|e| err("list VolumeAttachments", e))?;
-        Ok(wanted.into_values().flatten().collect())
+        .map_err(|e| err("list VolumeAttachments", e))
     }
 }
 
@@ -455,6 +457,15 @@ impl Store for KubeStore {
     fn load(&self) -> BoxFuture<'_, Result<Vec<Rebuilt>, ClusterError>> {
         Box::pin(self.load_inner())
     }
+}
+
+/// Whether a Node carries the `node.kubernetes.io/out-of-service` taint: an
+/// operator's statement that the machine is off.
+pub fn out_of_service(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT))
 }
 
 /// Node facts from a reflector kept in sync by a watch.
@@ -508,18 +519,8 @@ impl KubeNodes {
     pub fn status_now(&self, node: &str) -> NodeStatus {
         match self.reader.get(&ObjectRef::new(node)) {
             None => NodeStatus::Missing,
-            Some(n) => {
-                let oos = n
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
-                if oos {
-                    NodeStatus::OutOfService
-                } else {
-                    NodeStatus::Present
-                }
-            }
+            Some(n) if out_of_service(&n) => NodeStatus::OutOfService,
+            Some(_) => NodeStatus::Present,
         }
     }
 

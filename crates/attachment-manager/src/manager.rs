@@ -346,10 +346,6 @@ impl Manager {
     pub async fn publish(&self, req: PublishRequest<'_>) -> Result<PublishDecision, ManagerError> {
         let started = Instant::now();
         let result = self.publish_inner(&req).await;
-        self.metrics
-            .operation_duration
-            .with_label_values(&["publish"])
-            .observe(started.elapsed().as_secs_f64());
         let status = match &result {
             // Status values follow the Go driver's metric where they mean
             // the same thing.
@@ -360,7 +356,7 @@ impl Manager {
             Err(ManagerError::NotReady) => "unavailable",
             Err(_) => "failure",
         };
-        self.metrics.attach.with_label_values(&[status]).inc();
+        self.metrics.observe("publish", started, status);
         result
     }
 
@@ -560,10 +556,6 @@ impl Manager {
     ) -> Result<UnpublishDecision, ManagerError> {
         let started = Instant::now();
         let result = self.unpublish_inner(volume, node).await;
-        self.metrics
-            .operation_duration
-            .with_label_values(&["unpublish"])
-            .observe(started.elapsed().as_secs_f64());
         let status = match &result {
             Ok(UnpublishDecision::Detached { .. }) | Ok(UnpublishDecision::NotAttached) => {
                 "success"
@@ -571,7 +563,7 @@ impl Manager {
             Err(ManagerError::NotReady) => "unavailable",
             Err(_) => "failure",
         };
-        self.metrics.detach.with_label_values(&[status]).inc();
+        self.metrics.observe("unpublish", started, status);
         result
     }
 

@@ -53,6 +53,29 @@ fn env() -> Env {
     }
 }
 
+/// An environment whose state is rebuilt (empty), ready to publish.
+async fn ready() -> Env {
+    let e = env();
+    e.m.rebuild().await.unwrap();
+    e
+}
+
+impl Env {
+    async fn rwo(&self, volume: &str, node: &str) -> PublishDecision {
+        self.m
+            .publish(req(volume, node, AccessKind::SingleNode))
+            .await
+            .unwrap()
+    }
+
+    async fn rwx(&self, volume: &str, node: &str) -> PublishDecision {
+        self.m
+            .publish(req(volume, node, AccessKind::MultiNodeBlock))
+            .await
+            .unwrap()
+    }
+}
+
 fn req<'a>(volume: &'a str, node: &'a str, kind: AccessKind) -> PublishRequest<'a> {
     PublishRequest {
         volume,
@@ -119,10 +142,7 @@ async fn a_failed_rebuild_is_retried_until_it_succeeds() {
     assert!(e.m.is_ready(), "ready after two failed loads");
     assert_eq!(e.m.holders("v"), vec!["a"]);
     // The rebuilt holder is enforced.
-    let d =
-        e.m.publish(req("v", "b", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let d = e.rwo("v", "b").await;
     assert!(matches!(
         d,
         PublishDecision::Refused(Refusal::AttachedElsewhere { .. })
@@ -133,8 +153,7 @@ async fn a_failed_rebuild_is_retried_until_it_succeeds() {
 
 #[tokio::test]
 async fn a_failed_persist_changes_nothing_and_the_retry_works() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
+    let e = ready().await;
     *lock(&e.store.fail_saves) = 1;
     assert!(matches!(
         e.m.publish(req("v", "a", AccessKind::SingleNode)).await,
@@ -156,16 +175,10 @@ async fn a_failed_persist_changes_nothing_and_the_retry_works() {
 
 #[tokio::test]
 async fn a_handoff_is_counted_timed_and_evented() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    let e = ready().await;
+    e.rwo("v", "a").await;
     e.m.unpublish("v", "a").await.unwrap();
-    let d =
-        e.m.publish(req("v", "b", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let d = e.rwo("v", "b").await;
     assert!(matches!(
         d,
         PublishDecision::Attached {
@@ -182,15 +195,9 @@ async fn a_handoff_is_counted_timed_and_evented() {
 
 #[tokio::test]
 async fn a_conflict_is_refused_counted_and_evented_on_the_pvc() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
-    let d =
-        e.m.publish(req("v", "b", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let e = ready().await;
+    e.rwo("v", "a").await;
+    let d = e.rwo("v", "b").await;
     assert!(matches!(d, PublishDecision::Refused(_)));
     assert_eq!(e.m.metrics.conflicts.get(), 1);
     assert_eq!(reasons(&e), vec!["AttachConflict"]);
@@ -198,16 +205,10 @@ async fn a_conflict_is_refused_counted_and_evented_on_the_pvc() {
 
 #[tokio::test]
 async fn an_out_of_service_holder_is_dropped_for_the_new_node() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    let e = ready().await;
+    e.rwo("v", "a").await;
     e.nodes.set("a", NodeStatus::OutOfService);
-    let d =
-        e.m.publish(req("v", "b", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let d = e.rwo("v", "b").await;
     assert!(
         matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
         "{d:?}"
@@ -218,17 +219,11 @@ async fn an_out_of_service_holder_is_dropped_for_the_new_node() {
 
 #[tokio::test]
 async fn deleting_a_node_with_an_attached_volume_attachment_releases_nothing() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    let e = ready().await;
+    e.rwo("v", "a").await;
     *lock(&e.store.attachments) = Some([("v".to_string(), "a".to_string())].into());
     e.nodes.set("a", NodeStatus::Missing);
-    let d =
-        e.m.publish(req("v", "b", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let d = e.rwo("v", "b").await;
     assert!(
         matches!(
             d,
@@ -244,17 +239,11 @@ async fn deleting_a_node_with_an_attached_volume_attachment_releases_nothing() {
 
 #[tokio::test]
 async fn a_deleted_node_whose_volume_attachment_is_gone_is_dropped_for_the_new_node() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    let e = ready().await;
+    e.rwo("v", "a").await;
     *lock(&e.store.attachments) = Some(Default::default());
     e.nodes.set("a", NodeStatus::Missing);
-    let d =
-        e.m.publish(req("v", "b", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let d = e.rwo("v", "b").await;
     assert!(
         matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
         "{d:?}"
@@ -270,30 +259,19 @@ async fn a_deleted_node_whose_volume_attachment_is_gone_is_dropped_for_the_new_n
 #[tokio::test]
 async fn without_volume_attachments_to_look_at_a_deleted_node_keeps_its_volume() {
     // Standalone mode: the store cannot tell, so nothing is released.
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    let e = ready().await;
+    e.rwo("v", "a").await;
     e.nodes.set("a", NodeStatus::Missing);
-    let d =
-        e.m.publish(req("v", "b", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let d = e.rwo("v", "b").await;
     assert!(matches!(d, PublishDecision::Refused(_)), "{d:?}");
     assert_eq!(e.m.holders("v"), vec!["a"]);
 }
 
 #[tokio::test]
 async fn a_holder_whose_volume_attachment_disappears_is_released_by_the_periodic_pass() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v1", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
-    e.m.publish(req("v2", "b", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    let e = ready().await;
+    e.rwo("v1", "a").await;
+    e.rwo("v2", "b").await;
     *lock(&e.store.attachments) = Some([("v2".to_string(), "b".to_string())].into());
     tokio::time::sleep(Duration::from_millis(2)).await;
     let released = e.m.release_without_attachment().await.unwrap();
@@ -318,9 +296,7 @@ async fn the_periodic_pass_waits_for_the_rebuild_and_skips_busy_volumes() {
         Err(ManagerError::NotReady)
     ));
     e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    e.rwo("v", "a").await;
     *lock(&e.store.attachments) = Some(Default::default());
     tokio::time::sleep(Duration::from_millis(2)).await;
     let guard = e.m.locks().try_lock("v").unwrap();
@@ -331,15 +307,9 @@ async fn the_periodic_pass_waits_for_the_rebuild_and_skips_busy_volumes() {
 
 #[tokio::test]
 async fn an_unverified_second_node_is_refused_with_what_was_missing() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::MultiNodeBlock))
-        .await
-        .unwrap();
-    let d =
-        e.m.publish(req("v", "b", AccessKind::MultiNodeBlock))
-            .await
-            .unwrap();
+    let e = ready().await;
+    e.rwx("v", "a").await;
+    let d = e.rwx("v", "b").await;
     let PublishDecision::Refused(r) = d else {
         panic!("{d:?}")
     };
@@ -383,10 +353,7 @@ async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
     assert_eq!(e.m.metrics.rebuild_conflicts.get(), 1);
     assert_eq!(reasons(&e), vec!["AttachConflictOnRebuild"]);
     assert!(e.m.state("v").migration.is_none(), "no invented migration");
-    let d =
-        e.m.publish(req("v", "c", AccessKind::SingleNode))
-            .await
-            .unwrap();
+    let d = e.rwo("v", "c").await;
     assert!(matches!(d, PublishDecision::Refused(_)), "{d:?}");
     // One side leaving resolves it.
     e.m.unpublish("v", "b").await.unwrap();
@@ -395,24 +362,15 @@ async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
 
 #[tokio::test]
 async fn a_verified_migration_runs_its_course_with_metrics_and_events() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v", "a", AccessKind::MultiNodeBlock))
-        .await
-        .unwrap();
-    let d =
-        e.m.publish(req("v", "b", AccessKind::MultiNodeBlock))
-            .await
-            .unwrap();
+    let e = ready().await;
+    e.rwx("v", "a").await;
+    let d = e.rwx("v", "b").await;
     assert!(matches!(
         d,
         PublishDecision::Refused(Refusal::NotAMigrationTarget { .. })
     ));
     lock(&e.targets.0).push("b".into());
-    let d =
-        e.m.publish(req("v", "b", AccessKind::MultiNodeBlock))
-            .await
-            .unwrap();
+    let d = e.rwx("v", "b").await;
     assert!(matches!(
         d,
         PublishDecision::Attached {
@@ -442,8 +400,7 @@ async fn a_verified_migration_runs_its_course_with_metrics_and_events() {
 
 #[tokio::test]
 async fn a_migration_past_its_deadline_is_reported_by_the_tick() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
+    let e = ready().await;
     lock(&e.targets.0).push("b".into());
     let mut r = req("v", "a", AccessKind::MultiNodeBlock);
     r.migration_timeout = Duration::from_secs(1);
@@ -496,17 +453,10 @@ async fn a_migration_past_its_deadline_is_reported_by_the_tick() {
 
 #[tokio::test]
 async fn an_out_of_service_node_releases_its_volumes_and_the_tick_forgets_released_ones() {
-    let e = env();
-    e.m.rebuild().await.unwrap();
-    e.m.publish(req("v1", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
-    e.m.publish(req("v2", "a", AccessKind::SingleNode))
-        .await
-        .unwrap();
-    e.m.publish(req("v3", "b", AccessKind::SingleNode))
-        .await
-        .unwrap();
+    let e = ready().await;
+    e.rwo("v1", "a").await;
+    e.rwo("v2", "a").await;
+    e.rwo("v3", "b").await;
     let mut released = e.m.release_out_of_service("a").await;
     released.sort();
     assert_eq!(released, vec!["v1", "v2"]);

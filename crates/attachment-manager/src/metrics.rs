@@ -82,6 +82,19 @@ impl AttachMetrics {
         Ok(m)
     }
 
+    /// Times a publish or unpublish and counts its outcome.
+    pub fn observe(&self, operation: &str, started: std::time::Instant, status: &str) {
+        self.operation_duration
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        let counter = if operation == "publish" {
+            &self.attach
+        } else {
+            &self.detach
+        };
+        counter.with_label_values(&[status]).inc();
+    }
+
     pub fn unregistered() -> Self {
         Self::register(&Registry::new()).expect("fresh registry")
     }

@@ -17,16 +17,8 @@ fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + secs).unwrap()
 }
 
-fn publish<'a>(node: &'a str, kind: AccessKind, now: Timestamp) -> Publish<'a> {
-    Publish {
-        node,
-        kind,
-        now,
-        gone_holders: &[],
-        migration_target: false,
-        migration_note: "",
-        migration_timeout: Duration::from_secs(300),
-    }
+fn publish(node: &str, kind: AccessKind, now: Timestamp) -> Publish<'_> {
+    Publish::new(node, kind, now, Duration::from_secs(300))
 }
 
 fn attached(d: &PublishDecision) -> bool {

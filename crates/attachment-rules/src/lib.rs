@@ -123,6 +123,27 @@ pub struct Publish<'a> {
     pub migration_timeout: Duration,
 }
 
+impl<'a> Publish<'a> {
+    /// A publish with no holder released and no migration evidence; set
+    /// the other fields with struct update syntax.
+    pub fn new(
+        node: &'a str,
+        kind: AccessKind,
+        now: Timestamp,
+        migration_timeout: Duration,
+    ) -> Self {
+        Publish {
+            node,
+            kind,
+            now,
+            gone_holders: &[],
+            migration_target: false,
+            migration_note: "",
+            migration_timeout,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handoff {
     pub from: String,

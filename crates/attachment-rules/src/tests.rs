@@ -12,15 +12,15 @@ fn policy() -> Policy {
     Policy::default()
 }
 
-fn publish<'a>(node: &'a str, kind: AccessKind, now: Timestamp) -> Publish<'a> {
+fn publish(node: &str, kind: AccessKind, now: Timestamp) -> Publish<'_> {
+    Publish::new(node, kind, now, Duration::from_secs(300))
+}
+
+/// A publish to `node` that KubeVirt's objects show is a migration target.
+fn target(node: &str, now: Timestamp) -> Publish<'_> {
     Publish {
-        node,
-        kind,
-        now,
-        gone_holders: &[],
-        migration_target: false,
-        migration_note: "",
-        migration_timeout: Duration::from_secs(300),
+        migration_target: true,
+        ..publish(node, RWX, now)
     }
 }
 
@@ -211,13 +211,7 @@ fn rwx_block_second_attach_without_migration_target_is_refused() {
 fn rwx_block_migration_target_is_admitted_with_a_deadline() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    let d = s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(10))
-        },
-    );
+    let d = s.publish(&policy(), &target("b", t(10)));
     let m = Migration {
         source: "a".into(),
         target: "b".into(),
@@ -245,13 +239,7 @@ fn the_relaxed_policy_admits_an_unverified_second_node_but_never_a_third() {
     let mut s = VolumeState::default();
     s.publish(&relaxed, &publish("a", RWX, t(0)));
     assert!(attached(&s.publish(&relaxed, &publish("b", RWX, t(1)))));
-    let d = s.publish(
-        &relaxed,
-        &Publish {
-            migration_target: true,
-            ..publish("c", RWX, t(2))
-        },
-    );
+    let d = s.publish(&relaxed, &target("c", t(2)));
     assert!(matches!(
         d,
         PublishDecision::Refused(Refusal::TwoNodesAlready { .. })
@@ -262,20 +250,8 @@ fn the_relaxed_policy_admits_an_unverified_second_node_but_never_a_third() {
 fn a_verified_third_node_is_never_admitted() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(1))
-        },
-    );
-    let d = s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("c", RWX, t(2))
-        },
-    );
+    s.publish(&policy(), &target("b", t(1)));
+    let d = s.publish(&policy(), &target("c", t(2)));
     assert_eq!(
         d,
         PublishDecision::Refused(Refusal::TwoNodesAlready {
@@ -288,13 +264,7 @@ fn a_verified_third_node_is_never_admitted() {
 fn the_source_leaving_completes_the_migration() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(1))
-        },
-    );
+    s.publish(&policy(), &target("b", t(1)));
     let d = s.unpublish("a", t(30));
     let UnpublishDecision::Detached {
         ended: Some((m, outcome)),
@@ -316,13 +286,7 @@ fn the_source_leaving_completes_the_migration() {
 fn the_target_leaving_rolls_the_migration_back() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(1))
-        },
-    );
+    s.publish(&policy(), &target("b", t(1)));
     let UnpublishDecision::Detached {
         ended: Some((_, outcome)),
     } = s.unpublish("b", t(30))
@@ -337,21 +301,9 @@ fn the_target_leaving_rolls_the_migration_back() {
 fn after_a_completed_migration_a_new_verified_migration_can_start() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(1))
-        },
-    );
+    s.publish(&policy(), &target("b", t(1)));
     s.unpublish("a", t(2));
-    let d = s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("c", RWX, t(3))
-        },
-    );
+    let d = s.publish(&policy(), &target("c", t(3)));
     assert!(attached(&d));
     assert_eq!(s.migration.as_ref().unwrap().source, "b");
 }
@@ -360,24 +312,12 @@ fn after_a_completed_migration_a_new_verified_migration_can_start() {
 fn a_migration_past_its_deadline_is_reported_once_and_admits_no_one() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(0))
-        },
-    );
+    s.publish(&policy(), &target("b", t(0)));
     assert_eq!(s.tick(t(300)), None, "not yet past the deadline");
     let m = s.tick(t(301)).expect("timed out");
     assert!(m.timeout_reported);
     assert_eq!(s.tick(t(400)), None, "reported once");
-    let d = s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("c", RWX, t(401))
-        },
-    );
+    let d = s.publish(&policy(), &target("c", t(401)));
     assert!(matches!(
         d,
         PublishDecision::Refused(Refusal::TwoNodesAlready { .. })
@@ -391,13 +331,7 @@ fn a_migration_past_its_deadline_is_reported_once_and_admits_no_one() {
 fn a_single_node_holder_blocks_a_multi_node_publish_elsewhere() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWO, t(0)));
-    let d = s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(1))
-        },
-    );
+    let d = s.publish(&policy(), &target("b", t(1)));
     assert!(matches!(
         d,
         PublishDecision::Refused(Refusal::KindMismatch { .. })
@@ -408,13 +342,7 @@ fn a_single_node_holder_blocks_a_multi_node_publish_elsewhere() {
 fn a_node_gone_mid_migration_ends_it_as_node_lost() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(1))
-        },
-    );
+    s.publish(&policy(), &target("b", t(1)));
     let ended = s.node_gone("a").expect("a held it");
     assert_eq!(ended.map(|(_, o)| o), Some(MigrationOutcome::NodeLost));
     assert_eq!(s.holders(), vec!["b"]);
@@ -434,13 +362,7 @@ fn a_gone_node_leaves_no_handoff_stamp() {
 fn a_gone_holder_during_a_migration_publish_is_cleared_before_deciding() {
     let mut s = VolumeState::default();
     s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(
-        &policy(),
-        &Publish {
-            migration_target: true,
-            ..publish("b", RWX, t(1))
-        },
-    );
+    s.publish(&policy(), &target("b", t(1)));
     let gone = vec!["a".to_string()];
     let d = s.publish(
         &policy(),

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use attachment_manager::kube_store::{KubeNodes, OUT_OF_SERVICE_TAINT};
+use attachment_manager::kube_store::{out_of_service, KubeNodes};
 use attachment_manager::{EventKind, Manager, NodeStatus};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -43,13 +43,6 @@ pub struct StaleAttachments {
     metrics: ReconcilerMetrics,
     /// Notified when the backend comes back, to sweep at once.
     kick: Arc<Notify>,
-}
-
-fn fenced(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT))
 }
 
 impl StaleAttachments {
@@ -110,7 +103,9 @@ impl StaleAttachments {
             let Some(event) = event else { return };
             let (name, fenced) = match event {
                 Ok(watcher::Event::Delete(n)) => (n.metadata.name.unwrap_or_default(), false),
-                Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) if fenced(&n) => {
+                Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n))
+                    if out_of_service(&n) =>
+                {
                     (n.metadata.name.unwrap_or_default(), true)
                 }
                 Ok(_) => continue,
