@@ -228,6 +228,14 @@ impl KubeVirt {
             Api::namespaced_with(self.client.clone(), namespace, &vmi_resource());
         let mut why = Vec::new();
         for vmim in candidates {
+            // A finished migration is judged without its VMI: only one in
+            // progress costs a GET.
+            if !vmim.in_progress() {
+                if let Err(w) = migration::judge(&in_ns, claim, node, source, vmim, None) {
+                    why.push(w);
+                }
+                continue;
+            }
             let vmi = api.get_opt(&vmim.vmi_name).await.map_err(|e| {
                 ClusterError::kube(format!("get VMI {namespace}/{}", vmim.vmi_name), e)
             })?;
