@@ -1,0 +1,262 @@
+//! NodePublishVolume and NodeUnpublishVolume: bind-mount the staged
+//! filesystem, or make a device node for a raw block volume, at the
+//! target; and take it off again, never removing anything recursively.
+
+use super::*;
+
+impl<E: Exec, S: Sys> Inner<E, S> {
+    pub(super) async fn publish(
+        &self,
+        req: proto::NodePublishVolumeRequest,
+    ) -> NodeResult<proto::NodePublishVolumeResponse> {
+        let id = volume_id(&req.volume_id)?;
+        let staging = abs_path("staging_target_path", &req.staging_target_path)?;
+        let target = abs_path("target_path", &req.target_path)?;
+        if target == staging {
+            return Err(NodeError::invalid(
+                "target_path",
+                "must differ from staging_target_path",
+            ));
+        }
+        let cap = capability(req.volume_capability.as_ref())?;
+        let ctx = volume_target(
+            &id,
+            &req.volume_context,
+            &req.publish_context,
+            self.dp.prefix(),
+            self.config.max_ctrl_loss_tmo,
+        );
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let stored = self.record(&id).await?;
+        let known = stored.is_some();
+        let mut rec = match (stored, ctx) {
+            (Some(r), _) => r,
+            // The state directory was lost: rebuild the record from the
+            // request, which carries everything.
+            (None, Ok(vt)) => VolumeRecord {
+                volume_id: id.clone(),
+                nqn: vt.target.nqn.clone(),
+                address: vt.target.address,
+                port: vt.target.port,
+                ctrl_loss_tmo: vt.target.ctrl_loss_tmo,
+                reconnect_delay: vt.target.reconnect_delay,
+                keep_alive_tmo: vt.target.keep_alive_tmo,
+                staging_path: staging.clone(),
+                block: cap.block,
+                fs_type: (!cap.block).then(|| cap.fs.or(vt.fs).unwrap_or(FsType::Ext4).to_string()),
+                mount_flags: cap.mount_flags.clone(),
+                formatted_here: false,
+                filesystem_seen: false,
+                targets: BTreeMap::new(),
+                pvc: None,
+            },
+            (None, Err(e)) => return Err(e),
+        };
+        rec.staging_path = staging.clone();
+        if let Some(pvc) = crate::params::pvc_of(&req.volume_context) {
+            rec.pvc = Some(pvc);
+        }
+        if rec.block != cap.block {
+            return Err(NodeError::FailedPrecondition(format!(
+                "volume {id} was staged as {}, and is published as {}",
+                kind_name(rec.block),
+                kind_name(cap.block)
+            )));
+        }
+        if cap.single_writer {
+            let devs = self.resolve(&rec.nqn).await?.dev_ids();
+            let mounts = self.mounts().await?;
+            for t in rec.targets.keys().filter(|t| **t != target) {
+                if self.still_published(t, &devs, &mounts).await? {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "volume {id} is single-writer and already published at {}",
+                        t.display()
+                    )));
+                }
+            }
+        }
+        if cap.block {
+            self.publish_block(&rec, known, &target, req.readonly)
+                .await?;
+        } else {
+            self.publish_fs(&mut rec, &target, req.readonly, &cap)
+                .await?;
+        }
+        rec.targets.insert(target, req.readonly);
+        self.save(&rec).await?;
+        Ok(proto::NodePublishVolumeResponse {})
+    }
+
+    pub(super) async fn publish_fs(
+        &self,
+        rec: &mut VolumeRecord,
+        target: &Path,
+        readonly: bool,
+        cap: &Cap,
+    ) -> NodeResult<()> {
+        let id = rec.volume_id.clone();
+        let staging = rec.staging_path.clone();
+        let sub = self.resolve(&rec.nqn).await?;
+        let mounts = self.mounts().await?;
+        let staged = match classify(&mounts, &staging, &sub.dev_ids()) {
+            MountState::Current(m) => m,
+            MountState::Other(m) => {
+                // The controller was renumbered after a reconnect: the
+                // staging mount points at a device that no longer exists
+                // (recover refuses if it still does).
+                info!(volume = %id, stale = %m.dev(), "staging mount is stale; recovering");
+                self.recover(rec, true).await?;
+                let sub = self.resolve(&rec.nqn).await?;
+                match classify(&self.mounts().await?, &staging, &sub.dev_ids()) {
+                    MountState::Current(m) => m,
+                    other => {
+                        return Err(NodeError::Internal(format!(
+                            "after recovery {} shows {other:?}",
+                            staging.display()
+                        )))
+                    }
+                }
+            }
+            MountState::NotMounted => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "volume {id} is not staged at {}: NodeStageVolume first",
+                    staging.display()
+                )))
+            }
+        };
+        let mounts = self.mounts().await?;
+        match classify(&mounts, target, &[staged.dev()]) {
+            MountState::Current(m) if m.read_only() == readonly => return Ok(()),
+            MountState::Current(_) => {
+                return Err(NodeError::AlreadyExists(format!(
+                    "volume {id} is published at {} with read-only={}",
+                    target.display(),
+                    !readonly
+                )))
+            }
+            MountState::Other(m) => self.drop_stale_mount(target, &m).await?,
+            MountState::NotMounted => {}
+        }
+        let mut flags = cap.mount.bind_flags();
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        self.dp
+            .bind_mount(&staging, target, staged.dev(), flags)
+            .await
+            .map_err(|e| {
+                let e = dp(format!("publish volume {id} at {}", target.display()))(e);
+                self.mount_failed(rec, e)
+            })
+    }
+
+    pub(super) async fn publish_block(
+        &self,
+        rec: &VolumeRecord,
+        staged: bool,
+        target: &Path,
+        readonly: bool,
+    ) -> NodeResult<()> {
+        let id = &rec.volume_id;
+        let sub = self.resolve(&rec.nqn).await?;
+        if !staged && !sub.is_connected() {
+            return Err(NodeError::FailedPrecondition(format!(
+                "volume {id} is not staged on this node: NodeStageVolume first"
+            )));
+        }
+        // Reuses the connection; reconnects one a reconnect or a controller
+        // loss took away (the record says the volume is staged here).
+        let deviceless = self.deviceless(rec).await?;
+        let dev = self
+            .dp
+            .connect_with(&rec.target(), deviceless)
+            .await
+            .map_err(dp(format!("connect volume {id}")))?
+            .device;
+        let mounts = self.mounts().await?;
+        let mounted = is_mount_point(&mounts, target);
+        if let Some(st) = self.lstat(target).await? {
+            match st.kind {
+                FileKind::BlockDevice if st.rdev == Some(dev.dev) => {
+                    if mounted {
+                        warn!(volume = %id, target = %target.display(), "target is a bind mount of the device (an older driver); leaving it");
+                        return Ok(());
+                    }
+                    if (st.mode & 0o222 == 0) != readonly {
+                        return Err(NodeError::AlreadyExists(format!(
+                            "volume {id} is published at {} with read-only={}",
+                            target.display(),
+                            !readonly
+                        )));
+                    }
+                    return Ok(());
+                }
+                _ if mounted => {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "{} is a mount point of something else; refusing to replace it",
+                        target.display()
+                    )))
+                }
+                FileKind::BlockDevice => {
+                    warn!(volume = %id, target = %target.display(), old = ?st.rdev, new = %dev.dev, "device node of another device number; replacing it");
+                    self.unlink(target).await?;
+                }
+                FileKind::File if st.size == 0 => self.unlink(target).await?,
+                FileKind::Dir => self.rmdir(target).await?,
+                k => {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "{} exists as {k:?}; refusing to replace it",
+                        target.display()
+                    )))
+                }
+            }
+        }
+        self.dp
+            .make_device_node(target, dev.dev, readonly)
+            .await
+            .map_err(dp(format!("publish volume {id} at {}", target.display())))
+    }
+
+    pub(super) async fn unpublish(
+        &self,
+        req: proto::NodeUnpublishVolumeRequest,
+    ) -> NodeResult<proto::NodeUnpublishVolumeResponse> {
+        let id = volume_id(&req.volume_id)?;
+        let target = abs_path("target_path", &req.target_path)?;
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let rec = self.record(&id).await?;
+        if is_mount_point(&self.mounts().await?, &target) {
+            self.dp
+                .unmount_all(&target, false)
+                .await
+                .map_err(dp(format!("unpublish volume {id}")))?;
+        }
+        // Checked again on a fresh table: only a path that is no longer a
+        // mount point is ever removed (lesson 3).
+        if is_mount_point(&self.mounts().await?, &target) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "{} is still a mount point; not removing it",
+                target.display()
+            )));
+        }
+        if let Some(st) = self.lstat(&target).await? {
+            match st.kind {
+                FileKind::Dir => self.rmdir(&target).await?,
+                FileKind::BlockDevice | FileKind::Symlink => self.unlink(&target).await?,
+                FileKind::File if st.size == 0 => self.unlink(&target).await?,
+                k => {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "{} is {k:?} with content; refusing to remove it",
+                        target.display()
+                    )))
+                }
+            }
+        }
+        if let Some(mut r) = rec {
+            if r.targets.remove(&target).is_some() {
+                self.save(&r).await?;
+            }
+        }
+        Ok(proto::NodeUnpublishVolumeResponse {})
+    }
+}

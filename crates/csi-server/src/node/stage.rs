@@ -1,0 +1,235 @@
+//! NodeStageVolume: connect the volume and, for a filesystem volume, make
+//! sure it has a filesystem (formatting only a definitively empty device)
+//! and mount it at the staging path.
+
+use super::*;
+
+impl<E: Exec, S: Sys> Inner<E, S> {
+    /// Mounts the volume's filesystem at its staging path: probes, formats
+    /// only a definitively empty device, checks ext4, mounts.
+    pub(super) async fn mount_staging(
+        &self,
+        rec: &mut VolumeRecord,
+        device: &BlockDevice,
+        fs: FsType,
+        opts: &MountOptions,
+        formatted_before: bool,
+    ) -> NodeResult<()> {
+        let mounts = self.mounts().await?;
+        let elsewhere = mounts_of(&mounts, device.dev).find(|m| m.mount_point != rec.staging_path);
+        match elsewhere {
+            // Already mounted on this node (an older staging path): the
+            // kernel shares the superblock; probing or checking a mounted
+            // filesystem is what must not happen.
+            Some(m) if m.fs_type != fs.as_str() => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "{} is mounted at {} as {}, not {fs}",
+                    device.path.display(),
+                    m.mount_point.display(),
+                    m.fs_type
+                )))
+            }
+            Some(m) => {
+                info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
+            }
+            None => {
+                // Formatted before (the context, or mounted here): mkfs is
+                // ruled out anyway, so the record is not consulted and an
+                // API outage never holds up a recovery.
+                let record = match formatted_before {
+                    true => None,
+                    false => self.read_format_record(rec).await?,
+                };
+                let history = nvme::format::History {
+                    formatted_before,
+                    recorded: record.as_ref().and_then(|(r, at, formatted)| {
+                        formatted.as_deref().map(|f| r.describe(at, f))
+                    }),
+                };
+                let prepared = match self
+                    .dp
+                    .prepare_filesystem(&rec.nqn, device, fs, history)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e @ nvme::Error::Refused { retry, .. }) => {
+                        self.report(
+                            rec,
+                            EventKind::Warning,
+                            FORMAT_REFUSED,
+                            format!(
+                                "volume {} was neither formatted nor mounted: {}{}",
+                                rec.volume_id,
+                                nvme::chain(&e),
+                                if retry {
+                                    " (this may clear by itself; kubelet retries)"
+                                } else {
+                                    " (needs a person: the data on the volume was left untouched)"
+                                }
+                            ),
+                        );
+                        return Err(dp(format!("prepare volume {}", rec.volume_id))(e));
+                    }
+                    Err(e) => {
+                        let e = dp(format!("prepare volume {}", rec.volume_id))(e);
+                        return Err(self.mount_failed(rec, e));
+                    }
+                };
+                if prepared == nvme::Prepared::Formatted {
+                    rec.formatted_here = true;
+                }
+                if let Some((r, at, None)) = &record {
+                    self.write_format_record(rec, r.as_ref(), at, fs, prepared)
+                        .await?;
+                }
+            }
+        }
+        if let Err(e) = self
+            .dp
+            .mount_device(device, &rec.staging_path, fs, opts)
+            .await
+        {
+            let e = dp(format!("stage volume {}", rec.volume_id))(e);
+            return Err(self.mount_failed(rec, e));
+        }
+        if !rec.filesystem_seen {
+            rec.filesystem_seen = true;
+            self.save(rec).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn stage(
+        &self,
+        req: proto::NodeStageVolumeRequest,
+    ) -> NodeResult<proto::NodeStageVolumeResponse> {
+        let id = volume_id(&req.volume_id)?;
+        let staging = abs_path("staging_target_path", &req.staging_target_path)?;
+        let cap = capability(req.volume_capability.as_ref())?;
+        let vt = volume_target(
+            &id,
+            &req.volume_context,
+            &req.publish_context,
+            self.dp.prefix(),
+            self.config.max_ctrl_loss_tmo,
+        )?;
+        if let (Some(a), Some(b)) = (cap.fs, vt.fs) {
+            if a != b {
+                return Err(NodeError::invalid(
+                    "volume_capability",
+                    format!("fs_type {a} differs from the volume context's fsType {b}"),
+                ));
+            }
+        }
+        let fs = (!cap.block).then(|| cap.fs.or(vt.fs).unwrap_or(FsType::Ext4));
+        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+
+        let previous = self.record(&id).await?;
+        let mut rec = VolumeRecord {
+            volume_id: id.clone(),
+            nqn: vt.target.nqn.clone(),
+            address: vt.target.address.clone(),
+            port: vt.target.port,
+            ctrl_loss_tmo: vt.target.ctrl_loss_tmo,
+            reconnect_delay: vt.target.reconnect_delay,
+            keep_alive_tmo: vt.target.keep_alive_tmo,
+            staging_path: staging.clone(),
+            block: cap.block,
+            fs_type: fs.map(|f| f.as_str().to_string()),
+            mount_flags: cap.mount_flags.clone(),
+            formatted_here: false,
+            filesystem_seen: false,
+            targets: BTreeMap::new(),
+            pvc: crate::params::pvc_of(&req.volume_context),
+        };
+        if let Some(p) = &previous {
+            let sub = self.resolve(&p.nqn).await?;
+            let mounts = self.mounts().await?;
+            let mounted = matches!(
+                classify(&mounts, &p.staging_path, &sub.dev_ids()),
+                MountState::Current(_)
+            );
+            if p.staging_path != staging && mounted {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "volume {id} is already staged at {}",
+                    p.staging_path.display()
+                )));
+            }
+            if p.staging_path == staging && p.block != cap.block && mounted {
+                return Err(NodeError::AlreadyExists(format!(
+                    "volume {id} is staged at {} as {}",
+                    staging.display(),
+                    kind_name(p.block)
+                )));
+            }
+            if p.nqn == rec.nqn {
+                rec.formatted_here = p.formatted_here;
+                rec.filesystem_seen = p.filesystem_seen;
+            }
+            if p.staging_path == staging {
+                rec.targets = p.targets.clone();
+            }
+            if rec.pvc.is_none() {
+                rec.pvc = p.pvc.clone();
+            }
+        }
+        // Written before connecting: a connection made just before a crash
+        // must not look orphaned at the next start.
+        self.save(&rec).await?;
+        let deviceless = self.deviceless(&rec).await?;
+        let connected = self
+            .dp
+            .connect_with(&vt.target, deviceless)
+            .await
+            .map_err(dp(format!("connect volume {id}")))?;
+        let Some(fs) = fs else {
+            info!(volume = %id, device = %connected.device.path.display(), "raw block volume staged");
+            return Ok(proto::NodeStageVolumeResponse {});
+        };
+        let sub = self.resolve(&rec.nqn).await?;
+        let mut stale = None;
+        match classify(&self.mounts().await?, &staging, &sub.dev_ids()) {
+            MountState::Current(m) if m.fs_type == fs.as_str() => {
+                if !rec.filesystem_seen {
+                    rec.filesystem_seen = true;
+                    self.save(&rec).await?;
+                }
+                return Ok(proto::NodeStageVolumeResponse {});
+            }
+            MountState::Current(m) => {
+                return Err(NodeError::AlreadyExists(format!(
+                    "volume {id} is staged at {} with {}, not {fs}",
+                    staging.display(),
+                    m.fs_type
+                )))
+            }
+            MountState::Other(m) => {
+                // It was mounted: it has a filesystem, whatever a probe
+                // right after the reconnect may say.
+                self.drop_stale_mount(&staging, &m).await?;
+                rec.filesystem_seen = true;
+                self.save(&rec).await?;
+                stale = Some(m);
+            }
+            MountState::NotMounted => {}
+        }
+        let device = sub.device().cloned().unwrap_or(connected.device);
+        let formatted_before = vt.formatted || rec.filesystem_seen;
+        self.mount_staging(&mut rec, &device, fs, &cap.mount, formatted_before)
+            .await?;
+        if let Some(m) = stale {
+            self.report(
+                &rec,
+                EventKind::Warning,
+                STALE_MOUNT_RECOVERED,
+                format!(
+                    "the staging mount of volume {id} was on {} ({}), which had vanished; remounted from {}",
+                    m.source,
+                    m.dev(),
+                    device.path.display()
+                ),
+            );
+        }
+        Ok(proto::NodeStageVolumeResponse {})
+    }
+}
