@@ -57,7 +57,7 @@ use tracing::{debug, info, instrument, warn, Instrument};
 use attachment_manager::EventKind;
 
 use crate::controller::VolumeLocks;
-use crate::error::{chain, CsiError};
+use crate::error::chain;
 use crate::metrics::RpcMetrics;
 use crate::proto::{self, node_server::Node};
 
@@ -179,7 +179,10 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
         );
         let result = match handle.await {
             Ok(r) => r,
-            Err(e) => Err(NodeError::Internal(format!("{method} did not finish: {e}"))),
+            Err(source) => Err(NodeError::Unfinished {
+                rpc: method,
+                source,
+            }),
         };
         match result {
             Ok(resp) => {
@@ -237,6 +240,14 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         e
     }
 
+    /// The volume's guard for the whole RPC: a concurrent call for the
+    /// same volume is refused (ABORTED), never queued.
+    fn lock(&self, id: &str) -> NodeResult<attachment_manager::VolumeGuard> {
+        self.locks.try_lock(id).map_err(|_| NodeError::Busy {
+            volume: id.to_string(),
+        })
+    }
+
     fn records(&self) -> Records<'_, S> {
         Records {
             sys: self.dp.sys(),
@@ -245,12 +256,16 @@ impl<E: Exec, S: Sys> Inner<E, S> {
     }
 
     async fn record(&self, id: &str) -> NodeResult<Option<VolumeRecord>> {
-        let stored = self.records().load(id).await.map_err(|e| {
-            NodeError::Internal(format!(
-                "read the record of volume {id} in {}: {e}",
-                self.config.state_dir.display()
-            ))
-        })?;
+        let stored = self
+            .records()
+            .load(id)
+            .await
+            .map_err(|source| NodeError::Record {
+                action: "read",
+                volume: id.to_string(),
+                dir: Some(self.config.state_dir.clone()),
+                source,
+            })?;
         Ok(match stored {
             Some(Stored::Record(r)) => Some(*r),
             Some(Stored::Unreadable { error, .. }) => {
@@ -262,13 +277,15 @@ impl<E: Exec, S: Sys> Inner<E, S> {
     }
 
     async fn save(&self, r: &VolumeRecord) -> NodeResult<()> {
-        self.records().save(r).await.map_err(|e| {
-            NodeError::Internal(format!(
-                "write the record of volume {} in {}: {e}",
-                r.volume_id,
-                self.config.state_dir.display()
-            ))
-        })
+        self.records()
+            .save(r)
+            .await
+            .map_err(|source| NodeError::Record {
+                action: "write",
+                volume: r.volume_id.clone(),
+                dir: Some(self.config.state_dir.clone()),
+                source,
+            })
     }
 
     fn nqn_of(&self, id: &str, rec: Option<&VolumeRecord>) -> String {
@@ -291,7 +308,11 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         match self.dp.sys().lstat(p).await {
             Ok(s) => Ok(Some(s)),
             Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(NodeError::Internal(format!("stat {}: {e}", p.display()))),
+            Err(source) => Err(NodeError::Host {
+                op: "stat",
+                path: p.to_path_buf(),
+                source,
+            }),
         }
     }
     // ---------------------------------------------------------------- unstage
@@ -343,7 +364,11 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             .sys()
             .remove_file(p)
             .await
-            .map_err(|e| NodeError::Internal(format!("remove {}: {e}", p.display())))
+            .map_err(|source| NodeError::Host {
+                op: "remove",
+                path: p.to_path_buf(),
+                source,
+            })
     }
 
     /// rmdir, never recursive: a directory that is not empty stays.
@@ -351,24 +376,16 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         match self.dp.sys().remove_dir(p).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
-                Err(NodeError::FailedPrecondition(format!(
-                    "{} is not empty; it is left in place (paths are never deleted recursively)",
-                    p.display()
-                )))
+                Err(NodeError::DirectoryNotEmpty {
+                    path: p.to_path_buf(),
+                })
             }
-            Err(e) => Err(NodeError::Internal(format!(
-                "remove directory {}: {e}",
-                p.display()
-            ))),
+            Err(source) => Err(NodeError::Host {
+                op: "remove directory",
+                path: p.to_path_buf(),
+                source,
+            }),
         }
-    }
-}
-
-fn kind_name(block: bool) -> &'static str {
-    if block {
-        "a raw block volume"
-    } else {
-        "a filesystem volume"
     }
 }
 

@@ -62,11 +62,8 @@ pub fn volume_path(p: &str) -> Result<PathBuf, NodeError> {
     if p.is_empty() {
         return Err(NodeError::invalid("volume_path", "must not be empty"));
     }
-    abs_path("volume_path", p).map_err(|_| {
-        NodeError::NotFound(format!(
-            "volume_path {:?} is not an absolute path where the volume could be staged or published",
-            p.chars().take(256).collect::<String>()
-        ))
+    abs_path("volume_path", p).map_err(|_| NodeError::UnusableVolumePath {
+        given: p.chars().take(256).collect(),
     })
 }
 

@@ -27,13 +27,11 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             Some(c) => capability(Some(c))?.block,
             None => false,
         };
-        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let _guard = self.lock(&id)?;
         let rec = self.record(&id).await?;
         let nqn = self.nqn_of(&id, rec.as_ref());
         if !self.resolve(&nqn).await?.is_connected() {
-            return Err(NodeError::NotFound(format!(
-                "volume {id} is not staged on this node"
-            )));
+            return Err(NodeError::NotStagedHere { volume: id });
         }
         let dev = self
             .dp
@@ -60,22 +58,18 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                     break;
                 }
                 MountState::Other(m) => {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "{} holds {} ({}), not the volume's current device {}; publish it again before expanding",
-                        p.display(),
-                        m.source,
-                        m.dev(),
-                        dev.dev
-                    )))
+                    return Err(NodeError::StaleMountAtExpand {
+                        path: p.clone(),
+                        dev: m.dev(),
+                        source_name: m.source,
+                        current: dev.dev,
+                    })
                 }
                 MountState::NotMounted => {}
             }
         }
         let Some((mount_point, m)) = found else {
-            return Err(NodeError::FailedPrecondition(format!(
-                "{} is not a mount of volume {id}",
-                path.display()
-            )));
+            return Err(NodeError::NotAMountOfVolume { volume: id, path });
         };
         self.dp
             .grow_filesystem(&dev, &mount_point, &m.fs_type)

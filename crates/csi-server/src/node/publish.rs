@@ -26,7 +26,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             self.dp.prefix(),
             self.config.max_ctrl_loss_tmo,
         );
-        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let _guard = self.lock(&id)?;
         let stored = self.record(&id).await?;
         let known = stored.is_some();
         let mut rec = match (stored, ctx) {
@@ -57,21 +57,20 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             rec.pvc = Some(pvc);
         }
         if rec.block != cap.block {
-            return Err(NodeError::FailedPrecondition(format!(
-                "volume {id} was staged as {}, and is published as {}",
-                kind_name(rec.block),
-                kind_name(cap.block)
-            )));
+            return Err(NodeError::PublishedAsOtherKind {
+                volume: id,
+                staged_block: rec.block,
+            });
         }
         if cap.single_writer {
             let devs = self.resolve(&rec.nqn).await?.dev_ids();
             let mounts = self.mounts().await?;
             for t in rec.targets.keys().filter(|t| **t != target) {
                 if self.still_published(t, &devs, &mounts).await? {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "volume {id} is single-writer and already published at {}",
-                        t.display()
-                    )));
+                    return Err(NodeError::SingleWriterPublished {
+                        volume: id,
+                        at: t.clone(),
+                    });
                 }
             }
         }
@@ -110,29 +109,29 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 match classify(&self.mounts().await?, &staging, &sub.dev_ids()) {
                     MountState::Current(m) => m,
                     other => {
-                        return Err(NodeError::Internal(format!(
-                            "after recovery {} shows {other:?}",
-                            staging.display()
-                        )))
+                        return Err(NodeError::NotRecovered {
+                            staging,
+                            found: format!("{other:?}"),
+                        })
                     }
                 }
             }
             MountState::NotMounted => {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "volume {id} is not staged at {}: NodeStageVolume first",
-                    staging.display()
-                )))
+                return Err(NodeError::NotStaged {
+                    volume: id,
+                    at: Some(staging),
+                })
             }
         };
         let mounts = self.mounts().await?;
         match classify(&mounts, target, &[staged.dev()]) {
             MountState::Current(m) if m.read_only() == readonly => return Ok(()),
             MountState::Current(_) => {
-                return Err(NodeError::AlreadyExists(format!(
-                    "volume {id} is published at {} with read-only={}",
-                    target.display(),
-                    !readonly
-                )))
+                return Err(NodeError::PublishedWithOtherReadOnly {
+                    volume: id,
+                    at: target.to_path_buf(),
+                    readonly: !readonly,
+                })
             }
             MountState::Other(m) => self.drop_stale_mount(target, &m).await?,
             MountState::NotMounted => {}
@@ -160,9 +159,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         let id = &rec.volume_id;
         let sub = self.resolve(&rec.nqn).await?;
         if !staged && !sub.is_connected() {
-            return Err(NodeError::FailedPrecondition(format!(
-                "volume {id} is not staged on this node: NodeStageVolume first"
-            )));
+            return Err(NodeError::NotStaged {
+                volume: id.clone(),
+                at: None,
+            });
         }
         // Reuses the connection; reconnects one a reconnect or a controller
         // loss took away (the record says the volume is staged here).
@@ -183,19 +183,18 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                         return Ok(());
                     }
                     if (st.mode & 0o222 == 0) != readonly {
-                        return Err(NodeError::AlreadyExists(format!(
-                            "volume {id} is published at {} with read-only={}",
-                            target.display(),
-                            !readonly
-                        )));
+                        return Err(NodeError::PublishedWithOtherReadOnly {
+                            volume: id.clone(),
+                            at: target.to_path_buf(),
+                            readonly: !readonly,
+                        });
                     }
                     return Ok(());
                 }
                 _ if mounted => {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "{} is a mount point of something else; refusing to replace it",
-                        target.display()
-                    )))
+                    return Err(NodeError::TargetIsAnotherMount {
+                        target: target.to_path_buf(),
+                    })
                 }
                 FileKind::BlockDevice => {
                     warn!(volume = %id, target = %target.display(), old = ?st.rdev, new = %dev.dev, "device node of another device number; replacing it");
@@ -204,10 +203,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 FileKind::File if st.size == 0 => self.unlink(target).await?,
                 FileKind::Dir => self.rmdir(target).await?,
                 k => {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "{} exists as {k:?}; refusing to replace it",
-                        target.display()
-                    )))
+                    return Err(NodeError::TargetOccupied {
+                        target: target.to_path_buf(),
+                        kind: k,
+                    })
                 }
             }
         }
@@ -223,7 +222,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
     ) -> NodeResult<proto::NodeUnpublishVolumeResponse> {
         let id = volume_id(&req.volume_id)?;
         let target = abs_path("target_path", &req.target_path)?;
-        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let _guard = self.lock(&id)?;
         let rec = self.record(&id).await?;
         if is_mount_point(&self.mounts().await?, &target) {
             self.dp
@@ -234,22 +233,14 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         // Checked again on a fresh table: only a path that is no longer a
         // mount point is ever removed (lesson 3).
         if is_mount_point(&self.mounts().await?, &target) {
-            return Err(NodeError::FailedPrecondition(format!(
-                "{} is still a mount point; not removing it",
-                target.display()
-            )));
+            return Err(NodeError::StillAMountPoint { target });
         }
         if let Some(st) = self.lstat(&target).await? {
             match st.kind {
                 FileKind::Dir => self.rmdir(&target).await?,
                 FileKind::BlockDevice | FileKind::Symlink => self.unlink(&target).await?,
                 FileKind::File if st.size == 0 => self.unlink(&target).await?,
-                k => {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "{} is {k:?} with content; refusing to remove it",
-                        target.display()
-                    )))
-                }
+                k => return Err(NodeError::TargetHasContent { target, kind: k }),
             }
         }
         if let Some(mut r) = rec {

@@ -14,12 +14,11 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             .await
             .map_err(dp("look up a mounted device"))?;
         if !gone {
-            return Err(NodeError::FailedPrecondition(format!(
-                "{} holds {} ({}), which is not this volume's device and still exists; refusing to touch it",
-                path.display(),
-                m.source,
-                m.dev()
-            )));
+            return Err(NodeError::ForeignMount {
+                path: path.to_path_buf(),
+                source_name: m.source.clone(),
+                dev: m.dev(),
+            });
         }
         warn!(path = %path.display(), device = %m.dev(), source = %m.source, "mount of a vanished device; taking it off");
         self.dp
@@ -52,10 +51,9 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             match self.resolve(&rec.nqn).await?.device() {
                 Some(d) => d.clone(),
                 None => {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "{} is not connected; NodeStageVolume or NodePublishVolume reconnects it",
-                        rec.nqn
-                    )))
+                    return Err(NodeError::NotConnected {
+                        nqn: rec.nqn.clone(),
+                    })
                 }
             }
         };

@@ -22,12 +22,12 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             // kernel shares the superblock; probing or checking a mounted
             // filesystem is what must not happen.
             Some(m) if m.fs_type != fs.as_str() => {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "{} is mounted at {} as {}, not {fs}",
-                    device.path.display(),
-                    m.mount_point.display(),
-                    m.fs_type
-                )))
+                return Err(NodeError::MountedAsOtherFs {
+                    device: device.path.clone(),
+                    at: m.mount_point.clone(),
+                    found: m.fs_type.clone(),
+                    wanted: fs,
+                })
             }
             Some(m) => {
                 info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
@@ -122,7 +122,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             }
         }
         let fs = (!cap.block).then(|| cap.fs.or(vt.fs).unwrap_or(FsType::Ext4));
-        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let _guard = self.lock(&id)?;
 
         let previous = self.record(&id).await?;
         let mut rec = VolumeRecord {
@@ -150,17 +150,17 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 MountState::Current(_)
             );
             if p.staging_path != staging && mounted {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "volume {id} is already staged at {}",
-                    p.staging_path.display()
-                )));
+                return Err(NodeError::StagedElsewhere {
+                    volume: id,
+                    at: p.staging_path.clone(),
+                });
             }
             if p.staging_path == staging && p.block != cap.block && mounted {
-                return Err(NodeError::AlreadyExists(format!(
-                    "volume {id} is staged at {} as {}",
-                    staging.display(),
-                    kind_name(p.block)
-                )));
+                return Err(NodeError::StagedAsOtherKind {
+                    volume: id,
+                    at: staging,
+                    block: p.block,
+                });
             }
             if p.nqn == rec.nqn {
                 rec.formatted_here = p.formatted_here;
@@ -197,11 +197,12 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 return Ok(proto::NodeStageVolumeResponse {});
             }
             MountState::Current(m) => {
-                return Err(NodeError::AlreadyExists(format!(
-                    "volume {id} is staged at {} with {}, not {fs}",
-                    staging.display(),
-                    m.fs_type
-                )))
+                return Err(NodeError::StagedWithOtherFs {
+                    volume: id,
+                    at: staging,
+                    found: m.fs_type,
+                    wanted: fs,
+                })
             }
             MountState::Other(m) => {
                 // It was mounted: it has a filesystem, whatever a probe

@@ -14,14 +14,11 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         if !req.staging_target_path.is_empty() {
             abs_path("staging_target_path", &req.staging_target_path)?;
         }
-        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let _guard = self.lock(&id)?;
         let mut rec = self.record(&id).await?;
         let nqn = self.nqn_of(&id, rec.as_ref());
         let Some(st) = self.lstat(&path).await? else {
-            return Err(NodeError::NotFound(format!(
-                "volume_path {} does not exist",
-                path.display()
-            )));
+            return Err(NodeError::NoVolumePath { path });
         };
         let sub = self.resolve(&nqn).await?;
         let devs = sub.dev_ids();
@@ -82,10 +79,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         }
         let (abnormal, message) = match classify(&mounts, &path, &devs) {
             MountState::NotMounted => {
-                return Err(NodeError::NotFound(format!(
-                    "volume_path {} is not a mount of volume {id}",
-                    path.display()
-                )))
+                return Err(NodeError::VolumePathNotMounted { volume: id, path })
             }
             MountState::Current(_) => liveness(&sub),
             MountState::Other(m) => {

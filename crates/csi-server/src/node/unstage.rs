@@ -10,7 +10,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
     ) -> NodeResult<proto::NodeUnstageVolumeResponse> {
         let id = volume_id(&req.volume_id)?;
         let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self.locks.try_lock(&id).map_err(CsiError::from)?;
+        let _guard = self.lock(&id)?;
         let rec = self.record(&id).await?;
         let nqn = self.nqn_of(&id, rec.as_ref());
         let sub = self.resolve(&nqn).await?;
@@ -19,20 +19,20 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         if let Some(r) = &rec {
             for t in r.targets.keys().filter(|t| **t != staging) {
                 if self.still_published(t, &devs, &mounts).await? {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "volume {id} is still published at {}; unpublish it first",
-                        t.display()
-                    )));
+                    return Err(NodeError::StillPublished {
+                        volume: id,
+                        at: t.clone(),
+                    });
                 }
             }
         }
         for d in &sub.devices {
             if let Some(m) = mounts_of(&mounts, d.dev).find(|m| m.mount_point != staging) {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "volume {id} ({}) is still mounted at {}",
-                    d.path.display(),
-                    m.mount_point.display()
-                )));
+                return Err(NodeError::StillMounted {
+                    volume: id,
+                    device: d.path.clone(),
+                    at: m.mount_point.clone(),
+                });
             }
         }
         match classify(&mounts, &staging, &devs) {
@@ -55,9 +55,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 .await
                 .map_err(dp("check the device is unused"))?
             {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "not disconnecting volume {id}: {why}"
-                )));
+                return Err(NodeError::DeviceInUse { volume: id, why });
             }
             self.dp
                 .disconnect(&nqn)
@@ -67,7 +65,12 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         self.records()
             .remove(&id)
             .await
-            .map_err(|e| NodeError::Internal(format!("remove the record of volume {id}: {e}")))?;
+            .map_err(|source| NodeError::Record {
+                action: "remove",
+                volume: id.clone(),
+                dir: None,
+                source,
+            })?;
         info!(volume = %id, "volume unstaged and disconnected");
         Ok(proto::NodeUnstageVolumeResponse {})
     }

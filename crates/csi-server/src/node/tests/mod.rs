@@ -221,6 +221,24 @@ impl Env {
             .map(|r| r.into_inner().capacity_bytes)
     }
 
+    /// The node's own error of a stage that must fail (not the status):
+    /// for tests of which step refused.
+    async fn stage_error(&self, r: proto::NodeStageVolumeRequest) -> NodeError {
+        self.svc.inner.stage(r).await.unwrap_err()
+    }
+
+    /// The node's own error of an unstage that must fail.
+    async fn unstage_error(&self, staging: &str) -> NodeError {
+        self.svc
+            .inner
+            .unstage(proto::NodeUnstageVolumeRequest {
+                volume_id: ID.into(),
+                staging_target_path: staging.into(),
+            })
+            .await
+            .unwrap_err()
+    }
+
     fn mounts_at(&self, p: &str) -> Vec<nvme::mountinfo::Mount> {
         self.f.mounts_at(Path::new(p))
     }

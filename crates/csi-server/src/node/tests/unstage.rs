@@ -24,9 +24,12 @@ async fn unstage_refuses_while_still_published() {
     let e = env();
     e.stage_fs().await;
     e.publish_fs(TARGET, false).await.unwrap();
-    let err = e.unstage(STAGING).await.unwrap_err();
+    let err = e.unstage_error(STAGING).await;
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains(TARGET), "{}", err.message());
+    assert!(
+        matches!(&err, NodeError::StillPublished { at, .. } if at == Path::new(TARGET)),
+        "{err:?}"
+    );
     assert_eq!(e.mounts_at(STAGING).len(), 1);
     assert!(e.f.is_connected(NQN));
 }
@@ -46,9 +49,12 @@ async fn unstage_refuses_to_disconnect_a_device_open_exclusively() {
     let e = env();
     e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
     e.f.claim(&e.f.device(NQN).unwrap().0);
-    let err = e.unstage(BSTAGING).await.unwrap_err();
+    let err = e.unstage_error(BSTAGING).await;
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("exclusively"), "{}", err.message());
+    assert!(
+        matches!(&err, NodeError::DeviceInUse { why, .. } if why.contains("exclusively")),
+        "{err:?}"
+    );
     assert_eq!(e.f.ran(Program::NvmeDisconnect), 0);
 }
 
