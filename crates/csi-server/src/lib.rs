@@ -7,7 +7,11 @@
 //! [`controller::NodeRegistry`], so it never reaches for a global client.
 //! The node service is generic over the `nvme` crate's host traits
 //! ([`nvme::Exec`] for commands, [`nvme::Sys`] for syscalls), whose
-//! recording fake runs every node decision in unit tests.
+//! recording fake runs every node decision in unit tests. The node's
+//! stage, publish and unstage decisions themselves (staged elsewhere?
+//! format or share? what to unmount, what to remove?) are pure functions
+//! in [`node::decide`], tested by table; the RPCs gather the facts and
+//! carry the decisions out.
 #![forbid(unsafe_code)]
 
 pub mod backend;

@@ -29,6 +29,7 @@
 //!   mount whose device is not the NQN's current device is stale (lesson 5).
 
 mod context;
+pub mod decide;
 mod error;
 pub mod events;
 mod expand;
@@ -324,14 +325,29 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         devs: &[DevId],
         mounts: &[Mount],
     ) -> NodeResult<bool> {
-        Ok(match self.lstat(t).await? {
-            None => false,
-            Some(st) => {
-                is_mount_point(mounts, t)
-                    || (st.kind == FileKind::BlockDevice
-                        && st.rdev.is_some_and(|d| devs.contains(&d)))
+        let existing = self.lstat(t).await?;
+        Ok(decide::still_published(
+            existing.as_ref(),
+            is_mount_point(mounts, t),
+            devs,
+        ))
+    }
+
+    /// The first publish target other than `target` that still holds the
+    /// volume.
+    async fn published_elsewhere(
+        &self,
+        rec: &VolumeRecord,
+        target: &Path,
+    ) -> NodeResult<Option<PathBuf>> {
+        let devs = self.resolve(&rec.nqn).await?.dev_ids();
+        let mounts = self.mounts().await?;
+        for t in rec.targets.keys().filter(|t| *t != target) {
+            if self.still_published(t, &devs, &mounts).await? {
+                return Ok(Some(t.clone()));
             }
-        })
+        }
+        Ok(None)
     }
 
     /// What a connect may do with a connection that has no block device:

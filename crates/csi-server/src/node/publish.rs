@@ -56,24 +56,18 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         if let Some(pvc) = crate::params::pvc_of(&req.volume_context) {
             rec.pvc = Some(pvc);
         }
-        if rec.block != cap.block {
-            return Err(NodeError::PublishedAsOtherKind {
-                volume: id,
-                staged_block: rec.block,
-            });
-        }
-        if cap.single_writer {
-            let devs = self.resolve(&rec.nqn).await?.dev_ids();
-            let mounts = self.mounts().await?;
-            for t in rec.targets.keys().filter(|t| **t != target) {
-                if self.still_published(t, &devs, &mounts).await? {
-                    return Err(NodeError::SingleWriterPublished {
-                        volume: id,
-                        at: t.clone(),
-                    });
-                }
-            }
-        }
+        // Other targets are only looked at when they could matter.
+        let elsewhere = match rec.block == cap.block && cap.single_writer {
+            true => self.published_elsewhere(&rec, &target).await?,
+            false => None,
+        };
+        decide::may_publish(
+            &id,
+            rec.block,
+            cap.block,
+            cap.single_writer,
+            elsewhere.as_deref(),
+        )?;
         if cap.block {
             self.publish_block(&rec, known, &target, req.readonly)
                 .await?;
@@ -97,9 +91,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         let staging = rec.staging_path.clone();
         let sub = self.resolve(&rec.nqn).await?;
         let mounts = self.mounts().await?;
-        let staged = match classify(&mounts, &staging, &sub.dev_ids()) {
-            MountState::Current(m) => m,
-            MountState::Other(m) => {
+        let state = classify(&mounts, &staging, &sub.dev_ids());
+        let staged = match decide::staged_from(&id, &staging, state)? {
+            decide::StagedFrom::Current(m) => m,
+            decide::StagedFrom::Stale(m) => {
                 // The controller was renumbered after a reconnect: the
                 // staging mount points at a device that no longer exists
                 // (recover refuses if it still does).
@@ -116,25 +111,13 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                     }
                 }
             }
-            MountState::NotMounted => {
-                return Err(NodeError::NotStaged {
-                    volume: id,
-                    at: Some(staging),
-                })
-            }
         };
         let mounts = self.mounts().await?;
-        match classify(&mounts, target, &[staged.dev()]) {
-            MountState::Current(m) if m.read_only() == readonly => return Ok(()),
-            MountState::Current(_) => {
-                return Err(NodeError::PublishedWithOtherReadOnly {
-                    volume: id,
-                    at: target.to_path_buf(),
-                    readonly: !readonly,
-                })
-            }
-            MountState::Other(m) => self.drop_stale_mount(target, &m).await?,
-            MountState::NotMounted => {}
+        let state = classify(&mounts, target, &[staged.dev()]);
+        match decide::bind_target(&id, target, readonly, state)? {
+            decide::BindTarget::Done => return Ok(()),
+            decide::BindTarget::DropStaleThenBind(m) => self.drop_stale_mount(target, &m).await?,
+            decide::BindTarget::Bind => {}
         }
         let mut flags = cap.mount.bind_flags();
         if readonly {
@@ -175,40 +158,21 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             .device;
         let mounts = self.mounts().await?;
         let mounted = is_mount_point(&mounts, target);
-        if let Some(st) = self.lstat(target).await? {
-            match st.kind {
-                FileKind::BlockDevice if st.rdev == Some(dev.dev) => {
-                    if mounted {
-                        warn!(volume = %id, target = %target.display(), "target is a bind mount of the device (an older driver); leaving it");
-                        return Ok(());
-                    }
-                    if (st.mode & 0o222 == 0) != readonly {
-                        return Err(NodeError::PublishedWithOtherReadOnly {
-                            volume: id.clone(),
-                            at: target.to_path_buf(),
-                            readonly: !readonly,
-                        });
-                    }
-                    return Ok(());
-                }
-                _ if mounted => {
-                    return Err(NodeError::TargetIsAnotherMount {
-                        target: target.to_path_buf(),
-                    })
-                }
-                FileKind::BlockDevice => {
-                    warn!(volume = %id, target = %target.display(), old = ?st.rdev, new = %dev.dev, "device node of another device number; replacing it");
-                    self.unlink(target).await?;
-                }
-                FileKind::File if st.size == 0 => self.unlink(target).await?,
-                FileKind::Dir => self.rmdir(target).await?,
-                k => {
-                    return Err(NodeError::TargetOccupied {
-                        target: target.to_path_buf(),
-                        kind: k,
-                    })
-                }
+        let existing = self.lstat(target).await?;
+        match decide::device_node_target(id, target, readonly, dev.dev, existing.as_ref(), mounted)?
+        {
+            decide::NodeTarget::Done => return Ok(()),
+            decide::NodeTarget::OlderBindMount => {
+                warn!(volume = %id, target = %target.display(), "target is a bind mount of the device (an older driver); leaving it");
+                return Ok(());
             }
+            decide::NodeTarget::Create(decide::Clear::Nothing) => {}
+            decide::NodeTarget::Create(decide::Clear::OtherDeviceNode { old }) => {
+                warn!(volume = %id, target = %target.display(), old = ?old, new = %dev.dev, "device node of another device number; replacing it");
+                self.unlink(target).await?;
+            }
+            decide::NodeTarget::Create(decide::Clear::EmptyFile) => self.unlink(target).await?,
+            decide::NodeTarget::Create(decide::Clear::Directory) => self.rmdir(target).await?,
         }
         self.dp
             .make_device_node(target, dev.dev, readonly)
@@ -232,16 +196,15 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         }
         // Checked again on a fresh table: only a path that is no longer a
         // mount point is ever removed (lesson 3).
-        if is_mount_point(&self.mounts().await?, &target) {
-            return Err(NodeError::StillAMountPoint { target });
-        }
-        if let Some(st) = self.lstat(&target).await? {
-            match st.kind {
-                FileKind::Dir => self.rmdir(&target).await?,
-                FileKind::BlockDevice | FileKind::Symlink => self.unlink(&target).await?,
-                FileKind::File if st.size == 0 => self.unlink(&target).await?,
-                k => return Err(NodeError::TargetHasContent { target, kind: k }),
-            }
+        let mounted = is_mount_point(&self.mounts().await?, &target);
+        let existing = match mounted {
+            true => None,
+            false => self.lstat(&target).await?,
+        };
+        match decide::unpublished_removal(&target, mounted, existing.as_ref())? {
+            Some(decide::Removal::Rmdir) => self.rmdir(&target).await?,
+            Some(decide::Removal::Unlink) => self.unlink(&target).await?,
+            None => {}
         }
         if let Some(mut r) = rec {
             if r.targets.remove(&target).is_some() {

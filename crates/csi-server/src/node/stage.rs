@@ -17,28 +17,16 @@ impl<E: Exec, S: Sys> Inner<E, S> {
     ) -> NodeResult<()> {
         let mounts = self.mounts().await?;
         let elsewhere = mounts_of(&mounts, device.dev).find(|m| m.mount_point != rec.staging_path);
-        match elsewhere {
-            // Already mounted on this node (an older staging path): the
-            // kernel shares the superblock; probing or checking a mounted
-            // filesystem is what must not happen.
-            Some(m) if m.fs_type != fs.as_str() => {
-                return Err(NodeError::MountedAsOtherFs {
-                    device: device.path.clone(),
-                    at: m.mount_point.clone(),
-                    found: m.fs_type.clone(),
-                    wanted: fs,
-                })
+        match decide::filesystem(&device.path, fs, elsewhere, formatted_before)? {
+            decide::Filesystem::Shared => {
+                if let Some(m) = elsewhere {
+                    info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
+                }
             }
-            Some(m) => {
-                info!(device = %device.path.display(), at = %m.mount_point.display(), "device already mounted elsewhere on this node; sharing it")
-            }
-            None => {
-                // Formatted before (the context, or mounted here): mkfs is
-                // ruled out anyway, so the record is not consulted and an
-                // API outage never holds up a recovery.
-                let record = match formatted_before {
-                    true => None,
-                    false => self.read_format_record(rec).await?,
+            decide::Filesystem::Prepare { read_record } => {
+                let record = match read_record {
+                    false => None,
+                    true => self.read_format_record(rec).await?,
                 };
                 let history = nvme::format::History {
                     formatted_before,
@@ -149,24 +137,25 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 classify(&mounts, &p.staging_path, &sub.dev_ids()),
                 MountState::Current(_)
             );
-            if p.staging_path != staging && mounted {
-                return Err(NodeError::StagedElsewhere {
-                    volume: id,
-                    at: p.staging_path.clone(),
-                });
-            }
-            if p.staging_path == staging && p.block != cap.block && mounted {
-                return Err(NodeError::StagedAsOtherKind {
-                    volume: id,
-                    at: staging,
+            let keep = decide::restage(
+                &decide::Previous {
+                    staging_path: &p.staging_path,
                     block: p.block,
-                });
-            }
-            if p.nqn == rec.nqn {
+                    nqn: &p.nqn,
+                    mounted,
+                },
+                &decide::Staging {
+                    volume: &id,
+                    staging_path: &staging,
+                    block: cap.block,
+                    nqn: &rec.nqn,
+                },
+            )?;
+            if keep.format_history {
                 rec.formatted_here = p.formatted_here;
                 rec.filesystem_seen = p.filesystem_seen;
             }
-            if p.staging_path == staging {
+            if keep.targets {
                 rec.targets = p.targets.clone();
             }
             if rec.pvc.is_none() {
@@ -188,23 +177,16 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         };
         let sub = self.resolve(&rec.nqn).await?;
         let mut stale = None;
-        match classify(&self.mounts().await?, &staging, &sub.dev_ids()) {
-            MountState::Current(m) if m.fs_type == fs.as_str() => {
+        let state = classify(&self.mounts().await?, &staging, &sub.dev_ids());
+        match decide::staging_mount(&id, &staging, fs, state)? {
+            decide::StagingMount::Done => {
                 if !rec.filesystem_seen {
                     rec.filesystem_seen = true;
                     self.save(&rec).await?;
                 }
                 return Ok(proto::NodeStageVolumeResponse {});
             }
-            MountState::Current(m) => {
-                return Err(NodeError::StagedWithOtherFs {
-                    volume: id,
-                    at: staging,
-                    found: m.fs_type,
-                    wanted: fs,
-                })
-            }
-            MountState::Other(m) => {
+            decide::StagingMount::DropStale(m) => {
                 // It was mounted: it has a filesystem, whatever a probe
                 // right after the reconnect may say.
                 self.drop_stale_mount(&staging, &m).await?;
@@ -212,7 +194,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 self.save(&rec).await?;
                 stale = Some(m);
             }
-            MountState::NotMounted => {}
+            decide::StagingMount::Mount => {}
         }
         let device = sub.device().cloned().unwrap_or(connected.device);
         let formatted_before = vt.formatted || rec.filesystem_seen;

@@ -16,47 +16,41 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         let sub = self.resolve(&nqn).await?;
         let devs = sub.dev_ids();
         let mounts = self.mounts().await?;
+        let mut published_at = None;
         if let Some(r) = &rec {
             for t in r.targets.keys().filter(|t| **t != staging) {
                 if self.still_published(t, &devs, &mounts).await? {
-                    return Err(NodeError::StillPublished {
-                        volume: id,
-                        at: t.clone(),
-                    });
+                    published_at = Some(t.as_path());
+                    break;
                 }
             }
         }
-        for d in &sub.devices {
-            if let Some(m) = mounts_of(&mounts, d.dev).find(|m| m.mount_point != staging) {
-                return Err(NodeError::StillMounted {
-                    volume: id,
-                    device: d.path.clone(),
-                    at: m.mount_point.clone(),
-                });
-            }
-        }
-        match classify(&mounts, &staging, &devs) {
-            MountState::Current(_) => {
+        let mounted_elsewhere = sub.devices.iter().find_map(|d| {
+            mounts_of(&mounts, d.dev)
+                .find(|m| m.mount_point != staging)
+                .map(|m| (d.path.as_path(), m.mount_point.as_path()))
+        });
+        let state = classify(&mounts, &staging, &devs);
+        match decide::unstage(&id, published_at, mounted_elsewhere, state)? {
+            decide::Unmount::Staging => {
                 self.dp
                     .unmount_all(&staging, false)
                     .await
                     .map_err(dp(format!("unstage volume {id}")))?;
             }
-            MountState::Other(m) => self.drop_stale_mount(&staging, &m).await?,
-            MountState::NotMounted => {}
+            decide::Unmount::Stale(m) => self.drop_stale_mount(&staging, &m).await?,
+            decide::Unmount::Nothing => {}
         }
         // The staging directory belongs to the CO: it is left in place.
         let sub = self.resolve(&nqn).await?;
         if sub.is_connected() {
             let mounts = self.mounts().await?;
-            if let Some(why) = self
+            let in_use = self
                 .dp
                 .in_use(&sub, &mounts)
                 .await
-                .map_err(dp("check the device is unused"))?
-            {
-                return Err(NodeError::DeviceInUse { volume: id, why });
-            }
+                .map_err(dp("check the device is unused"))?;
+            decide::may_disconnect(&id, in_use)?;
             self.dp
                 .disconnect(&nqn)
                 .await
