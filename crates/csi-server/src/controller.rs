@@ -19,7 +19,7 @@ use attachment_manager::{
 };
 use routeros::{ClusterId, Disk, DiskComment, NewDisk, Nqn, RosPath, Slot, SlotPrefix};
 use tonic::{Request, Response, Status};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 use vmi_grouper::KubeVirt;
 
 use crate::backend::Backend;
@@ -448,28 +448,14 @@ fn capability(
     }
 }
 
-macro_rules! rpc {
-    ($self:ident, $name:literal, $req:ident, $body:expr) => {{
-        let timer = $self.metrics.start($name);
-        let $req = $req.into_inner();
-        let result: CsiResult<_> = $body.await;
-        match result {
-            Ok(resp) => {
-                timer.finish(tonic::Code::Ok);
-                Ok(Response::new(resp))
-            }
-            Err(e) => {
-                let status: Status = e.into();
-                timer.finish(status.code());
-                if matches!(status.code(), tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
-                    warn!(rpc = $name, code = ?status.code(), error = %status.message(), "RPC failed");
-                } else {
-                    info!(rpc = $name, code = ?status.code(), error = %status.message(), "RPC refused");
-                }
-                Err(status)
-            }
-        }
-    }};
+/// Runs one controller RPC through the shared outcome handling (metrics,
+/// log level by code, status with the whole cause chain).
+async fn rpc<T>(
+    metrics: &RpcMetrics,
+    name: &'static str,
+    work: impl std::future::Future<Output = CsiResult<T>>,
+) -> Result<Response<T>, Status> {
+    crate::rpc::run(metrics, name, crate::rpc::Log::default(), work).await
 }
 
 #[tonic::async_trait]
@@ -479,7 +465,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::CreateVolumeRequest>,
     ) -> Result<Response<proto::CreateVolumeResponse>, Status> {
-        rpc!(self, "CreateVolume", request, self.create(request))
+        rpc(
+            &self.metrics,
+            "CreateVolume",
+            self.create(request.into_inner()),
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
@@ -487,7 +478,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::DeleteVolumeRequest>,
     ) -> Result<Response<proto::DeleteVolumeResponse>, Status> {
-        rpc!(self, "DeleteVolume", request, self.delete(request))
+        rpc(
+            &self.metrics,
+            "DeleteVolume",
+            self.delete(request.into_inner()),
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
@@ -495,12 +491,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerPublishVolumeRequest>,
     ) -> Result<Response<proto::ControllerPublishVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerPublishVolume",
-            request,
-            self.publish(request)
+            self.publish(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
@@ -508,12 +504,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerUnpublishVolume",
-            request,
-            self.unpublish(request)
+            self.unpublish(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
@@ -521,12 +517,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<proto::ValidateVolumeCapabilitiesResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ValidateVolumeCapabilities",
-            request,
-            self.validate(request)
+            self.validate(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all)]
@@ -534,7 +530,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ListVolumesRequest>,
     ) -> Result<Response<proto::ListVolumesResponse>, Status> {
-        rpc!(self, "ListVolumes", request, self.list(request))
+        rpc(
+            &self.metrics,
+            "ListVolumes",
+            self.list(request.into_inner()),
+        )
+        .await
     }
 
     #[instrument(skip_all)]
@@ -542,7 +543,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::GetCapacityRequest>,
     ) -> Result<Response<proto::GetCapacityResponse>, Status> {
-        rpc!(self, "GetCapacity", request, self.capacity(request))
+        rpc(
+            &self.metrics,
+            "GetCapacity",
+            self.capacity(request.into_inner()),
+        )
+        .await
     }
 
     async fn controller_get_capabilities(
@@ -602,12 +608,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerExpandVolumeRequest>,
     ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerExpandVolume",
-            request,
-            self.expand(request)
+            self.expand(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
@@ -615,12 +621,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerGetVolumeRequest>,
     ) -> Result<Response<proto::ControllerGetVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerGetVolume",
-            request,
-            self.get_volume(request)
+            self.get_volume(request.into_inner()),
         )
+        .await
     }
 
     async fn controller_modify_volume(

@@ -24,6 +24,7 @@ pub mod metrics;
 pub use nvme::mountinfo;
 pub mod node;
 pub mod params;
+pub mod rpc;
 pub mod server;
 
 /// Generated from `proto/csi.proto` (CSI spec v1.12).

@@ -52,8 +52,8 @@ use std::sync::Arc;
 use nvme::mount::{classify, parse_mount_flags, MountOptions, MountState};
 use nvme::mountinfo::{is_mount_point, mounts_of, Mount};
 use nvme::{BlockDevice, DataPath, DevId, Deviceless, Exec, FileKind, FsType, MsFlags, Sys};
-use tonic::{Code, Request, Response, Status};
-use tracing::{debug, info, instrument, warn, Instrument};
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, instrument, warn, Instrument, Level};
 
 use attachment_manager::EventKind;
 
@@ -61,6 +61,7 @@ use crate::controller::VolumeLocks;
 use crate::error::chain;
 use crate::metrics::RpcMetrics;
 use crate::proto::{self, node_server::Node};
+use crate::rpc;
 
 pub use context::FORMATTED;
 use context::{abs_path, capability, volume_id, volume_path, volume_target, Cap};
@@ -158,57 +159,42 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
         T: Send + 'static,
         Fut: Future<Output = NodeResult<T>> + Send + 'static,
     {
-        let timer = self.inner.metrics.start(method);
         let work = work(self.inner.clone());
         let vol = volume.to_string();
-        let handle = tokio::spawn(
-            async move {
-                // Where the time went, step by step (`node_steps=debug`).
-                let (result, steps) = nvme::steps::record(work).await;
-                debug!(
-                    target: "node_steps",
-                    rpc = %method,
-                    volume = %vol,
-                    ok = result.is_ok(),
-                    total_ms = (steps.total().as_secs_f64() * 10_000.0).round() / 10.0,
-                    steps = %steps,
-                    "timing"
-                );
-                result
+        let detached = async move {
+            let handle = tokio::spawn(
+                async move {
+                    // Where the time went, step by step (`node_steps=debug`).
+                    let (result, steps) = nvme::steps::record(work).await;
+                    debug!(
+                        target: "node_steps",
+                        rpc = %method,
+                        volume = %vol,
+                        ok = result.is_ok(),
+                        total_ms = (steps.total().as_secs_f64() * 10_000.0).round() / 10.0,
+                        steps = %steps,
+                        "timing"
+                    );
+                    result
+                }
+                .instrument(tracing::Span::current()),
+            );
+            match handle.await {
+                Ok(r) => r,
+                Err(source) => Err(NodeError::Unfinished {
+                    rpc: method,
+                    source,
+                }),
             }
-            .instrument(tracing::Span::current()),
-        );
-        let result = match handle.await {
-            Ok(r) => r,
-            Err(source) => Err(NodeError::Unfinished {
-                rpc: method,
-                source,
+        };
+        let log = rpc::Log {
+            volume: Some(volume),
+            done: Some(match method {
+                "NodeGetVolumeStats" => Level::DEBUG,
+                _ => Level::INFO,
             }),
         };
-        match result {
-            Ok(resp) => {
-                timer.finish(Code::Ok);
-                if method == "NodeGetVolumeStats" {
-                    debug!(rpc = method, volume, "done");
-                } else {
-                    info!(rpc = method, volume, "done");
-                }
-                Ok(Response::new(resp))
-            }
-            Err(e) => {
-                let status: Status = e.into();
-                timer.finish(status.code());
-                if matches!(
-                    status.code(),
-                    Code::Internal | Code::Unavailable | Code::DeadlineExceeded
-                ) {
-                    warn!(rpc = method, volume, code = ?status.code(), error = %status.message(), "RPC failed");
-                } else {
-                    info!(rpc = method, volume, code = ?status.code(), error = %status.message(), "RPC refused");
-                }
-                Err(status)
-            }
-        }
+        rpc::run(&self.inner.metrics, method, log, detached).await
     }
 }
 

@@ -81,28 +81,9 @@ fn perr(name: &str, reason: impl Into<String>) -> ParamError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsType {
-    Ext4,
-    Xfs,
-}
-
-impl FsType {
-    pub fn parse(s: &str) -> Option<FsType> {
-        match s {
-            "ext4" => Some(FsType::Ext4),
-            "xfs" => Some(FsType::Xfs),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FsType::Ext4 => "ext4",
-            FsType::Xfs => "xfs",
-        }
-    }
-}
+/// The filesystem types a volume may have: the data path's own type, so
+/// the controller and the node can never disagree on the list.
+pub use nvme::FsType;
 
 /// Defaults that StorageClass parameters override.
 #[derive(Debug, Clone)]

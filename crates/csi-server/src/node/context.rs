@@ -104,10 +104,7 @@ pub fn capability(cap: Option<&proto::VolumeCapability>) -> Result<Cap, NodeErro
         .and_then(|m| Mode::try_from(m.mode).ok());
     Ok(Cap {
         block: caps.block,
-        fs: caps.fs_type.map(|f| match f {
-            params::FsType::Ext4 => FsType::Ext4,
-            params::FsType::Xfs => FsType::Xfs,
-        }),
+        fs: caps.fs_type,
         mount,
         mount_flags,
         single_writer: mode == Some(Mode::SingleNodeSingleWriter),
