@@ -9,24 +9,33 @@
 //! cancels a call, a mkfs or mount in flight finishes (and keeps the guard)
 //! instead of being killed halfway.
 //!
-//! Safety rules this file keeps (see `reference/lessons.md`):
+//! Safety rules the node keeps (the failures behind them are in
+//! docs/safety.md):
 //! - a filesystem is made only on a definitively empty device, never on a
-//!   volume whose context says `formatted=true` (lesson 1, in `nvme::format`),
+//!   volume whose context says `formatted=true` (in `nvme::format`;
+//!   docs/safety.md#formatting-over-data),
 //!   nor on one whose durable format record (the PV annotation, see
 //!   [`format_record`]) says it was formatted; the record is read before the
 //!   probe and written before a stage that found or made a filesystem
 //!   returns;
 //! - a raw block volume is published as a device node made with mknod,
-//!   never as a bind mount of `/dev` (lesson 2);
+//!   never as a bind mount of `/dev`
+//!   (docs/safety.md#device-nodes-not-bind-mounts);
 //! - every mount decision is taken on the mount table as read now; a path
 //!   is only ever removed with rmdir/unlink after it is no longer a mount
-//!   point, never recursively (lesson 3);
+//!   point, never recursively
+//!   (docs/safety.md#stacked-mounts-and-recursive-deletes);
 //! - only subsystems whose NQN is the NQN prefix followed by a volume ID
 //!   with the volume-ID prefix are ever disconnected, and a connection
 //!   without a device is never torn down while the volume is mounted or
-//!   published;
+//!   published (docs/safety.md#subsystems-the-driver-does-not-own);
 //! - the NQN is resolved to a device through sysfs on every call, and a
-//!   mount whose device is not the NQN's current device is stale (lesson 5).
+//!   mount whose device is not the NQN's current device is stale
+//!   (docs/safety.md#renumbered-devices).
+//!
+//! The decisions themselves are pure functions in [`decide`]; each RPC has
+//! its module (stage, publish with unpublish, unstage, stats, expand), with
+//! recovery and the orphan sweep beside them.
 
 mod context;
 pub mod decide;
@@ -85,8 +94,9 @@ pub struct NodeConfig {
     /// Kubelet's root directory: the orphan cleaner looks for device nodes
     /// of raw block volumes under it.
     pub staging_root: PathBuf,
-    /// Upper bound for a volume's ctrlLossTmo (-1, "forever", included);
-    /// lesson 17: unreachable targets can hold a reboot that long.
+    /// Upper bound for a volume's ctrlLossTmo (-1, "forever", included):
+    /// an unreachable target can hold a reboot that long
+    /// (docs/safety.md#controller-loss-timeout).
     pub max_ctrl_loss_tmo: Option<i32>,
 }
 

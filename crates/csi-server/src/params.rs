@@ -47,8 +47,8 @@ pub mod ctx {
 }
 
 /// The `(namespace, name)` of the PVC a volume belongs to, from the keys
-/// CreateVolume copied into its context (lesson 8: without them per-VM
-/// locking and events never engage). Both are needed: a name alone could
+/// CreateVolume copied into its context: without them per-VM locking and
+/// events never engage (docs/safety.md#losing-the-pvc). Both are needed: a name alone could
 /// point into the wrong namespace.
 pub fn pvc_of(context: &HashMap<String, String>) -> Option<(String, String)> {
     match (context.get(ctx::PVC_NAMESPACE), context.get(ctx::PVC_NAME)) {
@@ -294,8 +294,8 @@ pub enum SizeError {
 
 /// The size to allocate for a capacity range: at least the request, at
 /// least 1 GiB, a whole number of MiB, never above the limit or the
-/// configured maximum. Rounding is always up (lesson 10: a 1.5 GiB request
-/// must never become 1 GiB).
+/// configured maximum. Rounding is always up: a 1.5 GiB request must never
+/// become 1 GiB (docs/safety.md#sizes-rounded-down).
 pub fn allocation_size(required: i64, limit: i64, max: u64) -> Result<u64, SizeError> {
     if required < 0 || limit < 0 {
         return Err(SizeError::Negative);

@@ -215,7 +215,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 const MAX_STACKED: usize = 16;
 
 /// The node data path. Holds no state about volumes: every answer comes
-/// from sysfs and the mount table at the time of the call (lesson 5).
+/// from sysfs and the mount table at the time of the call, since device
+/// names change under a reconnect (docs/safety.md#renumbered-devices).
 pub struct DataPath<E, S> {
     exec: E,
     sys: S,

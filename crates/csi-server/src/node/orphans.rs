@@ -1,5 +1,7 @@
 //! The orphan sweep: NVMe connections under the NQN prefix that no staged
-//! volume accounts for, found at start and by periodic scans.
+//! volume accounts for, found at start and by periodic scans. A periodic
+//! scan disconnects only what two scans in a row found orphaned, never a
+//! volume an RPC is working on (docs/safety.md#eager-garbage-collection).
 
 use super::*;
 

@@ -195,7 +195,8 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 .map_err(dp(format!("unpublish volume {id}")))?;
         }
         // Checked again on a fresh table: only a path that is no longer a
-        // mount point is ever removed (lesson 3).
+        // mount point is ever removed, so nothing is deleted through a
+        // mount (docs/safety.md#stacked-mounts-and-recursive-deletes).
         let mounted = is_mount_point(&self.mounts().await?, &target);
         let existing = match mounted {
             true => None,

@@ -1,5 +1,7 @@
 //! Recovery of a staged volume whose device vanished (a controller
-//! renumbered or lost), and the one rule for a mount of another device.
+//! renumbered or lost), and the one rule for a mount of another device:
+//! taken off only once that device is gone
+//! (docs/safety.md#renumbered-devices).
 
 use super::*;
 

@@ -84,7 +84,8 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
 
     /// Disconnects every controller of `nqn`: the one place a disconnect is
     /// issued, and it refuses any NQN outside the configured prefix
-    /// (lesson 4) before running anything.
+    /// before running anything
+    /// (docs/safety.md#subsystems-the-driver-does-not-own).
     pub async fn disconnect(&self, nqn: &str) -> Result<()> {
         self.check_owned(nqn)?;
         if !self.resolve(nqn).await?.is_connected() {

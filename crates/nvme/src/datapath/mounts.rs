@@ -132,8 +132,9 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         ))
     }
 
-    /// Creates a block device node for `dev` at `path` (lesson 2: never a
-    /// bind mount of `/dev`). Read-only volumes get mode 0440.
+    /// Creates a block device node for `dev` at `path`, never a bind mount
+    /// of `/dev` (docs/safety.md#device-nodes-not-bind-mounts). Read-only
+    /// volumes get mode 0440.
     pub async fn make_device_node(&self, path: &Path, dev: DevId, readonly: bool) -> Result<()> {
         if let Some(parent) = path.parent() {
             self.sys
