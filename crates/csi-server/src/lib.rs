@@ -2,6 +2,15 @@
 //! the error-to-status mapping, StorageClass parameter rules, metrics and
 //! health endpoints.
 //!
+//! Its job is the CSI surface: validate every request, hold the volume's
+//! guard, ask the right layer, and answer with the code the sidecars
+//! expect (each service has one error type with one exhaustive mapping to
+//! gRPC codes, and [`rpc::run`] finishes every RPC the same way). Its
+//! boundary: it runs no host command or syscall itself (the `nvme` crate
+//! does, behind its traits), parses no RouterOS output (`routeros` does,
+//! behind [`backend::Backend`]), and does not decide who may attach a
+//! volume (the attachment rules do, through `attachment-manager`).
+//!
 //! The controller is generic over a [`backend::Backend`] (the RDS in
 //! production, an in-memory fake in unit tests) and a
 //! [`controller::NodeRegistry`], so it never reaches for a global client.
