@@ -326,7 +326,7 @@ pub fn allocation_size(required: i64, limit: i64, max: u64) -> Result<u64, SizeE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -339,7 +339,8 @@ mod tests {
         }
     }
 
-    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    /// A string map from pairs, for contexts and parameters in tests.
+    pub(crate) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -219,6 +219,22 @@ struct World {
     statfs: FsStats,
 }
 
+/// The data path settings tests run the fake with: NQN prefix
+/// `nqn.2000-02.com.mikrotik:` with volume-ID prefix `pvc-`, and a fixed
+/// host NQN.
+pub fn config() -> crate::Config {
+    crate::Config::new(
+        crate::NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap(),
+        crate::HostIdentity {
+            nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+            id: None,
+        },
+    )
+}
+
 /// The fake host. Cheap to clone; clones share one world.
 #[derive(Clone)]
 pub struct FakeHost(Arc<Mutex<World>>);

@@ -33,23 +33,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             (Some(r), _) => r,
             // The state directory was lost: rebuild the record from the
             // request, which carries everything.
-            (None, Ok(vt)) => VolumeRecord {
-                volume_id: id.clone(),
-                nqn: vt.target.nqn.clone(),
-                address: vt.target.address,
-                port: vt.target.port,
-                ctrl_loss_tmo: vt.target.ctrl_loss_tmo,
-                reconnect_delay: vt.target.reconnect_delay,
-                keep_alive_tmo: vt.target.keep_alive_tmo,
-                staging_path: staging.clone(),
-                block: cap.block,
-                fs_type: (!cap.block).then(|| cap.fs.or(vt.fs).unwrap_or(FsType::Ext4).to_string()),
-                mount_flags: cap.mount_flags.clone(),
-                formatted_here: false,
-                filesystem_seen: false,
-                targets: BTreeMap::new(),
-                pvc: None,
-            },
+            (None, Ok(vt)) => vt.record(&id, &staging, &cap),
             (None, Err(e)) => return Err(e),
         };
         rec.staging_path = staging.clone();

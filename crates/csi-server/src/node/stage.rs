@@ -109,27 +109,12 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 ));
             }
         }
-        let fs = (!cap.block).then(|| cap.fs.or(vt.fs).unwrap_or(FsType::Ext4));
+        let fs = vt.fs_for(&cap);
         let _guard = self.lock(&id)?;
 
         let previous = self.record(&id).await?;
-        let mut rec = VolumeRecord {
-            volume_id: id.clone(),
-            nqn: vt.target.nqn.clone(),
-            address: vt.target.address.clone(),
-            port: vt.target.port,
-            ctrl_loss_tmo: vt.target.ctrl_loss_tmo,
-            reconnect_delay: vt.target.reconnect_delay,
-            keep_alive_tmo: vt.target.keep_alive_tmo,
-            staging_path: staging.clone(),
-            block: cap.block,
-            fs_type: fs.map(|f| f.as_str().to_string()),
-            mount_flags: cap.mount_flags.clone(),
-            formatted_here: false,
-            filesystem_seen: false,
-            targets: BTreeMap::new(),
-            pvc: crate::params::pvc_of(&req.volume_context),
-        };
+        let mut rec = vt.record(&id, &staging, &cap);
+        rec.pvc = crate::params::pvc_of(&req.volume_context);
         if let Some(p) = &previous {
             let sub = self.resolve(&p.nqn).await?;
             let mounts = self.mounts().await?;

@@ -45,6 +45,18 @@ fn stat(kind: FileKind, rdev: Option<DevId>, size: u64, mode: u32) -> FileStat {
     }
 }
 
+/// One row of a table: the decision, or the refusal by name.
+fn check<T: PartialEq + std::fmt::Debug>(
+    i: usize,
+    got: Result<T, NodeError>,
+    want: Result<T, &str>,
+) {
+    match want {
+        Ok(d) => assert_eq!(got.unwrap(), d, "case {i}"),
+        Err(name) => assert_eq!(refusal(got), name, "case {i}"),
+    }
+}
+
 /// The name of a refusal, for the tables.
 fn refusal<T: std::fmt::Debug>(r: Result<T, NodeError>) -> &'static str {
     match r {
@@ -174,10 +186,7 @@ fn a_second_stage_is_refused_only_while_the_first_is_mounted_elsewhere_or_as_ano
             nqn: NQN,
         };
         let got = restage(&prev, &req);
-        match want {
-            Ok(k) => assert_eq!(got.unwrap(), *k, "case {i}"),
-            Err(name) => assert_eq!(refusal(got), *name, "case {i}"),
-        }
+        check(i, got, *want);
     }
 }
 
@@ -205,10 +214,7 @@ fn the_staging_path_decides_between_done_remount_and_mount() {
     ];
     for (i, (state, fs, want)) in cases.into_iter().enumerate() {
         let got = staging_mount(ID, Path::new(STAGING), fs, state);
-        match want {
-            Ok(d) => assert_eq!(got.unwrap(), d, "case {i}"),
-            Err(name) => assert_eq!(refusal(got), name, "case {i}"),
-        }
+        check(i, got, want);
     }
 }
 
@@ -235,10 +241,7 @@ fn a_device_mounted_elsewhere_is_shared_and_the_record_is_read_only_when_formatt
     ];
     for (i, (elsewhere, fs, before, want)) in cases.into_iter().enumerate() {
         let got = filesystem(dev_path, fs, elsewhere, before);
-        match want {
-            Ok(d) => assert_eq!(got.unwrap(), d, "case {i}"),
-            Err(name) => assert_eq!(refusal(got), name, "case {i}"),
-        }
+        check(i, got, want);
     }
 }
 
@@ -269,10 +272,7 @@ fn a_publish_keeps_the_staged_kind_and_a_single_writer_to_one_target() {
     ];
     for (i, (sb, rb, sw, elsewhere, want)) in cases.iter().enumerate() {
         let got = may_publish(ID, *sb, *rb, *sw, *elsewhere);
-        match want {
-            Ok(()) => got.unwrap(),
-            Err(name) => assert_eq!(refusal(got), *name, "case {i}"),
-        }
+        check(i, got, *want);
     }
 }
 
@@ -313,10 +313,7 @@ fn a_filesystem_target_is_bound_once_with_one_read_only_setting() {
     ];
     for (i, (state, readonly, want)) in cases.into_iter().enumerate() {
         let got = bind_target(ID, Path::new(TARGET), readonly, state);
-        match want {
-            Ok(d) => assert_eq!(got.unwrap(), d, "case {i}"),
-            Err(name) => assert_eq!(refusal(got), name, "case {i}"),
-        }
+        check(i, got, want);
     }
 }
 
@@ -417,10 +414,7 @@ fn a_block_target_gets_a_device_node_and_never_replaces_what_it_must_not() {
             existing.as_ref(),
             *mounted,
         );
-        match want {
-            Ok(d) => assert_eq!(got.unwrap(), *d, "case {i}"),
-            Err(name) => assert_eq!(refusal(got), *name, "case {i}"),
-        }
+        check(i, got, *want);
     }
 }
 
@@ -464,10 +458,7 @@ fn unpublish_removes_only_what_it_may_and_never_a_mount_point() {
     ];
     for (i, (mounted, existing, want)) in cases.iter().enumerate() {
         let got = unpublished_removal(Path::new(TARGET), *mounted, existing.as_ref());
-        match want {
-            Ok(d) => assert_eq!(got.unwrap(), *d, "case {i}"),
-            Err(name) => assert_eq!(refusal(got), *name, "case {i}"),
-        }
+        check(i, got, *want);
     }
 }
 
@@ -507,10 +498,7 @@ fn unstage_unmounts_only_when_nothing_else_holds_the_volume() {
     ];
     for (i, (published, elsewhere, state, want)) in cases.into_iter().enumerate() {
         let got = unstage(ID, published, elsewhere, state);
-        match want {
-            Ok(d) => assert_eq!(got.unwrap(), d, "case {i}"),
-            Err(name) => assert_eq!(refusal(got), name, "case {i}"),
-        }
+        check(i, got, want);
     }
     may_disconnect(ID, None).unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ use attachment_manager::cluster::LogEvents;
 use attachment_manager::VolumeEvent;
 use nix::errno::Errno;
 use nvme::fake::{Call, FakeHost, Program, Reply, SysOp, Then};
-use nvme::{DataPath, DevId, FileKind, HostCommand, HostIdentity, MsFlags, NqnPrefix, Sys};
+use nvme::{DataPath, DevId, FileKind, HostCommand, MsFlags, Sys};
 use tonic::{Code, Request};
 
 use super::*;
@@ -56,16 +56,7 @@ fn env_with(recorded: Arc<LogEvents>, events: NodeEvents) -> Env {
     f.mkdir(Path::new(
         "/var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pvc-1",
     ));
-    let config = nvme::Config::new(
-        NqnPrefix::new("nqn.2000-02.com.mikrotik:")
-            .unwrap()
-            .with_volume_prefix("pvc-")
-            .unwrap(),
-        HostIdentity {
-            nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
-            id: None,
-        },
-    );
+    let config = nvme::fake::config();
     let svc = NodeService::with_events(
         NodeConfig {
             node_id: "worker-1".into(),
