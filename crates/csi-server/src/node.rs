@@ -285,6 +285,23 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             })
     }
 
+    /// The volume's NVMe/TCP target from its contexts, under this node's
+    /// NQN prefix and controller-loss bound.
+    fn target_of(
+        &self,
+        id: &str,
+        volume_ctx: &HashMap<String, String>,
+        publish_ctx: &HashMap<String, String>,
+    ) -> NodeResult<context::VolumeTarget> {
+        volume_target(
+            id,
+            volume_ctx,
+            publish_ctx,
+            self.dp.prefix(),
+            self.config.max_ctrl_loss_tmo,
+        )
+    }
+
     fn nqn_of(&self, id: &str, rec: Option<&VolumeRecord>) -> String {
         rec.map(|r| r.nqn.clone())
             .unwrap_or_else(|| self.dp.prefix().volume_nqn(id))

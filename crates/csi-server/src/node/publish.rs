@@ -19,13 +19,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             ));
         }
         let cap = capability(req.volume_capability.as_ref())?;
-        let ctx = volume_target(
-            &id,
-            &req.volume_context,
-            &req.publish_context,
-            self.dp.prefix(),
-            self.config.max_ctrl_loss_tmo,
-        );
+        let ctx = self.target_of(&id, &req.volume_context, &req.publish_context);
         let _guard = self.lock(&id)?;
         let stored = self.record(&id).await?;
         let known = stored.is_some();

@@ -94,13 +94,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         let id = volume_id(&req.volume_id)?;
         let staging = abs_path("staging_target_path", &req.staging_target_path)?;
         let cap = capability(req.volume_capability.as_ref())?;
-        let vt = volume_target(
-            &id,
-            &req.volume_context,
-            &req.publish_context,
-            self.dp.prefix(),
-            self.config.max_ctrl_loss_tmo,
-        )?;
+        let vt = self.target_of(&id, &req.volume_context, &req.publish_context)?;
         if let (Some(a), Some(b)) = (cap.fs, vt.fs) {
             if a != b {
                 return Err(NodeError::invalid(

@@ -5,8 +5,7 @@ use super::*;
 #[tokio::test]
 async fn expand_rescans_and_grows_ext4_online() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     e.f.update_volume(NQN, |v| v.size_bytes = 2 << 30);
     e.f.clear_calls();
     let cap = e.expand(TARGET, 2 << 30, None).await.unwrap();
@@ -47,10 +46,7 @@ async fn expand_grows_xfs_through_its_mount_point() {
 #[tokio::test]
 async fn block_expand_only_rescans() {
     let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.stage_and_publish_block().await;
     e.f.update_volume(NQN, |v| v.size_bytes = 2 << 30);
     e.f.clear_calls();
     assert_eq!(

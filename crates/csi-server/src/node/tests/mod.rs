@@ -148,6 +148,21 @@ impl Env {
         self.stage(stage_req(fs_cap(), STAGING)).await.unwrap();
     }
 
+    /// A filesystem volume staged at STAGING and published (read-write)
+    /// at TARGET.
+    async fn stage_and_publish_fs(&self) {
+        self.stage_fs().await;
+        self.publish_fs(TARGET, false).await.unwrap();
+    }
+
+    /// A raw block volume staged and published (read-write) at BTARGET.
+    async fn stage_and_publish_block(&self) {
+        self.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+        self.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
+            .await
+            .unwrap();
+    }
+
     async fn publish(&self, r: proto::NodePublishVolumeRequest) -> Result<(), Status> {
         self.svc
             .node_publish_volume(Request::new(r))

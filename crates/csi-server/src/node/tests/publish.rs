@@ -41,8 +41,7 @@ async fn publish_bind_mounts_from_staging_honouring_readonly_and_flags() {
 #[tokio::test]
 async fn publish_is_idempotent() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     e.f.clear_calls();
     e.publish_fs(TARGET, false).await.unwrap();
     assert!(e.mount_calls().is_empty());
@@ -52,8 +51,7 @@ async fn publish_is_idempotent() {
 #[tokio::test]
 async fn publish_with_another_readonly_flag_is_already_exists() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     let err = e.publish_fs(TARGET, true).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 }
@@ -161,8 +159,7 @@ async fn staged_as_block_and_published_as_filesystem_is_refused() {
 #[tokio::test]
 async fn unpublish_unmounts_and_removes_the_target_directory() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     e.unpublish(TARGET).await.unwrap();
     assert!(e.mounts_at(TARGET).is_empty());
     assert!(!e.f.exists(Path::new(TARGET)));
@@ -176,8 +173,7 @@ async fn unpublish_unmounts_and_removes_the_target_directory() {
 #[tokio::test]
 async fn unpublish_never_removes_a_path_that_is_still_mounted() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     e.f.fail(SysOp::Umount, Errno::EBUSY);
     e.f.clear_calls();
     let err = e.unpublish(TARGET).await.unwrap_err();
@@ -189,8 +185,7 @@ async fn unpublish_never_removes_a_path_that_is_still_mounted() {
 #[tokio::test]
 async fn unpublish_takes_off_stacked_mounts_before_removing_anything() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     // A buggy earlier driver stacked two more mounts on the target.
     e.f.add_mount(e.dev(), Path::new(TARGET), "ext4", "/dev/nvme0n1");
     e.f.add_mount(e.dev(), Path::new(TARGET), "ext4", "/dev/nvme0n1");
@@ -226,10 +221,7 @@ async fn unpublish_never_deletes_a_directory_with_content() {
 #[tokio::test]
 async fn block_unpublish_removes_the_device_node() {
     let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.stage_and_publish_block().await;
     e.unpublish(BTARGET).await.unwrap();
     assert!(!e.f.exists(Path::new(BTARGET)));
     assert!(e.f.calls().contains(&Call::RemoveFile(BTARGET.into())));

@@ -5,15 +5,11 @@ use super::*;
 #[tokio::test]
 async fn a_stage_and_publish_that_succeed_raise_no_event() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     e.stats(TARGET).await.unwrap();
     e.unpublish(TARGET).await.unwrap();
     e.unstage(STAGING).await.unwrap();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.stage_and_publish_block().await;
     assert_eq!(e.events().await, vec![]);
 }
 
@@ -111,8 +107,7 @@ async fn stage_remounting_a_vanished_device_raises_stale_mount_recovered() {
 #[tokio::test]
 async fn stats_recovery_reaches_the_pvc_through_the_record() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     assert_eq!(
         e.record().unwrap().pvc,
         Some((PVC_NS.to_string(), PVC_NAME.to_string()))

@@ -59,8 +59,7 @@ async fn a_volume_once_mounted_here_is_never_formatted_when_it_reads_empty_after
 #[tokio::test(start_paused = true)]
 async fn a_connection_without_a_device_is_never_torn_down_while_the_volume_is_mounted() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     // The controller comes back, but its namespace does not (yet).
     e.f.defer_namespaces(true);
     e.f.renumber(NQN);
@@ -81,8 +80,7 @@ async fn a_connection_without_a_device_is_never_torn_down_while_the_volume_is_mo
     assert_eq!(e.mounts_at(TARGET).len(), 1);
     // Once the namespace shows, the retries recover.
     e.f.show_namespaces(NQN);
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     assert_eq!(e.mounts_at(STAGING)[0].dev(), e.dev());
     assert_eq!(e.mounts_at(TARGET)[0].dev(), e.dev());
 }
@@ -90,10 +88,7 @@ async fn a_connection_without_a_device_is_never_torn_down_while_the_volume_is_mo
 #[tokio::test(start_paused = true)]
 async fn a_connection_without_a_device_is_never_torn_down_while_a_block_volume_is_published() {
     let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.stage_and_publish_block().await;
     e.f.defer_namespaces(true);
     e.f.renumber(NQN);
     e.f.clear_calls();
@@ -144,8 +139,7 @@ async fn a_mount_of_another_live_device_is_never_touched() {
 #[tokio::test]
 async fn stats_detect_and_remount_a_renumbered_volume() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     e.f.renumber(NQN);
     let r = e.stats(TARGET).await.unwrap();
     let c = r.volume_condition.unwrap();
@@ -159,10 +153,7 @@ async fn stats_detect_and_remount_a_renumbered_volume() {
 #[tokio::test]
 async fn block_publish_after_a_controller_loss_reconnects_and_recreates_the_node() {
     let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.stage_and_publish_block().await;
     e.f.lose_connection(NQN);
     e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
         .await

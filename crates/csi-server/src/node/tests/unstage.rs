@@ -22,8 +22,7 @@ async fn unstage_unmounts_disconnects_and_is_idempotent() {
 #[tokio::test]
 async fn unstage_refuses_while_still_published() {
     let e = env();
-    e.stage_fs().await;
-    e.publish_fs(TARGET, false).await.unwrap();
+    e.stage_and_publish_fs().await;
     let err = e.unstage_error(STAGING).await;
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
@@ -61,10 +60,7 @@ async fn unstage_refuses_to_disconnect_a_device_open_exclusively() {
 #[tokio::test]
 async fn block_unstage_refuses_while_a_device_node_is_published() {
     let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.stage_and_publish_block().await;
     let err = e.unstage(BSTAGING).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(e.f.is_connected(NQN));
