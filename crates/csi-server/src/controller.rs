@@ -5,6 +5,10 @@
 //! call for the same volume gets ABORTED), and is idempotent: a repeat of a
 //! finished call returns the same success.
 
+mod capabilities;
+mod listing;
+mod publish;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -15,7 +19,7 @@ use attachment_manager::{
 };
 use routeros::{ClusterId, Disk, DiskComment, NewDisk, Nqn, RosPath, Slot, SlotPrefix};
 use tonic::{Request, Response, Status};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 use vmi_grouper::KubeVirt;
 
 use crate::backend::Backend;
@@ -59,6 +63,8 @@ pub struct ControllerService<B> {
     /// become known only after start (read from the API server).
     cluster_id: Option<Arc<OnceLock<ClusterId>>>,
 }
+
+pub use capabilities::{validate_capabilities, Caps};
 
 /// The per-volume guard, shared by the controller and node services.
 pub use attachment_manager::VolumeLocks;
@@ -108,23 +114,6 @@ impl<B: Backend> ControllerService<B> {
 
     /// Looks a volume up on the backend: `None` only when the backend
     /// answered that it is absent.
-    /// Refuses a node whose NVMe host NQN another node also reports: the
-    /// target could not tell their connections apart.
-    async fn check_host_nqn(&self, node: &str) -> CsiResult<()> {
-        match self.nodes.sharing_host_nqn(node).await {
-            Ok(None) => Ok(()),
-            Ok(Some(shared)) => Err(CsiError::FailedPrecondition(format!(
-                "node {node:?} and node(s) {} report the same NVMe host NQN {:?} (Node annotation {}): the target could not tell them apart; give each node its own /etc/nvme/hostnqn",
-                shared.others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
-                shared.nqn,
-                attachment_manager::host_nqn::HOST_NQN_ANNOTATION,
-            ))),
-            Err(e) => Err(CsiError::Unavailable(format!(
-                "check the host NQN of node {node:?}: {e}"
-            ))),
-        }
-    }
-
     async fn lookup(&self, slot: &Slot) -> CsiResult<Option<Disk>> {
         self.backend
             .get_volume(slot)
@@ -179,23 +168,6 @@ impl<B: Backend> ControllerService<B> {
             content_source: None,
             accessible_topology: self.topology(),
         }
-    }
-
-    /// The context a volume reports when only the backend record is known
-    /// (ListVolumes, ControllerGetVolume).
-    fn context_from_disk(&self, disk: &Disk) -> HashMap<String, String> {
-        let mut c = HashMap::new();
-        c.insert(
-            params::ctx::NVME_ADDRESS.into(),
-            self.config.defaults.nvme_address.clone(),
-        );
-        if let Some(p) = disk.port {
-            c.insert(params::ctx::NVME_PORT.into(), p.to_string());
-        }
-        if let Some(n) = &disk.nqn {
-            c.insert(params::ctx::NQN.into(), n.clone());
-        }
-        c
     }
 
     async fn create(
@@ -386,226 +358,6 @@ impl<B: Backend> ControllerService<B> {
         Ok(proto::DeleteVolumeResponse {})
     }
 
-    async fn publish(
-        &self,
-        req: proto::ControllerPublishVolumeRequest,
-    ) -> CsiResult<proto::ControllerPublishVolumeResponse> {
-        let slot = self.volume_id(&req.volume_id)?;
-        if req.node_id.is_empty() {
-            return Err(CsiError::invalid("node_id", "must not be empty"));
-        }
-        let cap = req
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| CsiError::invalid("volume_capability", "must be given"))?;
-        let caps = validate_capabilities(std::slice::from_ref(cap))?;
-        let _guard = self.lock(&slot)?;
-        if !self.manager.is_ready() {
-            return Err(manager_error(ManagerError::NotReady));
-        }
-        let disk = self.existing(&slot).await?;
-        match self.nodes.node_status(&req.node_id).await {
-            Ok(NodeStatus::Present) => {}
-            Ok(NodeStatus::Missing) => {
-                return Err(CsiError::NotFound(format!("node {:?}", req.node_id)))
-            }
-            Ok(NodeStatus::OutOfService) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "node {:?} carries the node.kubernetes.io/out-of-service taint",
-                    req.node_id
-                )))
-            }
-            Err(e) => {
-                return Err(CsiError::Unavailable(format!(
-                    "check node {:?}: {e}",
-                    req.node_id
-                )))
-            }
-        }
-        self.check_host_nqn(&req.node_id).await?;
-        let pvc = params::pvc_of(&req.volume_context);
-        // Publishes for the volumes of one VM run one at a time.
-        let _vmi_guard = match (&self.grouper, &pvc) {
-            (Some(g), Some((ns, name))) => match g.vmi_for_pvc(ns, name).await {
-                Ok(Some(key)) => Some(g.locks().lock(&key).await),
-                Ok(None) => None,
-                Err(e) => return Err(CsiError::Unavailable(e.to_string())),
-            },
-            _ => None,
-        };
-        let kind = if caps.multi_node {
-            AccessKind::MultiNodeBlock
-        } else {
-            AccessKind::SingleNode
-        };
-        let decision = self
-            .manager
-            .publish(PublishRequest {
-                volume: slot.as_str(),
-                node: &req.node_id,
-                kind,
-                pvc,
-                migration_timeout: migration_timeout_of(&req.volume_context),
-            })
-            .await
-            .map_err(manager_error)?;
-        match decision {
-            PublishDecision::Attached { .. } | PublishDecision::AlreadyAttached => {}
-            PublishDecision::Refused(Refusal::IncompatibleOnSameNode) => {
-                return Err(CsiError::AlreadyExists(format!(
-                    "volume {slot} is already published to node {} with an incompatible capability",
-                    req.node_id
-                )))
-            }
-            PublishDecision::Refused(r) => {
-                return Err(CsiError::FailedPrecondition(format!("volume {slot}: {r}")))
-            }
-        }
-        info!(volume = %slot, node = %req.node_id, "volume published");
-        let mut ctx = BTreeMap::new();
-        let address = req
-            .volume_context
-            .get(params::ctx::NVME_ADDRESS)
-            .cloned()
-            .unwrap_or_else(|| self.config.defaults.nvme_address.clone());
-        ctx.insert(params::ctx::NVME_ADDRESS.to_string(), address);
-        if let Some(p) = disk.port {
-            ctx.insert(params::ctx::NVME_PORT.to_string(), p.to_string());
-        }
-        if let Some(n) = &disk.nqn {
-            ctx.insert(params::ctx::NQN.to_string(), n.clone());
-        }
-        Ok(proto::ControllerPublishVolumeResponse {
-            publish_context: ctx.into_iter().collect(),
-        })
-    }
-
-    async fn unpublish(
-        &self,
-        req: proto::ControllerUnpublishVolumeRequest,
-    ) -> CsiResult<proto::ControllerUnpublishVolumeResponse> {
-        let slot = self.volume_id(&req.volume_id)?;
-        let _guard = self.lock(&slot)?;
-        // An empty node ID means every node. An unknown volume or node is
-        // already unpublished, which is success. "Every node" is only
-        // known once the state is rebuilt.
-        let nodes = if req.node_id.is_empty() {
-            if !self.manager.is_ready() {
-                return Err(manager_error(ManagerError::NotReady));
-            }
-            self.manager.holders(slot.as_str())
-        } else {
-            vec![req.node_id.clone()]
-        };
-        for node in &nodes {
-            match self
-                .manager
-                .unpublish(slot.as_str(), node)
-                .await
-                .map_err(manager_error)?
-            {
-                UnpublishDecision::Detached { .. } => {
-                    info!(volume = %slot, node = %node, "volume unpublished")
-                }
-                UnpublishDecision::NotAttached => {
-                    info!(volume = %slot, node = %node, "volume was not published there; nothing to do")
-                }
-            }
-        }
-        Ok(proto::ControllerUnpublishVolumeResponse {})
-    }
-
-    async fn validate(
-        &self,
-        req: proto::ValidateVolumeCapabilitiesRequest,
-    ) -> CsiResult<proto::ValidateVolumeCapabilitiesResponse> {
-        let slot = self.volume_id(&req.volume_id)?;
-        if req.volume_capabilities.is_empty() {
-            return Err(CsiError::invalid(
-                "volume_capabilities",
-                "must not be empty",
-            ));
-        }
-        VolumeParams::parse(&req.parameters, &self.config.defaults)?;
-        self.existing(&slot).await?;
-        Ok(match validate_capabilities(&req.volume_capabilities) {
-            Ok(_) => proto::ValidateVolumeCapabilitiesResponse {
-                confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
-                    volume_context: req.volume_context,
-                    volume_capabilities: req.volume_capabilities,
-                    parameters: req.parameters,
-                    mutable_parameters: HashMap::new(),
-                }),
-                message: String::new(),
-            },
-            Err(e) => proto::ValidateVolumeCapabilitiesResponse {
-                confirmed: None,
-                message: e.to_string(),
-            },
-        })
-    }
-
-    async fn list(&self, req: proto::ListVolumesRequest) -> CsiResult<proto::ListVolumesResponse> {
-        if req.max_entries < 0 {
-            return Err(CsiError::invalid("max_entries", "must not be negative"));
-        }
-        // The published nodes are only known once the state is rebuilt:
-        // an empty list before then would tell the CO nothing is attached.
-        if !self.manager.is_ready() {
-            return Err(manager_error(ManagerError::NotReady));
-        }
-        // Tokens name the last volume of the previous page, so volumes added
-        // or deleted between pages neither repeat nor shift the rest.
-        let after = match req.starting_token.as_str() {
-            "" => None,
-            t => Some(
-                t.strip_prefix(TOKEN_PREFIX)
-                    .filter(|s| Slot::new(s).is_ok())
-                    .ok_or_else(|| {
-                        CsiError::Aborted(format!(
-                            "starting_token {t:?} is not a token this driver issued"
-                        ))
-                    })?
-                    .to_string(),
-            ),
-        };
-        let mut disks = self
-            .backend
-            .list_volumes(&self.config.volume_id_prefix)
-            .await
-            .map_err(|e| CsiError::backend("list volumes", e))?;
-        disks.sort_by(|a, b| a.slot.cmp(&b.slot));
-        let limit = match req.max_entries {
-            0 => self.config.max_list_entries,
-            n => (n as usize).min(self.config.max_list_entries),
-        };
-        let page: Vec<Disk> = disks
-            .into_iter()
-            .filter(|d| after.as_deref().is_none_or(|a| d.slot.as_str() > a))
-            .take(limit + 1)
-            .collect();
-        let next_token = if page.len() > limit {
-            format!("{TOKEN_PREFIX}{}", page[limit - 1].slot)
-        } else {
-            String::new()
-        };
-        let entries = page
-            .into_iter()
-            .take(limit)
-            .map(|d| proto::list_volumes_response::Entry {
-                status: Some(proto::list_volumes_response::VolumeStatus {
-                    published_node_ids: self.manager.holders(&d.slot),
-                    volume_condition: None,
-                }),
-                volume: Some(self.volume_of(&d, self.context_from_disk(&d))),
-            })
-            .collect();
-        Ok(proto::ListVolumesResponse {
-            entries,
-            next_token,
-        })
-    }
-
     async fn capacity(
         &self,
         req: proto::GetCapacityRequest,
@@ -684,104 +436,6 @@ impl<B: Backend> ControllerService<B> {
             node_expansion_required: !block,
         })
     }
-
-    async fn get_volume(
-        &self,
-        req: proto::ControllerGetVolumeRequest,
-    ) -> CsiResult<proto::ControllerGetVolumeResponse> {
-        let slot = self.volume_id(&req.volume_id)?;
-        if !self.manager.is_ready() {
-            return Err(manager_error(ManagerError::NotReady));
-        }
-        let disk = self.existing(&slot).await?;
-        Ok(proto::ControllerGetVolumeResponse {
-            volume: Some(self.volume_of(&disk, self.context_from_disk(&disk))),
-            status: Some(proto::controller_get_volume_response::VolumeStatus {
-                published_node_ids: self.manager.holders(slot.as_str()),
-                volume_condition: None,
-            }),
-        })
-    }
-}
-
-const TOKEN_PREFIX: &str = "after:";
-
-fn migration_timeout_of(context: &HashMap<String, String>) -> Duration {
-    context
-        .get(params::ctx::MIGRATION_TIMEOUT)
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|s| {
-            let (lo, hi) = params::MIGRATION_TIMEOUT_RANGE;
-            Duration::from_secs(s.clamp(lo as u64, hi as u64))
-        })
-        .unwrap_or(DEFAULT_MIGRATION_TIMEOUT)
-}
-
-/// What a set of volume capabilities asks for.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Caps {
-    pub block: bool,
-    pub multi_node: bool,
-    pub fs_type: Option<FsType>,
-}
-
-/// Single-node modes for filesystem and block; multi-node writer only for
-/// raw block (two QEMUs never write at once during a live migration, two
-/// filesystems mounted on two nodes always corrupt).
-pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps> {
-    use proto::volume_capability::access_mode::Mode;
-    use proto::volume_capability::AccessType;
-    if caps.is_empty() {
-        return Err(CsiError::invalid(
-            "volume_capabilities",
-            "must not be empty",
-        ));
-    }
-    let mut out = Caps::default();
-    for cap in caps {
-        let block = match &cap.access_type {
-            Some(AccessType::Block(_)) => true,
-            Some(AccessType::Mount(m)) => {
-                if !m.fs_type.is_empty() {
-                    let fs = FsType::parse(&m.fs_type).ok_or_else(|| {
-                        CsiError::invalid(
-                            "volume_capabilities",
-                            format!("unsupported fs_type {:?}; use ext4 or xfs", m.fs_type),
-                        )
-                    })?;
-                    out.fs_type = Some(fs);
-                }
-                false
-            }
-            None => {
-                return Err(CsiError::invalid(
-                    "volume_capabilities",
-                    "access_type (block or mount) must be given",
-                ))
-            }
-        };
-        let mode = cap
-            .access_mode
-            .as_ref()
-            .map(|m| Mode::try_from(m.mode).unwrap_or(Mode::Unknown))
-            .unwrap_or(Mode::Unknown);
-        match mode {
-            Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter => {}
-            Mode::MultiNodeMultiWriter if block => out.multi_node = true,
-            Mode::MultiNodeMultiWriter => {
-                return Err(CsiError::invalid(
-                    "volume_capabilities",
-                    "multi-node writer is only offered for raw block volumes (KubeVirt live migration); a filesystem on two nodes would be corrupted",
-                ))
-            }
-            Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter => {
-                return Err(CsiError::invalid("volume_capabilities", format!("access mode {} is not supported", mode.as_str_name())))
-            }
-            Mode::Unknown => return Err(CsiError::invalid("volume_capabilities", "access_mode must be given")),
-        }
-        out.block |= block;
-    }
-    Ok(out)
 }
 
 fn capability(
@@ -794,28 +448,14 @@ fn capability(
     }
 }
 
-macro_rules! rpc {
-    ($self:ident, $name:literal, $req:ident, $body:expr) => {{
-        let timer = $self.metrics.start($name);
-        let $req = $req.into_inner();
-        let result: CsiResult<_> = $body.await;
-        match result {
-            Ok(resp) => {
-                timer.finish(tonic::Code::Ok);
-                Ok(Response::new(resp))
-            }
-            Err(e) => {
-                let status: Status = e.into();
-                timer.finish(status.code());
-                if matches!(status.code(), tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
-                    warn!(rpc = $name, code = ?status.code(), error = %status.message(), "RPC failed");
-                } else {
-                    info!(rpc = $name, code = ?status.code(), error = %status.message(), "RPC refused");
-                }
-                Err(status)
-            }
-        }
-    }};
+/// Runs one controller RPC through the shared outcome handling (metrics,
+/// log level by code, status with the whole cause chain).
+async fn rpc<T>(
+    metrics: &RpcMetrics,
+    name: &'static str,
+    work: impl std::future::Future<Output = CsiResult<T>>,
+) -> Result<Response<T>, Status> {
+    crate::rpc::run(metrics, name, crate::rpc::Log::default(), work).await
 }
 
 #[tonic::async_trait]
@@ -825,7 +465,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::CreateVolumeRequest>,
     ) -> Result<Response<proto::CreateVolumeResponse>, Status> {
-        rpc!(self, "CreateVolume", request, self.create(request))
+        rpc(
+            &self.metrics,
+            "CreateVolume",
+            self.create(request.into_inner()),
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
@@ -833,7 +478,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::DeleteVolumeRequest>,
     ) -> Result<Response<proto::DeleteVolumeResponse>, Status> {
-        rpc!(self, "DeleteVolume", request, self.delete(request))
+        rpc(
+            &self.metrics,
+            "DeleteVolume",
+            self.delete(request.into_inner()),
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
@@ -841,12 +491,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerPublishVolumeRequest>,
     ) -> Result<Response<proto::ControllerPublishVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerPublishVolume",
-            request,
-            self.publish(request)
+            self.publish(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
@@ -854,12 +504,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerUnpublishVolume",
-            request,
-            self.unpublish(request)
+            self.unpublish(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
@@ -867,12 +517,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<proto::ValidateVolumeCapabilitiesResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ValidateVolumeCapabilities",
-            request,
-            self.validate(request)
+            self.validate(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all)]
@@ -880,7 +530,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ListVolumesRequest>,
     ) -> Result<Response<proto::ListVolumesResponse>, Status> {
-        rpc!(self, "ListVolumes", request, self.list(request))
+        rpc(
+            &self.metrics,
+            "ListVolumes",
+            self.list(request.into_inner()),
+        )
+        .await
     }
 
     #[instrument(skip_all)]
@@ -888,7 +543,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::GetCapacityRequest>,
     ) -> Result<Response<proto::GetCapacityResponse>, Status> {
-        rpc!(self, "GetCapacity", request, self.capacity(request))
+        rpc(
+            &self.metrics,
+            "GetCapacity",
+            self.capacity(request.into_inner()),
+        )
+        .await
     }
 
     async fn controller_get_capabilities(
@@ -948,12 +608,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerExpandVolumeRequest>,
     ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerExpandVolume",
-            request,
-            self.expand(request)
+            self.expand(request.into_inner()),
         )
+        .await
     }
 
     #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
@@ -961,12 +621,12 @@ impl<B: Backend> Controller for ControllerService<B> {
         &self,
         request: Request<proto::ControllerGetVolumeRequest>,
     ) -> Result<Response<proto::ControllerGetVolumeResponse>, Status> {
-        rpc!(
-            self,
+        rpc(
+            &self.metrics,
             "ControllerGetVolume",
-            request,
-            self.get_volume(request)
+            self.get_volume(request.into_inner()),
         )
+        .await
     }
 
     async fn controller_modify_volume(

@@ -4,8 +4,6 @@
 //! CSI spec says; the message carries the whole cause chain so an operator
 //! reading a PVC event sees why, not just that, something failed.
 
-use std::error::Error as StdError;
-
 use tonic::{Code, Status};
 
 use crate::params::{ParamError, SizeError};
@@ -89,20 +87,9 @@ fn backend_code(e: &routeros::Error) -> Code {
     }
 }
 
-/// The message with every cause appended: "a: b: c".
-pub fn chain(e: &dyn StdError) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+/// The message with every cause appended ("a: b: c"): the one
+/// implementation, kept in the data-path crate both services build on.
+pub use nvme::chain;
 
 impl From<CsiError> for Status {
     fn from(e: CsiError) -> Status {

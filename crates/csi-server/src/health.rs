@@ -1,8 +1,9 @@
 //! Backend health, polled in the background.
 //!
 //! Probe, the readiness endpoint and the gauges read what the poller last
-//! saw; none of them ever waits on SSH (lesson 12: backend I/O inside a
-//! scrape or a probe turns a slow RDS into a dead driver).
+//! saw; none of them ever waits on SSH: backend I/O inside a scrape or a
+//! probe turns a slow RDS into a dead driver
+//! (docs/safety.md#backend-io-in-a-scrape).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -47,8 +47,8 @@ pub mod ctx {
 }
 
 /// The `(namespace, name)` of the PVC a volume belongs to, from the keys
-/// CreateVolume copied into its context (lesson 8: without them per-VM
-/// locking and events never engage). Both are needed: a name alone could
+/// CreateVolume copied into its context: without them per-VM locking and
+/// events never engage (docs/safety.md#losing-the-pvc). Both are needed: a name alone could
 /// point into the wrong namespace.
 pub fn pvc_of(context: &HashMap<String, String>) -> Option<(String, String)> {
     match (context.get(ctx::PVC_NAMESPACE), context.get(ctx::PVC_NAME)) {
@@ -81,28 +81,9 @@ fn perr(name: &str, reason: impl Into<String>) -> ParamError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsType {
-    Ext4,
-    Xfs,
-}
-
-impl FsType {
-    pub fn parse(s: &str) -> Option<FsType> {
-        match s {
-            "ext4" => Some(FsType::Ext4),
-            "xfs" => Some(FsType::Xfs),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FsType::Ext4 => "ext4",
-            FsType::Xfs => "xfs",
-        }
-    }
-}
+/// The filesystem types a volume may have: the data path's own type, so
+/// the controller and the node can never disagree on the list.
+pub use nvme::FsType;
 
 /// Defaults that StorageClass parameters override.
 #[derive(Debug, Clone)]
@@ -313,8 +294,8 @@ pub enum SizeError {
 
 /// The size to allocate for a capacity range: at least the request, at
 /// least 1 GiB, a whole number of MiB, never above the limit or the
-/// configured maximum. Rounding is always up (lesson 10: a 1.5 GiB request
-/// must never become 1 GiB).
+/// configured maximum. Rounding is always up: a 1.5 GiB request must never
+/// become 1 GiB (docs/safety.md#sizes-rounded-down).
 pub fn allocation_size(required: i64, limit: i64, max: u64) -> Result<u64, SizeError> {
     if required < 0 || limit < 0 {
         return Err(SizeError::Negative);
@@ -345,7 +326,7 @@ pub fn allocation_size(required: i64, limit: i64, max: u64) -> Result<u64, SizeE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -358,7 +339,8 @@ mod tests {
         }
     }
 
-    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    /// A string map from pairs, for contexts and parameters in tests.
+    pub(crate) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

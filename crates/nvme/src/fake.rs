@@ -10,7 +10,9 @@
 //!
 //! Every mutating call and every command is recorded as a typed [`Call`];
 //! any command can be scripted to answer differently, time out or fail to
-//! start, and any syscall can be told to fail with an errno.
+//! start, and any syscall can be told to fail with an errno. Failures the
+//! model produces by itself are typed too ([`CommandFailure`]), rendered
+//! as the real tool's exit code and stderr only at the boundary.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
@@ -119,6 +121,39 @@ pub enum Then {
     Swap(String, String),
 }
 
+/// How a modelled command fails on its own (not scripted): a typed value,
+/// rendered as the exit code and stderr the real tool prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandFailure {
+    /// `nvme connect` of a subsystem that is already connected.
+    AlreadyConnected,
+    /// `nvme connect` to a target that does not answer.
+    Unreachable,
+    /// A device or controller path that does not exist.
+    NoSuchPath(PathBuf),
+}
+
+impl CommandFailure {
+    pub fn output(&self) -> Output {
+        let stderr = match self {
+            CommandFailure::AlreadyConnected => {
+                "Failed to write to /dev/nvme-fabrics: Operation already in progress\n".to_string()
+            }
+            CommandFailure::Unreachable => {
+                "could not add new controller: failed to write to nvme-fabrics device\n".to_string()
+            }
+            CommandFailure::NoSuchPath(p) => {
+                format!("{}: No such file or directory\n", p.display())
+            }
+        };
+        Output {
+            code: Some(1),
+            stdout: String::new(),
+            stderr,
+        }
+    }
+}
+
 /// Syscalls that can be told to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SysOp {
@@ -182,6 +217,22 @@ struct World {
     unreadable: HashSet<PathBuf>,
     claimed: HashSet<PathBuf>,
     statfs: FsStats,
+}
+
+/// The data path settings tests run the fake with: NQN prefix
+/// `nqn.2000-02.com.mikrotik:` with volume-ID prefix `pvc-`, and a fixed
+/// host NQN.
+pub fn config() -> crate::Config {
+    crate::Config::new(
+        crate::NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap(),
+        crate::HostIdentity {
+            nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+            id: None,
+        },
+    )
 }
 
 /// The fake host. Cheap to clone; clones share one world.
@@ -429,22 +480,10 @@ impl World {
         match cmd {
             HostCommand::NvmeConnect(a) => {
                 if self.conns.contains_key(&a.nqn) {
-                    return Output {
-                        code: Some(1),
-                        stdout: String::new(),
-                        stderr:
-                            "Failed to write to /dev/nvme-fabrics: Operation already in progress\n"
-                                .into(),
-                    };
+                    return CommandFailure::AlreadyConnected.output();
                 }
                 if !self.volumes.get(&a.nqn).is_some_and(|v| v.reachable) {
-                    return Output {
-                        code: Some(1),
-                        stdout: String::new(),
-                        stderr:
-                            "could not add new controller: failed to write to nvme-fabrics device\n"
-                                .into(),
-                    };
+                    return CommandFailure::Unreachable.output();
                 }
                 self.attach(&a.nqn, &a.address, a.port);
                 let ctrl = self.conns[&a.nqn].ctrl;
@@ -465,11 +504,7 @@ impl World {
                     .find(|(_, c)| format!("nvme{}", c.ctrl) == name)
                     .map(|(n, c)| (n.clone(), c.clone()));
                 let Some((nqn, conn)) = found else {
-                    return Output {
-                        code: Some(1),
-                        stdout: String::new(),
-                        stderr: format!("{}: No such file or directory\n", controller.display()),
-                    };
+                    return CommandFailure::NoSuchPath(controller.clone()).output();
                 };
                 let size = self.volumes.get(&nqn).map(|v| v.size_bytes).unwrap_or(0);
                 for n in conn.device.iter().map(|(n, _)| n).chain(conn.hidden.iter()) {
@@ -503,11 +538,7 @@ impl World {
                     }
                     ok(String::new())
                 }
-                None => Output {
-                    code: Some(1),
-                    stdout: String::new(),
-                    stderr: format!("{}: No such file or directory\n", device.display()),
-                },
+                None => CommandFailure::NoSuchPath(device.clone()).output(),
             },
             HostCommand::E2fsck { .. }
             | HostCommand::Resize2fs { .. }

@@ -1,4 +1,5 @@
-//! Format safety (lesson 1): the one decision that can destroy a volume.
+//! Format safety: the one decision that can destroy a volume
+//! (docs/safety.md#formatting-over-data).
 //!
 //! Right after an NVMe reconnect a device can fail reads or read as empty,
 //! and `blkid` then fails; a driver that formats on "no filesystem found"

@@ -192,7 +192,7 @@ pub fn check_host_nqn(text: &str) -> Result<String, String> {
     if let Some(uuid) = nqn.rsplit(':').next().filter(|u| is_uuid(u)) {
         if is_shared_uuid(uuid) {
             return Err(format!(
-                "{nqn} is a placeholder shared by many machines (lesson: duplicate host NQNs make the target mix sessions); generate a unique one per node"
+                "{nqn} is a placeholder shared by many machines (duplicate host NQNs make the target mix sessions; see docs/safety.md#duplicate-host-nqns); generate a unique one per node"
             ));
         }
     }

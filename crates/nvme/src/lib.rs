@@ -14,7 +14,11 @@
 //! implementations here and a recording fake ([`fake::FakeHost`], feature
 //! `fake`), so every decision is tested without root or NVMe hardware.
 //! Parsers of what the host prints (mountinfo, sysfs, blkid) are pure
-//! functions with captured fixtures and property tests.
+//! functions with captured fixtures and property tests. [`DataPath`] is
+//! split by what it touches: `datapath/resolve` (sysfs), `connect`
+//! (nvme-cli), `filesystem` (the format decision's facts, fsck, grow) and
+//! `mounts`. The CSI layer re-exports this crate's [`FsType`] and
+//! [`chain`], so there is one of each.
 #![forbid(unsafe_code)]
 
 pub mod datapath;

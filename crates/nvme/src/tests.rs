@@ -5,25 +5,12 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::fake::{Call, FakeHost, Program, Reply, SysOp, Then};
+use crate::fake::{config, Call, FakeHost, Program, Reply, SysOp, Then};
 use crate::mount::MountOptions;
 use crate::*;
 
 const NQN: &str = "nqn.2000-02.com.mikrotik:pvc-1";
 const FOREIGN: &str = "nqn.2014-08.org.example:root-disk";
-
-fn config() -> Config {
-    Config::new(
-        NqnPrefix::new("nqn.2000-02.com.mikrotik:")
-            .unwrap()
-            .with_volume_prefix("pvc-")
-            .unwrap(),
-        HostIdentity {
-            nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
-            id: None,
-        },
-    )
-}
 
 fn dp(f: &FakeHost) -> DataPath<FakeHost, FakeHost> {
     DataPath::new(f.clone(), f.clone(), config())

@@ -2,13 +2,14 @@
 //! and the NVMe/TCP target from the volume and publish contexts. Pure
 //! validation, every failure INVALID_ARGUMENT.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use nvme::host::validate_nqn;
 use nvme::mount::{parse_mount_flags, MountOptions};
 use nvme::{FsType, NqnPrefix, Target};
 
+use super::state::VolumeRecord;
 use super::NodeError;
 use crate::controller::validate_capabilities;
 use crate::params::{self, ctx};
@@ -62,11 +63,8 @@ pub fn volume_path(p: &str) -> Result<PathBuf, NodeError> {
     if p.is_empty() {
         return Err(NodeError::invalid("volume_path", "must not be empty"));
     }
-    abs_path("volume_path", p).map_err(|_| {
-        NodeError::NotFound(format!(
-            "volume_path {:?} is not an absolute path where the volume could be staged or published",
-            p.chars().take(256).collect::<String>()
-        ))
+    abs_path("volume_path", p).map_err(|_| NodeError::UnusableVolumePath {
+        given: p.chars().take(256).collect(),
     })
 }
 
@@ -107,10 +105,7 @@ pub fn capability(cap: Option<&proto::VolumeCapability>) -> Result<Cap, NodeErro
         .and_then(|m| Mode::try_from(m.mode).ok());
     Ok(Cap {
         block: caps.block,
-        fs: caps.fs_type.map(|f| match f {
-            params::FsType::Ext4 => FsType::Ext4,
-            params::FsType::Xfs => FsType::Xfs,
-        }),
+        fs: caps.fs_type,
         mount,
         mount_flags,
         single_writer: mode == Some(Mode::SingleNodeSingleWriter),
@@ -128,6 +123,36 @@ pub struct VolumeTarget {
     pub target: Target,
     pub fs: Option<FsType>,
     pub formatted: bool,
+}
+
+impl VolumeTarget {
+    /// The filesystem a volume with capability `cap` gets: the
+    /// capability's, else the context's, else ext4; none for raw block.
+    pub fn fs_for(&self, cap: &Cap) -> Option<FsType> {
+        (!cap.block).then(|| cap.fs.or(self.fs).unwrap_or(FsType::Ext4))
+    }
+
+    /// A fresh record of the volume staged at `staging`: no publish
+    /// targets, no format history, no PVC yet.
+    pub fn record(&self, volume_id: &str, staging: &Path, cap: &Cap) -> VolumeRecord {
+        VolumeRecord {
+            volume_id: volume_id.to_string(),
+            nqn: self.target.nqn.clone(),
+            address: self.target.address.clone(),
+            port: self.target.port,
+            ctrl_loss_tmo: self.target.ctrl_loss_tmo,
+            reconnect_delay: self.target.reconnect_delay,
+            keep_alive_tmo: self.target.keep_alive_tmo,
+            staging_path: staging.to_path_buf(),
+            block: cap.block,
+            fs_type: self.fs_for(cap).map(|f| f.as_str().to_string()),
+            mount_flags: cap.mount_flags.clone(),
+            formatted_here: false,
+            filesystem_seen: false,
+            targets: BTreeMap::new(),
+            pvc: None,
+        }
+    }
 }
 
 fn int(key: &'static str, v: &str, min: i64, max: i64) -> Result<i64, NodeError> {
@@ -240,12 +265,7 @@ mod tests {
         NqnPrefix::new("nqn.2000-02.com.mikrotik:").unwrap()
     }
 
-    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::params::tests::map;
 
     #[test]
     fn the_publish_context_wins_over_the_volume_context() {

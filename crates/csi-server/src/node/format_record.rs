@@ -26,8 +26,7 @@ use nvme::{Exec, FsType, Sys};
 use tracing::{info, warn};
 
 use super::state::VolumeRecord;
-use super::{Inner, NodeResult};
-use crate::error::CsiError;
+use super::{Inner, NodeError, NodeResult};
 
 /// The PV annotation: its value is the filesystem the node made (or found).
 pub const ANNOTATION: &str = "rds.csi.srvlab.io/formatted";
@@ -330,11 +329,10 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 warn!(volume = %id, why, "no durable format record for this volume; the probe alone decides whether it may be formatted");
                 Ok(None)
             }
-            Err(e) => Err(CsiError::Unavailable(format!(
-                "volume {id} was left untouched: whether it was formatted before could not be read ({e}); \
-                 it is never formatted on a guess, kubelet retries"
-            ))
-            .into()),
+            Err(error) => Err(NodeError::FormatRecordUnread {
+                volume: id.clone(),
+                error,
+            }),
         }
     }
 
@@ -355,17 +353,13 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                 info!(volume = %id, record = %record.describe(at, fs.as_str()), "recorded that the volume is formatted");
                 Ok(())
             }
-            Err(e) => Err(CsiError::Unavailable(format!(
-                "volume {id} holds a {fs} filesystem{} but {} could not be written ({e}); \
-                 the next attempt finds the filesystem and writes it",
-                if prepared == nvme::Prepared::Formatted {
-                    " made just now"
-                } else {
-                    ""
-                },
-                record.describe(at, fs.as_str())
-            ))
-            .into()),
+            Err(error) => Err(NodeError::FormatRecordUnwritten {
+                volume: id.clone(),
+                fs,
+                made_now: prepared == nvme::Prepared::Formatted,
+                record: record.describe(at, fs.as_str()),
+                error,
+            }),
         }
     }
 }

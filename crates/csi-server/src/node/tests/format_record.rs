@@ -200,9 +200,19 @@ async fn an_annotation_write_failure_after_mkfs_fails_the_stage_and_the_retry_fi
     let (e, r) = env_recorded();
     r.keep(ID, None);
     r.fail_writes(1);
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
-    assert!(err.message().contains("made just now"), "{}", err.message());
+    let err = e.stage_error(stage_req(fs_cap(), STAGING)).await;
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(
+        matches!(
+            err,
+            NodeError::FormatRecordUnwritten {
+                made_now: true,
+                fs: FsType::Ext4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(e.f.ran(Program::Mkfs), 1);
     assert!(
         e.mounts_at(STAGING).is_empty(),
@@ -221,12 +231,11 @@ async fn an_unreadable_annotation_means_no_probe_and_no_mkfs() {
     let (e, r) = env_recorded();
     r.keep(ID, None);
     r.fail_reads(1);
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let err = e.stage_error(stage_req(fs_cap(), STAGING)).await;
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(
-        err.message().contains("never formatted on a guess"),
-        "{}",
-        err.message()
+        matches!(err, NodeError::FormatRecordUnread { .. }),
+        "{err:?}"
     );
     assert_eq!(e.f.ran(Program::Blkid), 0);
     assert_eq!(e.f.ran(Program::Mkfs), 0);

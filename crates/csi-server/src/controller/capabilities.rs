@@ -1,0 +1,103 @@
+//! Volume capabilities: which access types and modes the driver offers,
+//! and ValidateVolumeCapabilities.
+
+use super::*;
+
+impl<B: Backend> ControllerService<B> {
+    pub(super) async fn validate(
+        &self,
+        req: proto::ValidateVolumeCapabilitiesRequest,
+    ) -> CsiResult<proto::ValidateVolumeCapabilitiesResponse> {
+        let slot = self.volume_id(&req.volume_id)?;
+        if req.volume_capabilities.is_empty() {
+            return Err(CsiError::invalid(
+                "volume_capabilities",
+                "must not be empty",
+            ));
+        }
+        VolumeParams::parse(&req.parameters, &self.config.defaults)?;
+        self.existing(&slot).await?;
+        Ok(match validate_capabilities(&req.volume_capabilities) {
+            Ok(_) => proto::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: HashMap::new(),
+                }),
+                message: String::new(),
+            },
+            Err(e) => proto::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: e.to_string(),
+            },
+        })
+    }
+}
+
+/// What a set of volume capabilities asks for.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Caps {
+    pub block: bool,
+    pub multi_node: bool,
+    pub fs_type: Option<FsType>,
+}
+
+/// Single-node modes for filesystem and block; multi-node writer only for
+/// raw block (two QEMUs never write at once during a live migration, two
+/// filesystems mounted on two nodes always corrupt).
+pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps> {
+    use proto::volume_capability::access_mode::Mode;
+    use proto::volume_capability::AccessType;
+    if caps.is_empty() {
+        return Err(CsiError::invalid(
+            "volume_capabilities",
+            "must not be empty",
+        ));
+    }
+    let mut out = Caps::default();
+    for cap in caps {
+        let block = match &cap.access_type {
+            Some(AccessType::Block(_)) => true,
+            Some(AccessType::Mount(m)) => {
+                if !m.fs_type.is_empty() {
+                    let fs = FsType::parse(&m.fs_type).ok_or_else(|| {
+                        CsiError::invalid(
+                            "volume_capabilities",
+                            format!("unsupported fs_type {:?}; use ext4 or xfs", m.fs_type),
+                        )
+                    })?;
+                    out.fs_type = Some(fs);
+                }
+                false
+            }
+            None => {
+                return Err(CsiError::invalid(
+                    "volume_capabilities",
+                    "access_type (block or mount) must be given",
+                ))
+            }
+        };
+        let mode = cap
+            .access_mode
+            .as_ref()
+            .map(|m| Mode::try_from(m.mode).unwrap_or(Mode::Unknown))
+            .unwrap_or(Mode::Unknown);
+        match mode {
+            Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter => {}
+            Mode::MultiNodeMultiWriter if block => out.multi_node = true,
+            Mode::MultiNodeMultiWriter => {
+                return Err(CsiError::invalid(
+                    "volume_capabilities",
+                    "multi-node writer is only offered for raw block volumes (KubeVirt live migration); a filesystem on two nodes would be corrupted",
+                ))
+            }
+            Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter => {
+                return Err(CsiError::invalid("volume_capabilities", format!("access mode {} is not supported", mode.as_str_name())))
+            }
+            Mode::Unknown => return Err(CsiError::invalid("volume_capabilities", "access_mode must be given")),
+        }
+        out.block |= block;
+    }
+    Ok(out)
+}

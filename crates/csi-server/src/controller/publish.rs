@@ -1,0 +1,163 @@
+//! ControllerPublishVolume and ControllerUnpublishVolume: who may attach a
+//! volume, decided by the attachment manager, and the node checks before it.
+
+use super::*;
+
+impl<B: Backend> ControllerService<B> {
+    /// Refuses a node whose NVMe host NQN another node also reports: the
+    /// target could not tell their connections apart.
+    pub(super) async fn check_host_nqn(&self, node: &str) -> CsiResult<()> {
+        match self.nodes.sharing_host_nqn(node).await {
+            Ok(None) => Ok(()),
+            Ok(Some(shared)) => Err(CsiError::FailedPrecondition(format!(
+                "node {node:?} and node(s) {} report the same NVMe host NQN {:?} (Node annotation {}): the target could not tell them apart; give each node its own /etc/nvme/hostnqn",
+                shared.others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+                shared.nqn,
+                attachment_manager::host_nqn::HOST_NQN_ANNOTATION,
+            ))),
+            Err(e) => Err(CsiError::Unavailable(format!(
+                "check the host NQN of node {node:?}: {e}"
+            ))),
+        }
+    }
+
+    pub(super) async fn publish(
+        &self,
+        req: proto::ControllerPublishVolumeRequest,
+    ) -> CsiResult<proto::ControllerPublishVolumeResponse> {
+        let slot = self.volume_id(&req.volume_id)?;
+        if req.node_id.is_empty() {
+            return Err(CsiError::invalid("node_id", "must not be empty"));
+        }
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| CsiError::invalid("volume_capability", "must be given"))?;
+        let caps = validate_capabilities(std::slice::from_ref(cap))?;
+        let _guard = self.lock(&slot)?;
+        if !self.manager.is_ready() {
+            return Err(manager_error(ManagerError::NotReady));
+        }
+        let disk = self.existing(&slot).await?;
+        match self.nodes.node_status(&req.node_id).await {
+            Ok(NodeStatus::Present) => {}
+            Ok(NodeStatus::Missing) => {
+                return Err(CsiError::NotFound(format!("node {:?}", req.node_id)))
+            }
+            Ok(NodeStatus::OutOfService) => {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "node {:?} carries the node.kubernetes.io/out-of-service taint",
+                    req.node_id
+                )))
+            }
+            Err(e) => {
+                return Err(CsiError::Unavailable(format!(
+                    "check node {:?}: {e}",
+                    req.node_id
+                )))
+            }
+        }
+        self.check_host_nqn(&req.node_id).await?;
+        let pvc = params::pvc_of(&req.volume_context);
+        // Publishes for the volumes of one VM run one at a time.
+        let _vmi_guard = match (&self.grouper, &pvc) {
+            (Some(g), Some((ns, name))) => match g.vmi_for_pvc(ns, name).await {
+                Ok(Some(key)) => Some(g.locks().lock(&key).await),
+                Ok(None) => None,
+                Err(e) => return Err(CsiError::Unavailable(e.to_string())),
+            },
+            _ => None,
+        };
+        let kind = if caps.multi_node {
+            AccessKind::MultiNodeBlock
+        } else {
+            AccessKind::SingleNode
+        };
+        let decision = self
+            .manager
+            .publish(PublishRequest {
+                volume: slot.as_str(),
+                node: &req.node_id,
+                kind,
+                pvc,
+                migration_timeout: migration_timeout_of(&req.volume_context),
+            })
+            .await
+            .map_err(manager_error)?;
+        match decision {
+            PublishDecision::Attached { .. } | PublishDecision::AlreadyAttached => {}
+            PublishDecision::Refused(Refusal::IncompatibleOnSameNode) => {
+                return Err(CsiError::AlreadyExists(format!(
+                    "volume {slot} is already published to node {} with an incompatible capability",
+                    req.node_id
+                )))
+            }
+            PublishDecision::Refused(r) => {
+                return Err(CsiError::FailedPrecondition(format!("volume {slot}: {r}")))
+            }
+        }
+        info!(volume = %slot, node = %req.node_id, "volume published");
+        let mut ctx = BTreeMap::new();
+        let address = req
+            .volume_context
+            .get(params::ctx::NVME_ADDRESS)
+            .cloned()
+            .unwrap_or_else(|| self.config.defaults.nvme_address.clone());
+        ctx.insert(params::ctx::NVME_ADDRESS.to_string(), address);
+        if let Some(p) = disk.port {
+            ctx.insert(params::ctx::NVME_PORT.to_string(), p.to_string());
+        }
+        if let Some(n) = &disk.nqn {
+            ctx.insert(params::ctx::NQN.to_string(), n.clone());
+        }
+        Ok(proto::ControllerPublishVolumeResponse {
+            publish_context: ctx.into_iter().collect(),
+        })
+    }
+
+    pub(super) async fn unpublish(
+        &self,
+        req: proto::ControllerUnpublishVolumeRequest,
+    ) -> CsiResult<proto::ControllerUnpublishVolumeResponse> {
+        let slot = self.volume_id(&req.volume_id)?;
+        let _guard = self.lock(&slot)?;
+        // An empty node ID means every node. An unknown volume or node is
+        // already unpublished, which is success. "Every node" is only
+        // known once the state is rebuilt.
+        let nodes = if req.node_id.is_empty() {
+            if !self.manager.is_ready() {
+                return Err(manager_error(ManagerError::NotReady));
+            }
+            self.manager.holders(slot.as_str())
+        } else {
+            vec![req.node_id.clone()]
+        };
+        for node in &nodes {
+            match self
+                .manager
+                .unpublish(slot.as_str(), node)
+                .await
+                .map_err(manager_error)?
+            {
+                UnpublishDecision::Detached { .. } => {
+                    info!(volume = %slot, node = %node, "volume unpublished")
+                }
+                UnpublishDecision::NotAttached => {
+                    info!(volume = %slot, node = %node, "volume was not published there; nothing to do")
+                }
+            }
+        }
+        Ok(proto::ControllerUnpublishVolumeResponse {})
+    }
+}
+
+fn migration_timeout_of(context: &HashMap<String, String>) -> Duration {
+    context
+        .get(params::ctx::MIGRATION_TIMEOUT)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|s| {
+            let (lo, hi) = params::MIGRATION_TIMEOUT_RANGE;
+            Duration::from_secs(s.clamp(lo as u64, hi as u64))
+        })
+        .unwrap_or(DEFAULT_MIGRATION_TIMEOUT)
+}
