@@ -42,6 +42,9 @@ fn start_sim(dir: &Path) -> Sim {
         assert!(n > 0, "simulator exited: {text}");
         text.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+    // Keep draining what the simulator prints: with the pipe's reader
+    // gone, its next line would fail with EPIPE and end the process.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let field = |prefix: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(prefix))
@@ -105,8 +108,12 @@ fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Comma
         ])
         .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
         .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        // To a file, not a pipe: a pipe nobody reads fills up with debug
+        // logs and blocks the controller mid-test.
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("controller.log")).unwrap(),
+        ));
     c
 }
 
@@ -191,13 +198,7 @@ fn the_controller_serves_metrics_turns_ready_and_stops_cleanly_on_sigterm() {
     );
 
     // The private key never appears in the logs, even at debug level.
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = std::fs::read_to_string(dir.path().join("controller.log")).unwrap();
     let key_text = std::fs::read_to_string(&sim.key).unwrap();
     let body: Vec<&str> = key_text
         .lines()
@@ -215,7 +216,17 @@ fn readiness_follows_the_backend_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path());
     let port = free_port();
-    let mut child = controller(&sim, dir.path(), port, &[]).spawn().unwrap();
+    // Short deadlines: on a loaded machine a health query caught mid-way
+    // when the RDS goes must fail within the wait below, not after the
+    // default 30 s.
+    let mut child = controller(
+        &sim,
+        dir.path(),
+        port,
+        &["--rds-command-timeout", "2s", "--rds-connect-timeout", "2s"],
+    )
+    .spawn()
+    .unwrap();
     wait_for("ready", || {
         http_get(port, "/readyz").filter(|(c, _)| *c == 200)
     });
