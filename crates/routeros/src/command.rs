@@ -390,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn disk_add_renders_the_reference_command() {
+    fn disk_add_renders_the_documented_command() {
         let slot = Slot::new("pvc-1").unwrap();
         let cmd = Command::DiskAdd {
             file: RosPath::new("/storage-pool/metal-csi/pvc-1.img").unwrap(),
