@@ -11,24 +11,24 @@
 //! Results are printed as Markdown on stdout; see docs/benchmarks.md.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use csi_server::proto::{
-    self,
-    controller_client::ControllerClient,
-    identity_client::IdentityClient,
-    volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume},
+    self, controller_client::ControllerClient, identity_client::IdentityClient,
 };
 use rds_sim::SimHandle;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
+mod support;
+use support::{
+    capability, connect_lazy, controller_command, memory_kib, mib, ms, par, percentile, start_sim,
+    BoxResult, Process, BIN, GIB,
+};
+
 const PREFIX: &str = "bench-";
-const GIB: i64 = 1 << 30;
 /// Pairs in the sequential runs and tasks in the concurrent runs.
 const N: usize = 64;
 /// Volumes kept at once for the memory measurement.
@@ -41,19 +41,11 @@ const SLOW: Duration = Duration::from_millis(20);
 const WIDE_SESSIONS: u32 = 64;
 
 type Client = ControllerClient<Channel>;
-type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A `rds-csi controller` child process and a CSI client connected to it.
 struct Controller {
-    child: Child,
+    process: Process,
     client: Client,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Controller {
@@ -66,24 +58,11 @@ impl Controller {
     ) -> BoxResult<Controller> {
         let sock = dir.join(format!("{name}.sock"));
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let mut cmd = Command::new(BIN);
-        cmd.arg("controller")
-            .arg("--endpoint")
-            .arg(format!("unix://{}", sock.display()))
-            .arg("--rds-address")
-            .arg(sim.addr().to_string())
-            .arg("--rds-key-file")
-            .arg(key)
-            .arg("--rds-host-key")
-            .arg(sim.host_key_fingerprint())
-            .arg("--metrics-address")
+        let mut cmd = controller_command(&sock, sim, key);
+        cmd.arg("--metrics-address")
             .arg("off")
             .arg("--volume-id-prefix")
             .arg(PREFIX)
-            // One health check at start (needed for Probe), then none that
-            // would add commands to the measurements.
-            .arg("--health-interval")
-            .arg("1h")
             // No Kubernetes here: attachment state in memory.
             .arg("--standalone");
         if let Some(n) = max_sessions {
@@ -96,12 +75,12 @@ impl Controller {
             .spawn()
             .map_err(|e| format!("spawn {BIN}: {e}"))?;
         let mut ctl = Controller {
-            child,
+            process: Process(child),
             client: ControllerClient::new(connect_lazy(sock.clone())?),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = ctl.child.try_wait()? {
+            if let Some(status) = ctl.process.0.try_wait()? {
                 return Err(format!(
                     "controller exited with {status}; see {}",
                     dir.join(format!("{name}.log")).display()
@@ -124,41 +103,8 @@ impl Controller {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
-}
-
-fn connect_lazy(path: PathBuf) -> BoxResult<Channel> {
-    Ok(
-        tonic::transport::Endpoint::try_from("http://[::]:0")?.connect_with_connector_lazy(
-            tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }),
-        ),
-    )
-}
-
-/// VmRSS and VmHWM of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 fn create_request(name: &str) -> proto::CreateVolumeRequest {
@@ -168,16 +114,7 @@ fn create_request(name: &str) -> proto::CreateVolumeRequest {
             required_bytes: GIB,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![proto::VolumeCapability {
-            access_type: Some(AccessType::Mount(MountVolume {
-                fs_type: "ext4".into(),
-                mount_flags: vec![],
-                volume_mount_group: String::new(),
-            })),
-            access_mode: Some(AccessMode {
-                mode: Mode::SingleNodeWriter as i32,
-            }),
-        }],
+        volume_capabilities: vec![capability()],
         ..Default::default()
     }
 }
@@ -200,18 +137,6 @@ async fn delete(client: &mut Client, name: &str) -> Duration {
         panic!("DeleteVolume {name}: {s}");
     }
     t.elapsed()
-}
-
-/// Nearest-rank percentile.
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 /// One measured run of `N` creates and `N` deletes.
@@ -337,61 +262,29 @@ async fn concurrent(label: &str, client: &Client, sim: &SimHandle, tag: &str) ->
     }
 }
 
-/// Runs `count` operations with `in_flight` workers; returns the wall time.
-async fn many<F, Fut>(count: usize, in_flight: usize, client: &Client, op: F) -> Duration
+/// Runs `count` operations on volumes `bench-many-<i>` with `in_flight`
+/// workers; returns the wall time.
+async fn many<F, Fut>(count: usize, in_flight: usize, client: &Client, op: F) -> BoxResult<Duration>
 where
     F: Fn(Client, String) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = Duration> + Send,
 {
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let workers: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let next = next.clone();
-            let c = client.clone();
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        break;
-                    }
-                    op(c.clone(), format!("{PREFIX}many-{i}")).await;
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.expect("benchmark worker panicked");
-    }
-    start.elapsed()
-}
-
-fn write_key(path: &Path) -> BoxResult<russh::keys::PrivateKey> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)?;
-    let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(pem.as_bytes())?;
-    Ok(key)
+    let client = client.clone();
+    par(count, in_flight, move |i| {
+        let c = client.clone();
+        async move {
+            op(c, format!("{PREFIX}many-{i}")).await;
+            Ok(())
+        }
+    })
+    .await
 }
 
 #[tokio::main]
 async fn main() -> BoxResult<()> {
     let bench_start = Instant::now();
     let dir = tempfile::tempdir()?;
-    let key_path = dir.path().join("client_ed25519");
-    let key = write_key(&key_path)?;
-    let sim = rds_sim::start(rds_sim::SimConfig {
-        authorized_keys: vec![key.public_key().clone()],
-        pool_size: 64 << 40,
-        ..Default::default()
-    })
-    .await?;
+    let (sim, key_path) = start_sim(dir.path()).await?;
     eprintln!("simulator on {}; controller binary {BIN}", sim.addr());
 
     // --- default controller: idle memory ---------------------------------
@@ -438,7 +331,7 @@ async fn main() -> BoxResult<()> {
         &ctl.client,
         |mut c, name| async move { create(&mut c, &name).await },
     )
-    .await;
+    .await?;
     assert_eq!(sim.disks().len(), MANY, "not every volume was created");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (many_rss, many_hwm) = memory_kib(ctl.pid());
@@ -449,7 +342,7 @@ async fn main() -> BoxResult<()> {
         &ctl.client,
         |mut c, name| async move { delete(&mut c, &name).await },
     )
-    .await;
+    .await?;
     assert!(sim.disks().is_empty(), "not every volume was deleted");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (after_rss, after_hwm) = memory_kib(ctl.pid());

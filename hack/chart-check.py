@@ -450,11 +450,7 @@ def check_dry_run(helm):
                 print(f"  {label}: {len(docs)} objects accepted by the server")
         # deploy/ too, byte for byte what users apply.
         r = kc("apply", "--dry-run=server", "-f", DEPLOY)
-        if r.returncode != 0:
-            ok = False
-            print(f"  deploy/rds-csi.yaml refused: {r.stderr.strip()}")
-        else:
-            print("  deploy/rds-csi.yaml accepted by the server")
+        ok = said_yes(r, "deploy/rds-csi.yaml refused", "deploy/rds-csi.yaml accepted by the server") and ok
         examples = os.path.join(ROOT, "deploy", "examples")
         for f in sorted(os.listdir(examples)):
             path = os.path.join(examples, f)
@@ -462,11 +458,7 @@ def check_dry_run(helm):
             mode = "server"
             if "kubevirt.io/" in open(path).read():
                 mode = "server; VirtualMachine against an open stand-in CRD"
-            if r.returncode != 0:
-                ok = False
-                print(f"  deploy/examples/{f} refused ({mode}): {r.stderr.strip()}")
-            else:
-                print(f"  deploy/examples/{f} accepted ({mode})")
+            ok = said_yes(r, f"deploy/examples/{f} refused ({mode})", f"deploy/examples/{f} accepted ({mode})") and ok
         return ok
     finally:
         subprocess.run([script, "down", os.path.join(d, "server")], capture_output=True)
@@ -543,12 +535,19 @@ def check_binary(helm):
         spec = find(docs, kind)[0]["spec"]["template"]["spec"]
         args = [a.replace("$(NODE_ID)", "node-a") for a in container(spec, "rds-csi")["args"]]
         r = subprocess.run([binary, *args, "--help"], capture_output=True, text=True)
-        if r.returncode != 0:
-            ok = False
-            print(f"  {kind}: `rds-csi {args[0]} ...` refused its args: {r.stderr.strip()}")
-        else:
-            print(f"  {kind}: `rds-csi {args[0]}` accepts all {len(args) - 1} rendered args")
+        refused = f"{kind}: `rds-csi {args[0]} ...` refused its args"
+        ok = said_yes(r, refused, f"{kind}: `rds-csi {args[0]}` accepts all {len(args) - 1} rendered args") and ok
     return ok
+
+
+def said_yes(r, refused, accepted):
+    """Prints what a command said of one item, its stderr after `refused`;
+    True when it exited 0."""
+    if r.returncode != 0:
+        print(f"  {refused}: {r.stderr.strip()}")
+        return False
+    print(f"  {accepted}")
+    return True
 
 
 def check_deploy(helm):

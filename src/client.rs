@@ -281,23 +281,8 @@ fn publish_request(
 }
 
 fn node_capability(cap: &NodeCapArgs) -> proto::VolumeCapability {
-    let mode = if cap.multi_node {
-        Mode::MultiNodeMultiWriter
-    } else {
-        Mode::SingleNodeWriter
-    };
-    proto::VolumeCapability {
-        access_type: Some(if cap.block {
-            AccessType::Block(BlockVolume {})
-        } else {
-            AccessType::Mount(MountVolume {
-                fs_type: cap.fs_type.clone().unwrap_or_default(),
-                mount_flags: cap.mount_flags.clone(),
-                volume_mount_group: String::new(),
-            })
-        }),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
+    let fs_type = cap.fs_type.clone().unwrap_or_default();
+    volume_capability(cap.block, cap.multi_node, fs_type, cap.mount_flags.clone())
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -307,18 +292,29 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn capability(cap: &CapArgs) -> proto::VolumeCapability {
-    let mode = if cap.multi_node {
+    volume_capability(cap.block, cap.multi_node, cap.fs_type.clone(), vec![])
+}
+
+/// Raw block or a filesystem (`fs_type`, `mount_flags`); single-node
+/// writer unless `multi_node`.
+fn volume_capability(
+    block: bool,
+    multi_node: bool,
+    fs_type: String,
+    mount_flags: Vec<String>,
+) -> proto::VolumeCapability {
+    let mode = if multi_node {
         Mode::MultiNodeMultiWriter
     } else {
         Mode::SingleNodeWriter
     };
     proto::VolumeCapability {
-        access_type: Some(if cap.block {
+        access_type: Some(if block {
             AccessType::Block(BlockVolume {})
         } else {
             AccessType::Mount(MountVolume {
-                fs_type: cap.fs_type.clone(),
-                mount_flags: vec![],
+                fs_type,
+                mount_flags,
                 volume_mount_group: String::new(),
             })
         }),

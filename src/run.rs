@@ -304,12 +304,7 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         cancel.clone(),
     );
     let result = tokio::try_join!(
-        async {
-            server::serve_grpc(router, listener, cancel.clone())
-                .await
-                .map_err(anyhow::Error::from)
-        },
-        serve_metrics(metrics_addr, registry, health, cancel.clone()),
+        serve_csi_and_metrics(router, listener, metrics_addr, registry, health, &cancel),
         async {
             health_task.await;
             Ok(())
@@ -472,6 +467,27 @@ pub async fn kube_client(kubeconfig: Option<&Path>, hint: &str) -> anyhow::Resul
     kube::Client::try_from(config).context("build the Kubernetes client")
 }
 
+/// The CSI service on its unix socket and the metrics endpoint, until
+/// `cancel` or the first of them fails.
+async fn serve_csi_and_metrics(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::UnixListener,
+    metrics_addr: Option<std::net::SocketAddr>,
+    registry: Registry,
+    health: Health,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    tokio::try_join!(
+        async {
+            server::serve_grpc(router, listener, cancel.clone())
+                .await
+                .map_err(anyhow::Error::from)
+        },
+        serve_metrics(metrics_addr, registry, health, cancel.clone()),
+    )
+    .map(drop)
+}
+
 async fn serve_metrics(
     addr: Option<std::net::SocketAddr>,
     registry: Registry,
@@ -610,8 +626,9 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     let prefix = prefix
         .with_volume_prefix(&args.volume_id_prefix)
         .map_err(|e| anyhow::anyhow!("--volume-id-prefix: {e}"))?;
-    // Lesson 18: a missing or shared host NQN makes the target mix the
-    // sessions of different nodes; refuse to start rather than connect.
+    // A missing or shared host NQN makes the target mix the sessions of
+    // different nodes: refuse to start rather than connect (see
+    // docs/safety.md#duplicate-host-nqns).
     let host = nvme::HostIdentity::load(&args.host_nqn_file, &args.host_id_file)?;
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
         args.staging_root
@@ -701,12 +718,7 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     info!(version = VERSION, endpoint = %path.display(), node = %args.node_id, "node plugin started");
     let metrics_addr = args.common.metrics_addr()?;
     let result = tokio::try_join!(
-        async {
-            server::serve_grpc(router, listener, cancel.clone())
-                .await
-                .map_err(anyhow::Error::from)
-        },
-        serve_metrics(metrics_addr, registry, health, cancel.clone()),
+        serve_csi_and_metrics(router, listener, metrics_addr, registry, health, &cancel),
         async {
             scanner
                 .run_orphan_scans(mode, args.orphan_cleanup_interval, cancel.clone())

@@ -146,17 +146,13 @@ impl Faults {
 
     pub(crate) fn take_command_fault(&self) -> Option<CommandFault> {
         let mut p = self.lock();
-        if p.drop > 0 {
-            p.drop -= 1;
+        if take_one(&mut p.drop) {
             Some(CommandFault::Drop)
-        } else if p.hang > 0 {
-            p.hang -= 1;
+        } else if take_one(&mut p.hang) {
             Some(CommandFault::Hang)
-        } else if p.fail > 0 {
-            p.fail -= 1;
+        } else if take_one(&mut p.fail) {
             Some(CommandFault::Fail(p.fail_message.clone()))
-        } else if p.cut_after_exit > 0 {
-            p.cut_after_exit -= 1;
+        } else if take_one(&mut p.cut_after_exit) {
             Some(CommandFault::CutAfterExit)
         } else {
             None
@@ -164,24 +160,19 @@ impl Faults {
     }
 
     pub(crate) fn take_ignore_disk_remove(&self) -> bool {
-        let mut p = self.lock();
-        if p.ignore_disk_remove > 0 {
-            p.ignore_disk_remove -= 1;
-            true
-        } else {
-            false
-        }
+        take_one(&mut self.lock().ignore_disk_remove)
     }
 
     pub(crate) fn take_no_space(&self) -> bool {
-        let mut p = self.lock();
-        if p.no_space > 0 {
-            p.no_space -= 1;
-            true
-        } else {
-            false
-        }
+        take_one(&mut self.lock().no_space)
     }
+}
+
+/// Uses up one of a counted fault: false when none is pending.
+fn take_one(pending: &mut u32) -> bool {
+    let due = *pending > 0;
+    *pending = pending.saturating_sub(1);
+    due
 }
 
 #[cfg(test)]

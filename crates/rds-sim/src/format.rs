@@ -1,8 +1,9 @@
 //! Text formatting in the style of RouterOS `print detail` output.
 //!
-//! Everything here is written from the wire facts in the reference, on
-//! purpose without looking at the client crate: the point of the simulator is
-//! to be a second, independent opinion about what the wire looks like.
+//! Everything here is written from the RouterOS facts in `docs/routeros.md`,
+//! on purpose without looking at the client crate: the point of the
+//! simulator is to be a second, independent opinion about what the wire
+//! looks like.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -5,9 +5,20 @@
 //! connections) so tests, benchmarks and `rds-csi sim` can exercise a client
 //! without the hardware.
 //!
-//! It is an independent implementation of the wire format described in the
-//! project's RouterOS reference: it shares no parsing or formatting code with
+//! It is an independent implementation of the RouterOS behaviour written
+//! down in `docs/routeros.md`: it shares no parsing or formatting code with
 //! the `routeros` client crate, so each can be checked against the other.
+//!
+//! # Boundary
+//!
+//! It stands for the RDS and nothing else: it knows nothing of CSI,
+//! Kubernetes or the driver, and depends on none of the project's crates.
+//! It owns the SSH server (`server`), the command parser (`cli`), the state
+//! and what commands do to it (`engine`), the printed output (`format`),
+//! backing files (`store`), optional real exports through the kernel's NVMe
+//! target (`nvmet`) and the fault knobs (`faults`). A command outside the
+//! `/disk`, `/file` and `/interface nvme-tcp connection` menus gets
+//! RouterOS's `bad command name` error; shells and subsystems are refused.
 //!
 //! # What a command gets back
 //!
@@ -173,9 +184,11 @@ pub struct DiskInfo {
     /// With the leading slash, e.g. `/storage-pool/metal-csi/pvc-1.img`.
     pub file_path: String,
     pub size: u64,
-    pub nqn: Option<String>,
-    pub port: Option<u16>,
     pub export: bool,
+    pub port: Option<u16>,
+    pub nqn: Option<String>,
+    /// `nvme-tcp-server-allow-host-name` as set (empty: any host).
+    pub allow_host: String,
     /// When the disk was added; RouterOS itself does not print this.
     pub created: SystemTime,
     /// The disk's comment as stored (empty: none).
@@ -371,23 +384,7 @@ impl SimHandle {
 
     /// File-backed disks in creation order.
     pub fn disks(&self) -> Vec<DiskInfo> {
-        self.shared
-            .inner
-            .engine
-            .lock()
-            .disks
-            .iter()
-            .map(|d| DiskInfo {
-                slot: d.slot.clone(),
-                file_path: d.file_path.clone(),
-                size: d.size,
-                nqn: d.nqn.clone(),
-                port: d.port,
-                export: d.export,
-                created: d.created,
-                comment: d.comment.clone(),
-            })
-            .collect()
+        self.shared.inner.engine.lock().disks.clone()
     }
 
     /// Backing files (not directories): name without the leading slash, size.

@@ -160,14 +160,14 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
+    /// No subsystems (sftp and the like) either: refused as a shell is.
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
         _name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
-        Ok(())
+        self.shell_request(channel, session).await
     }
 
     async fn exec_request(
@@ -223,16 +223,7 @@ impl russh::server::Handler for Conn {
 }
 
 async fn send_reply(handle: &Handle, channel: ChannelId, reply: Reply) {
-    // Send errors only mean the client went away; nothing left to tell it.
-    if !reply.stdout.is_empty() {
-        let _ = handle.data(channel, reply.stdout.into_bytes()).await;
-    }
-    if !reply.stderr.is_empty() {
-        let _ = handle
-            .extended_data(channel, 1, reply.stderr.into_bytes())
-            .await;
-    }
-    let _ = handle.exit_status_request(channel, reply.status).await;
+    send_output(handle, channel, reply).await;
     let _ = handle.eof(channel).await;
     let _ = handle.close(channel).await;
 }
@@ -246,6 +237,14 @@ async fn send_then_cut(
     reply: Reply,
     socket: &std::net::TcpStream,
 ) {
+    send_output(handle, channel, reply).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let _ = socket.shutdown(Shutdown::Both);
+}
+
+/// Stdout, stderr (extended data 1) and the exit status of a reply.
+async fn send_output(handle: &Handle, channel: ChannelId, reply: Reply) {
+    // Send errors only mean the client went away; nothing left to tell it.
     if !reply.stdout.is_empty() {
         let _ = handle.data(channel, reply.stdout.into_bytes()).await;
     }
@@ -255,6 +254,4 @@ async fn send_then_cut(
             .await;
     }
     let _ = handle.exit_status_request(channel, reply.status).await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let _ = socket.shutdown(Shutdown::Both);
 }

@@ -117,6 +117,24 @@ async fn run(conn: &Conn, command: &str) -> Output {
     exec(conn, command).await.unwrap()
 }
 
+/// The connection is gone: a command on it fails, or ends without an exit
+/// status, within seconds.
+async fn assert_cut(conn: &Conn, why: &str) {
+    let out = tokio::time::timeout(Duration::from_secs(5), exec(conn, "/disk print detail"))
+        .await
+        .expect(why);
+    assert!(out.is_err() || out.unwrap().status.is_none());
+}
+
+/// A new connection is accepted and answered.
+async fn assert_a_new_connection_is_served(f: &Fixture) {
+    let conn = f.connect().await;
+    assert_eq!(
+        run(&conn, "/disk print detail where slot=x").await.status,
+        Some(0)
+    );
+}
+
 fn add_command(slot: &str, size: &str) -> String {
     format!(
         "/disk add type=file file-path=/storage-pool/metal-csi/{slot}.img file-size={size} slot={slot} nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn=nqn.2000-02.com.mikrotik:{slot}"
@@ -471,16 +489,8 @@ async fn drop_next_closes_the_connection_without_a_reply() {
     if let Ok(out) = out {
         assert_eq!((out.stdout.as_str(), out.status), ("", None));
     }
-    let again = tokio::time::timeout(Duration::from_secs(5), exec(&conn, "/disk print detail"))
-        .await
-        .expect("the dead connection must fail fast");
-    assert!(again.is_err() || again.unwrap().status.is_none());
-
-    let fresh = f.connect().await;
-    assert_eq!(
-        run(&fresh, "/disk print detail where slot=x").await.status,
-        Some(0)
-    );
+    assert_cut(&conn, "the dead connection must fail fast").await;
+    assert_a_new_connection_is_served(&f).await;
 }
 
 #[tokio::test]
@@ -541,10 +551,7 @@ async fn refuse_connections_closes_new_and_existing_connections() {
     let f = fixture(|_| {}).await;
     let conn = f.connect().await;
     f.sim.faults().refuse_connections(true);
-    let existing = tokio::time::timeout(Duration::from_secs(5), exec(&conn, "/disk print detail"))
-        .await
-        .expect("a cut connection must fail fast");
-    assert!(existing.is_err() || existing.unwrap().status.is_none());
+    assert_cut(&conn, "a cut connection must fail fast").await;
     let refused = tokio::time::timeout(
         Duration::from_secs(5),
         try_connect(&f.sim, "csi", f.key.clone()),
@@ -554,11 +561,7 @@ async fn refuse_connections_closes_new_and_existing_connections() {
     assert!(refused.is_err());
 
     f.sim.faults().refuse_connections(false);
-    let conn = f.connect().await;
-    assert_eq!(
-        run(&conn, "/disk print detail where slot=x").await.status,
-        Some(0)
-    );
+    assert_a_new_connection_is_served(&f).await;
 }
 
 #[tokio::test]
@@ -630,10 +633,7 @@ async fn shutdown_stops_listening_and_cuts_connections() {
     let conn = f.connect().await;
     let addr = f.sim.addr();
     f.sim.clone().shutdown().await;
-    let cut = tokio::time::timeout(Duration::from_secs(5), exec(&conn, "/disk print detail"))
-        .await
-        .expect("a cut connection must fail fast");
-    assert!(cut.is_err() || cut.unwrap().status.is_none());
+    assert_cut(&conn, "a cut connection must fail fast").await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 

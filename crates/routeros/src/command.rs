@@ -6,8 +6,6 @@
 //! command. Validation is deliberately narrower than what RouterOS accepts:
 //! anything outside the allowed alphabet is refused, not escaped.
 
-use std::fmt;
-
 use crate::error::ValidationError;
 
 pub use crate::comment::{ClusterId, DiskComment};
@@ -22,6 +20,27 @@ const MAX_PATH_LEN: usize = 512;
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
 }
+
+/// `as_str` and `Display` of validated text newtypes: the text exactly as
+/// it goes on a command line.
+macro_rules! command_text {
+    ($($name:ident),+) => {$(
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )+};
+}
+pub(crate) use command_text;
+
+command_text!(Slot, SlotPrefix, RosPath, Nqn);
 
 /// A disk slot: the volume ID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,16 +62,6 @@ impl Slot {
             return err("only letters, digits, '-', '_' and '.' are allowed");
         }
         Ok(Slot(s.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -77,10 +86,6 @@ impl SlotPrefix {
             ));
         }
         Ok(SlotPrefix(s.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 
     pub fn matches(&self, slot: &str) -> bool {
@@ -141,10 +146,6 @@ impl RosPath {
         RosPath::new(&format!("{}/{}", self.0, file))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The name `/file` uses for this path: no leading slash.
     pub fn file_name(&self) -> &str {
         &self.0[1..]
@@ -153,12 +154,6 @@ impl RosPath {
     /// The first component: the pool's mount point.
     pub fn mount_point(&self) -> &str {
         self.file_name().split('/').next().unwrap_or_default()
-    }
-}
-
-impl fmt::Display for RosPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -185,16 +180,6 @@ impl Nqn {
     /// `nqn.2000-02.com.mikrotik:` (the existing driver's convention).
     pub fn for_volume(prefix: &str, slot: &Slot) -> Result<Self, ValidationError> {
         Nqn::new(&format!("{prefix}{slot}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Nqn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -405,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn disk_add_renders_the_reference_command() {
+    fn disk_add_renders_the_documented_command() {
         let slot = Slot::new("pvc-1").unwrap();
         let cmd = Command::DiskAdd {
             file: RosPath::new("/storage-pool/metal-csi/pvc-1.img").unwrap(),

@@ -8,6 +8,7 @@ use std::fmt;
 
 use jiff::Timestamp;
 
+use crate::command::command_text;
 use crate::error::ValidationError;
 
 /// The first word of every comment the driver writes on a disk. The
@@ -46,17 +47,9 @@ impl ClusterId {
         }
         Ok(ClusterId(s.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for ClusterId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+command_text!(ClusterId);
 
 /// What the driver records in a disk's comment:
 /// `rds-csi created=<time> cluster=<id> [retain=yes] [orphaned-since=<time>]`.

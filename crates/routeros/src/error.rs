@@ -175,7 +175,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_error_text_from_the_reference_is_classified() {
+    fn every_known_routeros_error_text_is_classified() {
         let cases: &[(&str, &str)] = &[
             ("failure: not enough space", "no_space"),
             ("not enough space", "no_space"),

@@ -4,7 +4,9 @@
 //! (`client`), typed and validated commands (`command`), the parser of
 //! `print detail` records (`record`), error classification (`error`) and the
 //! disk operations built from them (`rds`). It knows nothing about CSI or
-//! Kubernetes; the CSI layer maps its errors to gRPC codes.
+//! Kubernetes; the CSI layer maps its errors to gRPC codes. What it takes to
+//! be true about RouterOS (commands, output shapes, error texts, what is
+//! recorded from real hardware and what is assumed) is `docs/routeros.md`.
 #![forbid(unsafe_code)]
 
 pub mod client;

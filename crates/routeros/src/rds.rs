@@ -166,11 +166,13 @@ impl Rds {
 
     /// Removes the disk entry; removing an absent disk succeeds.
     pub async fn remove_disk(&self, slot: &Slot) -> Result<()> {
-        match self
-            .client
-            .run(&Command::DiskRemove { slot: slot.clone() })
+        self.remove(Command::DiskRemove { slot: slot.clone() })
             .await
-        {
+    }
+
+    /// Runs a removal: what is already gone counts as removed.
+    async fn remove(&self, command: Command) -> Result<()> {
+        match self.client.run(&command).await {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -192,14 +194,8 @@ impl Rds {
 
     /// Removes a backing file; removing an absent file succeeds.
     pub async fn remove_file(&self, file: &RosPath) -> Result<()> {
-        match self
-            .client
-            .run(&Command::FileRemove { file: file.clone() })
+        self.remove(Command::FileRemove { file: file.clone() })
             .await
-        {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     pub async fn list_files(&self, under: &RosPath) -> Result<Vec<FileEntry>> {

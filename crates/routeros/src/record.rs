@@ -384,7 +384,7 @@ mod tests {
 "#;
 
     #[test]
-    fn the_reference_disk_record_parses_into_typed_fields() {
+    fn a_real_disk_record_parses_into_typed_fields() {
         let recs = parse_records(REAL_DISK);
         assert_eq!(recs.len(), 1);
         let r = &recs[0];

@@ -53,12 +53,17 @@ bench)
 esac
 
 for s in "$@"; do
-    f=/vm/scenarios/$s.sh
+    # NAME-ARG without a NAME-ARG.sh runs NAME.sh ARG: fs-xfs is fs.sh xfs.
+    f=/vm/scenarios/$s.sh arg=
+    if [ ! -f "$f" ] && [ "${s%-*}" != "$s" ] && [ -f "/vm/scenarios/${s%-*}.sh" ]; then
+        f=/vm/scenarios/${s%-*}.sh arg=${s##*-}
+    fi
     [ -f "$f" ] || { r "FAIL $s (no such scenario)"; continue; }
     to=$(sed -n 's/^# timeout: *//p' "$f" | head -1)
     t0=$(now_ms)
     echo "==== scenario $s"
-    timeout -s KILL "${to:-180}" sh -e "$f" >/tmp/scenario.out 2>&1
+    # shellcheck disable=SC2086 # no argument at all when arg is empty
+    timeout -s KILL "${to:-180}" sh -e "$f" $arg >/tmp/scenario.out 2>&1
     rc=$?
     t1=$(now_ms)
     sed "s/^/[$s] /" /tmp/scenario.out

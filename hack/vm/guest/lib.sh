@@ -113,6 +113,16 @@ publish() {
 unpublish() { run ncsi node-unpublish "$1" --target-path "$2"; }
 unstage() { run ncsi node-unstage "$1" --staging-path "$(stg "$1")"; }
 
+# vol_up VOL FS [SIZE]: CreateVolume (SIZE, default 1G), NodeStageVolume and
+# NodePublishVolume at $(tgt VOL), all with filesystem FS
+vol_up() {
+    vol_create "$1" "${3:-1G}" --fs-type "$2" || return 1
+    stage "$1" --fs-type "$2" || return 1
+    publish "$1" "$(tgt "$1")" --fs-type "$2"
+}
+# vol_down VOL: NodeUnpublishVolume of $(tgt VOL), then NodeUnstageVolume
+vol_down() { unpublish "$1" "$(tgt "$1")" && unstage "$1"; }
+
 # --------------------------------------------------------- sysfs / mounts
 # ctrl_of NQN: live controller name (nvmeX) for NQN, none if not connected
 ctrl_of() {

@@ -4,13 +4,10 @@
 # timeout: 240
 . /vm/lib.sh
 v=pvc-noformat
-vol_create $v 1G
-stage $v --fs-type ext4
+vol_up $v ext4
 t=$(tgt $v)
-publish $v "$t" --fs-type ext4
 write_data "$t" 8
-unpublish $v "$t"
-unstage $v
+vol_down $v
 nqn=$(vol_nqn $v)
 
 # Shadows on the node plugin's PATH (see lib.sh): blkid per $VM/blkid-mode,

@@ -3,10 +3,8 @@
 # timeout: 150
 . /vm/lib.sh
 v=pvc-stats
-vol_create $v 1G
-stage $v --fs-type ext4
+vol_up $v ext4
 t=$(tgt $v)
-publish $v "$t" --fs-type ext4
 val() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" $WORK/st | head -1; }
 run ncsi node-stats $v --volume-path "$t" | tee $WORK/st
 total=$(val total) used0=$(val used) avail=$(val available)
@@ -27,5 +25,4 @@ wait_for 60 sh -c "[ \"\$(cat /sys/class/nvme/$c/state)\" = live ]" || fail "no 
 run ncsi node-stats $v --volume-path "$t" | tee $WORK/st
 grep -q 'abnormal=false' $WORK/st || fail "abnormal after the target came back"
 verify_data "$t" || fail "data after the outage"
-unpublish $v "$t"
-unstage $v
+vol_down $v

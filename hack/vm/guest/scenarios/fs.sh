@@ -1,18 +1,17 @@
-# ext4: create, stage, publish, write, unpublish, unstage, restage,
-# publish, and the same checksums read back.
+# A filesystem volume, run as fs-ext4 and fs-xfs (the filesystem is $1):
+# create, stage, publish, write, unpublish, unstage, restage, publish, and
+# the same checksums read back; then stage and publish in one call
+# (`node-mount`) and back.
 # timeout: 200
 . /vm/lib.sh
-fs=${FS:-ext4}
+fs=${1:?which filesystem: ext4 or xfs}
 v=pvc-fs-$fs
-vol_create $v 1G --fs-type $fs
-stage $v --fs-type $fs
+vol_up $v $fs
 t=$(tgt $v)
-publish $v "$t" --fs-type $fs
 [ "$(fstype_at "$(stg $v)")" = $fs ] || fail "staging path is not $fs: $(fstype_at "$(stg $v)")"
 [ "$(fstype_at "$t")" = $fs ] || fail "target path is not $fs"
 write_data "$t" 16
-unpublish $v "$t"
-unstage $v
+vol_down $v
 [ "$(mounts_at "$(stg $v)")" = 0 ] || fail "staging path still mounted"
 not_connected "$(vol_nqn $v)" || fail "still connected after NodeUnstage"
 stage $v --fs-type $fs

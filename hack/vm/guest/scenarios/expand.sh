@@ -1,13 +1,12 @@
-# Expansion of a mounted volume: ControllerExpandVolume, then
-# NodeExpandVolume on the publish path; df shows the new size, data intact.
+# Expansion of a mounted volume, run as expand-ext4 and expand-xfs (the
+# filesystem is $1): ControllerExpandVolume, then NodeExpandVolume on the
+# publish path; df shows the new size, data intact.
 # timeout: 180
 . /vm/lib.sh
-fs=${FS:-ext4}
+fs=${1:?which filesystem: ext4 or xfs}
 v=pvc-expand-$fs
-vol_create $v 1G --fs-type $fs
-stage $v --fs-type $fs
+vol_up $v $fs
 t=$(tgt $v)
-publish $v "$t" --fs-type $fs
 write_data "$t" 8
 k0=$(df -k "$t" | awk 'NR==2{print $2}')
 run csi expand $v --size 2G
@@ -19,5 +18,4 @@ verify_data "$t" || fail "data after expansion"
 run ncsi node-stats $v --volume-path "$t" | tee $WORK/stats
 total=$(sed -n 's/.*total=\([0-9]*\).*/\1/p' $WORK/stats | head -1)
 [ "${total:-0}" -gt $((k0 * 1024 + 800 * 1024 * 1024)) ] || fail "stats total $total after expansion"
-unpublish $v "$t"
-unstage $v
+vol_down $v
