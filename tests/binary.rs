@@ -3,10 +3,12 @@
 //! never shows up in its output.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use testkit::free_port;
+use testkit::metrics::http_get;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
 
@@ -57,37 +59,9 @@ fn start_sim(dir: &Path) -> Sim {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let code = body.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body))
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits up to 20 s.
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    testkit::wait_for(what, Duration::from_secs(20), f)
 }
 
 fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Command {
@@ -435,6 +409,7 @@ fn promtool_check_metrics(scrape: &str) {
 }
 
 #[test]
+#[ignore = "needs promtool (Debian: prometheus); hack/test.sh installs it and runs this"]
 fn scrapes_of_both_services_pass_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path());
@@ -497,6 +472,7 @@ fn scrapes_of_both_services_pass_promtool() {
 }
 
 #[test]
+#[ignore = "needs promtool (Debian: prometheus); hack/test.sh installs it and runs this"]
 fn the_shipped_alert_rules_pass_promtool() {
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/alerts/rds-csi.rules.yml");
     let out = Command::new(promtool())
@@ -552,27 +528,9 @@ fn backend_up(port: u16) -> Option<f64> {
 /// and recovers by itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_rds_outage_is_reported_fails_fast_and_heals_by_itself() {
-    use russh::keys::{Algorithm, PrivateKey};
     let dir = tempfile::tempdir().unwrap();
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-    let key_file = dir.path().join("id");
-    std::fs::write(
-        &key_file,
-        key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
-    let mut perms = std::fs::metadata(&key_file).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-    std::fs::set_permissions(&key_file, perms).unwrap();
-    let sim = rds_sim::start(rds_sim::SimConfig {
-        authorized_keys: vec![key.public_key().clone()],
-        pool_size: 1 << 40,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let testkit::sim::SimWithKeyFile { sim, key_file, .. } =
+        testkit::sim::start_with_key_file(dir.path()).await;
     let port = free_port();
     let handle = Sim {
         // Nothing to kill: the simulator runs in this process.

@@ -18,7 +18,6 @@ use csi_server::proto::volume_capability::{
 use csi_server::proto::{self};
 use rds_sim::{SimConfig, SimHandle, Storage};
 use routeros::{Client, ClientConfig, HostKeyPolicy, Rds, RosPath, SlotPrefix};
-use russh::keys::{Algorithm, PrivateKey};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -41,15 +40,16 @@ impl Drop for Env {
 }
 
 async fn env(storage: Storage) -> Env {
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-    let sim = rds_sim::start(SimConfig {
-        authorized_keys: vec![key.public_key().clone()],
-        storage,
-        pool_size: 50 << 30,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let key = testkit::sim::client_key();
+    let sim = testkit::sim::start_with_key(
+        &key,
+        SimConfig {
+            storage,
+            pool_size: 50 << 30,
+            ..Default::default()
+        },
+    )
+    .await;
     let mut cfg = ClientConfig::new(
         sim.addr().to_string(),
         "csi",
@@ -101,18 +101,7 @@ async fn env(storage: Storage) -> Env {
         listener,
         cancel.clone(),
     ));
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let sock = sock.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(sock).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = testkit::grpc::unix_channel(sock).await.unwrap();
     Env {
         sim,
         rds,
