@@ -34,7 +34,10 @@ fn start_sim(dir: &Path) -> Sim {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = child.stdout.take().unwrap();
+    // Read through a borrow: the pipe stays open for the simulator's life.
+    // Dropped here, the simulator's next line of its banner would hit a
+    // closed pipe and end it (a race the tests lost under load).
+    let out = child.stdout.as_mut().unwrap();
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut buf = [0u8; 4096];
@@ -62,6 +65,13 @@ fn start_sim(dir: &Path) -> Sim {
 /// Waits up to 20 s.
 fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     testkit::wait_for(what, Duration::from_secs(20), f)
+}
+
+/// Waits until `/readyz` on `port` answers `code` (200 ready, 503 not).
+fn wait_readyz(what: &str, port: u16, code: u16) {
+    wait_for(what, || {
+        http_get(port, "/readyz").filter(|(c, _)| *c == code)
+    });
 }
 
 fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Command {
@@ -134,9 +144,7 @@ fn the_controller_serves_metrics_turns_ready_and_stops_cleanly_on_sigterm() {
 
     let (code, _) = wait_for("/healthz", || http_get(port, "/healthz"));
     assert_eq!(code, 200);
-    wait_for("/readyz to turn ready", || {
-        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
-    });
+    wait_readyz("/readyz to turn ready", port, 200);
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     for name in [
         "rds_csi_backend_up 1",
@@ -190,17 +198,13 @@ fn readiness_follows_the_backend_without_blocking() {
     let sim = start_sim(dir.path());
     let port = free_port();
     let mut child = controller(&sim, dir.path(), port, &[]).spawn().unwrap();
-    wait_for("ready", || {
-        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
-    });
+    wait_readyz("ready", port, 200);
     // Take the RDS away: readiness drops, the process stays up, scrapes
     // still answer.
     let mut sim = sim;
     let _ = sim.child.kill();
     let _ = sim.child.wait();
-    wait_for("not ready", || {
-        http_get(port, "/readyz").filter(|(c, _)| *c == 503)
-    });
+    wait_readyz("not ready", port, 503);
     let (code, metrics) = http_get(port, "/metrics").unwrap();
     assert_eq!(code, 200);
     assert!(metrics.contains("rds_csi_backend_up 0"), "{metrics}");
@@ -415,9 +419,7 @@ fn scrapes_of_both_services_pass_promtool() {
     let sim = start_sim(dir.path());
     let port = free_port();
     let mut ctl = controller(&sim, dir.path(), port, &[]).spawn().unwrap();
-    wait_for("ready", || {
-        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
-    });
+    wait_readyz("ready", port, 200);
     // Put a few RPCs through so the per-RPC series exist.
     let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
     for args in [
@@ -505,12 +507,11 @@ fn csi_call(endpoint: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-async fn wait_async<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+/// [`wait_readyz`] from a multi-threaded runtime (the check blocks), for
+/// at most `within`.
+async fn wait_readyz_async(what: &str, within: Duration, port: u16, code: u16) {
     let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = tokio::task::block_in_place(&mut f) {
-            return v;
-        }
+    while tokio::task::block_in_place(|| http_get(port, "/readyz")).is_none_or(|(c, _)| c != code) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -550,19 +551,13 @@ async fn an_rds_outage_is_reported_fails_fast_and_heals_by_itself() {
     .spawn()
     .unwrap();
     let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
-    wait_async("ready", Duration::from_secs(20), || {
-        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
-    })
-    .await;
+    wait_readyz_async("ready", Duration::from_secs(20), port, 200).await;
     let (ok, out) = csi_call(&endpoint, &["create", "pvc-before", "--size", "1G"]);
     assert!(ok, "{out}");
 
     // Outage.
     sim.faults().refuse_connections(true);
-    wait_async("not ready", Duration::from_secs(20), || {
-        http_get(port, "/readyz").filter(|(c, _)| *c == 503)
-    })
-    .await;
+    wait_readyz_async("not ready", Duration::from_secs(20), port, 503).await;
     assert_eq!(backend_up(port), Some(0.0));
     let (_, out) = csi_call(&endpoint, &["info"]);
     assert!(out.contains("ready: false"), "{out}");
@@ -579,10 +574,7 @@ async fn an_rds_outage_is_reported_fails_fast_and_heals_by_itself() {
 
     // The RDS returns; nobody touches the controller.
     sim.faults().refuse_connections(false);
-    wait_async("ready again", Duration::from_secs(30), || {
-        http_get(port, "/readyz").filter(|(c, _)| *c == 200)
-    })
-    .await;
+    wait_readyz_async("ready again", Duration::from_secs(30), port, 200).await;
     assert_eq!(backend_up(port), Some(1.0));
     let (_, out) = csi_call(&endpoint, &["info"]);
     assert!(out.contains("ready: true"), "{out}");

@@ -178,6 +178,24 @@ impl Scenario {
             .unwrap();
     }
 
+    /// A user's RWO claim of `class` and the pod `pod` using it on `node`,
+    /// through binding and attachment; the PV's name.
+    pub async fn attached_claim(
+        &self,
+        claim: &str,
+        class: &str,
+        mode: Mode,
+        pod: &str,
+        node: &str,
+    ) -> String {
+        self.claim(claim, class, mode, false).await;
+        self.pod(pod, node, &[(claim, mode)], json!({})).await;
+        self.select_node(claim, node).await;
+        let pv = self.bound(claim).await;
+        self.wait_attached(&pv, node).await;
+        pv
+    }
+
     /// A pod gone at once, as kubelet would confirm after its containers
     /// stopped (there is no kubelet to do it).
     pub async fn delete_pod(&self, name: &str) {

@@ -12,12 +12,9 @@ async fn a_node_deleted_while_attached_keeps_its_volume_until_kubernetes_detache
     let s = Scenario::new("e2e-nodedel").await;
     let node = format!("{}-gone", s.ns);
     s.extra_node(&node).await;
-    s.claim("data", BLOCK, Mode::Block, false).await;
-    s.pod("user", &node, &[("data", Mode::Block)], json!({}))
+    let pv = s
+        .attached_claim("data", BLOCK, Mode::Block, "user", &node)
         .await;
-    s.select_node("data", &node).await;
-    let pv = s.bound("data").await;
-    s.wait_attached(&pv, &node).await;
     // The Node object goes; the machine may still be running.
     Api::<Node>::all(s.client.clone())
         .delete(&node, &DeleteParams::default())

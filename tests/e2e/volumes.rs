@@ -97,12 +97,9 @@ async fn a_block_claim_is_provisioned_attached_expanded_and_reclaimed() {
 #[ignore = "tier 5: needs the local control plane (RDS_CSI_E2E_DIR); hack/test.sh runs it"]
 async fn a_pod_moving_to_another_node_is_detached_then_handed_off() {
     let s = Scenario::new("e2e-move").await;
-    s.claim("data", EXT4, Mode::Filesystem, false).await;
-    s.pod("app-1", "node-a", &[("data", Mode::Filesystem)], json!({}))
+    let pv = s
+        .attached_claim("data", EXT4, Mode::Filesystem, "app-1", "node-a")
         .await;
-    s.select_node("data", "node-a").await;
-    let pv = s.bound("data").await;
-    s.wait_attached(&pv, "node-a").await;
 
     // The pod is rescheduled: gone from node-a, created on node-b.
     let start = Instant::now();
@@ -131,12 +128,9 @@ async fn a_pod_moving_to_another_node_is_detached_then_handed_off() {
 #[ignore = "tier 5: needs the local control plane (RDS_CSI_E2E_DIR); hack/test.sh runs it"]
 async fn a_second_pod_on_another_node_never_gets_a_rwo_volume() {
     let s = Scenario::new("e2e-rwo").await;
-    s.claim("data", BLOCK, Mode::Block, false).await;
-    s.pod("first", "node-a", &[("data", Mode::Block)], json!({}))
+    let pv = s
+        .attached_claim("data", BLOCK, Mode::Block, "first", "node-a")
         .await;
-    s.select_node("data", "node-a").await;
-    let pv = s.bound("data").await;
-    s.wait_attached(&pv, "node-a").await;
 
     // Kubernetes refuses: the attach/detach controller's Multi-Attach rule
     // keeps the second pod's volume unattached (and says so on the pod).
