@@ -7,10 +7,8 @@ use crate::world::*;
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn vm_restart_on_another_node_is_a_timed_handoff() {
-    let mut w = World::new("handoff", &["a", "b"]).await;
-    w.start().await;
-    let vol = w.volume("disk", false).await;
-    w.attach(&vol, "a", false).await.unwrap();
+    let mut w = World::started("handoff", &["a", "b"]).await;
+    let vol = w.disk_attached_to("a").await;
     assert_eq!(w.holder(&vol).await, Some(w.node("a")));
     // The old virt-launcher pod terminates; the new one lands on b.
     w.detach(&vol, "a").await.unwrap();
@@ -47,10 +45,8 @@ async fn vm_restart_on_another_node_is_a_timed_handoff() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_node_deleted_while_attached_keeps_its_volume_until_its_volume_attachment_goes() {
-    let mut w = World::new("nodedel", &["a", "b"]).await;
-    w.start().await;
-    let vol = w.volume("disk", false).await;
-    w.attach(&vol, "a", false).await.unwrap();
+    let mut w = World::started("nodedel", &["a", "b"]).await;
+    let vol = w.disk_attached_to("a").await;
     w.delete_node("a").await;
     // The machine may still run: deleting its Node object fences nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -79,10 +75,8 @@ async fn a_node_deleted_while_attached_keeps_its_volume_until_its_volume_attachm
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn an_out_of_service_taint_releases_the_node_s_volume() {
-    let mut w = World::new("oos", &["a", "b"]).await;
-    w.start().await;
-    let vol = w.volume("disk", false).await;
-    w.attach(&vol, "a", false).await.unwrap();
+    let mut w = World::started("oos", &["a", "b"]).await;
+    let vol = w.disk_attached_to("a").await;
     w.patch_node("a", out_of_service_taint(), false).await;
     w.attach_within(&vol, "b", false, Duration::from_secs(10))
         .await
@@ -102,8 +96,7 @@ async fn an_out_of_service_taint_releases_the_node_s_volume() {
 async fn of_64_concurrent_publishes_to_different_nodes_exactly_one_wins() {
     let names: Vec<String> = (0..64).map(|i| format!("n{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut w = World::new("race", &refs).await;
-    w.start().await;
+    let mut w = World::started("race", &refs).await;
     let vol = w.volume("disk", false).await;
     let ctx = w.volume_context(&vol).await;
     let csi = w.csi().clone();

@@ -10,8 +10,7 @@ use crate::world::*;
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn live_migration_in_kubevirt_s_real_order_is_admitted_and_completes() {
-    let mut w = World::with_kubevirt("migok", &["a", "b", "c"]).await;
-    w.start().await;
+    let mut w = World::started_with_kubevirt("migok", &["a", "b", "c"]).await;
     let (vol, vmi) = w.running_vm().await;
     // KubeVirt's order: the VMIM is scheduling, the target pod exists on b
     // with both UIDs, and the VMI has no migrationState yet.
@@ -80,8 +79,7 @@ async fn live_migration_in_kubevirt_s_real_order_is_admitted_and_completes() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_forged_launcher_pod_without_a_migration_is_refused_and_never_attaches() {
-    let mut w = World::with_kubevirt("forged", &["a", "b"]).await;
-    w.start().await;
+    let mut w = World::started_with_kubevirt("forged", &["a", "b"]).await;
     let (vol, vmi) = w.running_vm().await;
     // Anyone who may create pods can copy every label: the VMI's UID and a
     // made-up migration job.
@@ -133,8 +131,7 @@ async fn a_forged_launcher_pod_without_a_migration_is_refused_and_never_attaches
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn an_unlabelled_second_pod_on_the_rwx_class_is_refused() {
-    let mut w = World::with_kubevirt("unlab", &["a", "b"]).await;
-    w.start().await;
+    let mut w = World::started_with_kubevirt("unlab", &["a", "b"]).await;
     let (vol, vmi) = w.running_vm().await;
     // A plain pod (no KubeVirt labels) mounts the same claim on b.
     w.pod(
@@ -165,8 +162,7 @@ async fn an_unlabelled_second_pod_on_the_rwx_class_is_refused() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn the_vmi_migration_state_admits_the_target_of_a_running_vmim() {
-    let mut w = World::with_kubevirt("vmistate", &["a", "b"]).await;
-    w.start().await;
+    let mut w = World::started_with_kubevirt("vmistate", &["a", "b"]).await;
     let vol = w.volume("vmdisk", true).await;
     let uid = w.vmi("vm1", "a", "vmdisk").await;
     w.launcher("virt-launcher-vm1-src", "a", "vmdisk", &uid, None)
@@ -206,8 +202,7 @@ async fn the_vmi_migration_state_admits_the_target_of_a_running_vmim() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out_once() {
-    let mut w = World::with_kubevirt("migfail", &["a", "b"]).await;
-    w.start().await;
+    let mut w = World::started_with_kubevirt("migfail", &["a", "b"]).await;
     let (vol, vmi) = w.running_vm().await;
     let job = w.vmim("mig1", "vm1", "Scheduling").await;
     w.launcher("dst", "b", "vmdisk", &vmi, Some(("mig1", &job)))
@@ -263,8 +258,7 @@ async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out_once()
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_controller_killed_mid_migration_rebuilds_and_keeps_the_deadline() {
-    let mut w = World::with_kubevirt("restart", &["a", "b", "c"]).await;
-    w.start().await;
+    let mut w = World::started_with_kubevirt("restart", &["a", "b", "c"]).await;
     let (vol, vmi) = w.running_vm().await;
     let rwo = w.volume("plain", false).await;
     w.attach(&rwo, "a", false).await.unwrap();

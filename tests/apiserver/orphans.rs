@@ -250,8 +250,7 @@ async fn two_clusters_sharing_one_rds_never_delete_each_others_volumes() {
         .into_iter()
         .chain(fast)
         .collect();
-    w.start_controller_with(&kubeconfig(), &a_args).await;
-    w.wait_rebuilt().await;
+    w.start_with(&a_args).await;
     let driver_b = format!("b.{}", w.driver());
     let b_args: Vec<&str> = ["--cluster-id", "tier3-b"]
         .into_iter()

@@ -23,9 +23,8 @@ async fn wait_detached(w: &World, vol: &str, within: Duration) -> Duration {
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_holder_whose_volume_attachment_vanishes_is_released_by_the_periodic_pass() {
     let mut w = World::new("vagone", &["a", "b"]).await;
-    w.start_controller_with(&kubeconfig(), &["--attachment-reconcile-interval", "1s"])
+    w.start_with(&["--attachment-reconcile-interval", "1s"])
         .await;
-    w.wait_rebuilt().await;
     let vol = w.volume("disk", false).await;
     let kept = w.volume("kept", false).await;
     w.attach(&vol, "a", false).await.unwrap();
@@ -59,11 +58,9 @@ async fn a_holder_whose_volume_attachment_vanishes_is_released_by_the_periodic_p
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn deleting_a_node_releases_nothing_and_reports_its_attachments() {
     let mut w = World::new("recdel", &["a"]).await;
-    w.start_controller_with(&kubeconfig(), &["--attachment-reconcile-interval", "1s"])
+    w.start_with(&["--attachment-reconcile-interval", "1s"])
         .await;
-    w.wait_rebuilt().await;
-    let vol = w.volume("disk", false).await;
-    w.attach(&vol, "a", false).await.unwrap();
+    let vol = w.disk_attached_to("a").await;
     w.delete_node("a").await;
     w.wait_event("disk", "AttachedToDeletedNode").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -82,8 +79,7 @@ async fn deleting_a_node_releases_nothing_and_reports_its_attachments() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn an_acknowledged_publish_the_attacher_has_not_recorded_survives_a_restart() {
-    let mut w = World::new("ackd", &["a", "b"]).await;
-    w.start().await;
+    let mut w = World::started("ackd", &["a", "b"]).await;
     let vol = w.volume("disk", false).await;
     // The attach/detach controller's VolumeAttachment, and a publish the
     // driver answered, but the attacher died before setting attached.
@@ -101,8 +97,7 @@ async fn an_acknowledged_publish_the_attacher_has_not_recorded_survives_a_restar
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn two_attached_volume_attachments_of_an_rwo_volume_rebuild_as_a_reported_conflict() {
-    let mut w = World::new("conflict", &["a", "b", "c"]).await;
-    w.start().await;
+    let mut w = World::started("conflict", &["a", "b", "c"]).await;
     let vol = w.volume("disk", false).await;
     w.kill_controller();
     // What no rule of the driver allows, found in the cluster (left by
@@ -142,10 +137,8 @@ async fn two_attached_volume_attachments_of_an_rwo_volume_rebuild_as_a_reported_
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn tainting_a_node_out_of_service_clears_its_attachments() {
-    let mut w = World::new("rectaint", &["a"]).await;
-    w.start().await;
-    let vol = w.volume("disk", false).await;
-    w.attach(&vol, "a", false).await.unwrap();
+    let mut w = World::started("rectaint", &["a"]).await;
+    let vol = w.disk_attached_to("a").await;
     w.patch_node("a", out_of_service_taint(), false).await;
     let took = wait_detached(&w, &vol, Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(1), "cleared in {took:?}");
@@ -156,19 +149,14 @@ async fn tainting_a_node_out_of_service_clears_its_attachments() {
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn attachments_on_a_long_not_ready_node_are_reported_not_released() {
     let mut w = World::new("notready", &["a"]).await;
-    w.start_controller_with(
-        &kubeconfig(),
-        &[
-            "--not-ready-threshold",
-            "1s",
-            "--attachment-reconcile-interval",
-            "1s",
-        ],
-    )
+    w.start_with(&[
+        "--not-ready-threshold",
+        "1s",
+        "--attachment-reconcile-interval",
+        "1s",
+    ])
     .await;
-    w.wait_rebuilt().await;
-    let vol = w.volume("disk", false).await;
-    w.attach(&vol, "a", false).await.unwrap();
+    let vol = w.disk_attached_to("a").await;
     // What the node lifecycle controller writes when the kubelet stops
     // posting status.
     let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600);

@@ -84,10 +84,18 @@ impl World {
         w
     }
 
-    /// A world whose scenarios use KubeVirt's objects.
-    pub async fn with_kubevirt(name: &str, nodes: &[&str]) -> World {
-        let w = World::new(name, nodes).await;
+    /// [`World::new`] with its controller started and rebuilt.
+    pub async fn started(name: &str, nodes: &[&str]) -> World {
+        let mut w = World::new(name, nodes).await;
+        w.start().await;
+        w
+    }
+
+    /// [`World::started`] for scenarios that use KubeVirt's objects.
+    pub async fn started_with_kubevirt(name: &str, nodes: &[&str]) -> World {
+        let mut w = World::new(name, nodes).await;
         testkit::kubevirt::ensure_crds(&w.client).await;
+        w.start().await;
         w
     }
 
@@ -195,7 +203,12 @@ impl World {
     }
 
     pub async fn start(&mut self) {
-        self.start_controller(&kubeconfig()).await;
+        self.start_with(&[]).await
+    }
+
+    /// Starts the controller with `extra` flags and waits for its rebuild.
+    pub async fn start_with(&mut self, extra: &[&str]) {
+        self.start_controller_with(&kubeconfig(), extra).await;
         self.wait_rebuilt().await;
     }
 
@@ -335,6 +348,13 @@ impl World {
             || async { api.get_opt(id).await.unwrap().is_none().then_some(()) },
         )
         .await;
+    }
+
+    /// The RWO volume of the claim `disk`, attached to `node`.
+    pub async fn disk_attached_to(&mut self, node: &str) -> String {
+        let vol = self.volume("disk", false).await;
+        self.attach(&vol, node, false).await.unwrap();
+        vol
     }
 
     pub fn va_name(&self, volume: &str, node: &str) -> String {
