@@ -14,9 +14,7 @@ pub use std::time::{Duration, Instant};
 
 pub use csi_server::proto::controller_client::ControllerClient;
 pub use csi_server::proto::identity_client::IdentityClient;
-pub use csi_server::proto::volume_capability::{
-    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
-};
+pub use csi_server::proto::volume_capability::access_mode::Mode;
 pub use csi_server::proto::{self};
 pub use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -652,21 +650,8 @@ pub fn out_of_service_taint() -> serde_json::Value {
 /// an RWO ext4 filesystem.
 pub fn cap(block_rwx: bool) -> proto::VolumeCapability {
     if block_rwx {
-        proto::VolumeCapability {
-            access_type: Some(AccessType::Block(BlockVolume {})),
-            access_mode: Some(AccessMode {
-                mode: Mode::MultiNodeMultiWriter as i32,
-            }),
-        }
+        testkit::csi::block(Mode::MultiNodeMultiWriter)
     } else {
-        proto::VolumeCapability {
-            access_type: Some(AccessType::Mount(MountVolume {
-                fs_type: "ext4".into(),
-                ..Default::default()
-            })),
-            access_mode: Some(AccessMode {
-                mode: Mode::SingleNodeWriter as i32,
-            }),
-        }
+        testkit::csi::mount("ext4", Mode::SingleNodeWriter)
     }
 }

@@ -12,9 +12,7 @@ use csi_server::metrics::RpcMetrics;
 use csi_server::params::ParamDefaults;
 use csi_server::proto::controller_client::ControllerClient;
 use csi_server::proto::controller_server::ControllerServer;
-use csi_server::proto::volume_capability::{
-    access_mode::Mode, AccessMode, AccessType, MountVolume,
-};
+use csi_server::proto::volume_capability::access_mode::Mode;
 use csi_server::proto::{self};
 use rds_sim::{SimConfig, SimHandle, Storage};
 use routeros::{Client, ClientConfig, HostKeyPolicy, Rds, RosPath, SlotPrefix};
@@ -112,15 +110,7 @@ async fn env(storage: Storage) -> Env {
 }
 
 fn cap() -> proto::VolumeCapability {
-    proto::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    testkit::csi::mount("ext4", Mode::SingleNodeWriter)
 }
 
 fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> proto::CreateVolumeRequest {

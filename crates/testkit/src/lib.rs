@@ -2,6 +2,7 @@
 //! part of a shipped binary.
 //!
 //! What it holds is what the tiers would otherwise each write again:
+//! - [`csi`]: volume capabilities as the CO sends them;
 //! - [`grpc`]: a gRPC channel over a unix socket, as the CO talks to a CSI
 //!   plugin;
 //! - [`sim`]: a fresh SSH client key (written to a file when a process
@@ -14,10 +15,11 @@
 //! - [`wait`]: polling with a deadline, and free ports;
 //! - [`metrics`]: HTTP scrapes and reading a metric's value.
 //!
-//! Boundary: it knows nothing of the driver's own crates (csi-server and
-//! the binary dev-depend on it, so it cannot depend on them); CSI request
-//! builders stay with the tests that use them.
+//! Boundary: of the driver's own crates it uses only csi-server's generated
+//! CSI types (csi-server's integration tests use the kit, and link the same
+//! library); scenario-specific requests stay with the tests that use them.
 
+pub mod csi;
 pub mod grpc;
 pub mod kube;
 pub mod kubevirt;
