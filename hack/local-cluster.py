@@ -21,9 +21,10 @@ What runs (each a process with its log in DIR/<name>.log):
                           chart's RBAC is what they get, nothing more.
 
 Objects: the chart's ServiceAccounts, RBAC, CSIDriver and StorageClasses
-(from deploy/rds-csi.yaml); KubeVirt's VirtualMachineInstance and
-VirtualMachineInstanceMigration CRDs (open schemas; KubeVirt itself does not
-run); Nodes node-a, node-b, node-c with the annotation that hands them to
+(from deploy/rds-csi.yaml); KubeVirt's VirtualMachineInstance,
+VirtualMachineInstanceMigration and VirtualMachine CRDs from
+crates/testkit/kubevirt-crds.json, the file the Rust tests apply too (open
+schemas; KubeVirt itself does not run); Nodes node-a, node-b, node-c with the annotation that hands them to
 the attach/detach controller, the topology label, a Ready condition, and
 CSINode objects listing the driver, as node-driver-registrar would.
 
@@ -31,6 +32,15 @@ Tools come from PATH or these variables: KUBE_APISERVER, ETCD,
 KUBE_CONTROLLER_MANAGER, KUBECTL, CSI_PROVISIONER, CSI_ATTACHER,
 CSI_RESIZER; the driver from RDS_CSI_BIN (default target/debug/rds-csi,
 built if missing). Exit code 3: a tool is missing.
+
+Why Python and not Rust (in the test kit): this script is process
+orchestration (start, wait for, stop a dozen programs and write their
+kubeconfigs) driven by deploy/rds-csi.yaml, which it reads with PyYAML like
+hack/chart-check.py does; people run it by hand to get a cluster without
+building the test code first, and hack/test.sh already needs python3-yaml.
+What it shares with the Rust tests is data, not code: the KubeVirt CRDs
+(crates/testkit/kubevirt-crds.json) and the cluster.json it writes, which
+tests/e2e reads.
 """
 
 import base64
@@ -206,37 +216,15 @@ def container_args(container, sock, overrides):
     return out
 
 
-# As KubeVirt defines them: the VMIM's and the VM's status are
-# subresources (only KubeVirt writes them); the VMI's is not.
-KUBEVIRT_CRDS = [
-    ("VirtualMachineInstance", "virtualmachineinstances", "vmi", False),
-    ("VirtualMachineInstanceMigration", "virtualmachineinstancemigrations", "vmim", True),
-    ("VirtualMachine", "virtualmachines", "vm", True),
-]
+# KubeVirt's CRDs as the tests stand them in (open schemas; the VMIM's and
+# the VM's status are subresources, the VMI's is not): one definition, a v1
+# List shared with the Rust tests (testkit::kubevirt).
+KUBEVIRT_CRDS_FILE = os.path.join(ROOT, "crates", "testkit", "kubevirt-crds.json")
 
 
-def crd(kind, plural, short, status_subresource):
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kubevirt.io"},
-        "spec": {
-            "group": "kubevirt.io",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "shortNames": [short]},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}} if status_subresource else {},
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
+def kubevirt_crds():
+    with open(KUBEVIRT_CRDS_FILE) as f:
+        return json.load(f)["items"]
 
 
 def up(d):
@@ -281,7 +269,8 @@ def up(d):
     )
 
     applied, containers = chart_objects()
-    objects = applied + [crd(*c) for c in KUBEVIRT_CRDS]
+    crds = kubevirt_crds()
+    objects = applied + crds
     with open(os.path.join(d, "objects.yaml"), "w") as f:
         yaml.safe_dump_all(objects, f)
     subprocess.run(
@@ -289,10 +278,10 @@ def up(d):
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    for crd_kind in KUBEVIRT_CRDS:
+    for crd in crds:
         subprocess.run(
             [kubectl, f"--kubeconfig={admin}", "wait", "--for=condition=Established",
-             f"crd/{crd_kind[1]}.kubevirt.io", "--timeout=30s"],
+             f"crd/{crd['metadata']['name']}", "--timeout=30s"],
             check=True, stdout=subprocess.DEVNULL,
         )
 

@@ -3,7 +3,7 @@
 
 use routeros::{ClusterId, DiskComment};
 
-use super::*;
+use crate::world::*;
 
 impl World {
     /// A disk made behind the driver's back (as a crashed provisioner run
@@ -53,48 +53,6 @@ impl World {
             &format!("comment of {slot}: {what}"),
             Duration::from_secs(20),
             || async { holds(&self.comment(slot)).then_some(()) },
-        )
-        .await;
-    }
-
-    /// The PV the provisioner creates for a volume (no PVC needed here).
-    pub(super) async fn pv_for(&self, id: &str) {
-        self.pv_with(id, &self.driver(), "Delete").await
-    }
-
-    async fn pv_with(&self, id: &str, driver: &str, reclaim: &str) {
-        let pv: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": id},
-            "spec": {
-                "capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": reclaim,
-                "csi": {"driver": driver, "volumeHandle": id}
-            }
-        }))
-        .unwrap();
-        Api::<PersistentVolume>::all(self.client.clone())
-            .create(&PostParams::default(), &pv)
-            .await
-            .unwrap();
-    }
-
-    /// Deletes a PV for good: the API server's admission adds the
-    /// pv-protection finalizer, which a controller-manager (not running
-    /// here) removes once the PV is unbound.
-    async fn delete_pv(&self, id: &str) {
-        let api = Api::<PersistentVolume>::all(self.client.clone());
-        api.delete(id, &DeleteParams::default()).await.unwrap();
-        let _ = api
-            .patch(
-                id,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-        eventually(
-            &format!("PV {id} gone"),
-            Duration::from_secs(10),
-            || async { api.get_opt(id).await.unwrap().is_none().then_some(()) },
         )
         .await;
     }
@@ -151,6 +109,7 @@ fn by_reason(scrape: &str, reason: &str) -> f64 {
 }
 
 #[tokio::test]
+#[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn orphans_are_reported_by_reason_and_only_this_clusters_are_deleted() {
     let mut w = World::new("orphans", &[]).await;
     // No --cluster-id: the cluster is the kube-system namespace's UID.
@@ -236,6 +195,7 @@ async fn orphans_are_reported_by_reason_and_only_this_clusters_are_deleted() {
 }
 
 #[tokio::test]
+#[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_pv_created_between_two_sweeps_saves_its_volume_and_clears_its_mark() {
     let mut w = World::new("orphan-race", &[]).await;
     let vol = format!("pvc-{}-late-pv", w.name);
@@ -270,22 +230,13 @@ async fn a_pv_created_between_two_sweeps_saves_its_volume_and_clears_its_mark() 
     w.cleanup().await;
 }
 
-/// A second controller process, killed when the test ends.
-struct Other(Controller);
-
-impl Drop for Other {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
-
 /// Two clusters on one RDS, same prefix, both deleting orphans with short
 /// intervals: each sees the other's volumes without a PV of its own (A's
 /// PVs are for driver A, B's for driver B), and neither deletes them, not
 /// even while the other is down. Each still deletes its own true orphan,
 /// and a volume whose PV had reclaim policy Retain outlives its PV.
 #[tokio::test]
+#[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn two_clusters_sharing_one_rds_never_delete_each_others_volumes() {
     let mut w = World::new("clusters", &[]).await;
     let fast = [
@@ -299,17 +250,16 @@ async fn two_clusters_sharing_one_rds_never_delete_each_others_volumes() {
         .into_iter()
         .chain(fast)
         .collect();
-    w.start_controller_with(&kubeconfig(), &a_args).await;
-    w.wait_rebuilt().await;
+    w.start_with(&a_args).await;
     let driver_b = format!("b.{}", w.driver());
     let b_args: Vec<&str> = ["--cluster-id", "tier3-b"]
         .into_iter()
         .chain(fast)
         .collect();
-    let mut b = Other(
-        w.spawn_controller(&driver_b, "controller-b.log", &kubeconfig(), &b_args)
-            .await,
-    );
+    // Killed when the test ends (its drop).
+    let mut b = w
+        .spawn_controller(&driver_b, "controller-b.log", &kubeconfig(), &b_args)
+        .await;
     let b_log_path = w.dir.path().join("controller-b.log");
     let b_log = || std::fs::read_to_string(&b_log_path).unwrap_or_default();
 
@@ -319,15 +269,15 @@ async fn two_clusters_sharing_one_rds_never_delete_each_others_volumes() {
     let a_bound = w.volume("a-bound", false).await;
     let a_kept = id("a-kept");
     create_via(w.csi(), &a_kept).await;
-    w.pv_with(&a_kept, &w.driver(), "Retain").await;
+    w.create_pv(&a_kept, &w.driver(), &a_kept, "Retain").await;
     let a_orphan = id("a-orphan");
     create_via(w.csi(), &a_orphan).await;
     // B: one bound (its PV names driver B), one true orphan.
     let b_bound = id("b-bound");
-    create_via(&mut b.0.csi, &b_bound).await;
-    w.pv_with(&b_bound, &driver_b, "Delete").await;
+    create_via(&mut b.csi, &b_bound).await;
+    w.create_pv(&b_bound, &driver_b, &b_bound, "Delete").await;
     let b_orphan = id("b-orphan");
-    create_via(&mut b.0.csi, &b_orphan).await;
+    create_via(&mut b.csi, &b_orphan).await;
     assert!(w.comment(&a_bound).contains("cluster=tier3-a"));
     assert!(w.comment(&b_bound).contains("cluster=tier3-b"));
 
@@ -349,10 +299,7 @@ async fn two_clusters_sharing_one_rds_never_delete_each_others_volumes() {
         assert!(w.has_disk(d), "{d} deleted; A: {}\nB: {}", w.log(), b_log());
     }
     assert!(!w.comment(&a_kept).contains("orphaned-since="));
-    let (ma, mb) = (
-        w.scrape(),
-        http_get(b.0.metrics_port, "/metrics").unwrap_or_default(),
-    );
+    let (ma, mb) = (w.scrape(), testkit::metrics::scrape(b.metrics_port));
     assert_eq!(metric(&ma, "rds_csi_orphan_deleted_total"), 1.0, "{ma}");
     assert_eq!(metric(&mb, "rds_csi_orphan_deleted_total"), 1.0, "{mb}");
     assert_eq!(

@@ -12,13 +12,10 @@ use csi_server::metrics::RpcMetrics;
 use csi_server::params::ParamDefaults;
 use csi_server::proto::controller_client::ControllerClient;
 use csi_server::proto::controller_server::ControllerServer;
-use csi_server::proto::volume_capability::{
-    access_mode::Mode, AccessMode, AccessType, MountVolume,
-};
+use csi_server::proto::volume_capability::access_mode::Mode;
 use csi_server::proto::{self};
 use rds_sim::{SimConfig, SimHandle, Storage};
 use routeros::{Client, ClientConfig, HostKeyPolicy, Rds, RosPath, SlotPrefix};
-use russh::keys::{Algorithm, PrivateKey};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -41,15 +38,16 @@ impl Drop for Env {
 }
 
 async fn env(storage: Storage) -> Env {
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-    let sim = rds_sim::start(SimConfig {
-        authorized_keys: vec![key.public_key().clone()],
-        storage,
-        pool_size: 50 << 30,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let key = testkit::sim::client_key();
+    let sim = testkit::sim::start_with_key(
+        &key,
+        SimConfig {
+            storage,
+            pool_size: 50 << 30,
+            ..Default::default()
+        },
+    )
+    .await;
     let mut cfg = ClientConfig::new(
         sim.addr().to_string(),
         "csi",
@@ -101,18 +99,7 @@ async fn env(storage: Storage) -> Env {
         listener,
         cancel.clone(),
     ));
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let sock = sock.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(sock).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = testkit::grpc::unix_channel(sock).await.unwrap();
     Env {
         sim,
         rds,
@@ -123,15 +110,7 @@ async fn env(storage: Storage) -> Env {
 }
 
 fn cap() -> proto::VolumeCapability {
-    proto::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    testkit::csi::mount("ext4", Mode::SingleNodeWriter)
 }
 
 fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> proto::CreateVolumeRequest {
@@ -148,6 +127,44 @@ fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> proto::CreateVolum
             .collect::<HashMap<_, _>>(),
         ..Default::default()
     }
+}
+
+fn delete_req(id: &str) -> proto::DeleteVolumeRequest {
+    proto::DeleteVolumeRequest {
+        volume_id: id.into(),
+        ..Default::default()
+    }
+}
+
+impl Env {
+    /// One call first, so the SSH connection is up and only the next
+    /// RPC's own commands are counted or faulted.
+    async fn warm(&mut self) {
+        self.client
+            .get_capacity(proto::GetCapacityRequest::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// Retries `call` while it fails UNAVAILABLE (the client reconnecting),
+/// at most 100 times 20 ms apart; its value once it succeeds. Any other
+/// error fails the test.
+async fn while_unavailable<T, F, Fut>(mut call: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    for _ in 0..100 {
+        match call().await {
+            Ok(r) => return Some(r.into_inner()),
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    None
 }
 
 #[tokio::test]
@@ -178,10 +195,7 @@ async fn a_volume_lives_and_dies_on_the_rds_with_a_sparse_backing_file() {
         .unwrap();
     assert_eq!(e.sim.disks()[0].size, 2 << 30);
     e.client
-        .delete_volume(proto::DeleteVolumeRequest {
-            volume_id: "pvc-life".into(),
-            ..Default::default()
-        })
+        .delete_volume(delete_req("pvc-life"))
         .await
         .unwrap();
     assert!(!file.exists(), "backing file removed");
@@ -191,11 +205,7 @@ async fn a_volume_lives_and_dies_on_the_rds_with_a_sparse_backing_file() {
 #[tokio::test]
 async fn create_uses_at_most_two_commands_and_delete_at_most_four() {
     let mut e = env(Storage::Memory).await;
-    // Warm the connection so only the RPC's own commands are counted.
-    e.client
-        .get_capacity(proto::GetCapacityRequest::default())
-        .await
-        .unwrap();
+    e.warm().await;
     e.sim.reset_stats();
     e.client
         .create_volume(create("pvc-count", GIB, &[]))
@@ -208,10 +218,7 @@ async fn create_uses_at_most_two_commands_and_delete_at_most_four() {
     );
     e.sim.reset_stats();
     e.client
-        .delete_volume(proto::DeleteVolumeRequest {
-            volume_id: "pvc-count".into(),
-            ..Default::default()
-        })
+        .delete_volume(delete_req("pvc-count"))
         .await
         .unwrap();
     // Look up, remove, look again (the file goes only once the disk is
@@ -226,13 +233,6 @@ async fn create_uses_at_most_two_commands_and_delete_at_most_four() {
         0,
         "no new SSH connection per call"
     );
-}
-
-fn delete_req(id: &str) -> proto::DeleteVolumeRequest {
-    proto::DeleteVolumeRequest {
-        volume_id: id.into(),
-        ..Default::default()
-    }
 }
 
 #[tokio::test]
@@ -286,15 +286,12 @@ async fn a_lost_remove_answer_keeps_the_file_until_the_disk_is_seen_gone() {
     assert!(e.sim.disks().is_empty(), "the remove did act");
     assert!(file.exists(), "no file removal on an unconfirmed remove");
     // DeleteVolume's retry looks afresh, sees no disk, and removes the file.
-    for _ in 0..100 {
-        match e.client.delete_volume(delete_req("pvc-lost")).await {
-            Ok(_) => break,
-            Err(s) if s.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(s) => panic!("{s:?}"),
-        }
-    }
+    let client = e.client.clone();
+    while_unavailable(|| {
+        let mut c = client.clone();
+        async move { c.delete_volume(delete_req("pvc-lost")).await }
+    })
+    .await;
     assert!(!file.exists());
 }
 
@@ -310,19 +307,12 @@ async fn an_unreachable_rds_is_unavailable_and_never_yields_a_duplicate() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(e.sim.disks().is_empty());
     e.sim.faults().refuse_connections(false);
-    let mut created = None;
-    for _ in 0..100 {
-        match e.client.create_volume(create("pvc-dup", GIB, &[])).await {
-            Ok(r) => {
-                created = Some(r.into_inner());
-                break;
-            }
-            Err(s) if s.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(s) => panic!("{s:?}"),
-        }
-    }
+    let client = e.client.clone();
+    let created = while_unavailable(|| {
+        let mut c = client.clone();
+        async move { c.create_volume(create("pvc-dup", GIB, &[])).await }
+    })
+    .await;
     assert!(created.is_some(), "recovered");
     // Retries after recovery keep returning the one volume.
     e.client
@@ -335,10 +325,7 @@ async fn an_unreachable_rds_is_unavailable_and_never_yields_a_duplicate() {
 #[tokio::test]
 async fn a_connection_dropped_mid_create_is_retried_into_exactly_one_disk() {
     let mut e = env(Storage::Memory).await;
-    e.client
-        .get_capacity(proto::GetCapacityRequest::default())
-        .await
-        .unwrap();
+    e.warm().await;
     e.sim.faults().drop_next(1);
     let err = e
         .client
@@ -346,15 +333,12 @@ async fn a_connection_dropped_mid_create_is_retried_into_exactly_one_disk() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    for _ in 0..100 {
-        match e.client.create_volume(create("pvc-drop", GIB, &[])).await {
-            Ok(_) => break,
-            Err(s) if s.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(s) => panic!("{s:?}"),
-        }
-    }
+    let client = e.client.clone();
+    while_unavailable(|| {
+        let mut c = client.clone();
+        async move { c.create_volume(create("pvc-drop", GIB, &[])).await }
+    })
+    .await;
     assert_eq!(e.sim.disks().len(), 1);
 }
 
@@ -378,13 +362,7 @@ async fn injection_attempts_never_reach_the_rds() {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name:?}");
         for id_call in [
-            e.client
-                .delete_volume(proto::DeleteVolumeRequest {
-                    volume_id: name.into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
+            e.client.delete_volume(delete_req(name)).await.map(drop),
             e.client
                 .controller_get_volume(proto::ControllerGetVolumeRequest {
                     volume_id: name.into(),
@@ -439,10 +417,7 @@ async fn a_full_pool_is_resource_exhausted() {
 #[tokio::test]
 async fn a_hung_rds_gives_a_deadline_not_a_hang() {
     let mut e = env(Storage::Memory).await;
-    e.client
-        .get_capacity(proto::GetCapacityRequest::default())
-        .await
-        .unwrap();
+    e.warm().await;
     e.sim.faults().hang_next(1);
     let err = e
         .client
