@@ -14,34 +14,41 @@ fn event_notes_are_cut_to_the_api_limit_on_a_character_boundary() {
     assert!(cut.len() > NOTE_LIMIT - 8);
 }
 
-#[test]
-fn annotations_round_trip_a_migration_through_a_rebuild() {
+/// A window a -> b opened at 10 with `deadline`: the migration and the
+/// state that holds it.
+fn migrating(deadline: Timestamp, timeout_reported: bool) -> (Migration, VolumeState) {
     let m = Migration {
         source: "a".into(),
         target: "b".into(),
         started: t(10),
-        deadline: t(310),
-        timeout_reported: false,
+        deadline,
+        timeout_reported,
     };
-    let s = VolumeState {
+    let at = |node: &str, s: i64| Attachment {
+        node: node.into(),
+        since: t(s),
+    };
+    let state = VolumeState {
         kind: AccessKind::MultiNodeBlock,
-        nodes: vec![
-            Attachment {
-                node: "a".into(),
-                since: t(0),
-            },
-            Attachment {
-                node: "b".into(),
-                since: t(10),
-            },
-        ],
+        nodes: vec![at("a", 0), at("b", 10)],
         migration: Some(m.clone()),
         last_detach: None,
     };
-    let ann: BTreeMap<String, String> = annotations_for(&s)
+    (m, state)
+}
+
+/// The annotations a PV carries after `s` was saved.
+fn persisted(s: &VolumeState) -> BTreeMap<String, String> {
+    annotations_for(s)
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn annotations_round_trip_a_migration_through_a_rebuild() {
+    let (m, s) = migrating(t(310), false);
+    let ann = persisted(&s);
     assert_eq!(ann[ANN_ATTACHED_NODE], "a,b");
     // The VolumeAttachments were created a little later than the
     // recorded times; the recorded deadline wins.
@@ -160,32 +167,8 @@ fn an_out_of_service_node_holds_nothing_after_a_rebuild() {
 
 #[test]
 fn a_reported_migration_timeout_survives_a_rebuild() {
-    let mut m = Migration {
-        source: "a".into(),
-        target: "b".into(),
-        started: t(10),
-        deadline: t(40),
-        timeout_reported: true,
-    };
-    let s = VolumeState {
-        kind: AccessKind::MultiNodeBlock,
-        nodes: vec![
-            Attachment {
-                node: "a".into(),
-                since: t(0),
-            },
-            Attachment {
-                node: "b".into(),
-                since: t(10),
-            },
-        ],
-        migration: Some(m.clone()),
-        last_detach: None,
-    };
-    let a: BTreeMap<String, String> = annotations_for(&s)
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-        .collect();
+    let (mut m, s) = migrating(t(40), true);
+    let a = persisted(&s);
     let r = rebuild_volume(
         &[seen("a", 0, true), seen("b", 10, true)],
         &a,
