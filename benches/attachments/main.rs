@@ -38,10 +38,6 @@ mod setup;
 mod support;
 mod world;
 
-// Shared with the API-server and end-to-end test tiers.
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use apiserver::{api_get, cleanup, etcd_client_port, kube_client, ApiServer};
 use publish::{in_phases, sequential};
 use report::Results;

@@ -7,8 +7,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::apiserver::api_get;
-use crate::common::http_get;
 use crate::world::{Controller, World};
+
+/// The body of a GET against 127.0.0.1.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    testkit::metrics::http_get(port, path).map(|(_, text)| text)
+}
 
 /// A Prometheus scrape: series (name and labels) to value.
 pub type Metrics = HashMap<String, f64>;
