@@ -751,7 +751,7 @@ impl Manager {
                     })
             });
             for (volume, e) in map.iter() {
-                if e.state.clone().tick(now).is_some() {
+                if e.state.timeout_due(now) {
                     due.push(volume.clone());
                 }
             }

@@ -369,12 +369,19 @@ impl VolumeState {
 
     /// Reports a migration window that passed its deadline, once.
     pub fn tick(&mut self, now: Timestamp) -> Option<Migration> {
-        let m = self.migration.as_mut()?;
-        if now > m.deadline && !m.timeout_reported {
-            m.timeout_reported = true;
-            return Some(m.clone());
+        if !self.timeout_due(now) {
+            return None;
         }
-        None
+        let m = self.migration.as_mut()?;
+        m.timeout_reported = true;
+        Some(m.clone())
+    }
+
+    /// Whether [`tick`](Self::tick) at `now` would report a timeout.
+    pub fn timeout_due(&self, now: Timestamp) -> bool {
+        self.migration
+            .as_ref()
+            .is_some_and(|m| now > m.deadline && !m.timeout_reported)
     }
 
     fn remove(&mut self, node: &str) {
