@@ -81,7 +81,7 @@ pub trait OrphanBackend: Send + Sync + 'static {
         slot: &'a str,
         comment: &'a DiskComment,
     ) -> BoxFuture<'a, Result<(), routeros::Error>>;
-    /// Removes the disk and its backing file.
+    /// Removes the disk, and its backing file only once the disk is gone.
     fn delete<'a>(&'a self, disk: &'a Disk) -> BoxFuture<'a, Result<(), routeros::Error>>;
 }
 
@@ -114,7 +114,9 @@ impl OrphanBackend for Rds {
 
     fn delete<'a>(&'a self, disk: &'a Disk) -> BoxFuture<'a, Result<(), routeros::Error>> {
         Box::pin(async move {
-            self.remove_disk(&Slot::new(&disk.slot)?).await?;
+            // As DeleteVolume: the file goes only once a fresh lookup shows
+            // the disk entry gone (docs/safety.md#unreachable-is-not-absent).
+            self.remove_disk_confirmed(&Slot::new(&disk.slot)?).await?;
             if let Some(file) = disk.file_path.as_deref() {
                 self.remove_file(&RosPath::new(file)?).await?;
             }
