@@ -67,9 +67,14 @@ pub(crate) enum Command {
         target: Option<Target>,
         once: bool,
     },
+    /// `/disk copy src=... dst=...`: a byte copy between two disks.
+    DiskCopy(Vec<Arg>),
     FilePrint(Print),
     FileRemove(Option<Target>),
     NvmeConnectionPrint(Print),
+    SubvolumeAdd(Vec<Arg>),
+    SubvolumePrint(Print),
+    SubvolumeRemove(Option<Target>),
 }
 
 /// Errors RouterOS reports before running anything; the text matches the
@@ -278,6 +283,8 @@ enum Menu {
     Interface,
     NvmeTcp,
     Connection,
+    Btrfs,
+    Subvolume,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,9 +294,13 @@ enum Verb {
     DiskRemove,
     DiskPrint,
     DiskMonitor,
+    DiskCopy,
     FilePrint,
     FileRemove,
     ConnectionPrint,
+    SubvolumeAdd,
+    SubvolumePrint,
+    SubvolumeRemove,
 }
 
 enum Step {
@@ -306,12 +317,18 @@ fn step(menu: Menu, word: &str) -> Option<Step> {
         (M::Root, "interface") => Step::Menu(M::Interface),
         (M::Interface, "nvme-tcp") => Step::Menu(M::NvmeTcp),
         (M::NvmeTcp, "connection") => Step::Menu(M::Connection),
+        (M::Disk, "btrfs") => Step::Menu(M::Btrfs),
+        (M::Btrfs, "subvolume") => Step::Menu(M::Subvolume),
+        (M::Subvolume, "add") => Step::Verb(V::SubvolumeAdd),
+        (M::Subvolume, "print") => Step::Verb(V::SubvolumePrint),
+        (M::Subvolume, "remove") => Step::Verb(V::SubvolumeRemove),
         (M::Disk, verb) => Step::Verb(match verb {
             "add" => V::DiskAdd,
             "set" => V::DiskSet,
             "remove" => V::DiskRemove,
             "print" => V::DiskPrint,
             "monitor-traffic" => V::DiskMonitor,
+            "copy" => V::DiskCopy,
             _ => return None,
         }),
         (M::File, "print") => Step::Verb(V::FilePrint),
@@ -344,6 +361,10 @@ pub(crate) fn parse(line: &str) -> Result<Command, SyntaxError> {
         Verb::FilePrint => Command::FilePrint(print(items, end_col)?),
         Verb::FileRemove => Command::FileRemove(target_and_args(items, false)?.0),
         Verb::ConnectionPrint => Command::NvmeConnectionPrint(print(items, end_col)?),
+        Verb::DiskCopy => Command::DiskCopy(named_only(items)?),
+        Verb::SubvolumeAdd => Command::SubvolumeAdd(named_only(items)?),
+        Verb::SubvolumePrint => Command::SubvolumePrint(print(items, end_col)?),
+        Verb::SubvolumeRemove => Command::SubvolumeRemove(target_and_args(items, false)?.0),
     })
 }
 
@@ -718,6 +739,28 @@ mod tests {
         );
         let cmd = parse("/file remove [find name=\"storage-pool/x.img\"]").unwrap();
         assert!(matches!(cmd, Command::FileRemove(Some(Target::Find(_)))));
+    }
+
+    #[test]
+    fn btrfs_subvolume_and_disk_copy_commands_parse() {
+        let cmd = parse(
+            "/disk/btrfs/subvolume/add fs=storage-pool name=snap-1 parent=pvc-1 read-only=yes",
+        )
+        .unwrap();
+        assert!(matches!(cmd, Command::SubvolumeAdd(ref a) if a.len() == 4));
+        let cmd = parse("/disk btrfs subvolume print detail where name=pvc-1").unwrap();
+        assert!(matches!(cmd, Command::SubvolumePrint(ref p) if p.conds.len() == 1));
+        let cmd = parse("/disk/btrfs/subvolume/remove [find where name=pvc-1]").unwrap();
+        assert!(matches!(
+            cmd,
+            Command::SubvolumeRemove(Some(Target::Find(_)))
+        ));
+        let cmd = parse("/disk/copy src=[find slot=a] dst=b").unwrap();
+        assert!(matches!(cmd, Command::DiskCopy(ref a) if a.len() == 2));
+        assert!(matches!(
+            parse("/disk/btrfs/subvolume/snapshot"),
+            Err(SyntaxError::BadCommandName { .. })
+        ));
     }
 
     #[test]

@@ -64,6 +64,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use engine::DiskCopy;
 pub use faults::Faults;
 pub use nvmet::{NvmetConfig, DEFAULT_CONFIGFS};
 
@@ -82,6 +83,28 @@ pub enum Storage {
     Dir(PathBuf),
 }
 
+/// The file system of the simulated pool, printed as its `fs=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolFs {
+    /// Subvolumes and copy-on-write snapshots (`/disk/btrfs/subvolume`).
+    #[default]
+    Btrfs,
+    /// No subvolumes: only `copy-from` and `/disk copy` can copy a disk.
+    Xfs,
+}
+
+impl PoolFs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolFs::Btrfs => "btrfs",
+            PoolFs::Xfs => "xfs",
+        }
+    }
+}
+
+/// Default speed of a `/disk copy`: 1 GiB/s.
+pub const DEFAULT_COPY_RATE: u64 = 1 << 30;
+
 /// How to start a simulator.
 #[derive(Clone)]
 pub struct SimConfig {
@@ -98,6 +121,10 @@ pub struct SimConfig {
     pub pool: String,
     /// Pool capacity in bytes.
     pub pool_size: u64,
+    /// The pool's file system: only Btrfs has subvolumes and snapshots.
+    pub pool_fs: PoolFs,
+    /// Bytes per second a `/disk copy` advances by.
+    pub copy_rate: u64,
     /// Export disks added with `nvme-tcp-export=yes` for real, through the
     /// Linux kernel NVMe target (needs [`Storage::Dir`]); `None` only
     /// records the export settings.
@@ -114,6 +141,8 @@ impl Default for SimConfig {
             storage: Storage::Memory,
             pool: "storage-pool".to_string(),
             pool_size: 7_949_127_950_336,
+            pool_fs: PoolFs::Btrfs,
+            copy_rate: DEFAULT_COPY_RATE,
             nvmet: None,
         }
     }
@@ -144,6 +173,8 @@ impl std::fmt::Debug for SimConfig {
             .field("storage", &self.storage)
             .field("pool", &self.pool)
             .field("pool_size", &self.pool_size)
+            .field("pool_fs", &self.pool_fs)
+            .field("copy_rate", &self.copy_rate)
             .field("nvmet", &self.nvmet)
             .finish()
     }
@@ -193,6 +224,8 @@ pub struct DiskInfo {
     pub created: SystemTime,
     /// The disk's comment as stored (empty: none).
     pub comment: String,
+    /// A `/disk copy` running into this disk.
+    pub copy: Option<DiskCopy>,
 }
 
 /// `SHA256:<base64 without padding>`, the form `ssh-keygen -lf` prints.
@@ -249,8 +282,17 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         }
         Storage::Dir(dir) => Store::Dir(dir),
     };
-    let engine =
-        Engine::new(store, config.pool, config.pool_size, nvmet).map_err(SimError::Storage)?;
+    let engine = Engine::new(
+        store,
+        engine::PoolConfig {
+            name: config.pool,
+            size: config.pool_size,
+            fs: config.pool_fs,
+            copy_rate: config.copy_rate,
+        },
+        nvmet,
+    )
+    .map_err(SimError::Storage)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| SimError::Bind {
@@ -382,9 +424,27 @@ impl SimHandle {
         c.auth_failures.store(0, Ordering::Relaxed);
     }
 
-    /// File-backed disks in creation order.
+    /// File-backed disks in creation order, running copies advanced to now.
     pub fn disks(&self) -> Vec<DiskInfo> {
-        self.shared.inner.engine.lock().disks.clone()
+        self.shared.inner.engine.settled().disks.clone()
+    }
+
+    /// Btrfs subvolumes: name, whether read-only, and the subvolume it is a
+    /// snapshot of (empty for a plain one).
+    pub fn subvolumes(&self) -> Vec<(String, bool, String)> {
+        self.shared
+            .inner
+            .engine
+            .lock()
+            .subvolumes
+            .iter()
+            .map(|s| (s.name.clone(), s.read_only, s.parent.clone()))
+            .collect()
+    }
+
+    /// Bytes per second a `/disk copy` advances by from now on.
+    pub fn set_copy_rate(&self, bytes_per_second: u64) {
+        self.shared.inner.engine.settled().copy_rate = bytes_per_second;
     }
 
     /// Backing files (not directories): name without the leading slash, size.

@@ -93,6 +93,29 @@ impl Store {
         result
     }
 
+    /// Makes the directory `name` (a subvolume's).
+    pub(crate) fn create_dir(&self, pool: &str, name: &str) -> io::Result<()> {
+        match self.path(pool, name) {
+            Some(path) => fs::create_dir_all(path),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the contents of the existing file `dst` with those of `src`,
+    /// then gives it `size` bytes: what a finished byte copy leaves.
+    pub(crate) fn overwrite(&self, pool: &str, src: &str, dst: &str, size: u64) -> io::Result<()> {
+        let (Some(src), Some(dst)) = (self.path(pool, src), self.path(pool, dst)) else {
+            return Ok(());
+        };
+        let source = File::open(&src)?;
+        let target = OpenOptions::new().read(true).write(true).open(&dst)?;
+        // Emptied first, so blocks the source has as holes read back as
+        // zeros instead of the destination's old data.
+        target.set_len(0)?;
+        copy_contents(&source, &target)?;
+        target.set_len(size)
+    }
+
     pub(crate) fn remove_file(&self, pool: &str, name: &str) -> io::Result<()> {
         match self.path(pool, name) {
             Some(path) => ignore_missing(fs::remove_file(path)),

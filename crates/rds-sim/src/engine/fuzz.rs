@@ -4,7 +4,7 @@ use super::*;
 use proptest::prelude::*;
 
 fn engine_with_a_disk() -> Engine {
-    let e = Engine::new(Store::Memory, "storage-pool".into(), 100 << 30, None).unwrap();
+    let e = Engine::new(Store::Memory, PoolConfig::sized(100 << 30), None).unwrap();
     let r = e.execute(
         "/disk add type=file file-path=/storage-pool/m/a.img file-size=1G slot=a nvme-tcp-export=yes",
         &Faults::default(),

@@ -7,6 +7,7 @@
 
 mod render;
 mod select;
+mod snapshots;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -16,12 +17,14 @@ use crate::cli::{self, Arg, Command, SyntaxError, Target, Value};
 use crate::format::EOL;
 use crate::nvmet::Nvmet;
 use crate::store::{split_name, Store};
-use crate::Faults;
+use crate::{Faults, PoolFs};
 use render::{file_records, monitor, print_disks, print_files};
 use select::{
     resolve, resolve_disks, Args, DiskSettings, Item, Matcher, ADD_ONLY_ARGS, CONNECTION_KEYS,
     FILE_KEYS, SET_ARGS,
 };
+pub use snapshots::DiskCopy;
+use snapshots::{print_subvolumes, Subvolume};
 #[cfg(test)]
 use {
     render::disk_records,
@@ -102,6 +105,10 @@ pub(crate) struct State {
     pub files: BTreeMap<String, FileEntry>,
     /// Directories below the pool root; the root itself is implicit.
     pub dirs: BTreeSet<String>,
+    pub pool_fs: PoolFs,
+    pub subvolumes: Vec<Subvolume>,
+    /// Bytes per second a `/disk copy` advances by.
+    pub copy_rate: u64,
     next_auto_slot: u64,
 }
 
@@ -134,20 +141,45 @@ pub(crate) struct Engine {
     nvmet: Option<Nvmet>,
 }
 
+/// What the pool is: its mount point name, size, file system and how fast
+/// it copies.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolConfig {
+    pub name: String,
+    pub size: u64,
+    pub fs: PoolFs,
+    pub copy_rate: u64,
+}
+
+impl PoolConfig {
+    /// A Btrfs pool named `storage-pool` of `size` bytes.
+    #[cfg(test)]
+    pub(crate) fn sized(size: u64) -> PoolConfig {
+        PoolConfig {
+            name: "storage-pool".into(),
+            size,
+            fs: PoolFs::Btrfs,
+            copy_rate: crate::DEFAULT_COPY_RATE,
+        }
+    }
+}
+
 impl Engine {
     pub(crate) fn new(
         store: Store,
-        pool: String,
-        pool_size: u64,
+        pool: PoolConfig,
         nvmet: Option<Nvmet>,
     ) -> std::io::Result<Engine> {
-        let scanned = store.scan(&pool)?;
+        let scanned = store.scan(&pool.name)?;
         let mut state = State {
-            pool,
-            pool_size,
+            pool: pool.name,
+            pool_size: pool.size,
             disks: Vec::new(),
             files: BTreeMap::new(),
             dirs: scanned.dirs.into_iter().collect(),
+            pool_fs: pool.fs,
+            subvolumes: Vec::new(),
+            copy_rate: pool.copy_rate,
             next_auto_slot: 1,
         };
         for (name, size, modified) in scanned.files {
@@ -165,12 +197,19 @@ impl Engine {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state with running copies brought up to now.
+    pub(crate) fn settled(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        self.settle_copies(&mut state);
+        state
+    }
+
     pub(crate) fn execute(&self, line: &str, faults: &Faults) -> Reply {
         let command = match cli::parse(line) {
             Ok(c) => c,
             Err(e) => return e.into(),
         };
-        let mut state = self.lock();
+        let mut state = self.settled();
         let result = match command {
             Command::Empty => Ok(Reply::ok(String::new())),
             Command::DiskAdd(args) => {
@@ -192,6 +231,10 @@ impl Engine {
             Command::DiskMonitorTraffic { target, once } => monitor(&state, target, once),
             Command::FilePrint(print) => print_files(&state, &print),
             Command::FileRemove(target) => self.file_remove(&mut state, target),
+            Command::DiskCopy(args) => self.disk_copy(&mut state, &args),
+            Command::SubvolumeAdd(args) => self.subvolume_add(&mut state, &args),
+            Command::SubvolumePrint(print) => print_subvolumes(&state, &print),
+            Command::SubvolumeRemove(target) => self.subvolume_remove(&mut state, target),
             Command::NvmeConnectionPrint(print) => Matcher::compile(&print.conds, CONNECTION_KEYS)
                 .map(|_| {
                     Reply::ok(if print.count_only {
@@ -261,7 +304,21 @@ impl Engine {
         if state.disks.iter().any(|d| d.slot == slot) || slot == state.pool {
             return Err(Reply::failure("slot already exists"));
         }
-        check_new_file(state, &name)?;
+        // A disk over a file that is already there (one inside a subvolume
+        // snapshot) keeps the file and its data: RouterOS's behaviour here
+        // is unverified, and this is what the driver's subvolume method
+        // relies on. A size or a source would make it a new file.
+        let adopt = size.is_none() && source.is_none() && state.files.contains_key(&name);
+        if adopt {
+            if state.disks.iter().any(|d| d.file_name() == name) {
+                return Err(Reply::failure("file is in use"));
+            }
+        } else {
+            check_new_file(state, &name)?;
+            if state.read_only_subvolume_of(&name).is_some() {
+                return Err(Reply::failure("read-only file system"));
+            }
+        }
 
         let source = match source {
             None => None,
@@ -281,14 +338,16 @@ impl Engine {
             }
             (Some(size), _) => size,
             (None, Some(src)) => state.disks[src].size,
+            (None, None) if adopt => state.files.get(&name).map_or(0, |f| f.size),
             (None, None) => return Err(Reply::invalid_parameter("file-size is required")),
         };
-        if size > state.free() {
+        if !adopt && size > state.free() {
             return Err(Reply::failure("not enough space"));
         }
 
         let pool = state.pool.clone();
         let io = match source {
+            _ if adopt => Ok(()),
             Some(src) => {
                 let src_name = state.disks[src].file_name().to_string();
                 self.store.copy(&pool, &src_name, &name, size)
@@ -310,20 +369,24 @@ impl Engine {
         };
         if let (true, Some(port), Some(nqn)) = (export, port, &nqn) {
             if let Err(reply) = self.export(&pool, &name, nqn, port) {
-                let _ = self.store.remove_file(&pool, &name);
+                if !adopt {
+                    let _ = self.store.remove_file(&pool, &name);
+                }
                 return Err(reply);
             }
         }
 
         let now = SystemTime::now();
-        state.add_dirs_for(&name);
-        state.files.insert(
-            name.clone(),
-            FileEntry {
-                size,
-                modified: now,
-            },
-        );
+        if !adopt {
+            state.add_dirs_for(&name);
+            state.files.insert(
+                name.clone(),
+                FileEntry {
+                    size,
+                    modified: now,
+                },
+            );
+        }
         state.disks.push(Disk {
             slot,
             file_path: format!("/{name}"),
@@ -334,6 +397,7 @@ impl Engine {
             allow_host: allow_host.to_string(),
             created: now,
             comment,
+            copy: None,
         });
         Ok(Reply::ok(String::new()))
     }
@@ -364,6 +428,12 @@ impl Engine {
         if let Some(size) = size {
             let mut growth = 0u64;
             for &i in &indexes {
+                if state
+                    .read_only_subvolume_of(state.disks[i].file_name())
+                    .is_some()
+                {
+                    return Err(Reply::failure("read-only file system"));
+                }
                 let current = state.disks[i].size;
                 if size < current {
                     return Err(Reply::failure("can not shrink file"));
@@ -496,6 +566,14 @@ impl Engine {
         if items.contains(&Item::Pool) {
             return Err(Reply::failure("can not remove this disk"));
         }
+        for item in &items {
+            let Item::Disk(i) = item else { continue };
+            let slot = &state.disks[*i].slot;
+            let copying_from = |d: &Disk| d.copy.as_ref().is_some_and(|c| &c.source == slot);
+            if state.disks.iter().any(copying_from) {
+                return Err(Reply::failure("disk is in use"));
+            }
+        }
         let pool = state.pool.clone();
         let mut torn_down: Vec<&Disk> = Vec::new();
         for item in &items {
@@ -575,6 +653,14 @@ impl Engine {
         for item in &items {
             match item {
                 Item::Root => return Err(Reply::failure("can not remove mount point")),
+                Item::Dir(name) if state.is_subvolume_dir(name) => {
+                    return Err(Reply::failure("can not remove subvolume"));
+                }
+                Item::File(name) | Item::Dir(name)
+                    if state.read_only_subvolume_of(name).is_some() =>
+                {
+                    return Err(Reply::failure("read-only file system"));
+                }
                 Item::File(name) if state.disks.iter().any(|d| d.file_name() == name) => {
                     return Err(Reply::failure("file is in use"));
                 }
@@ -666,3 +752,6 @@ mod nvmet_tests;
 
 #[cfg(test)]
 mod fuzz;
+
+#[cfg(test)]
+mod snapshot_tests;

@@ -25,8 +25,7 @@ fn fixture() -> Fixture {
     .unwrap();
     let engine = Engine::new(
         Store::Dir(data.clone()),
-        "storage-pool".into(),
-        100 << 30,
+        PoolConfig::sized(100 << 30),
         Some(nvmet),
     )
     .unwrap();

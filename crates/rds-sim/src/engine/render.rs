@@ -24,7 +24,7 @@ fn pool_record(state: &State) -> Record {
             ("slot", FieldValue::Quoted(state.pool.clone())),
             ("slot-default", FieldValue::Quoted(String::new())),
             ("parent", FieldValue::Quoted(String::new())),
-            ("fs", FieldValue::Bare("btrfs".into())),
+            ("fs", FieldValue::Bare(state.pool_fs.as_str().into())),
             ("model", FieldValue::Quoted(String::new())),
             ("size", FieldValue::Int(state.pool_size)),
             ("free", FieldValue::Int(state.free())),
@@ -71,6 +71,12 @@ fn disk_record(disk: &Disk) -> Record {
         fields.push((
             "nvme-tcp-server-allow-host-name",
             FieldValue::Quoted(disk.allow_host.clone()),
+        ));
+    }
+    if let Some(c) = &disk.copy {
+        fields.push((
+            "status",
+            FieldValue::Quoted(super::snapshots::copy_status(c)),
         ));
     }
     fields.extend([

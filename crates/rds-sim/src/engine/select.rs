@@ -36,6 +36,7 @@ pub(super) const DISK_KEYS: &[&str] = &[
     "file-path",
     "file-size",
     "file-offset",
+    "status",
 ];
 
 pub(super) const FILE_KEYS: &[&str] = &["name", "type", "size", "last-modified"];
@@ -50,6 +51,7 @@ pub(super) enum Item {
     File(String),
     Dir(String),
     Root,
+    Subvolume(usize),
 }
 
 pub(super) struct Matcher {

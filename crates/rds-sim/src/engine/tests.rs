@@ -3,7 +3,7 @@
 use super::*;
 
 fn engine() -> Engine {
-    Engine::new(Store::Memory, "storage-pool".into(), 100 << 30, None).unwrap()
+    Engine::new(Store::Memory, PoolConfig::sized(100 << 30), None).unwrap()
 }
 
 fn run(e: &Engine, line: &str) -> Reply {
