@@ -8,7 +8,7 @@
 
 use crate::error::ValidationError;
 
-pub use crate::comment::{ClusterId, DiskComment};
+pub use crate::comment::{ClusterId, CopyMethod, DiskComment, Lineage};
 
 /// Longest slot (volume ID) accepted. Kubernetes PV names are at most 253
 /// characters but provisioner-made names are `pvc-<uuid>` (40).
@@ -183,6 +183,14 @@ impl Nqn {
     }
 }
 
+/// `line` with ` comment="..."` appended unless the comment is empty.
+fn with_comment(mut line: String, comment: &DiskComment) -> String {
+    if !comment.is_empty() {
+        line.push_str(&format!(" comment=\"{comment}\""));
+    }
+    line
+}
+
 /// One RouterOS command. `render` produces the exact command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -196,12 +204,50 @@ pub enum Command {
         /// Written as the disk's comment unless empty.
         comment: DiskComment,
     },
-    /// A copy-on-write copy of another disk; exported when `export` is set.
-    DiskCopy {
+    /// A new disk holding a copy of another's data (`copy-from=`, as the Go
+    /// driver snapshots); exported with that size, port and NQN when
+    /// `export` is set.
+    DiskCopyFrom {
         source: Slot,
         slot: Slot,
         file: RosPath,
         export: Option<(u64, u16, Nqn)>,
+        comment: DiskComment,
+    },
+    /// A new disk that is not exported (the target of a byte copy).
+    DiskAddUnexported {
+        slot: Slot,
+        file: RosPath,
+        size_bytes: u64,
+        comment: DiskComment,
+    },
+    /// A disk over an image file that already exists (inside a subvolume
+    /// snapshot), keeping its data; exported on `export`'s port and NQN.
+    DiskAdopt {
+        slot: Slot,
+        file: RosPath,
+        export: Option<(u16, Nqn)>,
+        comment: DiskComment,
+    },
+    /// `/disk copy`: starts a background byte copy of `source` into the
+    /// existing disk `target`.
+    DiskByteCopy {
+        source: Slot,
+        target: Slot,
+    },
+    /// A Btrfs subvolume `name` of file system `fs`; a snapshot of `parent`
+    /// when given.
+    SubvolumeAdd {
+        fs: Slot,
+        name: Slot,
+        parent: Option<Slot>,
+        read_only: bool,
+    },
+    SubvolumeGet {
+        name: Slot,
+    },
+    SubvolumeRemove {
+        name: Slot,
     },
     DiskGet {
         slot: Slot,
@@ -252,20 +298,18 @@ impl Command {
                 nqn,
                 comment,
             } => {
-                let mut s = format!(
+                let s = format!(
                     "/disk add type=file file-path={file} file-size={size_bytes} slot={slot} \
                      nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
                 );
-                if !comment.is_empty() {
-                    s.push_str(&format!(" comment=\"{comment}\""));
-                }
-                s
+                with_comment(s, comment)
             }
-            Command::DiskCopy {
+            Command::DiskCopyFrom {
                 source,
                 slot,
                 file,
                 export,
+                comment,
             } => {
                 let mut s =
                     format!("/disk add type=file copy-from=[find slot={source}] file-path={file} slot={slot}");
@@ -274,7 +318,56 @@ impl Command {
                         " file-size={size} nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
                     ));
                 }
+                with_comment(s, comment)
+            }
+            Command::DiskAddUnexported {
+                slot,
+                file,
+                size_bytes,
+                comment,
+            } => with_comment(
+                format!("/disk add type=file file-path={file} file-size={size_bytes} slot={slot}"),
+                comment,
+            ),
+            Command::DiskAdopt {
+                slot,
+                file,
+                export,
+                comment,
+            } => {
+                let mut s = format!("/disk add type=file file-path={file} slot={slot}");
+                if let Some((port, nqn)) = export {
+                    s.push_str(&format!(
+                        " nvme-tcp-export=yes nvme-tcp-server-port={port} nvme-tcp-server-nqn={nqn}"
+                    ));
+                }
+                with_comment(s, comment)
+            }
+            Command::DiskByteCopy { source, target } => {
+                format!("/disk copy src=[find slot=\"{source}\"] dst=[find slot=\"{target}\"]")
+            }
+            Command::SubvolumeAdd {
+                fs,
+                name,
+                parent,
+                read_only,
+            } => {
+                let mut s = format!("/disk/btrfs/subvolume/add fs={fs} name={name}");
+                if let Some(parent) = parent {
+                    s.push_str(&format!(" parent={parent}"));
+                }
+                s.push_str(if *read_only {
+                    " read-only=yes"
+                } else {
+                    " read-only=no"
+                });
                 s
+            }
+            Command::SubvolumeGet { name } => {
+                format!("/disk/btrfs/subvolume/print detail where name=\"{name}\"")
+            }
+            Command::SubvolumeRemove { name } => {
+                format!("/disk/btrfs/subvolume/remove [find where name=\"{name}\"]")
             }
             Command::DiskGet { slot } => format!("/disk print detail where slot=\"{slot}\""),
             Command::DiskList { prefix } => {
@@ -305,7 +398,13 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::DiskAdd { .. } => "disk_add",
-            Command::DiskCopy { .. } => "disk_copy",
+            Command::DiskCopyFrom { .. } => "disk_copy_from",
+            Command::DiskAddUnexported { .. } => "disk_add_unexported",
+            Command::DiskAdopt { .. } => "disk_adopt",
+            Command::DiskByteCopy { .. } => "disk_byte_copy",
+            Command::SubvolumeAdd { .. } => "subvolume_add",
+            Command::SubvolumeGet { .. } => "subvolume_get",
+            Command::SubvolumeRemove { .. } => "subvolume_remove",
             Command::DiskGet { .. } => "disk_get",
             Command::DiskList { .. } => "disk_list",
             Command::DiskResize { .. } => "disk_resize",

@@ -8,7 +8,7 @@ use std::fmt;
 
 use jiff::Timestamp;
 
-use crate::command::command_text;
+use crate::command::{command_text, Slot};
 use crate::error::ValidationError;
 
 /// The first word of every comment the driver writes on a disk. The
@@ -51,8 +51,59 @@ impl ClusterId {
 
 command_text!(ClusterId);
 
+/// How a snapshot's data was copied from its volume (`method=` in the
+/// comment); see `docs/snapshots.md` for what each guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CopyMethod {
+    /// A read-only Btrfs subvolume snapshot: instant, copy-on-write,
+    /// point in time.
+    Subvolume,
+    /// `/disk add copy-from=`: what the Go driver does.
+    CopyFrom,
+    /// `/disk copy`: a background byte copy, not point in time.
+    ByteCopy,
+}
+
+impl CopyMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyMethod::Subvolume => "subvolume",
+            CopyMethod::CopyFrom => "copy-from",
+            CopyMethod::ByteCopy => "copy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CopyMethod> {
+        [
+            CopyMethod::Subvolume,
+            CopyMethod::CopyFrom,
+            CopyMethod::ByteCopy,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for CopyMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a snapshot disk came from, which RouterOS does not record: its
+/// volume, that volume's size when the snapshot was taken (the smallest a
+/// restore may be) and how the data was copied. The snapshot's creation
+/// time is the comment's `created`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    pub source: Slot,
+    pub size_bytes: u64,
+    pub method: CopyMethod,
+}
+
 /// What the driver records in a disk's comment:
-/// `rds-csi created=<time> cluster=<id> [retain=yes] [orphaned-since=<time>]`.
+/// `rds-csi created=<time> cluster=<id> [snapshot-of=<volume> size=<bytes>
+/// method=<method>] [retain=yes] [orphaned-since=<time>]`.
 ///
 /// Built only from timestamps, a validated [`ClusterId`] and fixed words, so
 /// a rendered comment holds nothing but letters, digits, `-`, `_`, `.`, `:`,
@@ -66,6 +117,8 @@ pub struct DiskComment {
     /// The cluster that made it. `None`: no identity (made by hand, by the
     /// Go driver, or by a version of this driver before identities).
     pub cluster: Option<ClusterId>,
+    /// Set on a snapshot: what it is a snapshot of.
+    pub snapshot: Option<Lineage>,
     /// The disk's PersistentVolume had reclaim policy Retain when the orphan
     /// sweep last saw it: never deleted by the sweep.
     pub retain: bool,
@@ -101,6 +154,12 @@ impl DiskComment {
         if let Some(id) = &self.cluster {
             s.push_str(&format!(" cluster={id}"));
         }
+        if let Some(l) = &self.snapshot {
+            s.push_str(&format!(
+                " snapshot-of={} size={} method={}",
+                l.source, l.size_bytes, l.method
+            ));
+        }
         if self.retain {
             s.push_str(" retain=yes");
         }
@@ -127,6 +186,7 @@ impl DiskComment {
         }
         let mut c = DiskComment::default();
         let mut clusters = Vec::new();
+        let (mut source, mut size, mut method) = (None, None, None);
         for word in rest.split_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
                 continue;
@@ -140,8 +200,20 @@ impl DiskComment {
                 }
                 "retain" => c.retain |= value == "yes",
                 "cluster" => clusters.push(ClusterId::new(value).ok()),
+                "snapshot-of" => source = source.or_else(|| Slot::new(value).ok()),
+                "size" => size = size.or_else(|| value.parse::<u64>().ok()),
+                "method" => method = method.or_else(|| CopyMethod::parse(value)),
                 _ => {}
             }
+        }
+        // A snapshot's lineage counts only whole: a part alone could make a
+        // restore of the wrong size.
+        if let (Some(source), Some(size_bytes), Some(method)) = (source, size, method) {
+            c.snapshot = Some(Lineage {
+                source,
+                size_bytes,
+                method,
+            });
         }
         c.cluster = match clusters.split_first() {
             Some((first, rest)) if rest.iter().all(|c| c == first) => first.clone(),
@@ -200,6 +272,7 @@ mod tests {
         let c = DiskComment {
             created: Some(at("2026-11-22T07:10:05Z")),
             cluster: Some(ClusterId::new(UID).unwrap()),
+            snapshot: None,
             retain: true,
             orphaned_since: Some(at("2026-11-23T08:00:00Z")),
         };
@@ -243,6 +316,39 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_comment_records_its_volume_size_and_method() {
+        let text = format!(
+            "rds-csi created=2026-12-07T11:00:00Z cluster={UID} snapshot-of=pvc-1 \
+             size=1073741824 method=subvolume"
+        );
+        let c = DiskComment::parse(&text).unwrap();
+        assert_eq!(
+            c.snapshot,
+            Some(Lineage {
+                source: Slot::new("pvc-1").unwrap(),
+                size_bytes: 1 << 30,
+                method: CopyMethod::Subvolume,
+            })
+        );
+        assert_eq!(c.render(), text);
+        assert!(c.cluster.is_some());
+    }
+
+    #[test]
+    fn a_snapshot_lineage_missing_a_part_is_no_lineage_and_no_identity() {
+        for bad in [
+            format!("rds-csi cluster={UID} snapshot-of=pvc-1 size=10"),
+            format!("rds-csi cluster={UID} snapshot-of=pvc-1 size=ten method=copy"),
+            format!("rds-csi cluster={UID} snapshot-of=a]b size=10 method=copy"),
+            format!("rds-csi cluster={UID} snapshot-of=pvc-1 size=10 method=magic"),
+        ] {
+            let c = DiskComment::parse(&bad).unwrap();
+            assert_eq!(c.snapshot, None, "{bad:?}");
+            assert_eq!(c.cluster, None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn two_different_clusters_in_one_comment_are_no_identity() {
         let c = DiskComment::parse("rds-csi cluster=a cluster=b").unwrap();
         assert_eq!(c.cluster, None);
@@ -274,16 +380,35 @@ mod tests {
         assert_eq!(c.cluster, Some(ClusterId::new(UID).unwrap()));
     }
 
+    fn lineages() -> impl Strategy<Value = Lineage> {
+        (
+            "[a-z0-9][a-z0-9.-]{0,40}",
+            any::<u64>(),
+            prop_oneof![
+                Just(CopyMethod::Subvolume),
+                Just(CopyMethod::CopyFrom),
+                Just(CopyMethod::ByteCopy)
+            ],
+        )
+            .prop_map(|(source, size_bytes, method)| Lineage {
+                source: Slot::new(&source).unwrap(),
+                size_bytes,
+                method,
+            })
+    }
+
     fn comments() -> impl Strategy<Value = DiskComment> {
         (
             proptest::option::of(0i64..253_402_300_799),
             proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
+            proptest::option::of(lineages()),
             any::<bool>(),
             proptest::option::of(0i64..253_402_300_799),
         )
-            .prop_map(|(created, cluster, retain, since)| DiskComment {
+            .prop_map(|(created, cluster, snapshot, retain, since)| DiskComment {
                 created: created.map(|s| Timestamp::from_second(s).unwrap()),
                 cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
+                snapshot,
                 retain,
                 orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
             })

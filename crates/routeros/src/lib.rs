@@ -3,7 +3,8 @@
 //! This crate owns everything that speaks to the RDS: the SSH transport
 //! (`client`), typed and validated commands (`command`), the parser of
 //! `print detail` records (`record`), error classification (`error`) and the
-//! disk operations built from them (`rds`). It knows nothing about CSI or
+//! disk operations built from them (`rds`), and the ways of copying a disk
+//! for snapshots and clones (`snapshots`). It knows nothing about CSI or
 //! Kubernetes; the CSI layer maps its errors to gRPC codes. What it takes to
 //! be true about RouterOS (commands, output shapes, error texts, what is
 //! recorded from real hardware and what is assumed) is `docs/routeros.md`.
@@ -16,11 +17,13 @@ pub mod error;
 pub mod metrics;
 pub mod rds;
 pub mod record;
+pub mod snapshots;
 
 pub use client::{fingerprint, load_key, Client, ClientConfig, HostKeyPolicy, Output};
 pub use command::{Command, Nqn, RosPath, Slot, SlotPrefix};
-pub use comment::{ClusterId, DiskComment, COMMENT_TAG};
+pub use comment::{ClusterId, CopyMethod, DiskComment, Lineage, COMMENT_TAG};
 pub use error::{Error, Result, ValidationError};
 pub use metrics::ClientMetrics;
 pub use rds::{Capacity, Disk, FileEntry, NewDisk, Rds};
 pub use record::{parse_records, parse_size, Record};
+pub use snapshots::{CopyProgress, CopyState, PoolFilesystem, Subvolume};
