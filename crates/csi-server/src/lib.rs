@@ -35,6 +35,7 @@ pub mod node;
 pub mod params;
 pub mod rpc;
 pub mod server;
+pub mod snapshot;
 
 /// Generated from `proto/csi.proto` (CSI spec v1.12).
 pub mod proto {
