@@ -12,13 +12,19 @@ What runs (each a process with its log in DIR/<name>.log):
                           since no kubelet reports
   rds-csi sim             the RouterOS simulator over SSH, disks as sparse
                           files in DIR/sim-data
-  rds-csi controller      and the csi-provisioner, csi-attacher and
-  + the CSI sidecars      csi-resizer sidecars, each with the arguments the
-                          chart's controller StatefulSet gives it
+  rds-csi controller      and the csi-provisioner, csi-attacher,
+  + the CSI sidecars      csi-resizer and (when the chart has it)
+                          csi-snapshotter sidecars, each with the arguments
+                          the chart's controller StatefulSet gives it
                           (deploy/rds-csi.yaml, rendered from the chart with
                           default values), with leader election on, all under
                           the chart's controller ServiceAccount token: the
                           chart's RBAC is what they get, nothing more.
+  snapshot-controller     the cluster's VolumeSnapshot controller, with the
+                          VolumeSnapshot CRDs from $RDS_CSI_SNAPSHOT_CRDS
+                          (a directory of CRD YAMLs), when the chart has
+                          csi-snapshotter: as in a real cluster, these are
+                          the cluster's, not the chart's.
 
 Objects: the chart's ServiceAccounts, RBAC, CSIDriver and StorageClasses
 (from deploy/rds-csi.yaml); KubeVirt's VirtualMachineInstance,
@@ -30,7 +36,7 @@ CSINode objects listing the driver, as node-driver-registrar would.
 
 Tools come from PATH or these variables: KUBE_APISERVER, ETCD,
 KUBE_CONTROLLER_MANAGER, KUBECTL, CSI_PROVISIONER, CSI_ATTACHER,
-CSI_RESIZER; the driver from RDS_CSI_BIN (default target/debug/rds-csi,
+CSI_RESIZER, CSI_SNAPSHOTTER, SNAPSHOT_CONTROLLER; the driver from RDS_CSI_BIN (default target/debug/rds-csi,
 built if missing). Exit code 3: a tool is missing.
 
 Why Python and not Rust (in the test kit): this script is process
@@ -72,6 +78,8 @@ PROCESSES = [
     "csi-provisioner",
     "csi-attacher",
     "csi-resizer",
+    "snapshot-controller",
+    "csi-snapshotter",
 ]
 # Objects of deploy/rds-csi.yaml applied to the cluster: everything but the
 # workloads (no kubelet would run them) and their Services.
@@ -83,6 +91,7 @@ APPLIED_KINDS = {
     "RoleBinding",
     "CSIDriver",
     "StorageClass",
+    "VolumeSnapshotClass",
 }
 
 
@@ -227,6 +236,21 @@ def kubevirt_crds():
         return json.load(f)["items"]
 
 
+def snapshot_crds():
+    """The VolumeSnapshot CRDs: every YAML document in $RDS_CSI_SNAPSHOT_CRDS."""
+    d = os.environ.get("RDS_CSI_SNAPSHOT_CRDS")
+    if not d or not os.path.isdir(d):
+        raise Missing("the VolumeSnapshot CRDs not found (set RDS_CSI_SNAPSHOT_CRDS to their directory)")
+    out = []
+    for name in sorted(os.listdir(d)):
+        if name.endswith((".yaml", ".yml")):
+            with open(os.path.join(d, name)) as f:
+                out.extend(doc for doc in yaml.safe_load_all(f) if doc and doc.get("kind") == "CustomResourceDefinition")
+    if not out:
+        raise Missing(f"no CustomResourceDefinition in {d} (RDS_CSI_SNAPSHOT_CRDS)")
+    return out
+
+
 def up(d):
     kube_cm = tool("KUBE_CONTROLLER_MANAGER", "kube-controller-manager")
     kubectl = tool("KUBECTL", "kubectl")
@@ -235,6 +259,15 @@ def up(d):
         "csi-attacher": tool("CSI_ATTACHER", "csi-attacher"),
         "csi-resizer": tool("CSI_RESIZER", "csi-resizer"),
     }
+    applied, containers = chart_objects()
+    # Snapshots: the chart's csi-snapshotter, the cluster's controller and CRDs.
+    snapshots = "csi-snapshotter" in containers
+    if snapshots:
+        sidecars["csi-snapshotter"] = tool("CSI_SNAPSHOTTER", "csi-snapshotter")
+        snapshot_controller = tool("SNAPSHOT_CONTROLLER", "snapshot-controller")
+        crds_snapshot = snapshot_crds()
+    else:
+        crds_snapshot = []
     tool("KUBE_APISERVER", "kube-apiserver")
     tool("ETCD", "etcd")
     binary = os.environ.get("RDS_CSI_BIN") or os.path.join(ROOT, "target", "debug", "rds-csi")
@@ -268,13 +301,12 @@ def up(d):
         ],
     )
 
-    applied, containers = chart_objects()
-    crds = kubevirt_crds()
-    objects = applied + crds
-    with open(os.path.join(d, "objects.yaml"), "w") as f:
-        yaml.safe_dump_all(objects, f)
+    crds = kubevirt_crds() + crds_snapshot
+    # CRDs first: the VolumeSnapshotClass needs its CRD established.
+    with open(os.path.join(d, "crds.yaml"), "w") as f:
+        yaml.safe_dump_all(crds, f)
     subprocess.run(
-        [kubectl, f"--kubeconfig={admin}", "apply", "-f", os.path.join(d, "objects.yaml")],
+        [kubectl, f"--kubeconfig={admin}", "apply", "--server-side", "-f", os.path.join(d, "crds.yaml")],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -284,6 +316,16 @@ def up(d):
              f"crd/{crd['metadata']['name']}", "--timeout=30s"],
             check=True, stdout=subprocess.DEVNULL,
         )
+    with open(os.path.join(d, "objects.yaml"), "w") as f:
+        yaml.safe_dump_all(applied, f)
+    subprocess.run(
+        [kubectl, f"--kubeconfig={admin}", "apply", "-f", os.path.join(d, "objects.yaml")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    if snapshots:
+        start(d, "snapshot-controller",
+              [snapshot_controller, f"--kubeconfig={admin}", "--leader-election=false"])
 
     for n in NODES:
         api.create(
