@@ -79,7 +79,7 @@ use events::{FORMAT_REFUSED, MOUNT_FAILED, STALE_MOUNT_RECOVERED};
 pub use format_record::FormatRecord;
 use state::{Records, Stored, VolumeRecord};
 
-use error::dp;
+use error::{dp, host};
 pub use error::{NodeError, NodeResult};
 pub use orphans::{OrphanCleanup, OrphanReport};
 
@@ -252,17 +252,27 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         }
     }
 
+    /// A failure to `action` the record of `volume` in the state directory.
+    fn record_error(
+        &self,
+        action: &'static str,
+        volume: &str,
+    ) -> impl FnOnce(std::io::Error) -> NodeError {
+        let (volume, dir) = (volume.to_string(), Some(self.config.state_dir.clone()));
+        move |source| NodeError::Record {
+            action,
+            volume,
+            dir,
+            source,
+        }
+    }
+
     async fn record(&self, id: &str) -> NodeResult<Option<VolumeRecord>> {
         let stored = self
             .records()
             .load(id)
             .await
-            .map_err(|source| NodeError::Record {
-                action: "read",
-                volume: id.to_string(),
-                dir: Some(self.config.state_dir.clone()),
-                source,
-            })?;
+            .map_err(self.record_error("read", id))?;
         Ok(match stored {
             Some(Stored::Record(r)) => Some(*r),
             Some(Stored::Unreadable { error, .. }) => {
@@ -277,12 +287,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         self.records()
             .save(r)
             .await
-            .map_err(|source| NodeError::Record {
-                action: "write",
-                volume: r.volume_id.clone(),
-                dir: Some(self.config.state_dir.clone()),
-                source,
-            })
+            .map_err(self.record_error("write", &r.volume_id))
     }
 
     /// The volume's NVMe/TCP target from its contexts, under this node's
@@ -322,11 +327,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         match self.dp.sys().lstat(p).await {
             Ok(s) => Ok(Some(s)),
             Err(e) if not_found(&e) => Ok(None),
-            Err(source) => Err(NodeError::Host {
-                op: "stat",
-                path: p.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(host("stat", p)(source)),
         }
     }
     // ---------------------------------------------------------------- unstage
@@ -393,11 +394,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             .sys()
             .remove_file(p)
             .await
-            .map_err(|source| NodeError::Host {
-                op: "remove",
-                path: p.to_path_buf(),
-                source,
-            })
+            .map_err(host("remove", p))
     }
 
     /// rmdir, never recursive: a directory that is not empty stays.
@@ -409,14 +406,22 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                     path: p.to_path_buf(),
                 })
             }
-            Err(source) => Err(NodeError::Host {
-                op: "remove directory",
-                path: p.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(host("remove directory", p)(source)),
         }
     }
 }
+
+/// What NodeGetCapabilities announces.
+const CAPABILITIES: [proto::node_service_capability::rpc::Type; 5] = {
+    use proto::node_service_capability::rpc::Type as T;
+    [
+        T::StageUnstageVolume,
+        T::ExpandVolume,
+        T::GetVolumeStats,
+        T::VolumeCondition,
+        T::SingleNodeMultiWriter,
+    ]
+};
 
 fn node_capability(t: proto::node_service_capability::rpc::Type) -> proto::NodeServiceCapability {
     proto::NodeServiceCapability {
@@ -426,104 +431,50 @@ fn node_capability(t: proto::node_service_capability::rpc::Type) -> proto::NodeS
     }
 }
 
-#[tonic::async_trait]
-impl<E: Exec, S: Sys> Node for NodeService<E, S> {
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_stage_volume(
-        &self,
-        request: Request<proto::NodeStageVolumeRequest>,
-    ) -> Result<Response<proto::NodeStageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call(
-            "NodeStageVolume",
-            &v,
-            move |i| async move { i.stage(req).await },
-        )
-        .await
-    }
+/// The Node service. The six volume RPCs are served alike (one line
+/// each below): the request's volume ID names the span and the log lines,
+/// and the work runs detached in [`Inner`] through `NodeService::call`.
+macro_rules! node_service {
+    (
+        volume RPCs { $($rpc:ident($req:ident) -> $resp:ident = $name:literal by $work:ident;)* }
+        $($other:tt)*
+    ) => {
+        #[tonic::async_trait]
+        impl<E: Exec, S: Sys> Node for NodeService<E, S> {
+            $(
+                #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
+                async fn $rpc(
+                    &self,
+                    request: Request<proto::$req>,
+                ) -> Result<Response<proto::$resp>, Status> {
+                    let req = request.into_inner();
+                    let v = req.volume_id.clone();
+                    self.call($name, &v, move |i| async move { i.$work(req).await })
+                        .await
+                }
+            )*
 
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_unstage_volume(
-        &self,
-        request: Request<proto::NodeUnstageVolumeRequest>,
-    ) -> Result<Response<proto::NodeUnstageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeUnstageVolume", &v, move |i| async move {
-            i.unstage(req).await
-        })
-        .await
-    }
+            $($other)*
+        }
+    };
+}
 
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_publish_volume(
-        &self,
-        request: Request<proto::NodePublishVolumeRequest>,
-    ) -> Result<Response<proto::NodePublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodePublishVolume", &v, move |i| async move {
-            i.publish(req).await
-        })
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_unpublish_volume(
-        &self,
-        request: Request<proto::NodeUnpublishVolumeRequest>,
-    ) -> Result<Response<proto::NodeUnpublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeUnpublishVolume", &v, move |i| async move {
-            i.unpublish(req).await
-        })
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_get_volume_stats(
-        &self,
-        request: Request<proto::NodeGetVolumeStatsRequest>,
-    ) -> Result<Response<proto::NodeGetVolumeStatsResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeGetVolumeStats", &v, move |i| async move {
-            i.stats(req).await
-        })
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_expand_volume(
-        &self,
-        request: Request<proto::NodeExpandVolumeRequest>,
-    ) -> Result<Response<proto::NodeExpandVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeExpandVolume", &v, move |i| async move {
-            i.expand(req).await
-        })
-        .await
+node_service! {
+    volume RPCs {
+        node_stage_volume(NodeStageVolumeRequest) -> NodeStageVolumeResponse = "NodeStageVolume" by stage;
+        node_unstage_volume(NodeUnstageVolumeRequest) -> NodeUnstageVolumeResponse = "NodeUnstageVolume" by unstage;
+        node_publish_volume(NodePublishVolumeRequest) -> NodePublishVolumeResponse = "NodePublishVolume" by publish;
+        node_unpublish_volume(NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse = "NodeUnpublishVolume" by unpublish;
+        node_get_volume_stats(NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse = "NodeGetVolumeStats" by stats;
+        node_expand_volume(NodeExpandVolumeRequest) -> NodeExpandVolumeResponse = "NodeExpandVolume" by expand;
     }
 
     async fn node_get_capabilities(
         &self,
         _r: Request<proto::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<proto::NodeGetCapabilitiesResponse>, Status> {
-        use proto::node_service_capability::rpc::Type as T;
         Ok(Response::new(proto::NodeGetCapabilitiesResponse {
-            capabilities: [
-                T::StageUnstageVolume,
-                T::ExpandVolume,
-                T::GetVolumeStats,
-                T::VolumeCondition,
-                T::SingleNodeMultiWriter,
-            ]
-            .into_iter()
-            .map(node_capability)
-            .collect(),
+            capabilities: CAPABILITIES.into_iter().map(node_capability).collect(),
         }))
     }
 
