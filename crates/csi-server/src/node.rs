@@ -73,7 +73,9 @@ use crate::proto::{self, node_server::Node};
 use crate::rpc;
 
 pub use context::FORMATTED;
-use context::{abs_path, capability, volume_id, volume_path, volume_target, Cap};
+use context::{
+    abs_path, capability, optional_abs_path, volume_id, volume_path, volume_target, Cap,
+};
 pub use events::NodeEvents;
 use events::{FORMAT_REFUSED, MOUNT_FAILED, STALE_MOUNT_RECOVERED};
 pub use format_record::FormatRecord;
@@ -208,6 +210,43 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
     }
 }
 
+/// What a volume RPC's own fields are checked against: its volume ID
+/// (checked first), and this node's NQN prefix and controller-loss bound.
+pub(super) struct Checks<'a> {
+    id: &'a str,
+    prefix: &'a nvme::NqnPrefix,
+    max_ctrl_loss_tmo: Option<i32>,
+}
+
+impl Checks<'_> {
+    /// The volume's NVMe/TCP target from its contexts.
+    fn target(
+        &self,
+        volume_ctx: &HashMap<String, String>,
+        publish_ctx: &HashMap<String, String>,
+    ) -> NodeResult<context::VolumeTarget> {
+        volume_target(
+            self.id,
+            volume_ctx,
+            publish_ctx,
+            self.prefix,
+            self.max_ctrl_loss_tmo,
+        )
+    }
+}
+
+/// A volume RPC past its opening (`Inner::serve`): the request checked,
+/// the volume's guard held, its record read.
+pub(super) struct Opened<A> {
+    id: String,
+    /// The RPC's own fields, checked.
+    args: A,
+    /// The volume's record, when it is staged here.
+    rec: Option<VolumeRecord>,
+    /// The volume's NQN: the record's, or the prefix and the volume ID.
+    nqn: String,
+}
+
 fn not_found(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::NotFound
 }
@@ -235,6 +274,38 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             format!("mounting volume {} failed: {}", rec.volume_id, chain(&e)),
         );
         e
+    }
+
+    /// The opening every volume RPC shares, then `run`: the volume ID and
+    /// the RPC's own `check` of its other fields (INVALID_ARGUMENT before
+    /// anything else happens), the volume's guard for the whole RPC, and
+    /// its record.
+    async fn serve<R, A, T, Fut>(
+        &self,
+        req: &R,
+        volume: &str,
+        check: impl FnOnce(&R, &Checks) -> NodeResult<A>,
+        run: impl FnOnce(Opened<A>) -> Fut,
+    ) -> NodeResult<T>
+    where
+        Fut: Future<Output = NodeResult<T>>,
+    {
+        let id = volume_id(volume)?;
+        let args = check(
+            req,
+            &Checks {
+                id: &id,
+                prefix: self.dp.prefix(),
+                max_ctrl_loss_tmo: self.config.max_ctrl_loss_tmo,
+            },
+        )?;
+        let _guard = self.lock(&id)?;
+        let rec = self.record(&id).await?;
+        let nqn = rec
+            .as_ref()
+            .map(|r| r.nqn.clone())
+            .unwrap_or_else(|| self.dp.prefix().volume_nqn(&id));
+        run(Opened { id, args, rec, nqn }).await
     }
 
     /// The volume's guard for the whole RPC: a concurrent call for the
@@ -288,28 +359,6 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             .save(r)
             .await
             .map_err(self.record_error("write", &r.volume_id))
-    }
-
-    /// The volume's NVMe/TCP target from its contexts, under this node's
-    /// NQN prefix and controller-loss bound.
-    fn target_of(
-        &self,
-        id: &str,
-        volume_ctx: &HashMap<String, String>,
-        publish_ctx: &HashMap<String, String>,
-    ) -> NodeResult<context::VolumeTarget> {
-        volume_target(
-            id,
-            volume_ctx,
-            publish_ctx,
-            self.dp.prefix(),
-            self.config.max_ctrl_loss_tmo,
-        )
-    }
-
-    fn nqn_of(&self, id: &str, rec: Option<&VolumeRecord>) -> String {
-        rec.map(|r| r.nqn.clone())
-            .unwrap_or_else(|| self.dp.prefix().volume_nqn(id))
     }
 
     async fn mounts(&self) -> NodeResult<Vec<Mount>> {
@@ -433,10 +482,14 @@ fn node_capability(t: proto::node_service_capability::rpc::Type) -> proto::NodeS
 
 /// The Node service. The six volume RPCs are served alike (one line
 /// each below): the request's volume ID names the span and the log lines,
-/// and the work runs detached in [`Inner`] through `NodeService::call`.
+/// and the work runs detached in [`Inner`] through `NodeService::call`:
+/// first the opening they share (`Inner::serve`) with the RPC's own check
+/// of its fields, then the RPC.
 macro_rules! node_service {
     (
-        volume RPCs { $($rpc:ident($req:ident) -> $resp:ident = $name:literal by $work:ident;)* }
+        volume RPCs {
+            $($rpc:ident($req:ident) -> $resp:ident = $name:literal by $check:path, $work:ident;)*
+        }
         $($other:tt)*
     ) => {
         #[tonic::async_trait]
@@ -448,9 +501,11 @@ macro_rules! node_service {
                     request: Request<proto::$req>,
                 ) -> Result<Response<proto::$resp>, Status> {
                     let req = request.into_inner();
-                    let v = req.volume_id.clone();
-                    self.call($name, &v, move |i| async move { i.$work(req).await })
-                        .await
+                    let volume = req.volume_id.clone();
+                    self.call($name, &volume, move |i| async move {
+                        i.serve(&req, &req.volume_id, $check, |v| i.$work(v)).await
+                    })
+                    .await
                 }
             )*
 
@@ -461,12 +516,12 @@ macro_rules! node_service {
 
 node_service! {
     volume RPCs {
-        node_stage_volume(NodeStageVolumeRequest) -> NodeStageVolumeResponse = "NodeStageVolume" by stage;
-        node_unstage_volume(NodeUnstageVolumeRequest) -> NodeUnstageVolumeResponse = "NodeUnstageVolume" by unstage;
-        node_publish_volume(NodePublishVolumeRequest) -> NodePublishVolumeResponse = "NodePublishVolume" by publish;
-        node_unpublish_volume(NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse = "NodeUnpublishVolume" by unpublish;
-        node_get_volume_stats(NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse = "NodeGetVolumeStats" by stats;
-        node_expand_volume(NodeExpandVolumeRequest) -> NodeExpandVolumeResponse = "NodeExpandVolume" by expand;
+        node_stage_volume(NodeStageVolumeRequest) -> NodeStageVolumeResponse = "NodeStageVolume" by stage::stage_args, stage;
+        node_unstage_volume(NodeUnstageVolumeRequest) -> NodeUnstageVolumeResponse = "NodeUnstageVolume" by unstage::unstage_args, unstage;
+        node_publish_volume(NodePublishVolumeRequest) -> NodePublishVolumeResponse = "NodePublishVolume" by publish::publish_args, publish;
+        node_unpublish_volume(NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse = "NodeUnpublishVolume" by publish::unpublish_args, unpublish;
+        node_get_volume_stats(NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse = "NodeGetVolumeStats" by stats::stats_args, stats;
+        node_expand_volume(NodeExpandVolumeRequest) -> NodeExpandVolumeResponse = "NodeExpandVolume" by expand::expand_args, expand;
     }
 
     async fn node_get_capabilities(

@@ -282,20 +282,18 @@ impl Env {
     /// The node's own error of a stage that must fail (not the status):
     /// for tests of which step refused.
     async fn stage_fs_error(&self) -> NodeError {
-        self.svc
-            .inner
-            .stage(stage_req(fs_cap(), STAGING))
-            .await
-            .unwrap_err()
+        let (i, r) = (&self.svc.inner, stage_req(fs_cap(), STAGING));
+        let staged = i
+            .serve(&r, ID, super::stage::stage_args, |v| i.stage(v))
+            .await;
+        staged.unwrap_err()
     }
 
     /// The node's own error of an unstage that must fail.
     async fn unstage_error(&self, staging: &str) -> NodeError {
-        self.svc
-            .inner
-            .unstage(unstage_req(staging))
-            .await
-            .unwrap_err()
+        let (i, r) = (&self.svc.inner, unstage_req(staging));
+        let unstaged = i.serve(&r, ID, super::unstage::unstage_args, |v| i.unstage(v));
+        unstaged.await.unwrap_err()
     }
 
     /// The orphan sweep at start, in `mode`.
