@@ -73,13 +73,15 @@ use crate::proto::{self, node_server::Node};
 use crate::rpc;
 
 pub use context::FORMATTED;
-use context::{abs_path, capability, volume_id, volume_path, volume_target, Cap};
+use context::{
+    abs_path, capability, optional_abs_path, volume_id, volume_path, volume_target, Cap,
+};
 pub use events::NodeEvents;
 use events::{FORMAT_REFUSED, MOUNT_FAILED, STALE_MOUNT_RECOVERED};
 pub use format_record::FormatRecord;
 use state::{Records, Stored, VolumeRecord};
 
-use error::dp;
+use error::{dp, host};
 pub use error::{NodeError, NodeResult};
 pub use orphans::{OrphanCleanup, OrphanReport};
 
@@ -208,6 +210,43 @@ impl<E: Exec, S: Sys> NodeService<E, S> {
     }
 }
 
+/// What a volume RPC's own fields are checked against: its volume ID
+/// (checked first), and this node's NQN prefix and controller-loss bound.
+pub(super) struct Checks<'a> {
+    id: &'a str,
+    prefix: &'a nvme::NqnPrefix,
+    max_ctrl_loss_tmo: Option<i32>,
+}
+
+impl Checks<'_> {
+    /// The volume's NVMe/TCP target from its contexts.
+    fn target(
+        &self,
+        volume_ctx: &HashMap<String, String>,
+        publish_ctx: &HashMap<String, String>,
+    ) -> NodeResult<context::VolumeTarget> {
+        volume_target(
+            self.id,
+            volume_ctx,
+            publish_ctx,
+            self.prefix,
+            self.max_ctrl_loss_tmo,
+        )
+    }
+}
+
+/// A volume RPC past its opening (`Inner::serve`): the request checked,
+/// the volume's guard held, its record read.
+pub(super) struct Opened<A> {
+    id: String,
+    /// The RPC's own fields, checked.
+    args: A,
+    /// The volume's record, when it is staged here.
+    rec: Option<VolumeRecord>,
+    /// The volume's NQN: the record's, or the prefix and the volume ID.
+    nqn: String,
+}
+
 fn not_found(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::NotFound
 }
@@ -237,6 +276,38 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         e
     }
 
+    /// The opening every volume RPC shares, then `run`: the volume ID and
+    /// the RPC's own `check` of its other fields (INVALID_ARGUMENT before
+    /// anything else happens), the volume's guard for the whole RPC, and
+    /// its record.
+    async fn serve<R, A, T, Fut>(
+        &self,
+        req: &R,
+        volume: &str,
+        check: impl FnOnce(&R, &Checks) -> NodeResult<A>,
+        run: impl FnOnce(Opened<A>) -> Fut,
+    ) -> NodeResult<T>
+    where
+        Fut: Future<Output = NodeResult<T>>,
+    {
+        let id = volume_id(volume)?;
+        let args = check(
+            req,
+            &Checks {
+                id: &id,
+                prefix: self.dp.prefix(),
+                max_ctrl_loss_tmo: self.config.max_ctrl_loss_tmo,
+            },
+        )?;
+        let _guard = self.lock(&id)?;
+        let rec = self.record(&id).await?;
+        let nqn = rec
+            .as_ref()
+            .map(|r| r.nqn.clone())
+            .unwrap_or_else(|| self.dp.prefix().volume_nqn(&id));
+        run(Opened { id, args, rec, nqn }).await
+    }
+
     /// The volume's guard for the whole RPC: a concurrent call for the
     /// same volume is refused (ABORTED), never queued.
     fn lock(&self, id: &str) -> NodeResult<attachment_manager::VolumeGuard> {
@@ -252,17 +323,27 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         }
     }
 
+    /// A failure to `action` the record of `volume` in the state directory.
+    fn record_error(
+        &self,
+        action: &'static str,
+        volume: &str,
+    ) -> impl FnOnce(std::io::Error) -> NodeError {
+        let (volume, dir) = (volume.to_string(), Some(self.config.state_dir.clone()));
+        move |source| NodeError::Record {
+            action,
+            volume,
+            dir,
+            source,
+        }
+    }
+
     async fn record(&self, id: &str) -> NodeResult<Option<VolumeRecord>> {
         let stored = self
             .records()
             .load(id)
             .await
-            .map_err(|source| NodeError::Record {
-                action: "read",
-                volume: id.to_string(),
-                dir: Some(self.config.state_dir.clone()),
-                source,
-            })?;
+            .map_err(self.record_error("read", id))?;
         Ok(match stored {
             Some(Stored::Record(r)) => Some(*r),
             Some(Stored::Unreadable { error, .. }) => {
@@ -277,34 +358,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         self.records()
             .save(r)
             .await
-            .map_err(|source| NodeError::Record {
-                action: "write",
-                volume: r.volume_id.clone(),
-                dir: Some(self.config.state_dir.clone()),
-                source,
-            })
-    }
-
-    /// The volume's NVMe/TCP target from its contexts, under this node's
-    /// NQN prefix and controller-loss bound.
-    fn target_of(
-        &self,
-        id: &str,
-        volume_ctx: &HashMap<String, String>,
-        publish_ctx: &HashMap<String, String>,
-    ) -> NodeResult<context::VolumeTarget> {
-        volume_target(
-            id,
-            volume_ctx,
-            publish_ctx,
-            self.dp.prefix(),
-            self.config.max_ctrl_loss_tmo,
-        )
-    }
-
-    fn nqn_of(&self, id: &str, rec: Option<&VolumeRecord>) -> String {
-        rec.map(|r| r.nqn.clone())
-            .unwrap_or_else(|| self.dp.prefix().volume_nqn(id))
+            .map_err(self.record_error("write", &r.volume_id))
     }
 
     async fn mounts(&self) -> NodeResult<Vec<Mount>> {
@@ -322,11 +376,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
         match self.dp.sys().lstat(p).await {
             Ok(s) => Ok(Some(s)),
             Err(e) if not_found(&e) => Ok(None),
-            Err(source) => Err(NodeError::Host {
-                op: "stat",
-                path: p.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(host("stat", p)(source)),
         }
     }
     // ---------------------------------------------------------------- unstage
@@ -393,11 +443,7 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             .sys()
             .remove_file(p)
             .await
-            .map_err(|source| NodeError::Host {
-                op: "remove",
-                path: p.to_path_buf(),
-                source,
-            })
+            .map_err(host("remove", p))
     }
 
     /// rmdir, never recursive: a directory that is not empty stays.
@@ -409,14 +455,22 @@ impl<E: Exec, S: Sys> Inner<E, S> {
                     path: p.to_path_buf(),
                 })
             }
-            Err(source) => Err(NodeError::Host {
-                op: "remove directory",
-                path: p.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(host("remove directory", p)(source)),
         }
     }
 }
+
+/// What NodeGetCapabilities announces.
+const CAPABILITIES: [proto::node_service_capability::rpc::Type; 5] = {
+    use proto::node_service_capability::rpc::Type as T;
+    [
+        T::StageUnstageVolume,
+        T::ExpandVolume,
+        T::GetVolumeStats,
+        T::VolumeCondition,
+        T::SingleNodeMultiWriter,
+    ]
+};
 
 fn node_capability(t: proto::node_service_capability::rpc::Type) -> proto::NodeServiceCapability {
     proto::NodeServiceCapability {
@@ -426,104 +480,56 @@ fn node_capability(t: proto::node_service_capability::rpc::Type) -> proto::NodeS
     }
 }
 
-#[tonic::async_trait]
-impl<E: Exec, S: Sys> Node for NodeService<E, S> {
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_stage_volume(
-        &self,
-        request: Request<proto::NodeStageVolumeRequest>,
-    ) -> Result<Response<proto::NodeStageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call(
-            "NodeStageVolume",
-            &v,
-            move |i| async move { i.stage(req).await },
-        )
-        .await
-    }
+/// The Node service. The six volume RPCs are served alike (one line
+/// each below): the request's volume ID names the span and the log lines,
+/// and the work runs detached in [`Inner`] through `NodeService::call`:
+/// first the opening they share (`Inner::serve`) with the RPC's own check
+/// of its fields, then the RPC.
+macro_rules! node_service {
+    (
+        volume RPCs {
+            $($rpc:ident($req:ident) -> $resp:ident = $name:literal by $check:path, $work:ident;)*
+        }
+        $($other:tt)*
+    ) => {
+        #[tonic::async_trait]
+        impl<E: Exec, S: Sys> Node for NodeService<E, S> {
+            $(
+                #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
+                async fn $rpc(
+                    &self,
+                    request: Request<proto::$req>,
+                ) -> Result<Response<proto::$resp>, Status> {
+                    let req = request.into_inner();
+                    let volume = req.volume_id.clone();
+                    self.call($name, &volume, move |i| async move {
+                        i.serve(&req, &req.volume_id, $check, |v| i.$work(v)).await
+                    })
+                    .await
+                }
+            )*
 
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_unstage_volume(
-        &self,
-        request: Request<proto::NodeUnstageVolumeRequest>,
-    ) -> Result<Response<proto::NodeUnstageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeUnstageVolume", &v, move |i| async move {
-            i.unstage(req).await
-        })
-        .await
-    }
+            $($other)*
+        }
+    };
+}
 
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_publish_volume(
-        &self,
-        request: Request<proto::NodePublishVolumeRequest>,
-    ) -> Result<Response<proto::NodePublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodePublishVolume", &v, move |i| async move {
-            i.publish(req).await
-        })
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_unpublish_volume(
-        &self,
-        request: Request<proto::NodeUnpublishVolumeRequest>,
-    ) -> Result<Response<proto::NodeUnpublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeUnpublishVolume", &v, move |i| async move {
-            i.unpublish(req).await
-        })
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_get_volume_stats(
-        &self,
-        request: Request<proto::NodeGetVolumeStatsRequest>,
-    ) -> Result<Response<proto::NodeGetVolumeStatsResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeGetVolumeStats", &v, move |i| async move {
-            i.stats(req).await
-        })
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn node_expand_volume(
-        &self,
-        request: Request<proto::NodeExpandVolumeRequest>,
-    ) -> Result<Response<proto::NodeExpandVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let v = req.volume_id.clone();
-        self.call("NodeExpandVolume", &v, move |i| async move {
-            i.expand(req).await
-        })
-        .await
+node_service! {
+    volume RPCs {
+        node_stage_volume(NodeStageVolumeRequest) -> NodeStageVolumeResponse = "NodeStageVolume" by stage::stage_args, stage;
+        node_unstage_volume(NodeUnstageVolumeRequest) -> NodeUnstageVolumeResponse = "NodeUnstageVolume" by unstage::unstage_args, unstage;
+        node_publish_volume(NodePublishVolumeRequest) -> NodePublishVolumeResponse = "NodePublishVolume" by publish::publish_args, publish;
+        node_unpublish_volume(NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse = "NodeUnpublishVolume" by publish::unpublish_args, unpublish;
+        node_get_volume_stats(NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse = "NodeGetVolumeStats" by stats::stats_args, stats;
+        node_expand_volume(NodeExpandVolumeRequest) -> NodeExpandVolumeResponse = "NodeExpandVolume" by expand::expand_args, expand;
     }
 
     async fn node_get_capabilities(
         &self,
         _r: Request<proto::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<proto::NodeGetCapabilitiesResponse>, Status> {
-        use proto::node_service_capability::rpc::Type as T;
         Ok(Response::new(proto::NodeGetCapabilitiesResponse {
-            capabilities: [
-                T::StageUnstageVolume,
-                T::ExpandVolume,
-                T::GetVolumeStats,
-                T::VolumeCondition,
-                T::SingleNodeMultiWriter,
-            ]
-            .into_iter()
-            .map(node_capability)
-            .collect(),
+            capabilities: CAPABILITIES.into_iter().map(node_capability).collect(),
         }))
     }
 

@@ -56,6 +56,15 @@ pub fn abs_path(field: &'static str, p: &str) -> Result<PathBuf, NodeError> {
     Ok(path.components().collect())
 }
 
+/// An optional path: empty is none, anything else must be an
+/// [`abs_path`].
+pub fn optional_abs_path(field: &'static str, p: &str) -> Result<Option<PathBuf>, NodeError> {
+    match p {
+        "" => Ok(None),
+        p => abs_path(field, p).map(Some),
+    }
+}
+
 /// The `volume_path` of NodeGetVolumeStats and NodeExpandVolume: required,
 /// and a path that cannot be where the volume is staged or published (not
 /// absolute) is NOT_FOUND, as csi-sanity expects.

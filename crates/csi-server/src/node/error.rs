@@ -2,7 +2,7 @@
 //! was found, and the one mapping of those failures to gRPC codes
 //! ([`NodeError::code`]). The status message is the whole cause chain.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nvme::{DevId, ErrorKind, FileKind, FsType};
 use tonic::{Code, Status};
@@ -271,4 +271,10 @@ pub type NodeResult<T> = Result<T, NodeError>;
 pub(super) fn dp(op: impl Into<String>) -> impl FnOnce(nvme::Error) -> NodeError {
     let op = op.into();
     move |source| NodeError::DataPath { op, source }
+}
+
+/// Wraps a failed syscall on `path` with what it was.
+pub(super) fn host(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeError {
+    let path = path.to_path_buf();
+    move |source| NodeError::Host { op, path, source }
 }

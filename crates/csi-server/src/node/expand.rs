@@ -2,40 +2,57 @@
 
 use super::*;
 
+/// NodeExpandVolume's fields, checked.
+pub(super) struct Expand {
+    path: PathBuf,
+    staging: Option<PathBuf>,
+    required_bytes: u64,
+    /// The capability says raw block.
+    cap_block: bool,
+}
+
+pub(super) fn expand_args(r: &proto::NodeExpandVolumeRequest, _: &Checks) -> NodeResult<Expand> {
+    let path = volume_path(&r.volume_path)?;
+    let staging = optional_abs_path("staging_target_path", &r.staging_target_path)?;
+    let range = r.capacity_range.unwrap_or_default();
+    if range.required_bytes < 0 || range.limit_bytes < 0 {
+        return Err(NodeError::invalid("capacity_range", "must not be negative"));
+    }
+    if range.limit_bytes > 0 && range.limit_bytes < range.required_bytes {
+        return Err(NodeError::invalid(
+            "capacity_range",
+            "limit_bytes is below required_bytes",
+        ));
+    }
+    let cap_block = match &r.volume_capability {
+        Some(c) => capability(Some(c))?.block,
+        None => false,
+    };
+    Ok(Expand {
+        path,
+        staging,
+        required_bytes: range.required_bytes as u64,
+        cap_block,
+    })
+}
+
 impl<E: Exec, S: Sys> Inner<E, S> {
     pub(super) async fn expand(
         &self,
-        req: proto::NodeExpandVolumeRequest,
+        Opened { id, args, rec, nqn }: Opened<Expand>,
     ) -> NodeResult<proto::NodeExpandVolumeResponse> {
-        let id = volume_id(&req.volume_id)?;
-        let path = volume_path(&req.volume_path)?;
-        let staging = match req.staging_target_path.as_str() {
-            "" => None,
-            s => Some(abs_path("staging_target_path", s)?),
-        };
-        let range = req.capacity_range.unwrap_or_default();
-        if range.required_bytes < 0 || range.limit_bytes < 0 {
-            return Err(NodeError::invalid("capacity_range", "must not be negative"));
-        }
-        if range.limit_bytes > 0 && range.limit_bytes < range.required_bytes {
-            return Err(NodeError::invalid(
-                "capacity_range",
-                "limit_bytes is below required_bytes",
-            ));
-        }
-        let cap_block = match &req.volume_capability {
-            Some(c) => capability(Some(c))?.block,
-            None => false,
-        };
-        let _guard = self.lock(&id)?;
-        let rec = self.record(&id).await?;
-        let nqn = self.nqn_of(&id, rec.as_ref());
+        let Expand {
+            path,
+            staging,
+            required_bytes,
+            cap_block,
+        } = args;
         if !self.resolve(&nqn).await?.is_connected() {
             return Err(NodeError::NotStagedHere { volume: id });
         }
         let dev = self
             .dp
-            .rescan(&nqn, range.required_bytes as u64)
+            .rescan(&nqn, required_bytes)
             .await
             .map_err(dp(format!("rescan volume {id}")))?;
         let is_node = self

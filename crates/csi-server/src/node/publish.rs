@@ -4,26 +4,60 @@
 
 use super::*;
 
+/// NodePublishVolume's fields, checked.
+pub(super) struct Publish {
+    staging: PathBuf,
+    target: PathBuf,
+    cap: Cap,
+    readonly: bool,
+    /// The target from the contexts: only needed (and its error only
+    /// returned) when the volume has no record.
+    ctx: NodeResult<context::VolumeTarget>,
+    pvc: Option<(String, String)>,
+}
+
+pub(super) fn publish_args(r: &proto::NodePublishVolumeRequest, c: &Checks) -> NodeResult<Publish> {
+    let staging = abs_path("staging_target_path", &r.staging_target_path)?;
+    let target = abs_path("target_path", &r.target_path)?;
+    if target == staging {
+        return Err(NodeError::invalid(
+            "target_path",
+            "must differ from staging_target_path",
+        ));
+    }
+    Ok(Publish {
+        staging,
+        target,
+        cap: capability(r.volume_capability.as_ref())?,
+        readonly: r.readonly,
+        ctx: c.target(&r.volume_context, &r.publish_context),
+        pvc: crate::params::pvc_of(&r.volume_context),
+    })
+}
+
+/// The target path.
+pub(super) fn unpublish_args(
+    r: &proto::NodeUnpublishVolumeRequest,
+    _: &Checks,
+) -> NodeResult<PathBuf> {
+    abs_path("target_path", &r.target_path)
+}
+
 impl<E: Exec, S: Sys> Inner<E, S> {
     pub(super) async fn publish(
         &self,
-        req: proto::NodePublishVolumeRequest,
+        Opened { id, args, rec, .. }: Opened<Publish>,
     ) -> NodeResult<proto::NodePublishVolumeResponse> {
-        let id = volume_id(&req.volume_id)?;
-        let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-        let target = abs_path("target_path", &req.target_path)?;
-        if target == staging {
-            return Err(NodeError::invalid(
-                "target_path",
-                "must differ from staging_target_path",
-            ));
-        }
-        let cap = capability(req.volume_capability.as_ref())?;
-        let ctx = self.target_of(&id, &req.volume_context, &req.publish_context);
-        let _guard = self.lock(&id)?;
-        let stored = self.record(&id).await?;
-        let known = stored.is_some();
-        let mut rec = match (stored, ctx) {
+        let Publish {
+            staging,
+            target,
+            cap,
+            readonly,
+            ctx,
+            pvc,
+        } = args;
+        let known = rec.is_some();
+        let mut rec = match (rec, ctx) {
             (Some(r), _) => r,
             // The state directory was lost: rebuild the record from the
             // request, which carries everything.
@@ -31,8 +65,8 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             (None, Err(e)) => return Err(e),
         };
         rec.staging_path = staging.clone();
-        if let Some(pvc) = crate::params::pvc_of(&req.volume_context) {
-            rec.pvc = Some(pvc);
+        if pvc.is_some() {
+            rec.pvc = pvc;
         }
         // Other targets are only looked at when they could matter.
         let elsewhere = match rec.block == cap.block && cap.single_writer {
@@ -47,13 +81,11 @@ impl<E: Exec, S: Sys> Inner<E, S> {
             elsewhere.as_deref(),
         )?;
         if cap.block {
-            self.publish_block(&rec, known, &target, req.readonly)
-                .await?;
+            self.publish_block(&rec, known, &target, readonly).await?;
         } else {
-            self.publish_fs(&mut rec, &target, req.readonly, &cap)
-                .await?;
+            self.publish_fs(&mut rec, &target, readonly, &cap).await?;
         }
-        rec.targets.insert(target, req.readonly);
+        rec.targets.insert(target, readonly);
         self.save(&rec).await?;
         Ok(proto::NodePublishVolumeResponse {})
     }
@@ -160,12 +192,13 @@ impl<E: Exec, S: Sys> Inner<E, S> {
 
     pub(super) async fn unpublish(
         &self,
-        req: proto::NodeUnpublishVolumeRequest,
+        Opened {
+            id,
+            args: target,
+            rec,
+            ..
+        }: Opened<PathBuf>,
     ) -> NodeResult<proto::NodeUnpublishVolumeResponse> {
-        let id = volume_id(&req.volume_id)?;
-        let target = abs_path("target_path", &req.target_path)?;
-        let _guard = self.lock(&id)?;
-        let rec = self.record(&id).await?;
         if is_mount_point(&self.mounts().await?, &target) {
             self.dp
                 .unmount_all(&target, false)

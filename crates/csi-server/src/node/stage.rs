@@ -4,6 +4,34 @@
 
 use super::*;
 
+/// NodeStageVolume's fields, checked.
+pub(super) struct Stage {
+    staging: PathBuf,
+    cap: Cap,
+    vt: context::VolumeTarget,
+    pvc: Option<(String, String)>,
+}
+
+pub(super) fn stage_args(r: &proto::NodeStageVolumeRequest, c: &Checks) -> NodeResult<Stage> {
+    let staging = abs_path("staging_target_path", &r.staging_target_path)?;
+    let cap = capability(r.volume_capability.as_ref())?;
+    let vt = c.target(&r.volume_context, &r.publish_context)?;
+    if let (Some(a), Some(b)) = (cap.fs, vt.fs) {
+        if a != b {
+            return Err(NodeError::invalid(
+                "volume_capability",
+                format!("fs_type {a} differs from the volume context's fsType {b}"),
+            ));
+        }
+    }
+    Ok(Stage {
+        staging,
+        cap,
+        vt,
+        pvc: crate::params::pvc_of(&r.volume_context),
+    })
+}
+
 impl<E: Exec, S: Sys> Inner<E, S> {
     /// Mounts the volume's filesystem at its staging path: probes, formats
     /// only a definitively empty device, checks ext4, mounts.
@@ -89,26 +117,22 @@ impl<E: Exec, S: Sys> Inner<E, S> {
 
     pub(super) async fn stage(
         &self,
-        req: proto::NodeStageVolumeRequest,
+        Opened {
+            id,
+            args,
+            rec: previous,
+            ..
+        }: Opened<Stage>,
     ) -> NodeResult<proto::NodeStageVolumeResponse> {
-        let id = volume_id(&req.volume_id)?;
-        let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-        let cap = capability(req.volume_capability.as_ref())?;
-        let vt = self.target_of(&id, &req.volume_context, &req.publish_context)?;
-        if let (Some(a), Some(b)) = (cap.fs, vt.fs) {
-            if a != b {
-                return Err(NodeError::invalid(
-                    "volume_capability",
-                    format!("fs_type {a} differs from the volume context's fsType {b}"),
-                ));
-            }
-        }
+        let Stage {
+            staging,
+            cap,
+            vt,
+            pvc,
+        } = args;
         let fs = vt.fs_for(&cap);
-        let _guard = self.lock(&id)?;
-
-        let previous = self.record(&id).await?;
         let mut rec = vt.record(&id, &staging, &cap);
-        rec.pvc = crate::params::pvc_of(&req.volume_context);
+        rec.pvc = pvc;
         if let Some(p) = &previous {
             let sub = self.resolve(&p.nqn).await?;
             let mounts = self.mounts().await?;

@@ -2,21 +2,25 @@
 //! here is recovered when its device is gone.
 
 use super::*;
+use proto::volume_usage::Unit;
+
+/// The volume path (a staging path, which is optional, is only checked).
+pub(super) fn stats_args(r: &proto::NodeGetVolumeStatsRequest, _: &Checks) -> NodeResult<PathBuf> {
+    let path = volume_path(&r.volume_path)?;
+    optional_abs_path("staging_target_path", &r.staging_target_path)?;
+    Ok(path)
+}
 
 impl<E: Exec, S: Sys> Inner<E, S> {
     pub(super) async fn stats(
         &self,
-        req: proto::NodeGetVolumeStatsRequest,
+        Opened {
+            id,
+            args: path,
+            mut rec,
+            nqn,
+        }: Opened<PathBuf>,
     ) -> NodeResult<proto::NodeGetVolumeStatsResponse> {
-        use proto::volume_usage::Unit;
-        let id = volume_id(&req.volume_id)?;
-        let path = volume_path(&req.volume_path)?;
-        if !req.staging_target_path.is_empty() {
-            abs_path("staging_target_path", &req.staging_target_path)?;
-        }
-        let _guard = self.lock(&id)?;
-        let mut rec = self.record(&id).await?;
-        let nqn = self.nqn_of(&id, rec.as_ref());
         let Some(st) = self.lstat(&path).await? else {
             return Err(NodeError::NoVolumePath { path });
         };

@@ -3,16 +3,21 @@
 
 use super::*;
 
+/// The staging path.
+pub(super) fn unstage_args(r: &proto::NodeUnstageVolumeRequest, _: &Checks) -> NodeResult<PathBuf> {
+    abs_path("staging_target_path", &r.staging_target_path)
+}
+
 impl<E: Exec, S: Sys> Inner<E, S> {
     pub(super) async fn unstage(
         &self,
-        req: proto::NodeUnstageVolumeRequest,
+        Opened {
+            id,
+            args: staging,
+            rec,
+            nqn,
+        }: Opened<PathBuf>,
     ) -> NodeResult<proto::NodeUnstageVolumeResponse> {
-        let id = volume_id(&req.volume_id)?;
-        let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self.lock(&id)?;
-        let rec = self.record(&id).await?;
-        let nqn = self.nqn_of(&id, rec.as_ref());
         let sub = self.resolve(&nqn).await?;
         let devs = sub.dev_ids();
         let mounts = self.mounts().await?;

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn expand_rescans_and_grows_ext4_online() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.f.update_volume(NQN, |v| v.size_bytes = 2 << 30);
     e.f.clear_calls();
     let cap = e.expand(TARGET, 2 << 30, None).await.unwrap();
@@ -45,8 +44,7 @@ async fn expand_grows_xfs_through_its_mount_point() {
 
 #[tokio::test]
 async fn block_expand_only_rescans() {
-    let e = env();
-    e.stage_and_publish_block().await;
+    let e = node_with(PublishedBlock).await;
     e.f.update_volume(NQN, |v| v.size_bytes = 2 << 30);
     e.f.clear_calls();
     assert_eq!(

@@ -118,11 +118,21 @@ impl FormatRecord for MemRecord {
     }
 }
 
+/// A node that keeps the format record in memory; the test volume has no
+/// PV there.
 fn env_recorded() -> (Env, Arc<MemRecord>) {
     let Env { f, svc, recorded } = env();
     let r = MemRecord::new(&f);
     let svc = svc.with_format_record(r.clone());
     (Env { f, svc, recorded }, r)
+}
+
+/// As [`env_recorded`], the test volume with a PV whose annotation names
+/// `formatted` (none: not annotated yet).
+fn env_with_pv(formatted: Option<&str>) -> (Env, Arc<MemRecord>) {
+    let (e, r) = env_recorded();
+    r.keep(ID, formatted);
+    (e, r)
 }
 
 /// The index of the first recorded call matching `p`.
@@ -140,11 +150,9 @@ fn is_staging_mount(c: &Call) -> bool {
 
 #[tokio::test]
 async fn an_annotated_formatted_volume_that_probes_empty_is_refused_and_nothing_is_written() {
-    let (e, r) = env_recorded();
     // Formatted on another node; now the target serves zeros.
-    r.keep(ID, Some("ext4"));
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let (e, r) = env_with_pv(Some("ext4"));
+    let err = e.stage_fs_refused(Code::FailedPrecondition).await;
     assert!(
         err.message().contains(&format!("{ANNOTATION}=ext4")),
         "{}",
@@ -164,15 +172,13 @@ async fn an_annotated_formatted_volume_that_probes_empty_is_refused_and_nothing_
     assert!(ev.message.contains(ANNOTATION), "{}", ev.message);
     assert!(ev.message.contains("needs a person"), "{}", ev.message);
     // Still refused on every retry.
-    let again = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(again.code(), Code::FailedPrecondition);
+    e.stage_fs_refused(Code::FailedPrecondition).await;
     assert_eq!(e.f.ran(Program::Mkfs), 0);
 }
 
 #[tokio::test]
 async fn a_fresh_volume_is_formatted_and_the_annotation_written_before_stage_returns() {
-    let (e, r) = env_recorded();
-    r.keep(ID, None);
+    let (e, r) = env_with_pv(None);
     e.stage_fs().await;
     assert_eq!(r.says(ID).as_deref(), Some("ext4"));
     let writes = r.writes();
@@ -197,10 +203,9 @@ async fn a_fresh_volume_is_formatted_and_the_annotation_written_before_stage_ret
 #[tokio::test]
 async fn an_annotation_write_failure_after_mkfs_fails_the_stage_and_the_retry_finds_the_filesystem_and_records_it(
 ) {
-    let (e, r) = env_recorded();
-    r.keep(ID, None);
+    let (e, r) = env_with_pv(None);
     r.fail_writes(1);
-    let err = e.stage_error(stage_req(fs_cap(), STAGING)).await;
+    let err = e.stage_fs_error().await;
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(
         matches!(
@@ -228,10 +233,9 @@ async fn an_annotation_write_failure_after_mkfs_fails_the_stage_and_the_retry_fi
 
 #[tokio::test]
 async fn an_unreadable_annotation_means_no_probe_and_no_mkfs() {
-    let (e, r) = env_recorded();
-    r.keep(ID, None);
+    let (e, r) = env_with_pv(None);
     r.fail_reads(1);
-    let err = e.stage_error(stage_req(fs_cap(), STAGING)).await;
+    let err = e.stage_fs_error().await;
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(
         matches!(err, NodeError::FormatRecordUnread { .. }),
@@ -249,8 +253,7 @@ async fn an_unreadable_annotation_means_no_probe_and_no_mkfs() {
 
 #[tokio::test]
 async fn an_existing_filesystem_the_annotation_does_not_name_yet_is_recorded() {
-    let (e, r) = env_recorded();
-    r.keep(ID, None);
+    let (e, r) = env_with_pv(None);
     e.f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
     e.stage_fs().await;
     assert_eq!(e.f.ran(Program::Mkfs), 0);
@@ -259,8 +262,7 @@ async fn an_existing_filesystem_the_annotation_does_not_name_yet_is_recorded() {
 
 #[tokio::test]
 async fn an_annotated_volume_whose_filesystem_is_there_is_mounted_without_a_write() {
-    let (e, r) = env_recorded();
-    r.keep(ID, Some("ext4"));
+    let (e, r) = env_with_pv(Some("ext4"));
     e.f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
     e.stage_fs().await;
     assert_eq!(e.f.ran(Program::Mkfs), 0);
@@ -277,8 +279,7 @@ async fn a_volume_without_a_pv_is_staged_on_the_probe_alone() {
 
 #[tokio::test]
 async fn recovering_a_staged_volume_needs_no_record() {
-    let (e, r) = env_recorded();
-    r.keep(ID, None);
+    let (e, r) = env_with_pv(None);
     e.stage_fs().await;
     // The API server goes away; the controller renumbers: the stage
     // remounts from the new device without asking (it never formats).
@@ -293,17 +294,15 @@ async fn recovering_a_staged_volume_needs_no_record() {
 
 #[tokio::test]
 async fn a_raw_block_volume_never_reads_the_record() {
-    let (e, r) = env_recorded();
-    r.keep(ID, None);
+    let (e, r) = env_with_pv(None);
     r.fail_reads(100);
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    e.stage_block().await;
     assert_eq!(r.reads(), 0);
 }
 
 #[tokio::test]
 async fn the_device_identity_is_re_checked_right_before_mkfs() {
-    let (e, r) = env_recorded();
-    r.keep(ID, None);
+    let (e, r) = env_with_pv(None);
     let other = "nqn.2000-02.com.mikrotik:pvc-2";
     e.f.add_volume(other, 1 << 30);
     e.f.update_volume(other, |v| v.fs = Some("ext4".into()));
@@ -311,8 +310,7 @@ async fn the_device_identity_is_re_checked_right_before_mkfs() {
     // Between the probe (empty) and mkfs, this volume's device name and
     // number come to serve another volume that holds a filesystem.
     e.f.then_after(Program::Blkid, Then::Swap(NQN.into(), other.into()));
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    e.stage_fs_refused(Code::Unavailable).await;
     assert_eq!(
         e.f.ran(Program::Mkfs),
         0,

@@ -122,6 +122,14 @@ fn stage_req(c: proto::VolumeCapability, staging: &str) -> proto::NodeStageVolum
     }
 }
 
+/// A filesystem stage whose volume context says the volume was formatted
+/// before.
+fn formatted_stage_req() -> proto::NodeStageVolumeRequest {
+    let mut r = stage_req(fs_cap(), STAGING);
+    r.volume_context.insert(FORMATTED.into(), "true".into());
+    r
+}
+
 fn publish_req(
     c: proto::VolumeCapability,
     staging: &str,
@@ -139,6 +147,40 @@ fn publish_req(
     }
 }
 
+/// How far the test volume is set up when a test starts.
+#[derive(Debug, Clone, Copy)]
+enum Given {
+    /// A filesystem volume staged at STAGING.
+    StagedFs,
+    /// A filesystem volume staged at STAGING and published (read-write)
+    /// at TARGET.
+    PublishedFs,
+    /// A raw block volume staged at BSTAGING.
+    StagedBlock,
+    /// A raw block volume staged and published (read-write) at BTARGET.
+    PublishedBlock,
+}
+use Given::*;
+
+/// A node where the test volume is already as `given`.
+async fn node_with(given: Given) -> Env {
+    let e = env();
+    match given {
+        StagedFs => e.stage_fs().await,
+        PublishedFs => e.stage_and_publish_fs().await,
+        StagedBlock => e.stage_block().await,
+        PublishedBlock => e.stage_and_publish_block().await,
+    }
+    e
+}
+
+fn unstage_req(staging: &str) -> proto::NodeUnstageVolumeRequest {
+    proto::NodeUnstageVolumeRequest {
+        volume_id: ID.into(),
+        staging_target_path: staging.into(),
+    }
+}
+
 impl Env {
     async fn stage(&self, r: proto::NodeStageVolumeRequest) -> Result<(), Status> {
         self.svc.node_stage_volume(Request::new(r)).await.map(drop)
@@ -146,6 +188,17 @@ impl Env {
 
     async fn stage_fs(&self) {
         self.stage(stage_req(fs_cap(), STAGING)).await.unwrap();
+    }
+
+    /// A filesystem stage at STAGING that must be refused with `code`.
+    async fn stage_fs_refused(&self, code: Code) -> Status {
+        let err = self.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{}", err.message());
+        err
+    }
+
+    async fn stage_block(&self) {
+        self.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
     }
 
     /// A filesystem volume staged at STAGING and published (read-write)
@@ -157,10 +210,8 @@ impl Env {
 
     /// A raw block volume staged and published (read-write) at BTARGET.
     async fn stage_and_publish_block(&self) {
-        self.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
-        self.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-            .await
-            .unwrap();
+        self.stage_block().await;
+        self.publish_block(false).await.unwrap();
     }
 
     async fn publish(&self, r: proto::NodePublishVolumeRequest) -> Result<(), Status> {
@@ -175,6 +226,12 @@ impl Env {
             .await
     }
 
+    /// The raw block volume published at BTARGET.
+    async fn publish_block(&self, readonly: bool) -> Result<(), Status> {
+        self.publish(publish_req(block_cap(), BSTAGING, BTARGET, readonly))
+            .await
+    }
+
     async fn unpublish(&self, target: &str) -> Result<(), Status> {
         self.svc
             .node_unpublish_volume(Request::new(proto::NodeUnpublishVolumeRequest {
@@ -186,13 +243,8 @@ impl Env {
     }
 
     async fn unstage(&self, staging: &str) -> Result<(), Status> {
-        self.svc
-            .node_unstage_volume(Request::new(proto::NodeUnstageVolumeRequest {
-                volume_id: ID.into(),
-                staging_target_path: staging.into(),
-            }))
-            .await
-            .map(drop)
+        let r = Request::new(unstage_req(staging));
+        self.svc.node_unstage_volume(r).await.map(drop)
     }
 
     async fn stats(&self, path: &str) -> Result<proto::NodeGetVolumeStatsResponse, Status> {
@@ -229,20 +281,37 @@ impl Env {
 
     /// The node's own error of a stage that must fail (not the status):
     /// for tests of which step refused.
-    async fn stage_error(&self, r: proto::NodeStageVolumeRequest) -> NodeError {
-        self.svc.inner.stage(r).await.unwrap_err()
+    async fn stage_fs_error(&self) -> NodeError {
+        let (i, r) = (&self.svc.inner, stage_req(fs_cap(), STAGING));
+        let staged = i
+            .serve(&r, ID, super::stage::stage_args, |v| i.stage(v))
+            .await;
+        staged.unwrap_err()
     }
 
     /// The node's own error of an unstage that must fail.
     async fn unstage_error(&self, staging: &str) -> NodeError {
-        self.svc
-            .inner
-            .unstage(proto::NodeUnstageVolumeRequest {
-                volume_id: ID.into(),
-                staging_target_path: staging.into(),
-            })
-            .await
-            .unwrap_err()
+        let (i, r) = (&self.svc.inner, unstage_req(staging));
+        let unstaged = i.serve(&r, ID, super::unstage::unstage_args, |v| i.unstage(v));
+        unstaged.await.unwrap_err()
+    }
+
+    /// The orphan sweep at start, in `mode`.
+    async fn clean(&self, mode: OrphanCleanup) -> OrphanReport {
+        self.svc.clean_orphans(mode).await.unwrap()
+    }
+
+    /// One periodic orphan scan in `mode`.
+    async fn scan(&self, mode: OrphanCleanup, suspects: &mut HashSet<String>) -> OrphanReport {
+        self.svc.scan_orphans(mode, suspects).await.unwrap()
+    }
+
+    /// The controller comes back under new numbers, but its namespace
+    /// does not (yet); the calls so far are forgotten.
+    fn reconnect_without_namespace(&self) {
+        self.f.defer_namespaces(true);
+        self.f.renumber(NQN);
+        self.f.clear_calls();
     }
 
     fn mounts_at(&self, p: &str) -> Vec<nvme::mountinfo::Mount> {

@@ -47,11 +47,7 @@ async fn orphan_cleanup_disconnects_only_what_nothing_accounts_for() {
         .unwrap(),
     );
     e.f.clear_calls();
-    let r = e
-        .svc
-        .clean_orphans(OrphanCleanup::Disconnect)
-        .await
-        .unwrap();
+    let r = e.clean(OrphanCleanup::Disconnect).await;
     let mut orphans = r.orphans.clone();
     orphans.sort();
     assert_eq!(
@@ -84,19 +80,11 @@ async fn subsystems_of_another_volume_prefix_or_another_nqn_are_never_disconnect
     let root = "nqn.2014-08.org.nvmexpress:uuid:5f2ab2c1-0000-4000-8000-000000000001";
     e.f.connect_now(other);
     e.f.connect_now(root);
-    let r = e
-        .svc
-        .clean_orphans(OrphanCleanup::Disconnect)
-        .await
-        .unwrap();
+    let r = e.clean(OrphanCleanup::Disconnect).await;
     assert!(r.orphans.is_empty(), "{:?}", r.orphans);
     let mut suspects = HashSet::new();
     for _ in 0..3 {
-        let r = e
-            .svc
-            .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
-            .await
-            .unwrap();
+        let r = e.scan(OrphanCleanup::Disconnect, &mut suspects).await;
         assert!(r.orphans.is_empty(), "{:?}", r.orphans);
     }
     // Nor does an unstage of such a volume ID disconnect it.
@@ -131,11 +119,7 @@ async fn periodic_scans_disconnect_only_what_two_scans_in_a_row_found_orphaned()
     e.f.connect_now(&brief);
     let mut suspects = HashSet::new();
 
-    let r = e
-        .svc
-        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
-        .await
-        .unwrap();
+    let r = e.scan(OrphanCleanup::Disconnect, &mut suspects).await;
     assert_eq!(r.orphans.len(), 2);
     assert_eq!(r.pending.len(), 2, "first sighting: nothing disconnected");
     assert!(r.disconnected.is_empty());
@@ -145,11 +129,7 @@ async fn periodic_scans_disconnect_only_what_two_scans_in_a_row_found_orphaned()
     // no orphan any more and the second scan must leave it alone.
     let d = e.f.device(&brief).unwrap().1;
     e.f.add_mount(d, Path::new("/mnt/brief"), "ext4", "/dev/x");
-    let r = e
-        .svc
-        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
-        .await
-        .unwrap();
+    let r = e.scan(OrphanCleanup::Disconnect, &mut suspects).await;
     assert_eq!(r.disconnected, vec![orphan.clone()]);
     assert!(!e.f.is_connected(&orphan));
     assert!(e.f.is_connected(&brief));
@@ -163,35 +143,20 @@ async fn a_periodic_scan_skips_a_volume_with_an_rpc_in_flight_and_restarts_its_c
     let nqn = "nqn.2000-02.com.mikrotik:pvc-busy";
     e.f.connect_now(nqn);
     let mut suspects = HashSet::new();
-    e.svc
-        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
-        .await
-        .unwrap();
+    e.scan(OrphanCleanup::Disconnect, &mut suspects).await;
     assert!(suspects.contains(nqn));
     {
         let _busy = e.svc.inner.locks.try_lock("pvc-busy").unwrap();
-        let r = e
-            .svc
-            .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
-            .await
-            .unwrap();
+        let r = e.scan(OrphanCleanup::Disconnect, &mut suspects).await;
         assert!(r.disconnected.is_empty());
         assert!(suspects.is_empty(), "kept: the count starts over");
     }
-    let r = e
-        .svc
-        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
-        .await
-        .unwrap();
+    let r = e.scan(OrphanCleanup::Disconnect, &mut suspects).await;
     assert!(
         r.disconnected.is_empty(),
         "one scan after the RPC is not enough"
     );
-    let r = e
-        .svc
-        .scan_orphans(OrphanCleanup::Disconnect, &mut suspects)
-        .await
-        .unwrap();
+    let r = e.scan(OrphanCleanup::Disconnect, &mut suspects).await;
     assert_eq!(r.disconnected, vec![nqn.to_string()]);
 }
 
@@ -201,11 +166,7 @@ async fn periodic_scans_in_report_mode_never_disconnect() {
     e.f.connect_now("nqn.2000-02.com.mikrotik:pvc-orphan");
     let mut suspects = HashSet::new();
     for _ in 0..3 {
-        let r = e
-            .svc
-            .scan_orphans(OrphanCleanup::Report, &mut suspects)
-            .await
-            .unwrap();
+        let r = e.scan(OrphanCleanup::Report, &mut suspects).await;
         assert_eq!(r.orphans.len(), 1);
     }
     assert!(e.f.commands().is_empty());
@@ -215,11 +176,11 @@ async fn periodic_scans_in_report_mode_never_disconnect() {
 async fn orphan_cleanup_in_report_mode_touches_nothing() {
     let e = env();
     e.f.connect_now("nqn.2000-02.com.mikrotik:pvc-orphan");
-    let r = e.svc.clean_orphans(OrphanCleanup::Report).await.unwrap();
+    let r = e.clean(OrphanCleanup::Report).await;
     assert_eq!(r.orphans.len(), 1);
     assert!(r.disconnected.is_empty());
     assert!(e.f.commands().is_empty());
-    let r = e.svc.clean_orphans(OrphanCleanup::Off).await.unwrap();
+    let r = e.clean(OrphanCleanup::Off).await;
     assert_eq!(r, OrphanReport::default());
 }
 
@@ -229,11 +190,7 @@ async fn orphan_cleanup_only_reports_when_the_records_cannot_be_read() {
     e.f.connect_now("nqn.2000-02.com.mikrotik:pvc-orphan");
     // The state directory is not a directory.
     e.f.write(Path::new(STATE), "oops");
-    let r = e
-        .svc
-        .clean_orphans(OrphanCleanup::Disconnect)
-        .await
-        .unwrap();
+    let r = e.clean(OrphanCleanup::Disconnect).await;
     assert_eq!(r.orphans.len(), 1);
     assert!(e.f.commands().is_empty());
 }
@@ -243,11 +200,7 @@ async fn an_unreadable_record_still_claims_its_volume() {
     let e = env();
     e.f.connect_now(NQN);
     e.f.write(&Path::new(STATE).join("pvc-1.json"), "{");
-    let r = e
-        .svc
-        .clean_orphans(OrphanCleanup::Disconnect)
-        .await
-        .unwrap();
+    let r = e.clean(OrphanCleanup::Disconnect).await;
     assert!(r.orphans.is_empty());
     assert!(e.f.is_connected(NQN));
 }

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn publish_bind_mounts_from_staging_honouring_readonly_and_flags() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.clear_calls();
     e.publish(publish_req(
         cap(
@@ -40,8 +39,7 @@ async fn publish_bind_mounts_from_staging_honouring_readonly_and_flags() {
 
 #[tokio::test]
 async fn publish_is_idempotent() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.f.clear_calls();
     e.publish_fs(TARGET, false).await.unwrap();
     assert!(e.mount_calls().is_empty());
@@ -50,8 +48,7 @@ async fn publish_is_idempotent() {
 
 #[tokio::test]
 async fn publish_with_another_readonly_flag_is_already_exists() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     let err = e.publish_fs(TARGET, true).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 }
@@ -66,37 +63,28 @@ async fn publish_before_stage_is_a_failed_precondition() {
 
 #[tokio::test]
 async fn a_single_writer_volume_is_published_once() {
-    let e = env();
-    let sw = cap(false, "ext4", Mode::SingleNodeSingleWriter, &[]);
-    e.stage(stage_req(sw.clone(), STAGING)).await.unwrap();
-    e.publish(publish_req(sw.clone(), STAGING, TARGET, false))
-        .await
-        .unwrap();
-    let err = e
-        .publish(publish_req(sw.clone(), STAGING, TARGET2, false))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
     // A multi-writer volume may be published twice on one node.
-    let e = env();
-    let mw = cap(false, "ext4", Mode::SingleNodeMultiWriter, &[]);
-    e.stage(stage_req(mw.clone(), STAGING)).await.unwrap();
-    e.publish(publish_req(mw.clone(), STAGING, TARGET, false))
-        .await
-        .unwrap();
-    e.publish(publish_req(mw, STAGING, TARGET2, false))
-        .await
-        .unwrap();
+    let second_publish = [
+        (Mode::SingleNodeSingleWriter, Err(Code::FailedPrecondition)),
+        (Mode::SingleNodeMultiWriter, Ok(())),
+    ];
+    for (mode, want) in second_publish {
+        let e = env();
+        let c = cap(false, "ext4", mode, &[]);
+        e.stage(stage_req(c.clone(), STAGING)).await.unwrap();
+        e.publish(publish_req(c.clone(), STAGING, TARGET, false))
+            .await
+            .unwrap();
+        let got = e.publish(publish_req(c, STAGING, TARGET2, false)).await;
+        assert_eq!(got.map_err(|s| s.code()), want, "{mode:?}");
+    }
 }
 
 #[tokio::test]
 async fn block_publish_creates_a_device_node_not_a_bind_mount() {
-    let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    let e = node_with(StagedBlock).await;
     e.f.clear_calls();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.publish_block(false).await.unwrap();
     assert!(e.mount_calls().is_empty(), "no mount of any kind");
     assert!(e.f.calls().contains(&Call::Mknod {
         path: BTARGET.into(),
@@ -108,47 +96,34 @@ async fn block_publish_creates_a_device_node_not_a_bind_mount() {
     assert_eq!(st.rdev, Some(e.dev()));
     // Again: nothing changes.
     e.f.clear_calls();
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.publish_block(false).await.unwrap();
     assert!(!e.f.calls().iter().any(|c| matches!(c, Call::Mknod { .. })));
     // Read-only is the node's mode.
-    let err = e
-        .publish(publish_req(block_cap(), BSTAGING, BTARGET, true))
-        .await
-        .unwrap_err();
+    let err = e.publish_block(true).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 }
 
 #[tokio::test]
 async fn block_publish_replaces_a_device_node_of_another_number() {
-    let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    let e = node_with(StagedBlock).await;
     e.f.put_device_node(Path::new(BTARGET), DevId::new(259, 999));
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.publish_block(false).await.unwrap();
     let st = e.f.lstat(Path::new(BTARGET)).await.unwrap();
     assert_eq!(st.rdev, Some(e.dev()));
 }
 
 #[tokio::test]
 async fn block_publish_never_replaces_a_file_with_content() {
-    let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    let e = node_with(StagedBlock).await;
     e.f.write(Path::new(BTARGET), "data");
-    let err = e
-        .publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap_err();
+    let err = e.publish_block(false).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(e.f.read(Path::new(BTARGET)).as_deref(), Some("data"));
 }
 
 #[tokio::test]
 async fn staged_as_block_and_published_as_filesystem_is_refused() {
-    let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    let e = node_with(StagedBlock).await;
     let err = e
         .publish(publish_req(fs_cap(), BSTAGING, TARGET, false))
         .await
@@ -158,8 +133,7 @@ async fn staged_as_block_and_published_as_filesystem_is_refused() {
 
 #[tokio::test]
 async fn unpublish_unmounts_and_removes_the_target_directory() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.unpublish(TARGET).await.unwrap();
     assert!(e.mounts_at(TARGET).is_empty());
     assert!(!e.f.exists(Path::new(TARGET)));
@@ -172,8 +146,7 @@ async fn unpublish_unmounts_and_removes_the_target_directory() {
 
 #[tokio::test]
 async fn unpublish_never_removes_a_path_that_is_still_mounted() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.f.fail(SysOp::Umount, Errno::EBUSY);
     e.f.clear_calls();
     let err = e.unpublish(TARGET).await.unwrap_err();
@@ -184,8 +157,7 @@ async fn unpublish_never_removes_a_path_that_is_still_mounted() {
 
 #[tokio::test]
 async fn unpublish_takes_off_stacked_mounts_before_removing_anything() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     // A buggy earlier driver stacked two more mounts on the target.
     e.f.add_mount(e.dev(), Path::new(TARGET), "ext4", "/dev/nvme0n1");
     e.f.add_mount(e.dev(), Path::new(TARGET), "ext4", "/dev/nvme0n1");
@@ -220,8 +192,7 @@ async fn unpublish_never_deletes_a_directory_with_content() {
 
 #[tokio::test]
 async fn block_unpublish_removes_the_device_node() {
-    let e = env();
-    e.stage_and_publish_block().await;
+    let e = node_with(PublishedBlock).await;
     e.unpublish(BTARGET).await.unwrap();
     assert!(!e.f.exists(Path::new(BTARGET)));
     assert!(e.f.calls().contains(&Call::RemoveFile(BTARGET.into())));

@@ -2,10 +2,18 @@
 
 use super::*;
 
+/// Checks the one FORMAT_REFUSED event (see [`the_event`]) says each of
+/// `words`.
+async fn format_refused_says(e: &Env, words: &[&str]) {
+    let ev = the_event(e, FORMAT_REFUSED).await;
+    for w in words {
+        assert!(ev.message.contains(w), "{w:?} in {}", ev.message);
+    }
+}
+
 #[tokio::test]
 async fn a_stage_and_publish_that_succeed_raise_no_event() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.stats(TARGET).await.unwrap();
     e.unpublish(TARGET).await.unwrap();
     e.unstage(STAGING).await.unwrap();
@@ -17,38 +25,31 @@ async fn a_stage_and_publish_that_succeed_raise_no_event() {
 async fn a_foreign_filesystem_raises_format_refused_on_the_pvc() {
     let e = env();
     e.f.update_volume(NQN, |v| v.fs = Some("xfs".into()));
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    let ev = the_event(&e, FORMAT_REFUSED).await;
-    assert!(ev.message.contains("xfs"), "{}", ev.message);
-    assert!(ev.message.contains("needs a person"), "{}", ev.message);
+    e.stage_fs_refused(Code::FailedPrecondition).await;
+    format_refused_says(&e, &["xfs", "needs a person"]).await;
     assert_eq!(e.reasons().await, vec![FORMAT_REFUSED]);
 }
 
 #[tokio::test]
 async fn a_volume_that_reads_empty_after_being_formatted_raises_format_refused() {
     let e = env();
-    let mut r = stage_req(fs_cap(), STAGING);
-    r.volume_context.insert(FORMATTED.into(), "true".into());
-    e.stage(r).await.unwrap_err();
-    let ev = the_event(&e, FORMAT_REFUSED).await;
-    assert!(ev.message.contains("formatted before"), "{}", ev.message);
+    e.stage(formatted_stage_req()).await.unwrap_err();
+    format_refused_says(&e, &["formatted before"]).await;
 }
 
 #[tokio::test]
 async fn a_transient_refusal_says_it_may_clear() {
     let e = env();
     e.f.reply(Program::Blkid, Reply::Timeout);
-    e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    let ev = the_event(&e, FORMAT_REFUSED).await;
-    assert!(ev.message.contains("may clear by itself"), "{}", ev.message);
+    e.stage_fs_refused(Code::Unavailable).await;
+    format_refused_says(&e, &["may clear by itself"]).await;
 }
 
 #[tokio::test]
 async fn a_failed_staging_mount_raises_mount_failed_and_no_refusal() {
     let e = env();
     e.f.fail(SysOp::Mount, Errno::EIO);
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
+    let err = e.stage_fs_refused(Code::Internal).await;
     assert!(e.mounts_at(STAGING).is_empty());
     let ev = the_event(&e, MOUNT_FAILED).await;
     assert!(ev.message.contains(STAGING), "{}", ev.message);
@@ -63,15 +64,14 @@ async fn a_failed_staging_mount_raises_mount_failed_and_no_refusal() {
 async fn a_failed_mkfs_raises_mount_failed() {
     let e = env();
     e.f.reply(Program::Mkfs, Reply::exit(1));
-    e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
+    e.stage_fs_refused(Code::Internal).await;
     let ev = the_event(&e, MOUNT_FAILED).await;
     assert!(ev.message.contains("mkfs"), "{}", ev.message);
 }
 
 #[tokio::test]
 async fn a_failed_publish_bind_mount_raises_mount_failed() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.fail(SysOp::Mount, Errno::EACCES);
     e.publish_fs(TARGET, false).await.unwrap_err();
     let ev = the_event(&e, MOUNT_FAILED).await;
@@ -80,8 +80,7 @@ async fn a_failed_publish_bind_mount_raises_mount_failed() {
 
 #[tokio::test]
 async fn publish_recovering_a_stale_staging_mount_raises_stale_mount_recovered() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.publish_fs(TARGET, true).await.unwrap();
     e.f.renumber(NQN);
     assert_eq!(e.events().await, vec![]);
@@ -96,8 +95,7 @@ async fn publish_recovering_a_stale_staging_mount_raises_stale_mount_recovered()
 
 #[tokio::test]
 async fn stage_remounting_a_vanished_device_raises_stale_mount_recovered() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.renumber(NQN);
     e.stage_fs().await;
     let ev = the_event(&e, STALE_MOUNT_RECOVERED).await;
@@ -106,8 +104,7 @@ async fn stage_remounting_a_vanished_device_raises_stale_mount_recovered() {
 
 #[tokio::test]
 async fn stats_recovery_reaches_the_pvc_through_the_record() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     assert_eq!(
         e.record().unwrap().pvc,
         Some((PVC_NS.to_string(), PVC_NAME.to_string()))

@@ -29,8 +29,7 @@ async fn stale_mount_on_renumbered_controller_is_remounted() {
 
 #[tokio::test]
 async fn stage_remounts_a_staging_path_whose_device_vanished() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.renumber(NQN);
     e.stage_fs().await;
     let s = e.mounts_at(STAGING);
@@ -41,14 +40,12 @@ async fn stage_remounts_a_staging_path_whose_device_vanished() {
 
 #[tokio::test]
 async fn a_volume_once_mounted_here_is_never_formatted_when_it_reads_empty_after_a_reconnect() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     assert!(e.record().unwrap().filesystem_seen);
     // After the reconnect the device reads as empty for a while.
     e.f.renumber(NQN);
     e.f.update_volume(NQN, |v| v.fs = None);
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    e.stage_fs_refused(Code::Unavailable).await;
     assert_eq!(e.f.ran(Program::Mkfs), 1, "only the first stage formatted");
     // Once the data is visible again, the same call succeeds.
     e.f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
@@ -58,14 +55,9 @@ async fn a_volume_once_mounted_here_is_never_formatted_when_it_reads_empty_after
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_without_a_device_is_never_torn_down_while_the_volume_is_mounted() {
-    let e = env();
-    e.stage_and_publish_fs().await;
-    // The controller comes back, but its namespace does not (yet).
-    e.f.defer_namespaces(true);
-    e.f.renumber(NQN);
-    e.f.clear_calls();
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let e = node_with(PublishedFs).await;
+    e.reconnect_without_namespace();
+    let err = e.stage_fs_refused(Code::Unavailable).await;
     assert!(
         err.message().contains("no block device"),
         "{}",
@@ -87,15 +79,9 @@ async fn a_connection_without_a_device_is_never_torn_down_while_the_volume_is_mo
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_without_a_device_is_never_torn_down_while_a_block_volume_is_published() {
-    let e = env();
-    e.stage_and_publish_block().await;
-    e.f.defer_namespaces(true);
-    e.f.renumber(NQN);
-    e.f.clear_calls();
-    let err = e
-        .publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap_err();
+    let e = node_with(PublishedBlock).await;
+    e.reconnect_without_namespace();
+    let err = e.publish_block(false).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
     let err = e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
@@ -130,16 +116,14 @@ async fn a_mount_of_another_live_device_is_never_touched() {
     e.f.connect_now("nqn.2000-02.com.mikrotik:pvc-other");
     let other = e.f.device("nqn.2000-02.com.mikrotik:pvc-other").unwrap().1;
     e.f.add_mount(other, Path::new(STAGING), "ext4", "/dev/nvme0n1");
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    e.stage_fs_refused(Code::FailedPrecondition).await;
     assert_eq!(e.mounts_at(STAGING).len(), 1);
     assert!(!e.f.calls().iter().any(|c| matches!(c, Call::Umount { .. })));
 }
 
 #[tokio::test]
 async fn stats_detect_and_remount_a_renumbered_volume() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.f.renumber(NQN);
     let r = e.stats(TARGET).await.unwrap();
     let c = r.volume_condition.unwrap();
@@ -152,12 +136,9 @@ async fn stats_detect_and_remount_a_renumbered_volume() {
 
 #[tokio::test]
 async fn block_publish_after_a_controller_loss_reconnects_and_recreates_the_node() {
-    let e = env();
-    e.stage_and_publish_block().await;
+    let e = node_with(PublishedBlock).await;
     e.f.lose_connection(NQN);
-    e.publish(publish_req(block_cap(), BSTAGING, BTARGET, false))
-        .await
-        .unwrap();
+    e.publish_block(false).await.unwrap();
     let st = e.f.lstat(Path::new(BTARGET)).await.unwrap();
     assert_eq!(st.rdev, Some(e.dev()));
 }

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn stage_connects_formats_an_empty_volume_and_mounts_it() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     let programs: Vec<Program> = e.f.commands().iter().map(Program::of).collect();
     assert_eq!(
         programs,
@@ -24,8 +23,7 @@ async fn stage_connects_formats_an_empty_volume_and_mounts_it() {
 
 #[tokio::test]
 async fn stage_is_idempotent_and_never_stacks_mounts() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.clear_calls();
     e.stage_fs().await;
     assert_eq!(e.mounts_at(STAGING).len(), 1);
@@ -72,13 +70,7 @@ async fn blkid_error_never_leads_to_mkfs() {
     ] {
         let e = env();
         e.f.reply(Program::Blkid, reply);
-        let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-        assert!(
-            matches!(err.code(), Code::Unavailable),
-            "{:?} {}",
-            err.code(),
-            err.message()
-        );
+        e.stage_fs_refused(Code::Unavailable).await;
         assert_eq!(e.f.ran(Program::Mkfs), 0);
         assert!(e.mounts_at(STAGING).is_empty());
     }
@@ -89,8 +81,7 @@ async fn an_unreadable_device_is_never_formatted_by_stage() {
     let e = env();
     e.f.connect_now(NQN);
     e.f.make_unreadable(&e.f.device(NQN).unwrap().0);
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    e.stage_fs_refused(Code::Unavailable).await;
     assert_eq!(e.f.ran(Program::Mkfs), 0);
     assert_eq!(e.f.ran(Program::Blkid), 0);
 }
@@ -98,9 +89,7 @@ async fn an_unreadable_device_is_never_formatted_by_stage() {
 #[tokio::test]
 async fn a_volume_whose_context_says_formatted_is_never_formatted() {
     let e = env();
-    let mut r = stage_req(fs_cap(), STAGING);
-    r.volume_context.insert(FORMATTED.into(), "true".into());
-    let err = e.stage(r).await.unwrap_err();
+    let err = e.stage(formatted_stage_req()).await.unwrap_err();
     assert!(
         err.message().contains("formatted before"),
         "{}",
@@ -114,8 +103,7 @@ async fn a_volume_whose_context_says_formatted_is_never_formatted() {
 async fn stage_never_replaces_a_filesystem_of_another_type() {
     let e = env();
     e.f.update_volume(NQN, |v| v.fs = Some("xfs".into()));
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    e.stage_fs_refused(Code::FailedPrecondition).await;
     assert_eq!(e.f.ran(Program::Mkfs), 0);
     assert_eq!(e.f.volume(NQN).unwrap().fs.as_deref(), Some("xfs"));
 }
@@ -125,8 +113,7 @@ async fn ext4_with_errors_e2fsck_cannot_fix_is_not_mounted() {
     let e = env();
     e.f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
     e.f.reply(Program::E2fsck, Reply::exit(4));
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    e.stage_fs_refused(Code::FailedPrecondition).await;
     assert!(e.mounts_at(STAGING).is_empty());
 }
 
@@ -241,8 +228,7 @@ async fn every_rpc_validates_its_input_before_touching_the_host() {
 
 #[tokio::test]
 async fn block_stage_connects_only() {
-    let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    let e = node_with(StagedBlock).await;
     assert_eq!(e.f.commands().len(), 1);
     assert!(e.mount_calls().is_empty());
     assert!(e.f.is_connected(NQN));
@@ -253,8 +239,7 @@ async fn block_stage_connects_only() {
 async fn concurrent_calls_for_one_volume_are_aborted() {
     let e = env();
     let guard = e.svc.inner.locks.try_lock(ID).unwrap();
-    let err = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Aborted);
+    e.stage_fs_refused(Code::Aborted).await;
     assert_eq!(e.unstage(STAGING).await.unwrap_err().code(), Code::Aborted);
     assert_eq!(e.unpublish(TARGET).await.unwrap_err().code(), Code::Aborted);
     assert!(e.f.calls().is_empty());
@@ -272,12 +257,8 @@ async fn a_cancelled_stage_finishes_its_work_and_holds_the_guard_until_then() {
     )
     .await;
     assert!(first.is_err(), "the caller gave up");
-    let again = e.stage(stage_req(fs_cap(), STAGING)).await.unwrap_err();
-    assert_eq!(
-        again.code(),
-        Code::Aborted,
-        "the work goes on under the guard"
-    );
+    // The work goes on under the guard.
+    e.stage_fs_refused(Code::Aborted).await;
     e.f.show_namespaces(NQN);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(e.mounts_at(STAGING).len(), 1, "the abandoned call finished");

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn stats_report_bytes_inodes_and_a_normal_condition() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.f.set_statfs(nvme::FsStats {
         total_bytes: 1000,
         free_bytes: 400,
@@ -29,8 +28,7 @@ async fn stats_report_bytes_inodes_and_a_normal_condition() {
 
 #[tokio::test]
 async fn stats_report_abnormal_when_the_device_is_gone() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.f.lose_connection(NQN);
     e.f.update_volume(NQN, |v| v.reachable = false);
     let r = e.stats(TARGET).await.unwrap();
@@ -42,8 +40,7 @@ async fn stats_report_abnormal_when_the_device_is_gone() {
 
 #[tokio::test]
 async fn stats_never_reconnect_a_volume_someone_disconnected() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     e.f.lose_connection(NQN);
     e.f.clear_calls();
     let c = e.stats(TARGET).await.unwrap().volume_condition.unwrap();
@@ -54,8 +51,7 @@ async fn stats_never_reconnect_a_volume_someone_disconnected() {
 
 #[tokio::test]
 async fn stats_report_abnormal_while_the_controller_reconnects() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.set_state(NQN, "connecting");
     let c = e.stats(STAGING).await.unwrap().volume_condition.unwrap();
     assert!(c.abnormal);
@@ -64,8 +60,7 @@ async fn stats_report_abnormal_while_the_controller_reconnects() {
 
 #[tokio::test]
 async fn stats_of_a_block_volume_report_its_size() {
-    let e = env();
-    e.stage_and_publish_block().await;
+    let e = node_with(PublishedBlock).await;
     let r = e.stats(BTARGET).await.unwrap();
     assert_eq!(r.usage.len(), 1);
     assert_eq!(r.usage[0].total, 1 << 30);

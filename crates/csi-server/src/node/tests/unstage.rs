@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn unstage_unmounts_disconnects_and_is_idempotent() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.unstage(STAGING).await.unwrap();
     assert!(e.mounts_at(STAGING).is_empty());
     assert!(!e.f.is_connected(NQN));
@@ -21,8 +20,7 @@ async fn unstage_unmounts_disconnects_and_is_idempotent() {
 
 #[tokio::test]
 async fn unstage_refuses_while_still_published() {
-    let e = env();
-    e.stage_and_publish_fs().await;
+    let e = node_with(PublishedFs).await;
     let err = e.unstage_error(STAGING).await;
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
@@ -35,8 +33,7 @@ async fn unstage_refuses_while_still_published() {
 
 #[tokio::test]
 async fn unstage_refuses_to_disconnect_a_device_mounted_elsewhere() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.add_mount(e.dev(), Path::new("/mnt/someone"), "ext4", "/dev/nvme0n1");
     let err = e.unstage(STAGING).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -45,8 +42,7 @@ async fn unstage_refuses_to_disconnect_a_device_mounted_elsewhere() {
 
 #[tokio::test]
 async fn unstage_refuses_to_disconnect_a_device_open_exclusively() {
-    let e = env();
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    let e = node_with(StagedBlock).await;
     e.f.claim(&e.f.device(NQN).unwrap().0);
     let err = e.unstage_error(BSTAGING).await;
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -59,8 +55,7 @@ async fn unstage_refuses_to_disconnect_a_device_open_exclusively() {
 
 #[tokio::test]
 async fn block_unstage_refuses_while_a_device_node_is_published() {
-    let e = env();
-    e.stage_and_publish_block().await;
+    let e = node_with(PublishedBlock).await;
     let err = e.unstage(BSTAGING).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(e.f.is_connected(NQN));
@@ -71,8 +66,7 @@ async fn block_unstage_refuses_while_a_device_node_is_published() {
 
 #[tokio::test]
 async fn unstage_without_a_record_disconnects_by_the_naming_rule() {
-    let e = env();
-    e.stage_fs().await;
+    let e = node_with(StagedFs).await;
     e.f.write(&Path::new(STATE).join("pvc-1.json"), "garbage");
     e.unstage(STAGING).await.unwrap();
     assert_eq!(
@@ -86,7 +80,7 @@ async fn unstage_never_disconnects_outside_the_prefix() {
     let e = env();
     // A record tampered with to point at someone else's subsystem.
     e.f.connect_now("nqn.2014-08.org.example:root");
-    e.stage(stage_req(block_cap(), BSTAGING)).await.unwrap();
+    e.stage_block().await;
     let path = Path::new(STATE).join("pvc-1.json");
     let text =
         e.f.read(&path)
