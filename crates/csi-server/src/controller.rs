@@ -6,6 +6,7 @@
 //! finished call returns the same success.
 
 mod capabilities;
+mod error;
 mod listing;
 mod publish;
 
@@ -23,7 +24,6 @@ use tracing::{info, instrument};
 use vmi_grouper::KubeVirt;
 
 use crate::backend::Backend;
-use crate::error::{CsiError, CsiResult};
 use crate::metrics::RpcMetrics;
 use crate::params::{self, allocation_size, FsType, ParamDefaults, VolumeParams};
 use crate::proto::{self, controller_server::Controller};
@@ -65,23 +65,10 @@ pub struct ControllerService<B> {
 }
 
 pub use capabilities::{validate_capabilities, Caps};
+pub use error::{ControllerError, ControllerResult, Step};
 
 /// The per-volume guard, shared by the controller and node services.
 pub use attachment_manager::VolumeLocks;
-
-impl From<ManagerError> for CsiError {
-    fn from(e: ManagerError) -> Self {
-        manager_error(e)
-    }
-}
-
-fn manager_error(e: ManagerError) -> CsiError {
-    match e {
-        ManagerError::Busy(v) => CsiError::Aborted(format!("volume {v}")),
-        ManagerError::NotReady => CsiError::Unavailable(e.to_string()),
-        ManagerError::Cluster { .. } => CsiError::Unavailable(crate::error::chain(&e)),
-    }
-}
 
 impl<B: Backend> ControllerService<B> {
     pub fn new(
@@ -114,35 +101,38 @@ impl<B: Backend> ControllerService<B> {
 
     /// Looks a volume up on the backend: `None` only when the backend
     /// answered that it is absent.
-    async fn lookup(&self, slot: &Slot) -> CsiResult<Option<Disk>> {
+    async fn lookup(&self, slot: &Slot) -> ControllerResult<Option<Disk>> {
         self.backend
             .get_volume(slot)
             .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))
+            .map_err(Step::Lookup(slot.clone()).failed())
     }
 
     /// A volume that must exist: NOT_FOUND otherwise.
-    async fn existing(&self, slot: &Slot) -> CsiResult<Disk> {
+    async fn existing(&self, slot: &Slot) -> ControllerResult<Disk> {
         self.lookup(slot)
             .await?
-            .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))
+            .ok_or_else(|| ControllerError::VolumeNotFound {
+                volume: slot.clone(),
+            })
     }
 
-    fn lock(&self, volume: &Slot) -> CsiResult<attachment_manager::VolumeGuard> {
+    fn lock(&self, volume: &Slot) -> ControllerResult<attachment_manager::VolumeGuard> {
         self.manager
             .locks()
             .try_lock(volume.as_str())
-            .map_err(manager_error)
+            .map_err(ControllerError::from)
     }
 
-    fn volume_id(&self, id: &str) -> CsiResult<Slot> {
+    fn volume_id(&self, id: &str) -> ControllerResult<Slot> {
         if id.is_empty() {
-            return Err(CsiError::invalid("volume_id", "must not be empty"));
+            return Err(ControllerError::invalid("volume_id", "must not be empty"));
         }
-        let slot = Slot::new(id).map_err(|e| CsiError::invalid("volume_id", e.to_string()))?;
+        let slot =
+            Slot::new(id).map_err(|e| ControllerError::invalid("volume_id", e.to_string()))?;
         // Never touch a disk this driver would not have created.
         if !self.config.volume_id_prefix.matches(slot.as_str()) {
-            return Err(CsiError::invalid(
+            return Err(ControllerError::invalid(
                 "volume_id",
                 format!(
                     "{slot} does not start with the configured volume ID prefix {:?}; this driver does not manage it",
@@ -173,13 +163,14 @@ impl<B: Backend> ControllerService<B> {
     async fn create(
         &self,
         req: proto::CreateVolumeRequest,
-    ) -> CsiResult<proto::CreateVolumeResponse> {
+    ) -> ControllerResult<proto::CreateVolumeResponse> {
         if req.name.is_empty() {
-            return Err(CsiError::invalid("name", "must not be empty"));
+            return Err(ControllerError::invalid("name", "must not be empty"));
         }
-        let slot = Slot::new(&req.name).map_err(|e| CsiError::invalid("name", e.to_string()))?;
+        let slot =
+            Slot::new(&req.name).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
         if !self.config.volume_id_prefix.matches(slot.as_str()) {
-            return Err(CsiError::invalid(
+            return Err(ControllerError::invalid(
                 "name",
                 format!(
                     "must start with the configured volume ID prefix {:?} (--volume-id-prefix)",
@@ -189,7 +180,7 @@ impl<B: Backend> ControllerService<B> {
         }
         let caps = validate_capabilities(&req.volume_capabilities)?;
         if req.volume_content_source.is_some() {
-            return Err(CsiError::invalid(
+            return Err(ControllerError::invalid(
                 "volume_content_source",
                 "creating volumes from snapshots or clones is not supported yet",
             ));
@@ -197,7 +188,7 @@ impl<B: Backend> ControllerService<B> {
         let mut vp = VolumeParams::parse(&req.parameters, &self.config.defaults)?;
         if let Some(fs) = caps.fs_type {
             if vp.fs_type.is_some_and(|p| p != fs) {
-                return Err(CsiError::invalid(
+                return Err(ControllerError::invalid(
                     "volume_capabilities",
                     "mount fs_type differs from the csi.storage.k8s.io/fstype parameter",
                 ));
@@ -214,9 +205,9 @@ impl<B: Backend> ControllerService<B> {
         let file = vp
             .volume_path
             .join(&format!("{slot}.img"))
-            .map_err(|e| CsiError::invalid("volumePath", e.to_string()))?;
+            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
         let nqn = Nqn::for_volume(&self.config.nqn_prefix, &slot)
-            .map_err(|e| CsiError::invalid("name", e.to_string()))?;
+            .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
 
         let _guard = self.lock(&slot)?;
         // Look first: "absent" only when the RDS said so. An unreachable RDS
@@ -231,12 +222,7 @@ impl<B: Backend> ControllerService<B> {
             None => {
                 let cluster = match &self.cluster_id {
                     None => None,
-                    Some(id) => Some(id.get().cloned().ok_or_else(|| {
-                        CsiError::Unavailable(
-                            "the cluster identity (--cluster-id, by default the kube-system namespace UID) is not known yet"
-                                .into(),
-                        )
-                    })?),
+                    Some(id) => Some(id.get().cloned().ok_or(ControllerError::ClusterIdUnknown)?),
                 };
                 let spec = NewDisk {
                     slot: slot.clone(),
@@ -250,7 +236,7 @@ impl<B: Backend> ControllerService<B> {
                 self.backend
                     .create_volume(&spec)
                     .await
-                    .map_err(|e| CsiError::backend(format!("create volume {slot}"), e))?;
+                    .map_err(Step::Create(slot.clone()).failed())?;
                 info!(volume = %slot, bytes = size, file = %file, "volume created");
                 Disk {
                     slot: slot.to_string(),
@@ -276,39 +262,36 @@ impl<B: Backend> ControllerService<B> {
         file: &RosPath,
         vp: &VolumeParams,
         nqn: &Nqn,
-    ) -> CsiResult<()> {
+    ) -> ControllerResult<()> {
         let size = disk.size_bytes;
         let too_small = size < range.required_bytes.max(0) as u64;
         let too_big = range.limit_bytes > 0 && size > range.limit_bytes as u64;
         if too_small || too_big {
-            return Err(CsiError::AlreadyExists(format!(
-                "volume {} exists with {size} bytes, incompatible with the requested range {}..{}",
-                disk.slot, range.required_bytes, range.limit_bytes
-            )));
+            return Err(ControllerError::ExistsWithOtherSize {
+                volume: disk.slot.clone(),
+                size,
+                required: range.required_bytes,
+                limit: range.limit_bytes,
+            });
         }
-        if disk
-            .file_path
-            .as_deref()
-            .is_some_and(|f| f != file.as_str())
-        {
-            return Err(CsiError::AlreadyExists(format!(
-                "volume {} exists at {}, not at the requested {file}",
-                disk.slot,
-                disk.file_path.as_deref().unwrap_or_default()
-            )));
+        if let Some(at) = disk.file_path.as_ref().filter(|f| *f != file.as_str()) {
+            return Err(ControllerError::ExistsAtOtherPath {
+                volume: disk.slot.clone(),
+                at: at.clone(),
+                wanted: file.clone(),
+            });
         }
         if disk.port.is_some_and(|p| p != vp.nvme_port)
             || disk.nqn.as_deref().is_some_and(|n| n != nqn.as_str())
         {
-            return Err(CsiError::AlreadyExists(format!(
-                "volume {} exists with a different NVMe/TCP export",
-                disk.slot
-            )));
+            return Err(ControllerError::ExistsWithOtherExport {
+                volume: disk.slot.clone(),
+            });
         }
         Ok(())
     }
 
-    fn check_topology(&self, req: Option<&proto::TopologyRequirement>) -> CsiResult<()> {
+    fn check_topology(&self, req: Option<&proto::TopologyRequirement>) -> ControllerResult<()> {
         let Some(req) = req else { return Ok(()) };
         if req.requisite.is_empty() {
             return Ok(());
@@ -321,29 +304,30 @@ impl<B: Backend> ControllerService<B> {
         if reachable {
             Ok(())
         } else {
-            Err(CsiError::ResourceExhausted(format!(
-                "no requisite topology includes {k}={v}, the only place this RDS serves"
-            )))
+            Err(ControllerError::TopologyUnreachable {
+                key: k.clone(),
+                value: v.clone(),
+            })
         }
     }
 
     async fn delete(
         &self,
         req: proto::DeleteVolumeRequest,
-    ) -> CsiResult<proto::DeleteVolumeResponse> {
+    ) -> ControllerResult<proto::DeleteVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         let _guard = self.lock(&slot)?;
         if !self.manager.is_ready() {
             // Deleting a volume that may still be attached destroys a VM's
             // disk: without the rebuilt state, refuse.
-            return Err(manager_error(ManagerError::NotReady));
+            return Err(ManagerError::NotReady.into());
         }
         let holders = self.manager.holders(slot.as_str());
         if !holders.is_empty() {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {slot} is still published to {}",
-                holders.join(", ")
-            )));
+            return Err(ControllerError::StillPublished {
+                volume: slot,
+                nodes: holders,
+            });
         }
         let known = self.lookup(&slot).await?;
         self.backend
@@ -353,7 +337,7 @@ impl<B: Backend> ControllerService<B> {
                 &self.config.defaults.volume_path_root,
             )
             .await
-            .map_err(|e| CsiError::backend(format!("delete volume {slot}"), e))?;
+            .map_err(Step::Delete(slot.clone()).failed())?;
         info!(volume = %slot, existed = known.is_some(), "volume deleted");
         Ok(proto::DeleteVolumeResponse {})
     }
@@ -361,7 +345,7 @@ impl<B: Backend> ControllerService<B> {
     async fn capacity(
         &self,
         req: proto::GetCapacityRequest,
-    ) -> CsiResult<proto::GetCapacityResponse> {
+    ) -> ControllerResult<proto::GetCapacityResponse> {
         validate_capabilities(&req.volume_capabilities).or_else(|e| {
             if req.volume_capabilities.is_empty() {
                 Ok(Caps::default())
@@ -381,12 +365,12 @@ impl<B: Backend> ControllerService<B> {
             }
         }
         let pool = Slot::new(vp.volume_path.mount_point())
-            .map_err(|e| CsiError::invalid("volumePath", e.to_string()))?;
+            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
         let cap = self
             .backend
             .capacity(&pool)
             .await
-            .map_err(|e| CsiError::backend(format!("read capacity of pool {pool}"), e))?;
+            .map_err(Step::Capacity(pool.clone()).failed())?;
         Ok(proto::GetCapacityResponse {
             available_capacity: cap.free_bytes.min(i64::MAX as u64) as i64,
             maximum_volume_size: Some(
@@ -402,11 +386,11 @@ impl<B: Backend> ControllerService<B> {
     async fn expand(
         &self,
         req: proto::ControllerExpandVolumeRequest,
-    ) -> CsiResult<proto::ControllerExpandVolumeResponse> {
+    ) -> ControllerResult<proto::ControllerExpandVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         let range = req
             .capacity_range
-            .ok_or_else(|| CsiError::invalid("capacity_range", "must be given"))?;
+            .ok_or_else(|| ControllerError::invalid("capacity_range", "must be given"))?;
         let block = match &req.volume_capability {
             Some(cap) => validate_capabilities(std::slice::from_ref(cap))?.block,
             None => false,
@@ -420,13 +404,18 @@ impl<B: Backend> ControllerService<B> {
         let disk = self.existing(&slot).await?;
         let mut capacity = disk.size_bytes;
         if size > disk.size_bytes {
-            self.backend.expand_volume(&slot, size).await.map_err(|e| {
-                CsiError::backend(format!("expand volume {slot} to {size} bytes"), e)
-            })?;
+            let step = Step::Expand {
+                volume: slot.clone(),
+                bytes: size,
+            };
+            self.backend
+                .expand_volume(&slot, size)
+                .await
+                .map_err(step.failed())?;
             info!(volume = %slot, from = disk.size_bytes, to = size, "volume expanded");
             capacity = size;
         } else if range.limit_bytes > 0 && disk.size_bytes > range.limit_bytes as u64 {
-            return Err(CsiError::Size(params::SizeError::NoAlignedSize {
+            return Err(ControllerError::Size(params::SizeError::NoAlignedSize {
                 required: range.required_bytes as u64,
                 limit: range.limit_bytes as u64,
             }));
@@ -453,7 +442,7 @@ fn capability(
 async fn rpc<T>(
     metrics: &RpcMetrics,
     name: &'static str,
-    work: impl std::future::Future<Output = CsiResult<T>>,
+    work: impl std::future::Future<Output = ControllerResult<T>>,
 ) -> Result<Response<T>, Status> {
     crate::rpc::run(metrics, name, crate::rpc::Log::default(), work).await
 }

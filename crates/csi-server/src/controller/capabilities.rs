@@ -7,10 +7,10 @@ impl<B: Backend> ControllerService<B> {
     pub(super) async fn validate(
         &self,
         req: proto::ValidateVolumeCapabilitiesRequest,
-    ) -> CsiResult<proto::ValidateVolumeCapabilitiesResponse> {
+    ) -> ControllerResult<proto::ValidateVolumeCapabilitiesResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         if req.volume_capabilities.is_empty() {
-            return Err(CsiError::invalid(
+            return Err(ControllerError::invalid(
                 "volume_capabilities",
                 "must not be empty",
             ));
@@ -46,11 +46,11 @@ pub struct Caps {
 /// Single-node modes for filesystem and block; multi-node writer only for
 /// raw block (two QEMUs never write at once during a live migration, two
 /// filesystems mounted on two nodes always corrupt).
-pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps> {
+pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> ControllerResult<Caps> {
     use proto::volume_capability::access_mode::Mode;
     use proto::volume_capability::AccessType;
     if caps.is_empty() {
-        return Err(CsiError::invalid(
+        return Err(ControllerError::invalid(
             "volume_capabilities",
             "must not be empty",
         ));
@@ -62,7 +62,7 @@ pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps
             Some(AccessType::Mount(m)) => {
                 if !m.fs_type.is_empty() {
                     let fs = FsType::parse(&m.fs_type).ok_or_else(|| {
-                        CsiError::invalid(
+                        ControllerError::invalid(
                             "volume_capabilities",
                             format!("unsupported fs_type {:?}; use ext4 or xfs", m.fs_type),
                         )
@@ -72,7 +72,7 @@ pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps
                 false
             }
             None => {
-                return Err(CsiError::invalid(
+                return Err(ControllerError::invalid(
                     "volume_capabilities",
                     "access_type (block or mount) must be given",
                 ))
@@ -87,15 +87,15 @@ pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps
             Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter => {}
             Mode::MultiNodeMultiWriter if block => out.multi_node = true,
             Mode::MultiNodeMultiWriter => {
-                return Err(CsiError::invalid(
+                return Err(ControllerError::invalid(
                     "volume_capabilities",
                     "multi-node writer is only offered for raw block volumes (KubeVirt live migration); a filesystem on two nodes would be corrupted",
                 ))
             }
             Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter => {
-                return Err(CsiError::invalid("volume_capabilities", format!("access mode {} is not supported", mode.as_str_name())))
+                return Err(ControllerError::invalid("volume_capabilities", format!("access mode {} is not supported", mode.as_str_name())))
             }
-            Mode::Unknown => return Err(CsiError::invalid("volume_capabilities", "access_mode must be given")),
+            Mode::Unknown => return Err(ControllerError::invalid("volume_capabilities", "access_mode must be given")),
         }
         out.block |= block;
     }

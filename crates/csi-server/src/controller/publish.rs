@@ -6,55 +6,51 @@ use super::*;
 impl<B: Backend> ControllerService<B> {
     /// Refuses a node whose NVMe host NQN another node also reports: the
     /// target could not tell their connections apart.
-    pub(super) async fn check_host_nqn(&self, node: &str) -> CsiResult<()> {
+    pub(super) async fn check_host_nqn(&self, node: &str) -> ControllerResult<()> {
         match self.nodes.sharing_host_nqn(node).await {
             Ok(None) => Ok(()),
-            Ok(Some(shared)) => Err(CsiError::FailedPrecondition(format!(
-                "node {node:?} and node(s) {} report the same NVMe host NQN {:?} (Node annotation {}): the target could not tell them apart; give each node its own /etc/nvme/hostnqn",
-                shared.others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
-                shared.nqn,
-                attachment_manager::host_nqn::HOST_NQN_ANNOTATION,
-            ))),
-            Err(e) => Err(CsiError::Unavailable(format!(
-                "check the host NQN of node {node:?}: {e}"
-            ))),
+            Ok(Some(shared)) => Err(ControllerError::SharedHostNqn {
+                node: node.to_string(),
+                others: shared.others,
+                nqn: shared.nqn,
+            }),
+            Err(source) => Err(ControllerError::HostNqnCheck {
+                node: node.to_string(),
+                source,
+            }),
         }
     }
 
     pub(super) async fn publish(
         &self,
         req: proto::ControllerPublishVolumeRequest,
-    ) -> CsiResult<proto::ControllerPublishVolumeResponse> {
+    ) -> ControllerResult<proto::ControllerPublishVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         if req.node_id.is_empty() {
-            return Err(CsiError::invalid("node_id", "must not be empty"));
+            return Err(ControllerError::invalid("node_id", "must not be empty"));
         }
         let cap = req
             .volume_capability
             .as_ref()
-            .ok_or_else(|| CsiError::invalid("volume_capability", "must be given"))?;
+            .ok_or_else(|| ControllerError::invalid("volume_capability", "must be given"))?;
         let caps = validate_capabilities(std::slice::from_ref(cap))?;
         let _guard = self.lock(&slot)?;
         if !self.manager.is_ready() {
-            return Err(manager_error(ManagerError::NotReady));
+            return Err(ManagerError::NotReady.into());
         }
         let disk = self.existing(&slot).await?;
+        let node = || req.node_id.clone();
         match self.nodes.node_status(&req.node_id).await {
             Ok(NodeStatus::Present) => {}
-            Ok(NodeStatus::Missing) => {
-                return Err(CsiError::NotFound(format!("node {:?}", req.node_id)))
-            }
+            Ok(NodeStatus::Missing) => return Err(ControllerError::NodeNotFound { node: node() }),
             Ok(NodeStatus::OutOfService) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "node {:?} carries the node.kubernetes.io/out-of-service taint",
-                    req.node_id
-                )))
+                return Err(ControllerError::NodeOutOfService { node: node() })
             }
-            Err(e) => {
-                return Err(CsiError::Unavailable(format!(
-                    "check node {:?}: {e}",
-                    req.node_id
-                )))
+            Err(source) => {
+                return Err(ControllerError::NodeCheck {
+                    node: node(),
+                    source,
+                })
             }
         }
         self.check_host_nqn(&req.node_id).await?;
@@ -64,7 +60,13 @@ impl<B: Backend> ControllerService<B> {
             (Some(g), Some((ns, name))) => match g.vmi_for_pvc(ns, name).await {
                 Ok(Some(key)) => Some(g.locks().lock(&key).await),
                 Ok(None) => None,
-                Err(e) => return Err(CsiError::Unavailable(e.to_string())),
+                Err(source) => {
+                    return Err(ControllerError::VmLookup {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        source: Box::new(source),
+                    })
+                }
             },
             _ => None,
         };
@@ -83,17 +85,20 @@ impl<B: Backend> ControllerService<B> {
                 migration_timeout: migration_timeout_of(&req.volume_context),
             })
             .await
-            .map_err(manager_error)?;
+            .map_err(ControllerError::from)?;
         match decision {
             PublishDecision::Attached { .. } | PublishDecision::AlreadyAttached => {}
             PublishDecision::Refused(Refusal::IncompatibleOnSameNode) => {
-                return Err(CsiError::AlreadyExists(format!(
-                    "volume {slot} is already published to node {} with an incompatible capability",
-                    req.node_id
-                )))
+                return Err(ControllerError::PublishedIncompatibly {
+                    volume: slot,
+                    node: node(),
+                })
             }
             PublishDecision::Refused(r) => {
-                return Err(CsiError::FailedPrecondition(format!("volume {slot}: {r}")))
+                return Err(ControllerError::Refused {
+                    volume: slot,
+                    refusal: r,
+                })
             }
         }
         info!(volume = %slot, node = %req.node_id, "volume published");
@@ -118,7 +123,7 @@ impl<B: Backend> ControllerService<B> {
     pub(super) async fn unpublish(
         &self,
         req: proto::ControllerUnpublishVolumeRequest,
-    ) -> CsiResult<proto::ControllerUnpublishVolumeResponse> {
+    ) -> ControllerResult<proto::ControllerUnpublishVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         let _guard = self.lock(&slot)?;
         // An empty node ID means every node. An unknown volume or node is
@@ -126,7 +131,7 @@ impl<B: Backend> ControllerService<B> {
         // known once the state is rebuilt.
         let nodes = if req.node_id.is_empty() {
             if !self.manager.is_ready() {
-                return Err(manager_error(ManagerError::NotReady));
+                return Err(ManagerError::NotReady.into());
             }
             self.manager.holders(slot.as_str())
         } else {
@@ -137,7 +142,7 @@ impl<B: Backend> ControllerService<B> {
                 .manager
                 .unpublish(slot.as_str(), node)
                 .await
-                .map_err(manager_error)?
+                .map_err(ControllerError::from)?
             {
                 UnpublishDecision::Detached { .. } => {
                     info!(volume = %slot, node = %node, "volume unpublished")
