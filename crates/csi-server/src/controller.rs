@@ -54,9 +54,15 @@ pub const DEFAULT_MIGRATION_TIMEOUT: Duration =
 
 pub struct ControllerService<B> {
     config: ControllerConfig,
+    /// Where volumes live: the RDS, or the in-memory fake in unit tests.
     backend: Arc<B>,
+    /// The cluster's nodes: present, fenced, and their NVMe host NQNs.
     nodes: Arc<dyn NodeView>,
+    /// Who may attach a volume: the attachment rules, their persisted
+    /// state and the per-volume guards.
     manager: Arc<Manager>,
+    /// Finds the VM using a PVC, so the publishes of one VM run one at a
+    /// time; none without KubeVirt.
     grouper: Option<KubeVirt>,
     metrics: RpcMetrics,
     /// Written on every disk CreateVolume makes (`--cluster-id`); may
@@ -124,23 +130,26 @@ impl<B: Backend> ControllerService<B> {
             .map_err(ControllerError::from)
     }
 
-    fn volume_id(&self, id: &str) -> ControllerResult<Slot> {
+    /// The volume ID in request field `field`: a valid slot with the
+    /// configured prefix, so a disk this driver would not have created is
+    /// never touched.
+    fn slot(&self, field: &'static str, id: &str) -> ControllerResult<Slot> {
         if id.is_empty() {
-            return Err(ControllerError::invalid("volume_id", "must not be empty"));
+            return Err(ControllerError::invalid(field, "must not be empty"));
         }
-        let slot =
-            Slot::new(id).map_err(|e| ControllerError::invalid("volume_id", e.to_string()))?;
-        // Never touch a disk this driver would not have created.
+        let slot = Slot::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
         if !self.config.volume_id_prefix.matches(slot.as_str()) {
-            return Err(ControllerError::invalid(
-                "volume_id",
-                format!(
-                    "{slot} does not start with the configured volume ID prefix {:?}; this driver does not manage it",
-                    self.config.volume_id_prefix.as_str()
-                ),
-            ));
+            return Err(ControllerError::NotManaged {
+                field,
+                volume: slot,
+                prefix: self.config.volume_id_prefix.clone(),
+            });
         }
         Ok(slot)
+    }
+
+    fn volume_id(&self, id: &str) -> ControllerResult<Slot> {
+        self.slot("volume_id", id)
     }
 
     fn topology(&self) -> Vec<proto::Topology> {
@@ -164,20 +173,7 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::CreateVolumeRequest,
     ) -> ControllerResult<proto::CreateVolumeResponse> {
-        if req.name.is_empty() {
-            return Err(ControllerError::invalid("name", "must not be empty"));
-        }
-        let slot =
-            Slot::new(&req.name).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
-        if !self.config.volume_id_prefix.matches(slot.as_str()) {
-            return Err(ControllerError::invalid(
-                "name",
-                format!(
-                    "must start with the configured volume ID prefix {:?} (--volume-id-prefix)",
-                    self.config.volume_id_prefix.as_str()
-                ),
-            ));
-        }
+        let slot = self.slot("name", &req.name)?;
         let caps = validate_capabilities(&req.volume_capabilities)?;
         if req.volume_content_source.is_some() {
             return Err(ControllerError::invalid(
@@ -427,204 +423,66 @@ impl<B: Backend> ControllerService<B> {
     }
 }
 
-fn capability(
-    rpc: proto::controller_service_capability::rpc::Type,
-) -> proto::ControllerServiceCapability {
-    proto::ControllerServiceCapability {
-        r#type: Some(proto::controller_service_capability::Type::Rpc(
-            proto::controller_service_capability::Rpc { r#type: rpc as i32 },
-        )),
-    }
+/// The Controller service, one row per RPC. Every RPC the driver offers
+/// runs its method through the shared outcome handling ([`crate::rpc::run`]:
+/// metrics and the log line by method and code, the status with the whole
+/// cause chain) inside a span with the request fields named in the row. A
+/// row: the trait method, its request and response types, the method name
+/// in metrics and logs, the method that does the work, and the span
+/// fields (span field = request field). The rest answer UNIMPLEMENTED.
+macro_rules! controller_service {
+    (
+        rpcs {
+            $( $method:ident($req:ident) -> $resp:ident = $name:literal by $work:ident,
+               span($($($span:ident).+ = $field:ident),*); )*
+        }
+        unimplemented {
+            $( $umethod:ident($ureq:ident) -> $uresp:ident = $why:literal; )*
+        }
+    ) => {
+        #[tonic::async_trait]
+        impl<B: Backend> Controller for ControllerService<B> {
+            $(
+                #[instrument(skip_all, fields($($($span).+ = %request.get_ref().$field),*))]
+                async fn $method(
+                    &self,
+                    request: Request<proto::$req>,
+                ) -> Result<Response<proto::$resp>, Status> {
+                    let work = self.$work(request.into_inner());
+                    crate::rpc::run(&self.metrics, $name, crate::rpc::Log::default(), work).await
+                }
+            )*
+            $(
+                async fn $umethod(
+                    &self,
+                    _request: Request<proto::$ureq>,
+                ) -> Result<Response<proto::$uresp>, Status> {
+                    Err(Status::unimplemented($why))
+                }
+            )*
+        }
+    };
 }
 
-/// Runs one controller RPC through the shared outcome handling (metrics,
-/// log level by code, status with the whole cause chain).
-async fn rpc<T>(
-    metrics: &RpcMetrics,
-    name: &'static str,
-    work: impl std::future::Future<Output = ControllerResult<T>>,
-) -> Result<Response<T>, Status> {
-    crate::rpc::run(metrics, name, crate::rpc::Log::default(), work).await
-}
-
-#[tonic::async_trait]
-impl<B: Backend> Controller for ControllerService<B> {
-    #[instrument(skip_all, fields(volume.name = %request.get_ref().name))]
-    async fn create_volume(
-        &self,
-        request: Request<proto::CreateVolumeRequest>,
-    ) -> Result<Response<proto::CreateVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "CreateVolume",
-            self.create(request.into_inner()),
-        )
-        .await
+controller_service! {
+    rpcs {
+        create_volume(CreateVolumeRequest) -> CreateVolumeResponse = "CreateVolume" by create, span(volume.name = name);
+        delete_volume(DeleteVolumeRequest) -> DeleteVolumeResponse = "DeleteVolume" by delete, span(volume.id = volume_id);
+        controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse = "ControllerPublishVolume" by publish, span(volume.id = volume_id, node.id = node_id);
+        controller_unpublish_volume(ControllerUnpublishVolumeRequest) -> ControllerUnpublishVolumeResponse = "ControllerUnpublishVolume" by unpublish, span(volume.id = volume_id, node.id = node_id);
+        validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse = "ValidateVolumeCapabilities" by validate, span(volume.id = volume_id);
+        list_volumes(ListVolumesRequest) -> ListVolumesResponse = "ListVolumes" by list, span();
+        get_capacity(GetCapacityRequest) -> GetCapacityResponse = "GetCapacity" by capacity, span();
+        controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse = "ControllerGetCapabilities" by service_capabilities, span();
+        controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse = "ControllerExpandVolume" by expand, span(volume.id = volume_id);
+        controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse = "ControllerGetVolume" by get_volume, span(volume.id = volume_id);
     }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn delete_volume(
-        &self,
-        request: Request<proto::DeleteVolumeRequest>,
-    ) -> Result<Response<proto::DeleteVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "DeleteVolume",
-            self.delete(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
-    async fn controller_publish_volume(
-        &self,
-        request: Request<proto::ControllerPublishVolumeRequest>,
-    ) -> Result<Response<proto::ControllerPublishVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerPublishVolume",
-            self.publish(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
-    async fn controller_unpublish_volume(
-        &self,
-        request: Request<proto::ControllerUnpublishVolumeRequest>,
-    ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerUnpublishVolume",
-            self.unpublish(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn validate_volume_capabilities(
-        &self,
-        request: Request<proto::ValidateVolumeCapabilitiesRequest>,
-    ) -> Result<Response<proto::ValidateVolumeCapabilitiesResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ValidateVolumeCapabilities",
-            self.validate(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all)]
-    async fn list_volumes(
-        &self,
-        request: Request<proto::ListVolumesRequest>,
-    ) -> Result<Response<proto::ListVolumesResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ListVolumes",
-            self.list(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all)]
-    async fn get_capacity(
-        &self,
-        request: Request<proto::GetCapacityRequest>,
-    ) -> Result<Response<proto::GetCapacityResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "GetCapacity",
-            self.capacity(request.into_inner()),
-        )
-        .await
-    }
-
-    async fn controller_get_capabilities(
-        &self,
-        _request: Request<proto::ControllerGetCapabilitiesRequest>,
-    ) -> Result<Response<proto::ControllerGetCapabilitiesResponse>, Status> {
-        use proto::controller_service_capability::rpc::Type as T;
-        let timer = self.metrics.start("ControllerGetCapabilities");
-        timer.finish(tonic::Code::Ok);
-        Ok(Response::new(proto::ControllerGetCapabilitiesResponse {
-            capabilities: [
-                T::CreateDeleteVolume,
-                T::PublishUnpublishVolume,
-                T::ListVolumes,
-                T::GetCapacity,
-                T::ExpandVolume,
-                T::GetVolume,
-                T::ListVolumesPublishedNodes,
-                T::SingleNodeMultiWriter,
-            ]
-            .into_iter()
-            .map(capability)
-            .collect(),
-        }))
-    }
-
-    async fn create_snapshot(
-        &self,
-        _r: Request<proto::CreateSnapshotRequest>,
-    ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    async fn delete_snapshot(
-        &self,
-        _r: Request<proto::DeleteSnapshotRequest>,
-    ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    async fn list_snapshots(
-        &self,
-        _r: Request<proto::ListSnapshotsRequest>,
-    ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    async fn get_snapshot(
-        &self,
-        _r: Request<proto::GetSnapshotRequest>,
-    ) -> Result<Response<proto::GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn controller_expand_volume(
-        &self,
-        request: Request<proto::ControllerExpandVolumeRequest>,
-    ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerExpandVolume",
-            self.expand(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn controller_get_volume(
-        &self,
-        request: Request<proto::ControllerGetVolumeRequest>,
-    ) -> Result<Response<proto::ControllerGetVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerGetVolume",
-            self.get_volume(request.into_inner()),
-        )
-        .await
-    }
-
-    async fn controller_modify_volume(
-        &self,
-        _r: Request<proto::ControllerModifyVolumeRequest>,
-    ) -> Result<Response<proto::ControllerModifyVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "volume modification is not supported",
-        ))
+    unimplemented {
+        create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse = "snapshots are not supported yet";
+        delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse = "snapshots are not supported yet";
+        list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse = "snapshots are not supported yet";
+        get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse = "snapshots are not supported yet";
+        controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse = "volume modification is not supported";
     }
 }
 

@@ -33,6 +33,30 @@ impl<B: Backend> ControllerService<B> {
             },
         })
     }
+
+    /// The controller RPCs this driver offers (ControllerGetCapabilities).
+    pub(super) async fn service_capabilities(
+        &self,
+        _req: proto::ControllerGetCapabilitiesRequest,
+    ) -> ControllerResult<proto::ControllerGetCapabilitiesResponse> {
+        use proto::controller_service_capability::{rpc::Type as T, Rpc, Type};
+        let capabilities = [
+            T::CreateDeleteVolume,
+            T::PublishUnpublishVolume,
+            T::ListVolumes,
+            T::GetCapacity,
+            T::ExpandVolume,
+            T::GetVolume,
+            T::ListVolumesPublishedNodes,
+            T::SingleNodeMultiWriter,
+        ]
+        .map(|rpc| proto::ControllerServiceCapability {
+            r#type: Some(Type::Rpc(Rpc { r#type: rpc as i32 })),
+        });
+        Ok(proto::ControllerGetCapabilitiesResponse {
+            capabilities: capabilities.to_vec(),
+        })
+    }
 }
 
 /// What a set of volume capabilities asks for.

@@ -6,7 +6,7 @@
 //! that, something failed.
 
 use attachment_manager::{ClusterError, ManagerError, Refusal};
-use routeros::{RosPath, Slot};
+use routeros::{RosPath, Slot, SlotPrefix};
 use tonic::{Code, Status};
 
 use crate::error::chain;
@@ -19,6 +19,13 @@ pub enum ControllerError {
     /// A field of the request is malformed or missing.
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A volume ID without the configured prefix: not this driver's disk.
+    #[error("{field}: {volume} does not start with the configured volume ID prefix {:?} (--volume-id-prefix); this driver does not manage it", prefix.as_str())]
+    NotManaged {
+        field: &'static str,
+        volume: Slot,
+        prefix: SlotPrefix,
+    },
     /// A StorageClass parameter is malformed or unknown.
     #[error(transparent)]
     Param(#[from] ParamError),
@@ -160,7 +167,7 @@ impl ControllerError {
     pub fn code(&self) -> Code {
         use ControllerError as C;
         match self {
-            C::Invalid { .. } | C::Param(_) => Code::InvalidArgument,
+            C::Invalid { .. } | C::NotManaged { .. } | C::Param(_) => Code::InvalidArgument,
             C::Size(_) => Code::OutOfRange,
             C::TopologyUnreachable { .. } => Code::ResourceExhausted,
             C::ForeignToken { .. } => Code::Aborted,
@@ -217,10 +224,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn slot() -> Slot {
-        Slot::new("pvc-1").unwrap()
-    }
-
     #[test]
     fn backend_errors_map_to_the_codes_the_sidecars_expect() {
         use routeros::Error as E;
@@ -241,7 +244,7 @@ mod tests {
             (E::InUse("x".into()), Code::FailedPrecondition),
         ];
         for (e, code) in cases {
-            let status: Status = Step::Create(slot()).failed()(e).into();
+            let status: Status = Step::Create(Slot::new("pvc-1").unwrap()).failed()(e).into();
             assert_eq!(status.code(), code);
         }
     }
@@ -251,9 +254,18 @@ mod tests {
         use ControllerError as C;
         let cluster = || ClusterError::Injected("the API server is away".into());
         let node = || "node-a".to_string();
+        let slot = || Slot::new("pvc-1").unwrap();
         let cases = [
             (
                 C::invalid("name", "must not be empty"),
+                Code::InvalidArgument,
+            ),
+            (
+                C::NotManaged {
+                    field: "volume_id",
+                    volume: Slot::new("other-1").unwrap(),
+                    prefix: SlotPrefix::new("pvc-").unwrap(),
+                },
                 Code::InvalidArgument,
             ),
             (C::Size(SizeError::Negative), Code::OutOfRange),
@@ -319,9 +331,9 @@ mod tests {
 
     #[test]
     fn status_messages_carry_the_whole_cause_chain() {
-        let status: Status = Step::Create(slot()).failed()(routeros::Error::NoSpace(
-            "failure: not enough space".into(),
-        ))
+        let status: Status = Step::Create(Slot::new("pvc-1").unwrap()).failed()(
+            routeros::Error::NoSpace("failure: not enough space".into()),
+        )
         .into();
         assert_eq!(
             status.message(),
