@@ -330,7 +330,7 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn defaults() -> ParamDefaults {
+    pub(crate) fn defaults() -> ParamDefaults {
         ParamDefaults {
             nvme_address: "10.0.0.1".into(),
             nvme_port: 4420,
