@@ -71,7 +71,7 @@ pub struct ControllerService<B> {
 }
 
 pub use capabilities::{validate_capabilities, Caps};
-pub use error::{ControllerError, ControllerResult, Step};
+pub use error::{ControllerError, ControllerResult, Mismatch, Step};
 
 /// The per-volume guard, shared by the controller and node services.
 pub use attachment_manager::VolumeLocks;
@@ -148,6 +148,16 @@ impl<B: Backend> ControllerService<B> {
         Ok(slot)
     }
 
+    /// Refuses until the attachment state is rebuilt from the cluster:
+    /// before then, who holds a volume is unknown.
+    fn ready(&self) -> ControllerResult<()> {
+        if self.manager.is_ready() {
+            Ok(())
+        } else {
+            Err(ManagerError::NotReady.into())
+        }
+    }
+
     fn volume_id(&self, id: &str) -> ControllerResult<Slot> {
         self.slot("volume_id", id)
     }
@@ -211,7 +221,12 @@ impl<B: Backend> ControllerService<B> {
         let existing = self.lookup(&slot).await?;
         let disk = match existing {
             Some(disk) => {
-                self.check_compatible(&disk, &range, &file, &vp, &nqn)?;
+                if let Some(differs) = Self::mismatch(&disk, &range, &file, &vp, &nqn) {
+                    return Err(ControllerError::ExistsDifferently {
+                        volume: disk.slot,
+                        differs,
+                    });
+                }
                 info!(volume = %slot, "volume already exists with compatible size; returning it");
                 disk
             }
@@ -251,40 +266,34 @@ impl<B: Backend> ControllerService<B> {
         })
     }
 
-    fn check_compatible(
-        &self,
+    /// How an existing volume differs from what CreateVolume asks for,
+    /// if it does.
+    fn mismatch(
         disk: &Disk,
         range: &proto::CapacityRange,
         file: &RosPath,
         vp: &VolumeParams,
         nqn: &Nqn,
-    ) -> ControllerResult<()> {
+    ) -> Option<Mismatch> {
         let size = disk.size_bytes;
         let too_small = size < range.required_bytes.max(0) as u64;
         let too_big = range.limit_bytes > 0 && size > range.limit_bytes as u64;
         if too_small || too_big {
-            return Err(ControllerError::ExistsWithOtherSize {
-                volume: disk.slot.clone(),
+            return Some(Mismatch::Size {
                 size,
                 required: range.required_bytes,
                 limit: range.limit_bytes,
             });
         }
         if let Some(at) = disk.file_path.as_ref().filter(|f| *f != file.as_str()) {
-            return Err(ControllerError::ExistsAtOtherPath {
-                volume: disk.slot.clone(),
+            return Some(Mismatch::Path {
                 at: at.clone(),
                 wanted: file.clone(),
             });
         }
-        if disk.port.is_some_and(|p| p != vp.nvme_port)
-            || disk.nqn.as_deref().is_some_and(|n| n != nqn.as_str())
-        {
-            return Err(ControllerError::ExistsWithOtherExport {
-                volume: disk.slot.clone(),
-            });
-        }
-        Ok(())
+        let other_export = disk.port.is_some_and(|p| p != vp.nvme_port)
+            || disk.nqn.as_deref().is_some_and(|n| n != nqn.as_str());
+        other_export.then_some(Mismatch::Export)
     }
 
     fn check_topology(&self, req: Option<&proto::TopologyRequirement>) -> ControllerResult<()> {
@@ -313,11 +322,9 @@ impl<B: Backend> ControllerService<B> {
     ) -> ControllerResult<proto::DeleteVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         let _guard = self.lock(&slot)?;
-        if !self.manager.is_ready() {
-            // Deleting a volume that may still be attached destroys a VM's
-            // disk: without the rebuilt state, refuse.
-            return Err(ManagerError::NotReady.into());
-        }
+        // Deleting a volume that may still be attached destroys a VM's
+        // disk: without the rebuilt state, refuse.
+        self.ready()?;
         let holders = self.manager.holders(slot.as_str());
         if !holders.is_empty() {
             return Err(ControllerError::StillPublished {

@@ -256,7 +256,11 @@ async fn the_same_name_with_an_incompatible_size_is_already_exists() {
     ctl.create("pvc-a", GIB).await.unwrap();
     let again = ctl.svc.create(create_req("pvc-a", 5 * GIB)).await;
     assert!(
-        matches!(again, Err(ControllerError::ExistsWithOtherSize { size, .. }) if size == 1 << 30),
+        matches!(
+            again,
+            Err(ControllerError::ExistsDifferently { differs: Mismatch::Size { size, .. }, .. })
+                if size == 1 << 30
+        ),
         "{again:?}"
     );
     assert_eq!(

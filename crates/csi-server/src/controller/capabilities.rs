@@ -9,15 +9,15 @@ impl<B: Backend> ControllerService<B> {
         req: proto::ValidateVolumeCapabilitiesRequest,
     ) -> ControllerResult<proto::ValidateVolumeCapabilitiesResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        if req.volume_capabilities.is_empty() {
-            return Err(ControllerError::invalid(
-                "volume_capabilities",
-                "must not be empty",
-            ));
-        }
+        // No capabilities at all is a malformed request; unsupported ones
+        // are an answer (not confirmed).
+        let supported = match validate_capabilities(&req.volume_capabilities) {
+            Err(e) if req.volume_capabilities.is_empty() => return Err(e),
+            checked => checked,
+        };
         VolumeParams::parse(&req.parameters, &self.config.defaults)?;
         self.existing(&slot).await?;
-        Ok(match validate_capabilities(&req.volume_capabilities) {
+        Ok(match supported {
             Ok(_) => proto::ValidateVolumeCapabilitiesResponse {
                 confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
                     volume_context: req.volume_context,

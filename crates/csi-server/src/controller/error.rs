@@ -43,24 +43,9 @@ pub enum ControllerError {
     /// The volume does not exist on the RDS.
     #[error("volume {volume} not found")]
     VolumeNotFound { volume: Slot },
-    /// CreateVolume of an existing volume whose size is outside the range.
-    #[error("volume {volume} exists with {size} bytes, incompatible with the requested range {required}..{limit}")]
-    ExistsWithOtherSize {
-        volume: String,
-        size: u64,
-        required: i64,
-        limit: i64,
-    },
-    /// CreateVolume of an existing volume with another backing file.
-    #[error("volume {volume} exists at {at}, not at the requested {wanted}")]
-    ExistsAtOtherPath {
-        volume: String,
-        at: String,
-        wanted: RosPath,
-    },
-    /// CreateVolume of an existing volume with another NVMe/TCP export.
-    #[error("volume {volume} exists with a different NVMe/TCP export")]
-    ExistsWithOtherExport { volume: String },
+    /// CreateVolume of a volume that exists unlike the request.
+    #[error("volume {volume} exists {differs}")]
+    ExistsDifferently { volume: String, differs: Mismatch },
     /// CreateVolume of a new volume before the cluster identity that goes
     /// on its disk is known.
     #[error("the cluster identity (--cluster-id, by default the kube-system namespace UID) is not known yet")]
@@ -131,6 +116,21 @@ pub enum ControllerError {
     },
 }
 
+/// How an existing volume differs from a CreateVolume request for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("with {size} bytes, incompatible with the requested range {required}..{limit}")]
+    Size {
+        size: u64,
+        required: i64,
+        limit: i64,
+    },
+    #[error("at {at}, not at the requested {wanted}")]
+    Path { at: String, wanted: RosPath },
+    #[error("with a different NVMe/TCP export")]
+    Export,
+}
+
 /// What the controller asked the backend when it failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Step {
@@ -172,10 +172,7 @@ impl ControllerError {
             C::TopologyUnreachable { .. } => Code::ResourceExhausted,
             C::ForeignToken { .. } => Code::Aborted,
             C::VolumeNotFound { .. } | C::NodeNotFound { .. } => Code::NotFound,
-            C::ExistsWithOtherSize { .. }
-            | C::ExistsAtOtherPath { .. }
-            | C::ExistsWithOtherExport { .. }
-            | C::PublishedIncompatibly { .. } => Code::AlreadyExists,
+            C::ExistsDifferently { .. } | C::PublishedIncompatibly { .. } => Code::AlreadyExists,
             C::StillPublished { .. }
             | C::NodeOutOfService { .. }
             | C::SharedHostNqn { .. }
@@ -284,8 +281,9 @@ mod tests {
             (C::VolumeNotFound { volume: slot() }, Code::NotFound),
             (C::NodeNotFound { node: node() }, Code::NotFound),
             (
-                C::ExistsWithOtherExport {
+                C::ExistsDifferently {
                     volume: "pvc-1".into(),
+                    differs: Mismatch::Export,
                 },
                 Code::AlreadyExists,
             ),

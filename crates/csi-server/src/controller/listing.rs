@@ -33,9 +33,7 @@ impl<B: Backend> ControllerService<B> {
         }
         // The published nodes are only known once the state is rebuilt:
         // an empty list before then would tell the CO nothing is attached.
-        if !self.manager.is_ready() {
-            return Err(ManagerError::NotReady.into());
-        }
+        self.ready()?;
         // Tokens name the last volume of the previous page, so volumes added
         // or deleted between pages neither repeat nor shift the rest.
         let after = match req.starting_token.as_str() {
@@ -91,9 +89,7 @@ impl<B: Backend> ControllerService<B> {
         req: proto::ControllerGetVolumeRequest,
     ) -> ControllerResult<proto::ControllerGetVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        if !self.manager.is_ready() {
-            return Err(ManagerError::NotReady.into());
-        }
+        self.ready()?;
         let disk = self.existing(&slot).await?;
         Ok(proto::ControllerGetVolumeResponse {
             volume: Some(self.volume_of(&disk, self.context_from_disk(&disk))),

@@ -4,19 +4,32 @@
 use super::*;
 
 impl<B: Backend> ControllerService<B> {
-    /// Refuses a node whose NVMe host NQN another node also reports: the
-    /// target could not tell their connections apart.
-    pub(super) async fn check_host_nqn(&self, node: &str) -> ControllerResult<()> {
-        match self.nodes.sharing_host_nqn(node).await {
-            Ok(None) => Ok(()),
-            Ok(Some(shared)) => Err(ControllerError::SharedHostNqn {
-                node: node.to_string(),
+    /// Refuses a node that may not receive a volume: one the cluster does
+    /// not have, a fenced one, or one whose NVMe host NQN another node also
+    /// reports (the target could not tell their connections apart).
+    async fn check_node(&self, node: &str) -> ControllerResult<()> {
+        let name = || node.to_string();
+        let status = self.nodes.node_status(node).await;
+        match status.map_err(|source| ControllerError::NodeCheck {
+            node: name(),
+            source,
+        })? {
+            NodeStatus::Present => {}
+            NodeStatus::Missing => return Err(ControllerError::NodeNotFound { node: name() }),
+            NodeStatus::OutOfService => {
+                return Err(ControllerError::NodeOutOfService { node: name() })
+            }
+        }
+        let shared = self.nodes.sharing_host_nqn(node).await;
+        match shared.map_err(|source| ControllerError::HostNqnCheck {
+            node: name(),
+            source,
+        })? {
+            None => Ok(()),
+            Some(shared) => Err(ControllerError::SharedHostNqn {
+                node: name(),
                 others: shared.others,
                 nqn: shared.nqn,
-            }),
-            Err(source) => Err(ControllerError::HostNqnCheck {
-                node: node.to_string(),
-                source,
             }),
         }
     }
@@ -35,25 +48,9 @@ impl<B: Backend> ControllerService<B> {
             .ok_or_else(|| ControllerError::invalid("volume_capability", "must be given"))?;
         let caps = validate_capabilities(std::slice::from_ref(cap))?;
         let _guard = self.lock(&slot)?;
-        if !self.manager.is_ready() {
-            return Err(ManagerError::NotReady.into());
-        }
+        self.ready()?;
         let disk = self.existing(&slot).await?;
-        let node = || req.node_id.clone();
-        match self.nodes.node_status(&req.node_id).await {
-            Ok(NodeStatus::Present) => {}
-            Ok(NodeStatus::Missing) => return Err(ControllerError::NodeNotFound { node: node() }),
-            Ok(NodeStatus::OutOfService) => {
-                return Err(ControllerError::NodeOutOfService { node: node() })
-            }
-            Err(source) => {
-                return Err(ControllerError::NodeCheck {
-                    node: node(),
-                    source,
-                })
-            }
-        }
-        self.check_host_nqn(&req.node_id).await?;
+        self.check_node(&req.node_id).await?;
         let pvc = params::pvc_of(&req.volume_context);
         // Publishes for the volumes of one VM run one at a time.
         let _vmi_guard = match (&self.grouper, &pvc) {
@@ -91,7 +88,7 @@ impl<B: Backend> ControllerService<B> {
             PublishDecision::Refused(Refusal::IncompatibleOnSameNode) => {
                 return Err(ControllerError::PublishedIncompatibly {
                     volume: slot,
-                    node: node(),
+                    node: req.node_id,
                 })
             }
             PublishDecision::Refused(r) => {
@@ -130,9 +127,7 @@ impl<B: Backend> ControllerService<B> {
         // already unpublished, which is success. "Every node" is only
         // known once the state is rebuilt.
         let nodes = if req.node_id.is_empty() {
-            if !self.manager.is_ready() {
-                return Err(ManagerError::NotReady.into());
-            }
+            self.ready()?;
             self.manager.holders(slot.as_str())
         } else {
             vec![req.node_id.clone()]
