@@ -6,6 +6,7 @@
 //! finished call returns the same success.
 
 mod capabilities;
+mod error;
 mod listing;
 mod publish;
 
@@ -23,7 +24,6 @@ use tracing::{info, instrument};
 use vmi_grouper::KubeVirt;
 
 use crate::backend::Backend;
-use crate::error::{CsiError, CsiResult};
 use crate::metrics::RpcMetrics;
 use crate::params::{self, allocation_size, FsType, ParamDefaults, VolumeParams};
 use crate::proto::{self, controller_server::Controller};
@@ -54,9 +54,15 @@ pub const DEFAULT_MIGRATION_TIMEOUT: Duration =
 
 pub struct ControllerService<B> {
     config: ControllerConfig,
+    /// Where volumes live: the RDS, or the in-memory fake in unit tests.
     backend: Arc<B>,
+    /// The cluster's nodes: present, fenced, and their NVMe host NQNs.
     nodes: Arc<dyn NodeView>,
+    /// Who may attach a volume: the attachment rules, their persisted
+    /// state and the per-volume guards.
     manager: Arc<Manager>,
+    /// Finds the VM using a PVC, so the publishes of one VM run one at a
+    /// time; none without KubeVirt.
     grouper: Option<KubeVirt>,
     metrics: RpcMetrics,
     /// Written on every disk CreateVolume makes (`--cluster-id`); may
@@ -65,23 +71,10 @@ pub struct ControllerService<B> {
 }
 
 pub use capabilities::{validate_capabilities, Caps};
+pub use error::{ControllerError, ControllerResult, Mismatch, Step};
 
 /// The per-volume guard, shared by the controller and node services.
 pub use attachment_manager::VolumeLocks;
-
-impl From<ManagerError> for CsiError {
-    fn from(e: ManagerError) -> Self {
-        manager_error(e)
-    }
-}
-
-fn manager_error(e: ManagerError) -> CsiError {
-    match e {
-        ManagerError::Busy(v) => CsiError::Aborted(format!("volume {v}")),
-        ManagerError::NotReady => CsiError::Unavailable(e.to_string()),
-        ManagerError::Cluster { .. } => CsiError::Unavailable(crate::error::chain(&e)),
-    }
-}
 
 impl<B: Backend> ControllerService<B> {
     pub fn new(
@@ -114,43 +107,59 @@ impl<B: Backend> ControllerService<B> {
 
     /// Looks a volume up on the backend: `None` only when the backend
     /// answered that it is absent.
-    async fn lookup(&self, slot: &Slot) -> CsiResult<Option<Disk>> {
+    async fn lookup(&self, slot: &Slot) -> ControllerResult<Option<Disk>> {
         self.backend
             .get_volume(slot)
             .await
-            .map_err(|e| CsiError::backend(format!("look up volume {slot}"), e))
+            .map_err(Step::Lookup(slot.clone()).failed())
     }
 
     /// A volume that must exist: NOT_FOUND otherwise.
-    async fn existing(&self, slot: &Slot) -> CsiResult<Disk> {
+    async fn existing(&self, slot: &Slot) -> ControllerResult<Disk> {
         self.lookup(slot)
             .await?
-            .ok_or_else(|| CsiError::NotFound(format!("volume {slot}")))
+            .ok_or_else(|| ControllerError::VolumeNotFound {
+                volume: slot.clone(),
+            })
     }
 
-    fn lock(&self, volume: &Slot) -> CsiResult<attachment_manager::VolumeGuard> {
+    fn lock(&self, volume: &Slot) -> ControllerResult<attachment_manager::VolumeGuard> {
         self.manager
             .locks()
             .try_lock(volume.as_str())
-            .map_err(manager_error)
+            .map_err(ControllerError::from)
     }
 
-    fn volume_id(&self, id: &str) -> CsiResult<Slot> {
+    /// The volume ID in request field `field`: a valid slot with the
+    /// configured prefix, so a disk this driver would not have created is
+    /// never touched.
+    fn slot(&self, field: &'static str, id: &str) -> ControllerResult<Slot> {
         if id.is_empty() {
-            return Err(CsiError::invalid("volume_id", "must not be empty"));
+            return Err(ControllerError::invalid(field, "must not be empty"));
         }
-        let slot = Slot::new(id).map_err(|e| CsiError::invalid("volume_id", e.to_string()))?;
-        // Never touch a disk this driver would not have created.
+        let slot = Slot::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
         if !self.config.volume_id_prefix.matches(slot.as_str()) {
-            return Err(CsiError::invalid(
-                "volume_id",
-                format!(
-                    "{slot} does not start with the configured volume ID prefix {:?}; this driver does not manage it",
-                    self.config.volume_id_prefix.as_str()
-                ),
-            ));
+            return Err(ControllerError::NotManaged {
+                field,
+                volume: slot,
+                prefix: self.config.volume_id_prefix.clone(),
+            });
         }
         Ok(slot)
+    }
+
+    /// Refuses until the attachment state is rebuilt from the cluster:
+    /// before then, who holds a volume is unknown.
+    fn ready(&self) -> ControllerResult<()> {
+        if self.manager.is_ready() {
+            Ok(())
+        } else {
+            Err(ManagerError::NotReady.into())
+        }
+    }
+
+    fn volume_id(&self, id: &str) -> ControllerResult<Slot> {
+        self.slot("volume_id", id)
     }
 
     fn topology(&self) -> Vec<proto::Topology> {
@@ -173,23 +182,11 @@ impl<B: Backend> ControllerService<B> {
     async fn create(
         &self,
         req: proto::CreateVolumeRequest,
-    ) -> CsiResult<proto::CreateVolumeResponse> {
-        if req.name.is_empty() {
-            return Err(CsiError::invalid("name", "must not be empty"));
-        }
-        let slot = Slot::new(&req.name).map_err(|e| CsiError::invalid("name", e.to_string()))?;
-        if !self.config.volume_id_prefix.matches(slot.as_str()) {
-            return Err(CsiError::invalid(
-                "name",
-                format!(
-                    "must start with the configured volume ID prefix {:?} (--volume-id-prefix)",
-                    self.config.volume_id_prefix.as_str()
-                ),
-            ));
-        }
+    ) -> ControllerResult<proto::CreateVolumeResponse> {
+        let slot = self.slot("name", &req.name)?;
         let caps = validate_capabilities(&req.volume_capabilities)?;
         if req.volume_content_source.is_some() {
-            return Err(CsiError::invalid(
+            return Err(ControllerError::invalid(
                 "volume_content_source",
                 "creating volumes from snapshots or clones is not supported yet",
             ));
@@ -197,7 +194,7 @@ impl<B: Backend> ControllerService<B> {
         let mut vp = VolumeParams::parse(&req.parameters, &self.config.defaults)?;
         if let Some(fs) = caps.fs_type {
             if vp.fs_type.is_some_and(|p| p != fs) {
-                return Err(CsiError::invalid(
+                return Err(ControllerError::invalid(
                     "volume_capabilities",
                     "mount fs_type differs from the csi.storage.k8s.io/fstype parameter",
                 ));
@@ -214,9 +211,9 @@ impl<B: Backend> ControllerService<B> {
         let file = vp
             .volume_path
             .join(&format!("{slot}.img"))
-            .map_err(|e| CsiError::invalid("volumePath", e.to_string()))?;
+            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
         let nqn = Nqn::for_volume(&self.config.nqn_prefix, &slot)
-            .map_err(|e| CsiError::invalid("name", e.to_string()))?;
+            .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
 
         let _guard = self.lock(&slot)?;
         // Look first: "absent" only when the RDS said so. An unreachable RDS
@@ -224,19 +221,19 @@ impl<B: Backend> ControllerService<B> {
         let existing = self.lookup(&slot).await?;
         let disk = match existing {
             Some(disk) => {
-                self.check_compatible(&disk, &range, &file, &vp, &nqn)?;
+                if let Some(differs) = Self::mismatch(&disk, &range, &file, &vp, &nqn) {
+                    return Err(ControllerError::ExistsDifferently {
+                        volume: disk.slot,
+                        differs,
+                    });
+                }
                 info!(volume = %slot, "volume already exists with compatible size; returning it");
                 disk
             }
             None => {
                 let cluster = match &self.cluster_id {
                     None => None,
-                    Some(id) => Some(id.get().cloned().ok_or_else(|| {
-                        CsiError::Unavailable(
-                            "the cluster identity (--cluster-id, by default the kube-system namespace UID) is not known yet"
-                                .into(),
-                        )
-                    })?),
+                    Some(id) => Some(id.get().cloned().ok_or(ControllerError::ClusterIdUnknown)?),
                 };
                 let spec = NewDisk {
                     slot: slot.clone(),
@@ -250,7 +247,7 @@ impl<B: Backend> ControllerService<B> {
                 self.backend
                     .create_volume(&spec)
                     .await
-                    .map_err(|e| CsiError::backend(format!("create volume {slot}"), e))?;
+                    .map_err(Step::Create(slot.clone()).failed())?;
                 info!(volume = %slot, bytes = size, file = %file, "volume created");
                 Disk {
                     slot: slot.to_string(),
@@ -269,46 +266,37 @@ impl<B: Backend> ControllerService<B> {
         })
     }
 
-    fn check_compatible(
-        &self,
+    /// How an existing volume differs from what CreateVolume asks for,
+    /// if it does.
+    fn mismatch(
         disk: &Disk,
         range: &proto::CapacityRange,
         file: &RosPath,
         vp: &VolumeParams,
         nqn: &Nqn,
-    ) -> CsiResult<()> {
+    ) -> Option<Mismatch> {
         let size = disk.size_bytes;
         let too_small = size < range.required_bytes.max(0) as u64;
         let too_big = range.limit_bytes > 0 && size > range.limit_bytes as u64;
         if too_small || too_big {
-            return Err(CsiError::AlreadyExists(format!(
-                "volume {} exists with {size} bytes, incompatible with the requested range {}..{}",
-                disk.slot, range.required_bytes, range.limit_bytes
-            )));
+            return Some(Mismatch::Size {
+                size,
+                required: range.required_bytes,
+                limit: range.limit_bytes,
+            });
         }
-        if disk
-            .file_path
-            .as_deref()
-            .is_some_and(|f| f != file.as_str())
-        {
-            return Err(CsiError::AlreadyExists(format!(
-                "volume {} exists at {}, not at the requested {file}",
-                disk.slot,
-                disk.file_path.as_deref().unwrap_or_default()
-            )));
+        if let Some(at) = disk.file_path.as_ref().filter(|f| *f != file.as_str()) {
+            return Some(Mismatch::Path {
+                at: at.clone(),
+                wanted: file.clone(),
+            });
         }
-        if disk.port.is_some_and(|p| p != vp.nvme_port)
-            || disk.nqn.as_deref().is_some_and(|n| n != nqn.as_str())
-        {
-            return Err(CsiError::AlreadyExists(format!(
-                "volume {} exists with a different NVMe/TCP export",
-                disk.slot
-            )));
-        }
-        Ok(())
+        let other_export = disk.port.is_some_and(|p| p != vp.nvme_port)
+            || disk.nqn.as_deref().is_some_and(|n| n != nqn.as_str());
+        other_export.then_some(Mismatch::Export)
     }
 
-    fn check_topology(&self, req: Option<&proto::TopologyRequirement>) -> CsiResult<()> {
+    fn check_topology(&self, req: Option<&proto::TopologyRequirement>) -> ControllerResult<()> {
         let Some(req) = req else { return Ok(()) };
         if req.requisite.is_empty() {
             return Ok(());
@@ -321,29 +309,28 @@ impl<B: Backend> ControllerService<B> {
         if reachable {
             Ok(())
         } else {
-            Err(CsiError::ResourceExhausted(format!(
-                "no requisite topology includes {k}={v}, the only place this RDS serves"
-            )))
+            Err(ControllerError::TopologyUnreachable {
+                key: k.clone(),
+                value: v.clone(),
+            })
         }
     }
 
     async fn delete(
         &self,
         req: proto::DeleteVolumeRequest,
-    ) -> CsiResult<proto::DeleteVolumeResponse> {
+    ) -> ControllerResult<proto::DeleteVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         let _guard = self.lock(&slot)?;
-        if !self.manager.is_ready() {
-            // Deleting a volume that may still be attached destroys a VM's
-            // disk: without the rebuilt state, refuse.
-            return Err(manager_error(ManagerError::NotReady));
-        }
+        // Deleting a volume that may still be attached destroys a VM's
+        // disk: without the rebuilt state, refuse.
+        self.ready()?;
         let holders = self.manager.holders(slot.as_str());
         if !holders.is_empty() {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {slot} is still published to {}",
-                holders.join(", ")
-            )));
+            return Err(ControllerError::StillPublished {
+                volume: slot,
+                nodes: holders,
+            });
         }
         let known = self.lookup(&slot).await?;
         self.backend
@@ -353,7 +340,7 @@ impl<B: Backend> ControllerService<B> {
                 &self.config.defaults.volume_path_root,
             )
             .await
-            .map_err(|e| CsiError::backend(format!("delete volume {slot}"), e))?;
+            .map_err(Step::Delete(slot.clone()).failed())?;
         info!(volume = %slot, existed = known.is_some(), "volume deleted");
         Ok(proto::DeleteVolumeResponse {})
     }
@@ -361,7 +348,7 @@ impl<B: Backend> ControllerService<B> {
     async fn capacity(
         &self,
         req: proto::GetCapacityRequest,
-    ) -> CsiResult<proto::GetCapacityResponse> {
+    ) -> ControllerResult<proto::GetCapacityResponse> {
         validate_capabilities(&req.volume_capabilities).or_else(|e| {
             if req.volume_capabilities.is_empty() {
                 Ok(Caps::default())
@@ -381,12 +368,12 @@ impl<B: Backend> ControllerService<B> {
             }
         }
         let pool = Slot::new(vp.volume_path.mount_point())
-            .map_err(|e| CsiError::invalid("volumePath", e.to_string()))?;
+            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
         let cap = self
             .backend
             .capacity(&pool)
             .await
-            .map_err(|e| CsiError::backend(format!("read capacity of pool {pool}"), e))?;
+            .map_err(Step::Capacity(pool.clone()).failed())?;
         Ok(proto::GetCapacityResponse {
             available_capacity: cap.free_bytes.min(i64::MAX as u64) as i64,
             maximum_volume_size: Some(
@@ -402,11 +389,11 @@ impl<B: Backend> ControllerService<B> {
     async fn expand(
         &self,
         req: proto::ControllerExpandVolumeRequest,
-    ) -> CsiResult<proto::ControllerExpandVolumeResponse> {
+    ) -> ControllerResult<proto::ControllerExpandVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         let range = req
             .capacity_range
-            .ok_or_else(|| CsiError::invalid("capacity_range", "must be given"))?;
+            .ok_or_else(|| ControllerError::invalid("capacity_range", "must be given"))?;
         let block = match &req.volume_capability {
             Some(cap) => validate_capabilities(std::slice::from_ref(cap))?.block,
             None => false,
@@ -420,13 +407,18 @@ impl<B: Backend> ControllerService<B> {
         let disk = self.existing(&slot).await?;
         let mut capacity = disk.size_bytes;
         if size > disk.size_bytes {
-            self.backend.expand_volume(&slot, size).await.map_err(|e| {
-                CsiError::backend(format!("expand volume {slot} to {size} bytes"), e)
-            })?;
+            let step = Step::Expand {
+                volume: slot.clone(),
+                bytes: size,
+            };
+            self.backend
+                .expand_volume(&slot, size)
+                .await
+                .map_err(step.failed())?;
             info!(volume = %slot, from = disk.size_bytes, to = size, "volume expanded");
             capacity = size;
         } else if range.limit_bytes > 0 && disk.size_bytes > range.limit_bytes as u64 {
-            return Err(CsiError::Size(params::SizeError::NoAlignedSize {
+            return Err(ControllerError::Size(params::SizeError::NoAlignedSize {
                 required: range.required_bytes as u64,
                 limit: range.limit_bytes as u64,
             }));
@@ -438,204 +430,66 @@ impl<B: Backend> ControllerService<B> {
     }
 }
 
-fn capability(
-    rpc: proto::controller_service_capability::rpc::Type,
-) -> proto::ControllerServiceCapability {
-    proto::ControllerServiceCapability {
-        r#type: Some(proto::controller_service_capability::Type::Rpc(
-            proto::controller_service_capability::Rpc { r#type: rpc as i32 },
-        )),
-    }
+/// The Controller service, one row per RPC. Every RPC the driver offers
+/// runs its method through the shared outcome handling ([`crate::rpc::run`]:
+/// metrics and the log line by method and code, the status with the whole
+/// cause chain) inside a span with the request fields named in the row. A
+/// row: the trait method, its request and response types, the method name
+/// in metrics and logs, the method that does the work, and the span
+/// fields (span field = request field). The rest answer UNIMPLEMENTED.
+macro_rules! controller_service {
+    (
+        rpcs {
+            $( $method:ident($req:ident) -> $resp:ident = $name:literal by $work:ident,
+               span($($($span:ident).+ = $field:ident),*); )*
+        }
+        unimplemented {
+            $( $umethod:ident($ureq:ident) -> $uresp:ident = $why:literal; )*
+        }
+    ) => {
+        #[tonic::async_trait]
+        impl<B: Backend> Controller for ControllerService<B> {
+            $(
+                #[instrument(skip_all, fields($($($span).+ = %request.get_ref().$field),*))]
+                async fn $method(
+                    &self,
+                    request: Request<proto::$req>,
+                ) -> Result<Response<proto::$resp>, Status> {
+                    let work = self.$work(request.into_inner());
+                    crate::rpc::run(&self.metrics, $name, crate::rpc::Log::default(), work).await
+                }
+            )*
+            $(
+                async fn $umethod(
+                    &self,
+                    _request: Request<proto::$ureq>,
+                ) -> Result<Response<proto::$uresp>, Status> {
+                    Err(Status::unimplemented($why))
+                }
+            )*
+        }
+    };
 }
 
-/// Runs one controller RPC through the shared outcome handling (metrics,
-/// log level by code, status with the whole cause chain).
-async fn rpc<T>(
-    metrics: &RpcMetrics,
-    name: &'static str,
-    work: impl std::future::Future<Output = CsiResult<T>>,
-) -> Result<Response<T>, Status> {
-    crate::rpc::run(metrics, name, crate::rpc::Log::default(), work).await
-}
-
-#[tonic::async_trait]
-impl<B: Backend> Controller for ControllerService<B> {
-    #[instrument(skip_all, fields(volume.name = %request.get_ref().name))]
-    async fn create_volume(
-        &self,
-        request: Request<proto::CreateVolumeRequest>,
-    ) -> Result<Response<proto::CreateVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "CreateVolume",
-            self.create(request.into_inner()),
-        )
-        .await
+controller_service! {
+    rpcs {
+        create_volume(CreateVolumeRequest) -> CreateVolumeResponse = "CreateVolume" by create, span(volume.name = name);
+        delete_volume(DeleteVolumeRequest) -> DeleteVolumeResponse = "DeleteVolume" by delete, span(volume.id = volume_id);
+        controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse = "ControllerPublishVolume" by publish, span(volume.id = volume_id, node.id = node_id);
+        controller_unpublish_volume(ControllerUnpublishVolumeRequest) -> ControllerUnpublishVolumeResponse = "ControllerUnpublishVolume" by unpublish, span(volume.id = volume_id, node.id = node_id);
+        validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse = "ValidateVolumeCapabilities" by validate, span(volume.id = volume_id);
+        list_volumes(ListVolumesRequest) -> ListVolumesResponse = "ListVolumes" by list, span();
+        get_capacity(GetCapacityRequest) -> GetCapacityResponse = "GetCapacity" by capacity, span();
+        controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse = "ControllerGetCapabilities" by service_capabilities, span();
+        controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse = "ControllerExpandVolume" by expand, span(volume.id = volume_id);
+        controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse = "ControllerGetVolume" by get_volume, span(volume.id = volume_id);
     }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn delete_volume(
-        &self,
-        request: Request<proto::DeleteVolumeRequest>,
-    ) -> Result<Response<proto::DeleteVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "DeleteVolume",
-            self.delete(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
-    async fn controller_publish_volume(
-        &self,
-        request: Request<proto::ControllerPublishVolumeRequest>,
-    ) -> Result<Response<proto::ControllerPublishVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerPublishVolume",
-            self.publish(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id, node.id = %request.get_ref().node_id))]
-    async fn controller_unpublish_volume(
-        &self,
-        request: Request<proto::ControllerUnpublishVolumeRequest>,
-    ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerUnpublishVolume",
-            self.unpublish(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn validate_volume_capabilities(
-        &self,
-        request: Request<proto::ValidateVolumeCapabilitiesRequest>,
-    ) -> Result<Response<proto::ValidateVolumeCapabilitiesResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ValidateVolumeCapabilities",
-            self.validate(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all)]
-    async fn list_volumes(
-        &self,
-        request: Request<proto::ListVolumesRequest>,
-    ) -> Result<Response<proto::ListVolumesResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ListVolumes",
-            self.list(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all)]
-    async fn get_capacity(
-        &self,
-        request: Request<proto::GetCapacityRequest>,
-    ) -> Result<Response<proto::GetCapacityResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "GetCapacity",
-            self.capacity(request.into_inner()),
-        )
-        .await
-    }
-
-    async fn controller_get_capabilities(
-        &self,
-        _request: Request<proto::ControllerGetCapabilitiesRequest>,
-    ) -> Result<Response<proto::ControllerGetCapabilitiesResponse>, Status> {
-        use proto::controller_service_capability::rpc::Type as T;
-        let timer = self.metrics.start("ControllerGetCapabilities");
-        timer.finish(tonic::Code::Ok);
-        Ok(Response::new(proto::ControllerGetCapabilitiesResponse {
-            capabilities: [
-                T::CreateDeleteVolume,
-                T::PublishUnpublishVolume,
-                T::ListVolumes,
-                T::GetCapacity,
-                T::ExpandVolume,
-                T::GetVolume,
-                T::ListVolumesPublishedNodes,
-                T::SingleNodeMultiWriter,
-            ]
-            .into_iter()
-            .map(capability)
-            .collect(),
-        }))
-    }
-
-    async fn create_snapshot(
-        &self,
-        _r: Request<proto::CreateSnapshotRequest>,
-    ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    async fn delete_snapshot(
-        &self,
-        _r: Request<proto::DeleteSnapshotRequest>,
-    ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    async fn list_snapshots(
-        &self,
-        _r: Request<proto::ListSnapshotsRequest>,
-    ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    async fn get_snapshot(
-        &self,
-        _r: Request<proto::GetSnapshotRequest>,
-    ) -> Result<Response<proto::GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn controller_expand_volume(
-        &self,
-        request: Request<proto::ControllerExpandVolumeRequest>,
-    ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerExpandVolume",
-            self.expand(request.into_inner()),
-        )
-        .await
-    }
-
-    #[instrument(skip_all, fields(volume.id = %request.get_ref().volume_id))]
-    async fn controller_get_volume(
-        &self,
-        request: Request<proto::ControllerGetVolumeRequest>,
-    ) -> Result<Response<proto::ControllerGetVolumeResponse>, Status> {
-        rpc(
-            &self.metrics,
-            "ControllerGetVolume",
-            self.get_volume(request.into_inner()),
-        )
-        .await
-    }
-
-    async fn controller_modify_volume(
-        &self,
-        _r: Request<proto::ControllerModifyVolumeRequest>,
-    ) -> Result<Response<proto::ControllerModifyVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "volume modification is not supported",
-        ))
+    unimplemented {
+        create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse = "snapshots are not supported yet";
+        delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse = "snapshots are not supported yet";
+        list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse = "snapshots are not supported yet";
+        get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse = "snapshots are not supported yet";
+        controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse = "volume modification is not supported";
     }
 }
 

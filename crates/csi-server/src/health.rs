@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backend::Backend;
+use crate::metrics::registered;
 
 #[derive(Clone)]
 pub struct Health {
@@ -30,30 +31,24 @@ pub struct Health {
 
 impl Health {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let up = IntGauge::new(
-            "rds_csi_backend_up",
-            "1 when the last backend health check succeeded.",
-        )?;
+        let int_gauge = |name: &str, help: &str| registered(registry, IntGauge::new(name, help)?);
         let rtt = Gauge::new(
             "rds_csi_backend_health_check_seconds",
             "Round-trip time of the last backend health check.",
         )?;
-        let pool_size = IntGauge::new("rds_csi_pool_size_bytes", "Size of the RDS storage pool.")?;
-        let pool_free = IntGauge::new(
-            "rds_csi_pool_free_bytes",
-            "Free space in the RDS storage pool.",
-        )?;
-        registry.register(Box::new(up.clone()))?;
-        registry.register(Box::new(rtt.clone()))?;
-        registry.register(Box::new(pool_size.clone()))?;
-        registry.register(Box::new(pool_free.clone()))?;
         Ok(Health {
             ready: Arc::new(AtomicBool::new(false)),
             recovered: Arc::new(tokio::sync::Notify::new()),
-            up,
-            rtt,
-            pool_size,
-            pool_free,
+            up: int_gauge(
+                "rds_csi_backend_up",
+                "1 when the last backend health check succeeded.",
+            )?,
+            rtt: registered(registry, rtt)?,
+            pool_size: int_gauge("rds_csi_pool_size_bytes", "Size of the RDS storage pool.")?,
+            pool_free: int_gauge(
+                "rds_csi_pool_free_bytes",
+                "Free space in the RDS storage pool.",
+            )?,
         })
     }
 

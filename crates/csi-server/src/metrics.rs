@@ -3,7 +3,18 @@
 
 use std::time::Instant;
 
+use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// Registers `metric` with `registry` and hands it back, so a metric is
+/// made and registered in one expression.
+pub fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
 
 #[derive(Clone)]
 pub struct RpcMetrics {
@@ -30,9 +41,10 @@ impl RpcMetrics {
             ]),
             &["method"],
         )?;
-        registry.register(Box::new(calls.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        Ok(RpcMetrics { calls, duration })
+        Ok(RpcMetrics {
+            calls: registered(registry, calls)?,
+            duration: registered(registry, duration)?,
+        })
     }
 
     /// Metrics that go nowhere, for tests that do not look at them.

@@ -238,14 +238,7 @@ pub fn parse_address(name: &str, value: &str) -> Result<String, ParamError> {
             && !label.ends_with('-')
             && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     });
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(perr(
-            name,
-            format!("{:?} is neither an IP address nor a DNS name", trunc(value)),
-        ))
-    }
+    accept(name, value, ok, "neither an IP address nor a DNS name")
 }
 
 /// A Kubernetes object name (DNS-1123 subdomain).
@@ -263,13 +256,16 @@ fn parse_k8s_name(name: &str, value: &str) -> Result<String, ParamError> {
             .chars()
             .last()
             .is_some_and(|c| c.is_ascii_alphanumeric());
+    accept(name, value, ok, "not a Kubernetes object name")
+}
+
+/// `value` if it passed its check (`ok`), else the refusal saying what it
+/// `is`.
+fn accept(name: &str, value: &str, ok: bool, is: &str) -> Result<String, ParamError> {
     if ok {
         Ok(value.to_string())
     } else {
-        Err(perr(
-            name,
-            format!("{:?} is not a Kubernetes object name", trunc(value)),
-        ))
+        Err(perr(name, format!("{:?} is {is}", trunc(value))))
     }
 }
 
@@ -330,7 +326,7 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn defaults() -> ParamDefaults {
+    pub(crate) fn defaults() -> ParamDefaults {
         ParamDefaults {
             nvme_address: "10.0.0.1".into(),
             nvme_port: 4420,

@@ -2,6 +2,7 @@
 //! client talking to the simulator over real SSH.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ struct Env {
     client: ControllerClient<Channel>,
     cancel: CancellationToken,
     _dir: tempfile::TempDir,
+    /// Where the simulator keeps backing files, for [`Env::on_disk`].
+    data: Option<tempfile::TempDir>,
 }
 
 impl Drop for Env {
@@ -106,6 +109,7 @@ async fn env(storage: Storage) -> Env {
         client: ControllerClient::new(channel),
         cancel,
         _dir: dir,
+        data: None,
     }
 }
 
@@ -113,37 +117,77 @@ fn cap() -> proto::VolumeCapability {
     testkit::csi::mount("ext4", Mode::SingleNodeWriter)
 }
 
-fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> proto::CreateVolumeRequest {
-    proto::CreateVolumeRequest {
-        name: name.into(),
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: bytes,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![cap()],
-        parameters: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>(),
-        ..Default::default()
-    }
-}
-
-fn delete_req(id: &str) -> proto::DeleteVolumeRequest {
-    proto::DeleteVolumeRequest {
-        volume_id: id.into(),
-        ..Default::default()
-    }
+fn at_least(bytes: i64) -> Option<proto::CapacityRange> {
+    Some(proto::CapacityRange {
+        required_bytes: bytes,
+        limit_bytes: 0,
+    })
 }
 
 impl Env {
-    /// One call first, so the SSH connection is up and only the next
+    /// With backing files written below a temporary directory.
+    async fn on_disk() -> Env {
+        let data = tempfile::tempdir().unwrap();
+        let mut e = env(Storage::Dir(data.path().to_path_buf())).await;
+        e.data = Some(data);
+        e
+    }
+
+    /// Where the simulator keeps the backing file of `volume`.
+    fn backing_file(&self, volume: &str) -> std::path::PathBuf {
+        let data = self.data.as_ref().expect("an Env::on_disk");
+        data.path().join(format!("metal-csi/{volume}.img"))
+    }
+
+    /// After one call, so the SSH connection is up and only the next
     /// RPC's own commands are counted or faulted.
-    async fn warm(&mut self) {
-        self.client
+    async fn warm() -> Env {
+        let e = env(Storage::Memory).await;
+        e.client
+            .clone()
             .get_capacity(proto::GetCapacityRequest::default())
             .await
             .unwrap();
+        e
+    }
+
+    async fn create_with(
+        &self,
+        name: &str,
+        bytes: i64,
+        params: &[(&str, &str)],
+    ) -> Result<proto::Volume, tonic::Status> {
+        let req = proto::CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: at_least(bytes),
+            volume_capabilities: vec![cap()],
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+            ..Default::default()
+        };
+        let resp = self.client.clone().create_volume(req).await?;
+        Ok(resp.into_inner().volume.unwrap())
+    }
+
+    async fn create(&self, name: &str, bytes: i64) -> Result<proto::Volume, tonic::Status> {
+        self.create_with(name, bytes, &[]).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), tonic::Status> {
+        let req = proto::DeleteVolumeRequest {
+            volume_id: id.into(),
+            ..Default::default()
+        };
+        self.client.clone().delete_volume(req).await.map(drop)
+    }
+
+    /// The RouterOS commands one successful RPC sends.
+    async fn commands_of<T>(&self, rpc: impl Future<Output = Result<T, tonic::Status>>) -> u64 {
+        self.sim.reset_stats();
+        rpc.await.unwrap();
+        self.sim.stats().commands
     }
 }
 
@@ -153,11 +197,11 @@ impl Env {
 async fn while_unavailable<T, F, Fut>(mut call: F) -> Option<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    Fut: Future<Output = Result<T, tonic::Status>>,
 {
     for _ in 0..100 {
         match call().await {
-            Ok(r) => return Some(r.into_inner()),
+            Ok(r) => return Some(r),
             Err(s) if s.code() == Code::Unavailable => {
                 tokio::time::sleep(Duration::from_millis(20)).await
             }
@@ -169,65 +213,35 @@ where
 
 #[tokio::test]
 async fn a_volume_lives_and_dies_on_the_rds_with_a_sparse_backing_file() {
-    let data = tempfile::tempdir().unwrap();
-    let mut e = env(Storage::Dir(data.path().to_path_buf())).await;
-    let v = e
-        .client
-        .create_volume(create("pvc-life", 3 * GIB / 2, &[]))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let e = Env::on_disk().await;
+    let v = e.create("pvc-life", 3 * GIB / 2).await.unwrap();
     assert_eq!(v.capacity_bytes, 3 * GIB / 2);
-    let file = data.path().join("metal-csi/pvc-life.img");
+    let file = e.backing_file("pvc-life");
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 3 << 29);
     e.client
+        .clone()
         .controller_expand_volume(proto::ControllerExpandVolumeRequest {
             volume_id: "pvc-life".into(),
-            capacity_range: Some(proto::CapacityRange {
-                required_bytes: 2 * GIB,
-                limit_bytes: 0,
-            }),
+            capacity_range: at_least(2 * GIB),
             ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(e.sim.disks()[0].size, 2 << 30);
-    e.client
-        .delete_volume(delete_req("pvc-life"))
-        .await
-        .unwrap();
+    e.delete("pvc-life").await.unwrap();
     assert!(!file.exists(), "backing file removed");
     assert!(e.sim.disks().is_empty());
 }
 
 #[tokio::test]
 async fn create_uses_at_most_two_commands_and_delete_at_most_four() {
-    let mut e = env(Storage::Memory).await;
-    e.warm().await;
-    e.sim.reset_stats();
-    e.client
-        .create_volume(create("pvc-count", GIB, &[]))
-        .await
-        .unwrap();
-    assert!(
-        e.sim.stats().commands <= 2,
-        "create used {} commands",
-        e.sim.stats().commands
-    );
-    e.sim.reset_stats();
-    e.client
-        .delete_volume(delete_req("pvc-count"))
-        .await
-        .unwrap();
+    let e = Env::warm().await;
+    let create = e.commands_of(e.create("pvc-count", GIB)).await;
+    assert!(create <= 2, "create used {create} commands");
     // Look up, remove, look again (the file goes only once the disk is
     // seen gone), remove the file.
-    assert!(
-        e.sim.stats().commands <= 4,
-        "delete used {} commands",
-        e.sim.stats().commands
-    );
+    let delete = e.commands_of(e.delete("pvc-count")).await;
+    assert!(delete <= 4, "delete used {delete} commands");
     assert_eq!(
         e.sim.stats().connections,
         0,
@@ -237,28 +251,17 @@ async fn create_uses_at_most_two_commands_and_delete_at_most_four() {
 
 #[tokio::test]
 async fn a_disk_remove_that_does_not_take_keeps_the_backing_file() {
-    let data = tempfile::tempdir().unwrap();
-    let mut e = env(Storage::Dir(data.path().to_path_buf())).await;
-    e.client
-        .create_volume(create("pvc-stays", GIB, &[]))
-        .await
-        .unwrap();
-    let file = data.path().join("metal-csi/pvc-stays.img");
+    let e = Env::on_disk().await;
+    e.create("pvc-stays", GIB).await.unwrap();
+    let file = e.backing_file("pvc-stays");
     e.sim.faults().ignore_disk_remove_next(1);
-    let err = e
-        .client
-        .delete_volume(delete_req("pvc-stays"))
-        .await
-        .unwrap_err();
+    let err = e.delete("pvc-stays").await.unwrap_err();
     assert_eq!(err.code(), Code::Internal, "{err:?}");
     assert!(err.message().contains("still listed"), "{err:?}");
     assert!(file.exists(), "the file of a listed disk must stay");
     assert_eq!(e.sim.disks().len(), 1);
     // The retry removes both.
-    e.client
-        .delete_volume(delete_req("pvc-stays"))
-        .await
-        .unwrap();
+    e.delete("pvc-stays").await.unwrap();
     assert!(!file.exists());
     assert!(e.sim.disks().is_empty());
 }
@@ -266,85 +269,67 @@ async fn a_disk_remove_that_does_not_take_keeps_the_backing_file() {
 #[tokio::test]
 async fn a_lost_remove_answer_keeps_the_file_until_the_disk_is_seen_gone() {
     use csi_server::backend::Backend;
-    let data = tempfile::tempdir().unwrap();
-    let mut e = env(Storage::Dir(data.path().to_path_buf())).await;
-    e.client
-        .create_volume(create("pvc-lost", GIB, &[]))
-        .await
-        .unwrap();
-    let file = data.path().join("metal-csi/pvc-lost.img");
+    let e = Env::on_disk().await;
+    e.create("pvc-lost", GIB).await.unwrap();
+    let file = e.backing_file("pvc-lost");
     let slot = routeros::Slot::new("pvc-lost").unwrap();
     let known = e.rds.get_disk(&slot).await.unwrap().unwrap();
     // The remove acts, but its answer never completes.
     e.sim.faults().cut_after_exit_next(1);
-    let err = e
-        .rds
-        .delete_volume(&slot, Some(&known), &RosPath::new("/storage-pool").unwrap())
-        .await
-        .unwrap_err();
-    assert!(err.is_transient(), "{err:?}");
+    let root = RosPath::new("/storage-pool").unwrap();
+    let err = e.rds.delete_volume(&slot, Some(&known), &root).await;
+    assert!(err.unwrap_err().is_transient());
     assert!(e.sim.disks().is_empty(), "the remove did act");
     assert!(file.exists(), "no file removal on an unconfirmed remove");
     // DeleteVolume's retry looks afresh, sees no disk, and removes the file.
-    let client = e.client.clone();
-    while_unavailable(|| {
-        let mut c = client.clone();
-        async move { c.delete_volume(delete_req("pvc-lost")).await }
-    })
-    .await;
+    while_unavailable(|| e.delete("pvc-lost")).await;
     assert!(!file.exists());
 }
 
 #[tokio::test]
 async fn an_unreachable_rds_is_unavailable_and_never_yields_a_duplicate() {
-    let mut e = env(Storage::Memory).await;
+    let e = env(Storage::Memory).await;
     e.sim.faults().refuse_connections(true);
-    let err = e
-        .client
-        .create_volume(create("pvc-dup", GIB, &[]))
-        .await
-        .unwrap_err();
+    let err = e.create("pvc-dup", GIB).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(e.sim.disks().is_empty());
     e.sim.faults().refuse_connections(false);
-    let client = e.client.clone();
-    let created = while_unavailable(|| {
-        let mut c = client.clone();
-        async move { c.create_volume(create("pvc-dup", GIB, &[])).await }
-    })
-    .await;
+    let created = while_unavailable(|| e.create("pvc-dup", GIB)).await;
     assert!(created.is_some(), "recovered");
     // Retries after recovery keep returning the one volume.
-    e.client
-        .create_volume(create("pvc-dup", GIB, &[]))
-        .await
-        .unwrap();
+    e.create("pvc-dup", GIB).await.unwrap();
     assert_eq!(e.sim.disks().len(), 1);
+}
+
+/// A create while the simulator has `fault` set up for its next command:
+/// the code it fails with and the disks there are then; a retry after it
+/// makes exactly one disk.
+async fn create_under_fault(name: &str, fault: impl FnOnce(&SimHandle)) -> (Code, usize) {
+    let e = Env::warm().await;
+    fault(&e.sim);
+    let code = e.create(name, GIB).await.unwrap_err().code();
+    let disks = e.sim.disks().len();
+    while_unavailable(|| e.create(name, GIB)).await;
+    assert_eq!(e.sim.disks().len(), 1);
+    (code, disks)
 }
 
 #[tokio::test]
 async fn a_connection_dropped_mid_create_is_retried_into_exactly_one_disk() {
-    let mut e = env(Storage::Memory).await;
-    e.warm().await;
-    e.sim.faults().drop_next(1);
-    let err = e
-        .client
-        .create_volume(create("pvc-drop", GIB, &[]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
-    let client = e.client.clone();
-    while_unavailable(|| {
-        let mut c = client.clone();
-        async move { c.create_volume(create("pvc-drop", GIB, &[])).await }
-    })
-    .await;
-    assert_eq!(e.sim.disks().len(), 1);
+    let (code, _) = create_under_fault("pvc-drop", |sim| sim.faults().drop_next(1)).await;
+    assert_eq!(code, Code::Unavailable);
+}
+
+#[tokio::test]
+async fn a_hung_rds_gives_a_deadline_not_a_hang() {
+    let (code, disks) = create_under_fault("pvc-hang", |sim| sim.faults().hang_next(1)).await;
+    assert_eq!(code, Code::DeadlineExceeded);
+    assert_eq!(disks, 0, "the lookup hung, so nothing was created");
 }
 
 #[tokio::test]
 async fn injection_attempts_never_reach_the_rds() {
-    let mut e = env(Storage::Memory).await;
+    let e = env(Storage::Memory).await;
     e.sim.reset_stats();
     let names = [
         "pvc-a] ; /system reboot",
@@ -355,23 +340,17 @@ async fn injection_attempts_never_reach_the_rds() {
         "pvc-[find]",
     ];
     for name in names {
-        let err = e
-            .client
-            .create_volume(create(name, GIB, &[]))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{name:?}");
-        for id_call in [
-            e.client.delete_volume(delete_req(name)).await.map(drop),
-            e.client
-                .controller_get_volume(proto::ControllerGetVolumeRequest {
-                    volume_id: name.into(),
-                })
-                .await
-                .map(drop),
-        ] {
+        let get = proto::ControllerGetVolumeRequest {
+            volume_id: name.into(),
+        };
+        let outcomes = [
+            e.create(name, GIB).await.map(drop),
+            e.delete(name).await,
+            e.client.clone().controller_get_volume(get).await.map(drop),
+        ];
+        for outcome in outcomes {
             assert_eq!(
-                id_call.unwrap_err().code(),
+                outcome.unwrap_err().code(),
                 Code::InvalidArgument,
                 "{name:?}"
             );
@@ -386,11 +365,7 @@ async fn injection_attempts_never_reach_the_rds() {
         ("csi.storage.k8s.io/pvc/name", "x\" y"),
     ];
     for (k, v) in params {
-        let err = e
-            .client
-            .create_volume(create("pvc-ok", GIB, &[(k, v)]))
-            .await
-            .unwrap_err();
+        let err = e.create_with("pvc-ok", GIB, &[(k, v)]).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{k}={v}");
         assert!(
             err.message().contains(k),
@@ -404,33 +379,8 @@ async fn injection_attempts_never_reach_the_rds() {
 
 #[tokio::test]
 async fn a_full_pool_is_resource_exhausted() {
-    let mut e = env(Storage::Memory).await;
-    let err = e
-        .client
-        .create_volume(create("pvc-big", 60 * GIB, &[]))
-        .await
-        .unwrap_err();
+    let e = env(Storage::Memory).await;
+    let err = e.create("pvc-big", 60 * GIB).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(e.sim.disks().is_empty());
-}
-
-#[tokio::test]
-async fn a_hung_rds_gives_a_deadline_not_a_hang() {
-    let mut e = env(Storage::Memory).await;
-    e.warm().await;
-    e.sim.faults().hang_next(1);
-    let err = e
-        .client
-        .create_volume(create("pvc-hang", GIB, &[]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert!(
-        e.sim.disks().is_empty(),
-        "the lookup hung, so nothing was created"
-    );
-    e.client
-        .create_volume(create("pvc-hang", GIB, &[]))
-        .await
-        .unwrap();
 }

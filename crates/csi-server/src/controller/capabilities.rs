@@ -7,17 +7,17 @@ impl<B: Backend> ControllerService<B> {
     pub(super) async fn validate(
         &self,
         req: proto::ValidateVolumeCapabilitiesRequest,
-    ) -> CsiResult<proto::ValidateVolumeCapabilitiesResponse> {
+    ) -> ControllerResult<proto::ValidateVolumeCapabilitiesResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        if req.volume_capabilities.is_empty() {
-            return Err(CsiError::invalid(
-                "volume_capabilities",
-                "must not be empty",
-            ));
-        }
+        // No capabilities at all is a malformed request; unsupported ones
+        // are an answer (not confirmed).
+        let supported = match validate_capabilities(&req.volume_capabilities) {
+            Err(e) if req.volume_capabilities.is_empty() => return Err(e),
+            checked => checked,
+        };
         VolumeParams::parse(&req.parameters, &self.config.defaults)?;
         self.existing(&slot).await?;
-        Ok(match validate_capabilities(&req.volume_capabilities) {
+        Ok(match supported {
             Ok(_) => proto::ValidateVolumeCapabilitiesResponse {
                 confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
                     volume_context: req.volume_context,
@@ -33,6 +33,30 @@ impl<B: Backend> ControllerService<B> {
             },
         })
     }
+
+    /// The controller RPCs this driver offers (ControllerGetCapabilities).
+    pub(super) async fn service_capabilities(
+        &self,
+        _req: proto::ControllerGetCapabilitiesRequest,
+    ) -> ControllerResult<proto::ControllerGetCapabilitiesResponse> {
+        use proto::controller_service_capability::{rpc::Type as T, Rpc, Type};
+        let capabilities = [
+            T::CreateDeleteVolume,
+            T::PublishUnpublishVolume,
+            T::ListVolumes,
+            T::GetCapacity,
+            T::ExpandVolume,
+            T::GetVolume,
+            T::ListVolumesPublishedNodes,
+            T::SingleNodeMultiWriter,
+        ]
+        .map(|rpc| proto::ControllerServiceCapability {
+            r#type: Some(Type::Rpc(Rpc { r#type: rpc as i32 })),
+        });
+        Ok(proto::ControllerGetCapabilitiesResponse {
+            capabilities: capabilities.to_vec(),
+        })
+    }
 }
 
 /// What a set of volume capabilities asks for.
@@ -46,11 +70,11 @@ pub struct Caps {
 /// Single-node modes for filesystem and block; multi-node writer only for
 /// raw block (two QEMUs never write at once during a live migration, two
 /// filesystems mounted on two nodes always corrupt).
-pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps> {
+pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> ControllerResult<Caps> {
     use proto::volume_capability::access_mode::Mode;
     use proto::volume_capability::AccessType;
     if caps.is_empty() {
-        return Err(CsiError::invalid(
+        return Err(ControllerError::invalid(
             "volume_capabilities",
             "must not be empty",
         ));
@@ -62,7 +86,7 @@ pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps
             Some(AccessType::Mount(m)) => {
                 if !m.fs_type.is_empty() {
                     let fs = FsType::parse(&m.fs_type).ok_or_else(|| {
-                        CsiError::invalid(
+                        ControllerError::invalid(
                             "volume_capabilities",
                             format!("unsupported fs_type {:?}; use ext4 or xfs", m.fs_type),
                         )
@@ -72,7 +96,7 @@ pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps
                 false
             }
             None => {
-                return Err(CsiError::invalid(
+                return Err(ControllerError::invalid(
                     "volume_capabilities",
                     "access_type (block or mount) must be given",
                 ))
@@ -87,15 +111,15 @@ pub fn validate_capabilities(caps: &[proto::VolumeCapability]) -> CsiResult<Caps
             Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter => {}
             Mode::MultiNodeMultiWriter if block => out.multi_node = true,
             Mode::MultiNodeMultiWriter => {
-                return Err(CsiError::invalid(
+                return Err(ControllerError::invalid(
                     "volume_capabilities",
                     "multi-node writer is only offered for raw block volumes (KubeVirt live migration); a filesystem on two nodes would be corrupted",
                 ))
             }
             Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter => {
-                return Err(CsiError::invalid("volume_capabilities", format!("access mode {} is not supported", mode.as_str_name())))
+                return Err(ControllerError::invalid("volume_capabilities", format!("access mode {} is not supported", mode.as_str_name())))
             }
-            Mode::Unknown => return Err(CsiError::invalid("volume_capabilities", "access_mode must be given")),
+            Mode::Unknown => return Err(ControllerError::invalid("volume_capabilities", "access_mode must be given")),
         }
         out.block |= block;
     }

@@ -24,15 +24,16 @@ impl<B: Backend> ControllerService<B> {
     pub(super) async fn list(
         &self,
         req: proto::ListVolumesRequest,
-    ) -> CsiResult<proto::ListVolumesResponse> {
+    ) -> ControllerResult<proto::ListVolumesResponse> {
         if req.max_entries < 0 {
-            return Err(CsiError::invalid("max_entries", "must not be negative"));
+            return Err(ControllerError::invalid(
+                "max_entries",
+                "must not be negative",
+            ));
         }
         // The published nodes are only known once the state is rebuilt:
         // an empty list before then would tell the CO nothing is attached.
-        if !self.manager.is_ready() {
-            return Err(manager_error(ManagerError::NotReady));
-        }
+        self.ready()?;
         // Tokens name the last volume of the previous page, so volumes added
         // or deleted between pages neither repeat nor shift the rest.
         let after = match req.starting_token.as_str() {
@@ -40,10 +41,8 @@ impl<B: Backend> ControllerService<B> {
             t => Some(
                 t.strip_prefix(TOKEN_PREFIX)
                     .filter(|s| Slot::new(s).is_ok())
-                    .ok_or_else(|| {
-                        CsiError::Aborted(format!(
-                            "starting_token {t:?} is not a token this driver issued"
-                        ))
+                    .ok_or_else(|| ControllerError::ForeignToken {
+                        token: t.to_string(),
                     })?
                     .to_string(),
             ),
@@ -52,7 +51,7 @@ impl<B: Backend> ControllerService<B> {
             .backend
             .list_volumes(&self.config.volume_id_prefix)
             .await
-            .map_err(|e| CsiError::backend("list volumes", e))?;
+            .map_err(Step::List.failed())?;
         disks.sort_by(|a, b| a.slot.cmp(&b.slot));
         let limit = match req.max_entries {
             0 => self.config.max_list_entries,
@@ -88,11 +87,9 @@ impl<B: Backend> ControllerService<B> {
     pub(super) async fn get_volume(
         &self,
         req: proto::ControllerGetVolumeRequest,
-    ) -> CsiResult<proto::ControllerGetVolumeResponse> {
+    ) -> ControllerResult<proto::ControllerGetVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        if !self.manager.is_ready() {
-            return Err(manager_error(ManagerError::NotReady));
-        }
+        self.ready()?;
         let disk = self.existing(&slot).await?;
         Ok(proto::ControllerGetVolumeResponse {
             volume: Some(self.volume_of(&disk, self.context_from_disk(&disk))),

@@ -4,67 +4,66 @@
 use super::*;
 
 impl<B: Backend> ControllerService<B> {
-    /// Refuses a node whose NVMe host NQN another node also reports: the
-    /// target could not tell their connections apart.
-    pub(super) async fn check_host_nqn(&self, node: &str) -> CsiResult<()> {
-        match self.nodes.sharing_host_nqn(node).await {
-            Ok(None) => Ok(()),
-            Ok(Some(shared)) => Err(CsiError::FailedPrecondition(format!(
-                "node {node:?} and node(s) {} report the same NVMe host NQN {:?} (Node annotation {}): the target could not tell them apart; give each node its own /etc/nvme/hostnqn",
-                shared.others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
-                shared.nqn,
-                attachment_manager::host_nqn::HOST_NQN_ANNOTATION,
-            ))),
-            Err(e) => Err(CsiError::Unavailable(format!(
-                "check the host NQN of node {node:?}: {e}"
-            ))),
+    /// Refuses a node that may not receive a volume: one the cluster does
+    /// not have, a fenced one, or one whose NVMe host NQN another node also
+    /// reports (the target could not tell their connections apart).
+    async fn check_node(&self, node: &str) -> ControllerResult<()> {
+        let name = || node.to_string();
+        let status = self.nodes.node_status(node).await;
+        match status.map_err(|source| ControllerError::NodeCheck {
+            node: name(),
+            source,
+        })? {
+            NodeStatus::Present => {}
+            NodeStatus::Missing => return Err(ControllerError::NodeNotFound { node: name() }),
+            NodeStatus::OutOfService => {
+                return Err(ControllerError::NodeOutOfService { node: name() })
+            }
+        }
+        let shared = self.nodes.sharing_host_nqn(node).await;
+        match shared.map_err(|source| ControllerError::HostNqnCheck {
+            node: name(),
+            source,
+        })? {
+            None => Ok(()),
+            Some(shared) => Err(ControllerError::SharedHostNqn {
+                node: name(),
+                others: shared.others,
+                nqn: shared.nqn,
+            }),
         }
     }
 
     pub(super) async fn publish(
         &self,
         req: proto::ControllerPublishVolumeRequest,
-    ) -> CsiResult<proto::ControllerPublishVolumeResponse> {
+    ) -> ControllerResult<proto::ControllerPublishVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         if req.node_id.is_empty() {
-            return Err(CsiError::invalid("node_id", "must not be empty"));
+            return Err(ControllerError::invalid("node_id", "must not be empty"));
         }
         let cap = req
             .volume_capability
             .as_ref()
-            .ok_or_else(|| CsiError::invalid("volume_capability", "must be given"))?;
+            .ok_or_else(|| ControllerError::invalid("volume_capability", "must be given"))?;
         let caps = validate_capabilities(std::slice::from_ref(cap))?;
         let _guard = self.lock(&slot)?;
-        if !self.manager.is_ready() {
-            return Err(manager_error(ManagerError::NotReady));
-        }
+        self.ready()?;
         let disk = self.existing(&slot).await?;
-        match self.nodes.node_status(&req.node_id).await {
-            Ok(NodeStatus::Present) => {}
-            Ok(NodeStatus::Missing) => {
-                return Err(CsiError::NotFound(format!("node {:?}", req.node_id)))
-            }
-            Ok(NodeStatus::OutOfService) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "node {:?} carries the node.kubernetes.io/out-of-service taint",
-                    req.node_id
-                )))
-            }
-            Err(e) => {
-                return Err(CsiError::Unavailable(format!(
-                    "check node {:?}: {e}",
-                    req.node_id
-                )))
-            }
-        }
-        self.check_host_nqn(&req.node_id).await?;
+        self.check_node(&req.node_id).await?;
         let pvc = params::pvc_of(&req.volume_context);
         // Publishes for the volumes of one VM run one at a time.
         let _vmi_guard = match (&self.grouper, &pvc) {
             (Some(g), Some((ns, name))) => match g.vmi_for_pvc(ns, name).await {
                 Ok(Some(key)) => Some(g.locks().lock(&key).await),
                 Ok(None) => None,
-                Err(e) => return Err(CsiError::Unavailable(e.to_string())),
+                Err(source) => {
+                    return Err(ControllerError::VmLookup {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        source: Box::new(source),
+                    })
+                }
             },
             _ => None,
         };
@@ -83,17 +82,20 @@ impl<B: Backend> ControllerService<B> {
                 migration_timeout: migration_timeout_of(&req.volume_context),
             })
             .await
-            .map_err(manager_error)?;
+            .map_err(ControllerError::from)?;
         match decision {
             PublishDecision::Attached { .. } | PublishDecision::AlreadyAttached => {}
             PublishDecision::Refused(Refusal::IncompatibleOnSameNode) => {
-                return Err(CsiError::AlreadyExists(format!(
-                    "volume {slot} is already published to node {} with an incompatible capability",
-                    req.node_id
-                )))
+                return Err(ControllerError::PublishedIncompatibly {
+                    volume: slot,
+                    node: req.node_id,
+                })
             }
             PublishDecision::Refused(r) => {
-                return Err(CsiError::FailedPrecondition(format!("volume {slot}: {r}")))
+                return Err(ControllerError::Refused {
+                    volume: slot,
+                    refusal: r,
+                })
             }
         }
         info!(volume = %slot, node = %req.node_id, "volume published");
@@ -118,16 +120,14 @@ impl<B: Backend> ControllerService<B> {
     pub(super) async fn unpublish(
         &self,
         req: proto::ControllerUnpublishVolumeRequest,
-    ) -> CsiResult<proto::ControllerUnpublishVolumeResponse> {
+    ) -> ControllerResult<proto::ControllerUnpublishVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
         let _guard = self.lock(&slot)?;
         // An empty node ID means every node. An unknown volume or node is
         // already unpublished, which is success. "Every node" is only
         // known once the state is rebuilt.
         let nodes = if req.node_id.is_empty() {
-            if !self.manager.is_ready() {
-                return Err(manager_error(ManagerError::NotReady));
-            }
+            self.ready()?;
             self.manager.holders(slot.as_str())
         } else {
             vec![req.node_id.clone()]
@@ -137,7 +137,7 @@ impl<B: Backend> ControllerService<B> {
                 .manager
                 .unpublish(slot.as_str(), node)
                 .await
-                .map_err(manager_error)?
+                .map_err(ControllerError::from)?
             {
                 UnpublishDecision::Detached { .. } => {
                     info!(volume = %slot, node = %node, "volume unpublished")

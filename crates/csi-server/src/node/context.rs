@@ -91,7 +91,7 @@ pub struct Cap {
 pub fn capability(cap: Option<&proto::VolumeCapability>) -> Result<Cap, NodeError> {
     let cap = cap.ok_or_else(|| NodeError::invalid("volume_capability", "must be given"))?;
     let caps = validate_capabilities(std::slice::from_ref(cap)).map_err(|e| match e {
-        crate::error::CsiError::InvalidArgument { field, reason } => {
+        crate::controller::ControllerError::Invalid { field, reason } => {
             NodeError::invalid(field, reason)
         }
         other => NodeError::invalid("volume_capability", other.to_string()),

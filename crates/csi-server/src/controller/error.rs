@@ -1,0 +1,350 @@
+//! Why a controller RPC failed: one variant per step or condition, carrying
+//! what was found, and the one mapping of those failures to gRPC codes
+//! ([`ControllerError::code`]). The sidecars retry differently per code, so
+//! the code must mean what the CSI spec says; the status message is the
+//! whole cause chain, so an operator reading a PVC event sees why, not just
+//! that, something failed.
+
+use attachment_manager::{ClusterError, ManagerError, Refusal};
+use routeros::{RosPath, Slot, SlotPrefix};
+use tonic::{Code, Status};
+
+use crate::error::chain;
+use crate::params::{ParamError, SizeError};
+
+/// Why a controller RPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    // ------------------------------------------------ the request itself
+    /// A field of the request is malformed or missing.
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// A volume ID without the configured prefix: not this driver's disk.
+    #[error("{field}: {volume} does not start with the configured volume ID prefix {:?} (--volume-id-prefix); this driver does not manage it", prefix.as_str())]
+    NotManaged {
+        field: &'static str,
+        volume: Slot,
+        prefix: SlotPrefix,
+    },
+    /// A StorageClass parameter is malformed or unknown.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// The capacity range cannot be satisfied.
+    #[error(transparent)]
+    Size(#[from] SizeError),
+    /// No requisite topology segment is the one this RDS serves.
+    #[error("no requisite topology includes {key}={value}, the only place this RDS serves")]
+    TopologyUnreachable { key: String, value: String },
+    /// A ListVolumes token this driver did not issue.
+    #[error("starting_token {token:?} is not a token this driver issued")]
+    ForeignToken { token: String },
+
+    // ------------------------------------------------ the volume on the RDS
+    /// The volume does not exist on the RDS.
+    #[error("volume {volume} not found")]
+    VolumeNotFound { volume: Slot },
+    /// CreateVolume of a volume that exists unlike the request.
+    #[error("volume {volume} exists {differs}")]
+    ExistsDifferently { volume: String, differs: Mismatch },
+    /// CreateVolume of a new volume before the cluster identity that goes
+    /// on its disk is known.
+    #[error("the cluster identity (--cluster-id, by default the kube-system namespace UID) is not known yet")]
+    ClusterIdUnknown,
+    /// DeleteVolume of a volume some node still holds.
+    #[error("volume {volume} is still published to {}", nodes.join(", "))]
+    StillPublished { volume: Slot, nodes: Vec<String> },
+
+    // ------------------------------------------------ the node it goes to
+    /// ControllerPublish to a node the cluster does not have.
+    #[error("node {node:?} not found")]
+    NodeNotFound { node: String },
+    /// ControllerPublish to a fenced node.
+    #[error("node {node:?} carries the node.kubernetes.io/out-of-service taint")]
+    NodeOutOfService { node: String },
+    /// The node's NVMe host NQN is also reported by other nodes.
+    #[error("node {node:?} and node(s) {} report the same NVMe host NQN {nqn:?} (Node annotation {}): the target could not tell them apart; give each node its own /etc/nvme/hostnqn",
+        others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+        attachment_manager::host_nqn::HOST_NQN_ANNOTATION)]
+    SharedHostNqn {
+        node: String,
+        others: Vec<String>,
+        nqn: String,
+    },
+    /// The node's status could not be read from the cluster.
+    #[error("check node {node:?}")]
+    NodeCheck {
+        node: String,
+        #[source]
+        source: ClusterError,
+    },
+    /// The host NQNs of the nodes could not be read from the cluster.
+    #[error("check the host NQN of node {node:?}")]
+    HostNqnCheck {
+        node: String,
+        #[source]
+        source: ClusterError,
+    },
+    /// The VM using the volume's PVC could not be looked up.
+    #[error("find the VM using PVC {namespace}/{name}")]
+    VmLookup {
+        namespace: String,
+        name: String,
+        /// Boxed: the largest cause, kept off every other error's size.
+        #[source]
+        source: Box<ClusterError>,
+    },
+
+    // ------------------------------------------------ the attachment rules
+    /// The attachment manager is busy with the volume, not rebuilt yet, or
+    /// could not persist its decision.
+    #[error(transparent)]
+    Attachments(#[from] ManagerError),
+    /// The volume is held by this node with an incompatible capability.
+    #[error("volume {volume} is already published to node {node} with an incompatible capability")]
+    PublishedIncompatibly { volume: Slot, node: String },
+    /// The attachment rules refused the node.
+    #[error("volume {volume}: {refusal}")]
+    Refused { volume: Slot, refusal: Refusal },
+
+    // ------------------------------------------------ the RDS
+    /// A call to the backend failed; `step` says which.
+    #[error("{step}")]
+    Backend {
+        step: Step,
+        #[source]
+        source: routeros::Error,
+    },
+}
+
+/// How an existing volume differs from a CreateVolume request for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("with {size} bytes, incompatible with the requested range {required}..{limit}")]
+    Size {
+        size: u64,
+        required: i64,
+        limit: i64,
+    },
+    #[error("at {at}, not at the requested {wanted}")]
+    Path { at: String, wanted: RosPath },
+    #[error("with a different NVMe/TCP export")]
+    Export,
+}
+
+/// What the controller asked the backend when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Step {
+    #[error("look up volume {0}")]
+    Lookup(Slot),
+    #[error("create volume {0}")]
+    Create(Slot),
+    #[error("delete volume {0}")]
+    Delete(Slot),
+    #[error("expand volume {volume} to {bytes} bytes")]
+    Expand { volume: Slot, bytes: u64 },
+    #[error("list volumes")]
+    List,
+    #[error("read capacity of pool {0}")]
+    Capacity(Slot),
+}
+
+impl Step {
+    /// Wraps a backend error with this step.
+    pub fn failed(self) -> impl FnOnce(routeros::Error) -> ControllerError {
+        move |source| ControllerError::Backend { step: self, source }
+    }
+}
+
+impl ControllerError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ControllerError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The one mapping to gRPC codes for the controller service.
+    pub fn code(&self) -> Code {
+        use ControllerError as C;
+        match self {
+            C::Invalid { .. } | C::NotManaged { .. } | C::Param(_) => Code::InvalidArgument,
+            C::Size(_) => Code::OutOfRange,
+            C::TopologyUnreachable { .. } => Code::ResourceExhausted,
+            C::ForeignToken { .. } => Code::Aborted,
+            C::VolumeNotFound { .. } | C::NodeNotFound { .. } => Code::NotFound,
+            C::ExistsDifferently { .. } | C::PublishedIncompatibly { .. } => Code::AlreadyExists,
+            C::StillPublished { .. }
+            | C::NodeOutOfService { .. }
+            | C::SharedHostNqn { .. }
+            | C::Refused { .. } => Code::FailedPrecondition,
+            C::ClusterIdUnknown
+            | C::NodeCheck { .. }
+            | C::HostNqnCheck { .. }
+            | C::VmLookup { .. } => Code::Unavailable,
+            C::Attachments(e) => match e {
+                ManagerError::Busy(_) => Code::Aborted,
+                ManagerError::NotReady | ManagerError::Cluster { .. } => Code::Unavailable,
+            },
+            C::Backend { source, .. } => backend_code(source),
+        }
+    }
+}
+
+fn backend_code(e: &routeros::Error) -> Code {
+    use routeros::Error as E;
+    match e {
+        E::NotFound(_) => Code::NotFound,
+        E::NoSpace(_) => Code::ResourceExhausted,
+        E::AlreadyExists(_) => Code::AlreadyExists,
+        E::InUse(_) => Code::FailedPrecondition,
+        E::Validation(_) => Code::InvalidArgument,
+        // The RDS being unreachable, refusing our key or presenting another
+        // host key all mean "the backend cannot be used right now".
+        E::Unreachable(_) | E::AuthFailed { .. } | E::HostKeyMismatch { .. } => Code::Unavailable,
+        E::Timeout(_) => Code::DeadlineExceeded,
+        // RouterOS refusing a command we validated is a driver bug or an
+        // unsupported RouterOS version, not the caller's fault.
+        E::Invalid(_) | E::Failed(_) | E::Protocol(_) | E::Key(_) => Code::Internal,
+    }
+}
+
+impl From<ControllerError> for Status {
+    fn from(e: ControllerError) -> Status {
+        Status::new(e.code(), chain(&e))
+    }
+}
+
+pub type ControllerResult<T> = Result<T, ControllerError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backend_errors_map_to_the_codes_the_sidecars_expect() {
+        use routeros::Error as E;
+        let cases = [
+            (E::NotFound("x".into()), Code::NotFound),
+            (E::NoSpace("x".into()), Code::ResourceExhausted),
+            (E::Unreachable("x".into()), Code::Unavailable),
+            (E::AuthFailed { user: "csi".into() }, Code::Unavailable),
+            (
+                E::HostKeyMismatch {
+                    expected: "a".into(),
+                    actual: "b".into(),
+                },
+                Code::Unavailable,
+            ),
+            (E::Timeout(Duration::from_secs(1)), Code::DeadlineExceeded),
+            (E::Failed("x".into()), Code::Internal),
+            (E::InUse("x".into()), Code::FailedPrecondition),
+        ];
+        for (e, code) in cases {
+            let status: Status = Step::Create(Slot::new("pvc-1").unwrap()).failed()(e).into();
+            assert_eq!(status.code(), code);
+        }
+    }
+
+    #[test]
+    fn refusals_map_to_the_codes_csi_sanity_and_the_sidecars_expect() {
+        use ControllerError as C;
+        let cluster = || ClusterError::Injected("the API server is away".into());
+        let node = || "node-a".to_string();
+        let slot = || Slot::new("pvc-1").unwrap();
+        let cases = [
+            (
+                C::invalid("name", "must not be empty"),
+                Code::InvalidArgument,
+            ),
+            (
+                C::NotManaged {
+                    field: "volume_id",
+                    volume: Slot::new("other-1").unwrap(),
+                    prefix: SlotPrefix::new("pvc-").unwrap(),
+                },
+                Code::InvalidArgument,
+            ),
+            (C::Size(SizeError::Negative), Code::OutOfRange),
+            (
+                C::TopologyUnreachable {
+                    key: "k".into(),
+                    value: "v".into(),
+                },
+                Code::ResourceExhausted,
+            ),
+            (C::ForeignToken { token: "x".into() }, Code::Aborted),
+            (
+                C::Attachments(ManagerError::Busy("pvc-1".into())),
+                Code::Aborted,
+            ),
+            (C::VolumeNotFound { volume: slot() }, Code::NotFound),
+            (C::NodeNotFound { node: node() }, Code::NotFound),
+            (
+                C::ExistsDifferently {
+                    volume: "pvc-1".into(),
+                    differs: Mismatch::Export,
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                C::PublishedIncompatibly {
+                    volume: slot(),
+                    node: node(),
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                C::StillPublished {
+                    volume: slot(),
+                    nodes: vec![node()],
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                C::NodeOutOfService { node: node() },
+                Code::FailedPrecondition,
+            ),
+            (
+                C::Refused {
+                    volume: slot(),
+                    refusal: Refusal::IncompatibleOnSameNode,
+                },
+                Code::FailedPrecondition,
+            ),
+            (C::ClusterIdUnknown, Code::Unavailable),
+            (C::Attachments(ManagerError::NotReady), Code::Unavailable),
+            (
+                C::NodeCheck {
+                    node: node(),
+                    source: cluster(),
+                },
+                Code::Unavailable,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code(), code, "{e}");
+        }
+    }
+
+    #[test]
+    fn status_messages_carry_the_whole_cause_chain() {
+        let status: Status = Step::Create(Slot::new("pvc-1").unwrap()).failed()(
+            routeros::Error::NoSpace("failure: not enough space".into()),
+        )
+        .into();
+        assert_eq!(
+            status.message(),
+            "create volume pvc-1: not enough space on the RDS: failure: not enough space"
+        );
+        let status: Status = ControllerError::NodeCheck {
+            node: "node-a".into(),
+            source: ClusterError::Injected("the API server is away".into()),
+        }
+        .into();
+        assert_eq!(
+            status.message(),
+            "check node \"node-a\": the API server is away"
+        );
+    }
+}
