@@ -13,7 +13,7 @@
 //!
 //! The controller is generic over a [`backend::Backend`] (the RDS in
 //! production, an in-memory fake in unit tests) and a
-//! [`controller::NodeRegistry`], so it never reaches for a global client.
+//! `attachment_manager::NodeView`, so it never reaches for a global client.
 //! The node service is generic over the `nvme` crate's host traits
 //! ([`nvme::Exec`] for commands, [`nvme::Sys`] for syscalls), whose
 //! recording fake runs every node decision in unit tests. The node's
