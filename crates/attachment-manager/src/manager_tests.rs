@@ -6,13 +6,8 @@ use crate::cluster::{LogEvents, MemoryStore, StaticNodes};
 struct Verifier(Mutex<Vec<String>>);
 
 impl MigrationCheck for Verifier {
-    fn verify_target<'a>(
-        &'a self,
-        _: Option<&'a (String, String)>,
-        node: &'a str,
-        _source: &'a str,
-    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
-        let ok = lock(&self.0).iter().any(|n| n == node);
+    fn verify_target<'a>(&'a self, query: MigrationQuery<'a>) -> MigrationVerdict<'a> {
+        let ok = lock(&self.0).iter().any(|n| n == query.node);
         Box::pin(async move {
             Ok(if ok {
                 MigrationEvidence::Verified("listed".into())

@@ -18,8 +18,9 @@ pub mod pods;
 
 use std::sync::Arc;
 
-use attachment_manager::{ClusterError, MigrationCheck, MigrationEvidence};
-use futures::future::BoxFuture;
+use attachment_manager::{
+    ClusterError, MigrationCheck, MigrationEvidence, MigrationQuery, MigrationVerdict,
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
@@ -196,12 +197,8 @@ impl KubeVirt {
             .collect())
     }
 
-    async fn check(
-        &self,
-        pvc: Option<&(String, String)>,
-        node: &str,
-        source: &str,
-    ) -> Result<MigrationEvidence, ClusterError> {
+    async fn check(&self, query: MigrationQuery<'_>) -> Result<MigrationEvidence, ClusterError> {
+        let MigrationQuery { pvc, node, source } = query;
         let Some((namespace, claim)) = pvc else {
             // Without the PVC (the provisioner did not pass
             // --extra-create-metadata) nothing can be verified: refuse.
@@ -264,12 +261,7 @@ impl KubeVirt {
 }
 
 impl MigrationCheck for KubeVirt {
-    fn verify_target<'a>(
-        &'a self,
-        pvc: Option<&'a (String, String)>,
-        node: &'a str,
-        source: &'a str,
-    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
-        Box::pin(self.check(pvc, node, source))
+    fn verify_target<'a>(&'a self, query: MigrationQuery<'a>) -> MigrationVerdict<'a> {
+        Box::pin(self.check(query))
     }
 }
