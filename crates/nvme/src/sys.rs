@@ -80,6 +80,20 @@ pub struct MountRequest {
     pub data: Option<String>,
 }
 
+impl MountRequest {
+    /// A bind mount (or, with `MS_REMOUNT` and no source, a change of an
+    /// existing bind's flags): no filesystem type, no data.
+    pub fn bind(source: Option<&Path>, target: &Path, flags: MsFlags) -> Self {
+        MountRequest {
+            source: source.map(Path::to_path_buf),
+            target: target.to_path_buf(),
+            fstype: None,
+            flags,
+            data: None,
+        }
+    }
+}
+
 /// The host's filesystem and mount syscalls.
 pub trait Sys: Send + Sync + 'static {
     fn read_to_string(&self, path: &Path) -> impl Future<Output = io::Result<String>> + Send;
