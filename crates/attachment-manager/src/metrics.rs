@@ -20,6 +20,17 @@ impl Registrar<'_> {
         self.0.register(Box::new(metric.clone()))?;
         Ok(metric)
     }
+
+    /// Registers a histogram with its bucket bounds (seconds).
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+    ) -> prometheus::Result<Histogram> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts))
+    }
 }
 
 #[derive(Clone)]
@@ -91,24 +102,20 @@ impl AttachMetrics {
                 ),
                 &["result"],
             ))?,
-            migration_duration: r.add(Histogram::with_opts(
-                HistogramOpts::new(
-                    "rds_csi_migration_duration_seconds",
-                    "Time from admitting a migration target to one side leaving.",
-                )
-                .buckets(vec![1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
-            ))?,
+            migration_duration: r.histogram(
+                "rds_csi_migration_duration_seconds",
+                "Time from admitting a migration target to one side leaving.",
+                &[1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
+            )?,
             active_migrations: r.add(IntGauge::new(
                 "rds_csi_migration_active_migrations",
                 "Volumes attached to two nodes for a live migration right now.",
             ))?,
-            handoff_duration: r.add(Histogram::with_opts(
-                HistogramOpts::new(
-                    "rds_csi_handoff_duration_seconds",
-                    "Time from a volume's release on one node to its publish on another (handoffs).",
-                )
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-            ))?,
+            handoff_duration: r.histogram(
+                "rds_csi_handoff_duration_seconds",
+                "Time from a volume's release on one node to its publish on another (handoffs).",
+                &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            )?,
         })
     }
 

@@ -267,9 +267,13 @@ async fn connected_now(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevi
     (d, dev)
 }
 
-/// Prepares ext4 on `dev` of [`NQN`], with no record of an earlier format.
-async fn prepare_ext4(d: &DataPath<FakeHost, FakeHost>, dev: &BlockDevice) -> Result<Prepared> {
-    d.prepare_filesystem(NQN, dev, FsType::Ext4, false).await
+/// Prepares `fs` on `dev` of [`NQN`], with no record of an earlier format.
+async fn prepare(
+    d: &DataPath<FakeHost, FakeHost>,
+    dev: &BlockDevice,
+    fs: FsType,
+) -> Result<Prepared> {
+    d.prepare_filesystem(NQN, dev, fs, false).await
 }
 
 async fn connected(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevice) {
@@ -283,7 +287,7 @@ async fn connected(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevice) 
 async fn an_empty_device_is_formatted_after_a_read_and_a_definitive_probe() {
     let f = host();
     let (d, dev) = connected(&f).await;
-    let p = prepare_ext4(&d, &dev).await.unwrap();
+    let p = prepare(&d, &dev, FsType::Ext4).await.unwrap();
     assert_eq!(p, Prepared::Formatted);
     let calls = f.calls();
     assert_eq!(calls[0], Call::ReadHead(dev.path.clone()));
@@ -322,9 +326,7 @@ async fn xfs_is_not_checked_before_mount() {
     let f = host();
     f.update_volume(NQN, |v| v.fs = Some("xfs".into()));
     let (d, dev) = connected(&f).await;
-    d.prepare_filesystem(NQN, &dev, FsType::Xfs, false)
-        .await
-        .unwrap();
+    prepare(&d, &dev, FsType::Xfs).await.unwrap();
     assert_eq!(f.ran(Program::E2fsck), 0);
     assert_eq!(f.ran(Program::Mkfs), 0);
 }
@@ -426,7 +428,7 @@ async fn a_device_that_vanished_before_the_probe_is_never_formatted() {
     let f = host();
     let (d, dev) = connected_now(&f).await;
     f.renumber(NQN);
-    let e = prepare_ext4(&d, &dev).await.unwrap_err();
+    let e = prepare(&d, &dev, FsType::Ext4).await.unwrap_err();
     assert_eq!(f.ran(Program::Mkfs), 0, "{e}");
 }
 
@@ -439,7 +441,7 @@ async fn a_device_renumbered_between_the_probe_and_mkfs_is_never_formatted() {
     // The probe sees an empty device; right after it, the controller
     // reconnects under new numbers.
     f.then_after(Program::Blkid, Then::Renumber(NQN.into()));
-    let e = prepare_ext4(&d, &dev).await.unwrap_err();
+    let e = prepare(&d, &dev, FsType::Ext4).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(chain(&e).contains("device changed"), "{}", chain(&e));
     assert_eq!(f.ran(Program::Blkid), 1, "the probe ran");
@@ -458,7 +460,7 @@ async fn a_device_swapped_for_another_volume_s_between_the_probe_and_mkfs_is_nev
     // major:minor serve the other volume, which holds a filesystem: mkfs
     // on that path would wipe it.
     f.then_after(Program::Blkid, Then::Swap(NQN.into(), OTHER.into()));
-    let e = prepare_ext4(&d, &dev).await.unwrap_err();
+    let e = prepare(&d, &dev, FsType::Ext4).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert_eq!(f.ran(Program::Mkfs), 0, "mkfs never ran");
     assert_eq!(
@@ -472,7 +474,10 @@ async fn a_device_swapped_for_another_volume_s_between_the_probe_and_mkfs_is_nev
     let (p, _) = f.device(NQN).unwrap();
     let now = device_of(&d).await;
     assert_eq!(now.path, p);
-    assert_eq!(prepare_ext4(&d, &now).await.unwrap(), Prepared::Formatted);
+    assert_eq!(
+        prepare(&d, &now, FsType::Ext4).await.unwrap(),
+        Prepared::Formatted
+    );
     assert_eq!(f.volume(NQN).unwrap().fs.as_deref(), Some("ext4"));
 }
 
@@ -515,7 +520,7 @@ async fn uncorrected_e2fsck_errors_refuse_the_mount() {
     f.reply(Program::E2fsck, Reply::exit(1));
     let (d, dev) = connected_now(&f).await;
     assert_eq!(
-        prepare_ext4(&d, &dev).await.unwrap(),
+        prepare(&d, &dev, FsType::Ext4).await.unwrap(),
         Prepared::Existing,
         "corrected errors are fine"
     );
@@ -526,10 +531,7 @@ async fn a_failed_mkfs_is_an_error() {
     let f = host();
     f.reply(Program::Mkfs, Reply::exit(1));
     let (d, dev) = connected_now(&f).await;
-    let e = d
-        .prepare_filesystem(NQN, &dev, FsType::Xfs, false)
-        .await
-        .unwrap_err();
+    let e = prepare(&d, &dev, FsType::Xfs).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal);
 }
 
@@ -541,7 +543,10 @@ async fn a_mkfs_that_made_nothing_is_caught_by_the_typed_mount_and_probed_again(
     let f = host();
     let (d, dev) = connected(&f).await;
     f.reply(Program::Mkfs, Reply::exit(0));
-    assert_eq!(prepare_ext4(&d, &dev).await.unwrap(), Prepared::Formatted);
+    assert_eq!(
+        prepare(&d, &dev, FsType::Ext4).await.unwrap(),
+        Prepared::Formatted
+    );
     assert_eq!(f.ran(Program::Blkid), 1, "one probe, before mkfs only");
     let staging = Path::new("/k/staging");
     d.mount_device(&dev, staging, FsType::Ext4, &MountOptions::default())
@@ -549,7 +554,7 @@ async fn a_mkfs_that_made_nothing_is_caught_by_the_typed_mount_and_probed_again(
         .unwrap_err();
     assert!(f.mounts_at(staging).is_empty());
     f.clear_calls();
-    prepare_ext4(&d, &dev).await.unwrap();
+    prepare(&d, &dev, FsType::Ext4).await.unwrap();
     let programs: Vec<Program> = f.commands().iter().map(Program::of).collect();
     assert_eq!(programs, vec![Program::Blkid, Program::Mkfs]);
 }
