@@ -372,8 +372,10 @@ async fn a_failed_probe_never_leads_to_mkfs() {
 /// Anything on the device but zeros is someone's data: never mkfs.
 #[tokio::test]
 async fn a_device_holding_anything_is_never_formatted() {
+    /// What the volume holds.
+    type Holds = fn(&mut Volume);
     // (case, what the volume holds)
-    let cases: [(&str, fn(&mut Volume)); 3] = [
+    let cases: [(&str, Holds); 3] = [
         ("a_device_with_raw_data_is_never_formatted", |v| {
             v.raw_data = true
         }),
