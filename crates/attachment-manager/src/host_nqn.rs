@@ -75,49 +75,76 @@ mod tests {
     const A: &str = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-4000-8000-000000000001";
     const B: &str = "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-4000-8000-000000000002";
 
-    #[test]
-    fn two_nodes_with_one_host_nqn_are_named() {
-        let nodes = [
-            ("w1", Some(A)),
-            ("w2", Some(B)),
-            ("w3", Some(A)),
-            ("w4", None),
-        ];
-        let shared = nodes_sharing_host_nqn("w1", nodes).unwrap();
-        assert_eq!(shared.nqn, A);
-        assert_eq!(shared.others, vec!["w3".to_string()]);
-        let shared = nodes_sharing_host_nqn("w3", nodes).unwrap();
-        assert_eq!(shared.others, vec!["w1".to_string()]);
+    /// The other nodes sharing the host NQN of `node`, when it has one
+    /// that is shared.
+    fn shared_with<'a>(node: &str, nodes: &[(&'a str, Option<&'a str>)]) -> Option<Vec<String>> {
+        let shared = nodes_sharing_host_nqn(node, nodes.iter().copied())?;
+        assert_eq!(shared.nqn, A, "only A is ever shared in these cases");
+        Some(shared.others)
     }
 
     #[test]
-    fn distinct_or_unreported_host_nqns_share_nothing() {
-        let nodes = [("w1", Some(A)), ("w2", Some(B)), ("w3", None)];
-        assert_eq!(nodes_sharing_host_nqn("w1", nodes), None);
-        assert_eq!(nodes_sharing_host_nqn("w3", nodes), None, "unreported");
-        assert_eq!(nodes_sharing_host_nqn("w9", nodes), None, "unknown node");
-        // Empty annotations are no host NQN at all, not a shared one.
-        let blank = [("w1", Some(" ")), ("w2", Some(""))];
-        assert_eq!(nodes_sharing_host_nqn("w1", blank), None);
-    }
-
-    #[test]
-    fn whitespace_does_not_hide_a_shared_host_nqn() {
+    fn nodes_sharing_a_host_nqn_are_named_and_no_others() {
         let padded = format!("{A}\n");
-        let nodes = [("w1", Some(A)), ("w2", Some(padded.as_str()))];
-        let shared = nodes_sharing_host_nqn("w1", nodes).unwrap();
-        assert_eq!(shared.others, vec!["w2".to_string()]);
-    }
-
-    #[test]
-    fn every_other_node_sharing_it_is_listed_once_and_sorted() {
-        let nodes = [
-            ("w1", Some(A)),
-            ("w9", Some(A)),
-            ("w2", Some(A)),
-            ("w2", Some(A)),
+        let padded = padded.as_str();
+        let (a, b) = (Some(A), Some(B));
+        let w1_w3 = [("w1", a), ("w2", b), ("w3", a), ("w4", None)];
+        let distinct = [("w1", a), ("w2", b), ("w3", None)];
+        // (case, nodes and their host NQN, the node asking, other nodes sharing it)
+        let cases: [(&str, &[_], &str, Option<&[&str]>); 8] = [
+            (
+                "two_nodes_with_one_host_nqn_are_named",
+                &w1_w3,
+                "w1",
+                Some(&["w3"]),
+            ),
+            (
+                "two_nodes_with_one_host_nqn_are_named",
+                &w1_w3,
+                "w3",
+                Some(&["w1"]),
+            ),
+            (
+                "distinct_or_unreported_host_nqns_share_nothing",
+                &distinct,
+                "w1",
+                None,
+            ),
+            (
+                "distinct_or_unreported_host_nqns_share_nothing: unreported",
+                &distinct,
+                "w3",
+                None,
+            ),
+            (
+                "distinct_or_unreported_host_nqns_share_nothing: unknown node",
+                &distinct,
+                "w9",
+                None,
+            ),
+            // Empty annotations are no host NQN at all, not a shared one.
+            (
+                "distinct_or_unreported_host_nqns_share_nothing: blank",
+                &[("w1", Some(" ")), ("w2", Some(""))],
+                "w1",
+                None,
+            ),
+            (
+                "whitespace_does_not_hide_a_shared_host_nqn",
+                &[("w1", a), ("w2", Some(padded))],
+                "w1",
+                Some(&["w2"]),
+            ),
+            (
+                "every_other_node_sharing_it_is_listed_once_and_sorted",
+                &[("w1", a), ("w9", a), ("w2", a), ("w2", a)],
+                "w1",
+                Some(&["w2", "w9"]),
+            ),
         ];
-        let shared = nodes_sharing_host_nqn("w1", nodes).unwrap();
-        assert_eq!(shared.others, vec!["w2".to_string(), "w9".to_string()]);
+        for (case, nodes, node, want) in cases {
+            let want = want.map(|w| w.iter().map(|n| n.to_string()).collect());
+            assert_eq!(shared_with(node, nodes), want, "{case}");
+        }
     }
 }

@@ -468,6 +468,35 @@ pub fn out_of_service(node: &Node) -> bool {
         .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT))
 }
 
+/// Keeps of a Node only what the checks read: names, annotations (the host
+/// NQN), taints and the Ready condition; drops the bulk (images,
+/// addresses, capacity, ...).
+fn strip_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    if let Some(status) = node.status.as_mut() {
+        let conditions = status
+            .conditions
+            .take()
+            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = Default::default();
+        status.conditions = conditions;
+    }
+}
+
+/// Polls a watch stream to its end. The watcher retries failures with
+/// backoff itself; each is logged with `message`.
+pub async fn drive_watch<T, E: std::fmt::Display>(
+    stream: impl futures::Stream<Item = Result<T, E>>,
+    message: &str,
+) {
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            warn!(error = %e, "{message}");
+        }
+    }
+}
+
 /// Node facts from a reflector kept in sync by a watch.
 #[derive(Clone)]
 pub struct KubeNodes {
@@ -482,30 +511,10 @@ impl KubeNodes {
         let api: Api<Node> = Api::all(client);
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
-            .modify(|node: &mut Node| {
-                // Only names, annotations (the host NQN), taints and the
-                // Ready condition matter here; drop the bulk (images,
-                // addresses, capacity, ...).
-                node.metadata.managed_fields = None;
-                if let Some(status) = node.status.as_mut() {
-                    let conditions = status
-                        .conditions
-                        .take()
-                        .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
-                    *status = Default::default();
-                    status.conditions = conditions;
-                }
-            })
+            .modify(strip_node)
             .reflect(writer)
             .applied_objects();
-        let drive = async move {
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                if let Err(e) = event {
-                    warn!(error = %e, "Node watch error; retrying");
-                }
-            }
-        };
+        let drive = drive_watch(stream, "Node watch error; retrying");
         (KubeNodes { reader }, drive)
     }
 

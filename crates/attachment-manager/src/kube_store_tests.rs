@@ -4,6 +4,21 @@ fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + s).unwrap()
 }
 
+/// [`rebuild_volume`] with a 60 s migration timeout and no node fenced.
+fn rebuild(
+    vas: &[SeenAttachment],
+    annotations: &BTreeMap<String, String>,
+    rwx_block: bool,
+) -> Option<RebuiltState> {
+    rebuild_volume(
+        vas,
+        annotations,
+        rwx_block,
+        Duration::from_secs(60),
+        &|_| false,
+    )
+}
+
 #[test]
 fn event_notes_are_cut_to_the_api_limit_on_a_character_boundary() {
     assert_eq!(truncated("short".into(), NOTE_LIMIT), "short");
@@ -87,12 +102,10 @@ fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn the_rebuild_keeps_an_annotation_holder_whose_volume_attachment_exists_unattached() {
-    let r = rebuild_volume(
+    let r = rebuild(
         &[seen("a", 0, false)],
         &ann(&[(ANN_ATTACHED_NODE, "a")]),
         false,
-        Duration::from_secs(60),
-        &|_| false,
     )
     .expect("acknowledged publish kept");
     assert_eq!(r.state.holders(), vec!["a"]);
@@ -102,36 +115,19 @@ fn the_rebuild_keeps_an_annotation_holder_whose_volume_attachment_exists_unattac
 #[test]
 fn an_unattached_volume_attachment_the_annotations_do_not_name_holds_nothing() {
     assert_eq!(
-        rebuild_volume(
-            &[seen("a", 0, false)],
-            &BTreeMap::new(),
-            false,
-            Duration::from_secs(60),
-            &|_| false
-        ),
+        rebuild(&[seen("a", 0, false)], &BTreeMap::new(), false),
         None
     );
     // Named, but its VolumeAttachment is gone: not a holder either.
-    assert_eq!(
-        rebuild_volume(
-            &[],
-            &ann(&[(ANN_ATTACHED_NODE, "a")]),
-            false,
-            Duration::from_secs(60),
-            &|_| false
-        ),
-        None
-    );
+    assert_eq!(rebuild(&[], &ann(&[(ANN_ATTACHED_NODE, "a")]), false), None);
 }
 
 #[test]
 fn a_single_node_volume_with_two_attached_volume_attachments_is_a_conflict_not_a_migration() {
-    let r = rebuild_volume(
+    let r = rebuild(
         &[seen("a", 0, true), seen("b", 5, true)],
         &BTreeMap::new(),
         false,
-        Duration::from_secs(60),
-        &|_| false,
     )
     .unwrap();
     assert_eq!(r.state.holders(), vec!["a", "b"]);
@@ -139,12 +135,10 @@ fn a_single_node_volume_with_two_attached_volume_attachments_is_a_conflict_not_a
     assert_eq!(r.state.migration, None);
     assert!(r.conflict.unwrap().contains("[\"a\", \"b\"]"));
     // The same on an RWX block volume is the migration window it was.
-    let r = rebuild_volume(
+    let r = rebuild(
         &[seen("a", 0, true), seen("b", 5, true)],
         &BTreeMap::new(),
         true,
-        Duration::from_secs(60),
-        &|_| false,
     )
     .unwrap();
     assert!(r.state.migration.is_some());

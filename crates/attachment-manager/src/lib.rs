@@ -27,8 +27,8 @@ mod world_tests;
 pub use cluster::{ClusterError, EventKind, EventSink, NodeStatus, NodeView, Store, VolumeEvent};
 pub use events::QueuedEvents;
 pub use manager::{
-    Manager, ManagerError, MigrationCheck, MigrationEvidence, NoMigrations, PublishRequest,
-    RecentCreates, VolumeGuard, VolumeLocks,
+    Manager, ManagerError, MigrationCheck, MigrationEvidence, MigrationQuery, MigrationVerdict,
+    NoMigrations, PublishRequest, RecentCreates, VolumeGuard, VolumeLocks,
 };
 pub use metrics::AttachMetrics;
 pub use rules::{

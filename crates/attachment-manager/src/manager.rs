@@ -38,15 +38,25 @@ pub enum MigrationEvidence {
     Unverified(String),
 }
 
-/// Tells whether a node is a verified KubeVirt migration target for the
-/// VMI using a PVC, which runs on `source` (the volume's one holder).
+/// A second node asks for a volume one node holds: is it the target of a
+/// live migration of the VM using the volume? Named fields, so the asking
+/// node and the holder cannot be swapped unnoticed.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationQuery<'a> {
+    /// The volume's claim (namespace, name), when the provisioner passed it.
+    pub pvc: Option<&'a (String, String)>,
+    /// The node asking for the volume.
+    pub node: &'a str,
+    /// The volume's one holder, where the VM runs now.
+    pub source: &'a str,
+}
+
+/// The answer of a [`MigrationCheck`].
+pub type MigrationVerdict<'a> = BoxFuture<'a, Result<MigrationEvidence, ClusterError>>;
+
+/// Tells whether a node is a verified KubeVirt migration target.
 pub trait MigrationCheck: Send + Sync {
-    fn verify_target<'a>(
-        &'a self,
-        pvc: Option<&'a (String, String)>,
-        node: &'a str,
-        source: &'a str,
-    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>>;
+    fn verify_target<'a>(&'a self, query: MigrationQuery<'a>) -> MigrationVerdict<'a>;
 }
 
 /// Verifies nothing: every second node is refused unless the policy
@@ -54,12 +64,7 @@ pub trait MigrationCheck: Send + Sync {
 pub struct NoMigrations;
 
 impl MigrationCheck for NoMigrations {
-    fn verify_target<'a>(
-        &'a self,
-        _: Option<&'a (String, String)>,
-        _: &'a str,
-        _: &'a str,
-    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
+    fn verify_target<'a>(&'a self, _: MigrationQuery<'a>) -> MigrationVerdict<'a> {
         Box::pin(async {
             Ok(MigrationEvidence::Unverified(
                 "KubeVirt migration checks are off in this mode".into(),
@@ -86,6 +91,13 @@ pub enum ManagerError {
     },
     #[error("an operation on volume {0} is already in progress")]
     Busy(String),
+}
+
+impl ManagerError {
+    /// Wraps a cluster failure with the step that failed, for `map_err`.
+    fn cluster(what: &'static str) -> impl FnOnce(ClusterError) -> ManagerError {
+        move |source| ManagerError::Cluster { what, source }
+    }
 }
 
 /// One operation per volume at a time. The guard releases on drop, so a
@@ -271,10 +283,7 @@ impl Manager {
             .store
             .load()
             .await
-            .map_err(|source| ManagerError::Cluster {
-                what: "rebuild attachment state",
-                source,
-            })?;
+            .map_err(ManagerError::cluster("rebuild attachment state"))?;
         let mut map = HashMap::with_capacity(loaded.len());
         let mut conflicts = Vec::new();
         for Rebuilt {
@@ -376,12 +385,11 @@ impl Manager {
         if !current.holds(req.node) {
             let mut missing = Vec::new();
             for holder in current.holders() {
-                let status = self.nodes.node_status(&holder).await.map_err(|source| {
-                    ManagerError::Cluster {
-                        what: "check the holder's node",
-                        source,
-                    }
-                })?;
+                let status = self
+                    .nodes
+                    .node_status(&holder)
+                    .await
+                    .map_err(ManagerError::cluster("check the holder's node"))?;
                 match status {
                     NodeStatus::Present => {}
                     NodeStatus::OutOfService => gone.push((holder, REASON_OUT_OF_SERVICE)),
@@ -395,10 +403,9 @@ impl Manager {
                     .store
                     .holders_without_attachment(&missing)
                     .await
-                    .map_err(|source| ManagerError::Cluster {
-                        what: "look up the holder's VolumeAttachment",
-                        source,
-                    })?;
+                    .map_err(ManagerError::cluster(
+                        "look up the holder's VolumeAttachment",
+                    ))?;
                 for (_, holder) in missing {
                     if without.iter().any(|(_, n)| *n == holder) {
                         gone.push((holder, REASON_ATTACHMENT_GONE));
@@ -421,12 +428,15 @@ impl Manager {
         let (migration_target, migration_note) = if needs_check {
             match self
                 .migrations
-                .verify_target(req.pvc.as_ref(), req.node, &remaining[0])
+                .verify_target(MigrationQuery {
+                    pvc: req.pvc.as_ref(),
+                    node: req.node,
+                    source: &remaining[0],
+                })
                 .await
-                .map_err(|source| ManagerError::Cluster {
-                    what: "verify the KubeVirt migration target",
-                    source,
-                })? {
+                .map_err(ManagerError::cluster(
+                    "verify the KubeVirt migration target",
+                ))? {
                 MigrationEvidence::Verified(how) => {
                     info!(volume = %req.volume, node = %req.node, source = %remaining[0], evidence = %how, "verified KubeVirt migration target");
                     (true, String::new())
@@ -456,12 +466,10 @@ impl Manager {
                 stale_cleared,
                 migration_started,
             } => {
-                self.store.save(req.volume, &next).await.map_err(|source| {
-                    ManagerError::Cluster {
-                        what: "persist the attachment",
-                        source,
-                    }
-                })?;
+                self.store
+                    .save(req.volume, &next)
+                    .await
+                    .map_err(ManagerError::cluster("persist the attachment"))?;
                 {
                     let mut map = lock(&self.volumes);
                     let entry = map.entry(req.volume.to_string()).or_default();
@@ -587,10 +595,7 @@ impl Manager {
             self.store
                 .save(volume, &next)
                 .await
-                .map_err(|source| ManagerError::Cluster {
-                    what: "persist the detachment",
-                    source,
-                })?;
+                .map_err(ManagerError::cluster("persist the detachment"))?;
             lock(&self.volumes)
                 .entry(volume.to_string())
                 .or_default()
@@ -664,10 +669,7 @@ impl Manager {
             .store
             .holders_without_attachment(&held)
             .await
-            .map_err(|source| ManagerError::Cluster {
-                what: "list VolumeAttachments",
-                source,
-            })?;
+            .map_err(ManagerError::cluster("list VolumeAttachments"))?;
         let mut released = Vec::new();
         for (volume, node) in without {
             if self

@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::*;
@@ -6,13 +7,8 @@ use crate::cluster::{LogEvents, MemoryStore, StaticNodes};
 struct Verifier(Mutex<Vec<String>>);
 
 impl MigrationCheck for Verifier {
-    fn verify_target<'a>(
-        &'a self,
-        _: Option<&'a (String, String)>,
-        node: &'a str,
-        _source: &'a str,
-    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
-        let ok = lock(&self.0).iter().any(|n| n == node);
+    fn verify_target<'a>(&'a self, query: MigrationQuery<'a>) -> MigrationVerdict<'a> {
+        let ok = lock(&self.0).iter().any(|n| n == query.node);
         Box::pin(async move {
             Ok(if ok {
                 MigrationEvidence::Verified("listed".into())
@@ -203,68 +199,98 @@ async fn a_conflict_is_refused_counted_and_evented_on_the_pvc() {
     assert_eq!(reasons(&e), vec!["AttachConflict"]);
 }
 
-#[tokio::test]
-async fn an_out_of_service_holder_is_dropped_for_the_new_node() {
-    let e = ready().await;
-    e.rwo("v", "a").await;
-    e.nodes.set("a", NodeStatus::OutOfService);
-    let d = e.rwo("v", "b").await;
-    assert!(
-        matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
-        "{d:?}"
-    );
-    assert_eq!(e.m.metrics.stale_cleared.get(), 1);
-    assert_eq!(reasons(&e), vec!["StaleAttachmentCleared"]);
+/// What a publish to `b` does while `a` holds the volume and the cluster
+/// reports `a`'s node in some state.
+struct HolderCase {
+    case: &'static str,
+    status: NodeStatus,
+    /// The VolumeAttachments the store shows; `None`: it cannot tell
+    /// (standalone mode).
+    attachments: Option<HashSet<(String, String)>>,
+    /// Whether `a`'s hold is released and `b` gets the volume.
+    released: bool,
+    kept_for_deleted_node: u64,
+    reasons: &'static [&'static str],
+    /// Part of the first event's message.
+    first_event: &'static str,
 }
 
 #[tokio::test]
-async fn deleting_a_node_with_an_attached_volume_attachment_releases_nothing() {
-    let e = ready().await;
-    e.rwo("v", "a").await;
-    *lock(&e.store.attachments) = Some([("v".to_string(), "a".to_string())].into());
-    e.nodes.set("a", NodeStatus::Missing);
-    let d = e.rwo("v", "b").await;
-    assert!(
-        matches!(
-            d,
-            PublishDecision::Refused(Refusal::AttachedElsewhere { .. })
-        ),
-        "{d:?}"
-    );
-    assert_eq!(e.m.holders("v"), vec!["a"]);
-    assert_eq!(e.m.metrics.stale_cleared.get(), 0);
-    assert_eq!(e.m.metrics.kept_for_deleted_node.get(), 1);
-    assert_eq!(reasons(&e), vec!["AttachedToDeletedNode", "AttachConflict"]);
-}
-
-#[tokio::test]
-async fn a_deleted_node_whose_volume_attachment_is_gone_is_dropped_for_the_new_node() {
-    let e = ready().await;
-    e.rwo("v", "a").await;
-    *lock(&e.store.attachments) = Some(Default::default());
-    e.nodes.set("a", NodeStatus::Missing);
-    let d = e.rwo("v", "b").await;
-    assert!(
-        matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
-        "{d:?}"
-    );
-    let ev = lock(&e.events.seen).clone();
-    assert!(
-        ev[0].message.contains("VolumeAttachment no longer exists"),
-        "{}",
-        ev[0].message
-    );
-}
-
-#[tokio::test]
-async fn without_volume_attachments_to_look_at_a_deleted_node_keeps_its_volume() {
-    // Standalone mode: the store cannot tell, so nothing is released.
-    let e = ready().await;
-    e.rwo("v", "a").await;
-    e.nodes.set("a", NodeStatus::Missing);
-    let d = e.rwo("v", "b").await;
-    assert!(matches!(d, PublishDecision::Refused(_)), "{d:?}");
-    assert_eq!(e.m.holders("v"), vec!["a"]);
+async fn a_holder_is_released_for_a_new_node_only_when_its_machine_is_known_to_be_off() {
+    let attached_to_a = || Some([("v".to_string(), "a".to_string())].into());
+    let cases = [
+        HolderCase {
+            case: "an_out_of_service_holder_is_dropped_for_the_new_node",
+            status: NodeStatus::OutOfService,
+            attachments: None,
+            released: true,
+            kept_for_deleted_node: 0,
+            reasons: &["StaleAttachmentCleared"],
+            first_event: "out-of-service",
+        },
+        HolderCase {
+            case: "deleting_a_node_with_an_attached_volume_attachment_releases_nothing",
+            status: NodeStatus::Missing,
+            attachments: attached_to_a(),
+            released: false,
+            kept_for_deleted_node: 1,
+            reasons: &["AttachedToDeletedNode", "AttachConflict"],
+            first_event: "a deleted Node may still be running",
+        },
+        HolderCase {
+            case: "a_deleted_node_whose_volume_attachment_is_gone_is_dropped_for_the_new_node",
+            status: NodeStatus::Missing,
+            attachments: Some(HashSet::new()),
+            released: true,
+            kept_for_deleted_node: 0,
+            reasons: &["StaleAttachmentCleared"],
+            first_event: "VolumeAttachment no longer exists",
+        },
+        HolderCase {
+            // Standalone mode: the store cannot tell, so nothing is released.
+            case: "without_volume_attachments_to_look_at_a_deleted_node_keeps_its_volume",
+            status: NodeStatus::Missing,
+            attachments: None,
+            released: false,
+            kept_for_deleted_node: 1,
+            reasons: &["AttachedToDeletedNode", "AttachConflict"],
+            first_event: "a deleted Node may still be running",
+        },
+    ];
+    for c in cases {
+        let e = ready().await;
+        e.rwo("v", "a").await;
+        *lock(&e.store.attachments) = c.attachments;
+        e.nodes.set("a", c.status);
+        let d = e.rwo("v", "b").await;
+        let case = c.case;
+        if c.released {
+            assert!(
+                matches!(d, PublishDecision::Attached { ref stale_cleared, .. } if stale_cleared == &vec!["a".to_string()]),
+                "{case}: {d:?}"
+            );
+            assert_eq!(e.m.holders("v"), vec!["b"], "{case}");
+        } else {
+            assert!(
+                matches!(
+                    d,
+                    PublishDecision::Refused(Refusal::AttachedElsewhere { .. })
+                ),
+                "{case}: {d:?}"
+            );
+            assert_eq!(e.m.holders("v"), vec!["a"], "{case}");
+        }
+        let cleared = u64::from(c.released);
+        assert_eq!(e.m.metrics.stale_cleared.get(), cleared, "{case}");
+        assert_eq!(
+            e.m.metrics.kept_for_deleted_node.get(),
+            c.kept_for_deleted_node,
+            "{case}"
+        );
+        assert_eq!(reasons(&e), c.reasons, "{case}");
+        let first = lock(&e.events.seen)[0].message.clone();
+        assert!(first.contains(c.first_event), "{case}: {first}");
+    }
 }
 
 #[tokio::test]

@@ -24,6 +24,28 @@ fn target(node: &str, now: Timestamp) -> Publish<'_> {
     }
 }
 
+/// `p`, with the cluster reporting the `gone` nodes out of service.
+fn with_gone<'a>(gone: &'a [String], p: Publish<'a>) -> Publish<'a> {
+    Publish {
+        gone_holders: gone,
+        ..p
+    }
+}
+
+/// A volume attached to `node` at t(0).
+fn held_by(node: &str, kind: AccessKind) -> VolumeState {
+    let mut s = VolumeState::default();
+    s.publish(&policy(), &publish(node, kind, t(0)));
+    s
+}
+
+/// An RWX volume migrating from `a` (attached at t(0)) to `b` (at t(1)).
+fn migrating() -> VolumeState {
+    let mut s = held_by("a", RWX);
+    s.publish(&policy(), &target("b", t(1)));
+    s
+}
+
 fn attached(d: &PublishDecision) -> bool {
     matches!(d, PublishDecision::Attached { .. })
 }
@@ -46,8 +68,7 @@ fn first_publish_attaches() {
 
 #[test]
 fn publishing_again_to_the_same_node_is_idempotent() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     let before = s.clone();
     assert_eq!(
         s.publish(&policy(), &publish("a", RWO, t(5))),
@@ -58,8 +79,7 @@ fn publishing_again_to_the_same_node_is_idempotent() {
 
 #[test]
 fn second_node_is_refused_while_first_is_attached() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     let before = s.clone();
     let d = s.publish(&policy(), &publish("b", RWO, t(1)));
     assert_eq!(
@@ -73,24 +93,16 @@ fn second_node_is_refused_while_first_is_attached() {
 
 #[test]
 fn a_different_access_kind_on_the_same_node_is_refused() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     let d = s.publish(&policy(), &publish("a", RWX, t(1)));
     assert_eq!(d, PublishDecision::Refused(Refusal::IncompatibleOnSameNode));
 }
 
 #[test]
 fn a_gone_holder_is_dropped_and_the_new_node_gets_the_volume() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     let gone = vec!["a".to_string()];
-    let d = s.publish(
-        &policy(),
-        &Publish {
-            gone_holders: &gone,
-            ..publish("b", RWO, t(10))
-        },
-    );
+    let d = s.publish(&policy(), &with_gone(&gone, publish("b", RWO, t(10))));
     assert_eq!(
         d,
         PublishDecision::Attached {
@@ -104,16 +116,9 @@ fn a_gone_holder_is_dropped_and_the_new_node_gets_the_volume() {
 
 #[test]
 fn a_gone_node_that_is_not_a_holder_changes_nothing() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     let gone = vec!["z".to_string()];
-    let d = s.publish(
-        &policy(),
-        &Publish {
-            gone_holders: &gone,
-            ..publish("b", RWO, t(1))
-        },
-    );
+    let d = s.publish(&policy(), &with_gone(&gone, publish("b", RWO, t(1))));
     assert!(matches!(
         d,
         PublishDecision::Refused(Refusal::AttachedElsewhere { .. })
@@ -121,47 +126,49 @@ fn a_gone_node_that_is_not_a_holder_changes_nothing() {
 }
 
 #[test]
-fn publish_to_another_node_within_the_grace_period_is_a_handoff() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
-    s.unpublish("a", t(100));
-    let d = s.publish(&policy(), &publish("b", RWO, t(103)));
-    assert_eq!(
-        d,
-        PublishDecision::Attached {
-            handoff: Some(Handoff {
-                from: "a".into(),
-                to: "b".into(),
-                after: Duration::from_secs(3)
-            }),
+fn a_publish_after_a_release_is_a_handoff_only_to_another_node_within_the_grace_period() {
+    let handoff_to_b = Handoff {
+        from: "a".into(),
+        to: "b".into(),
+        after: Duration::from_secs(3),
+    };
+    // (case, node publishing, when; a released the volume at t(100))
+    let cases = [
+        (
+            "publish_to_another_node_within_the_grace_period_is_a_handoff",
+            "b",
+            103,
+            Some(handoff_to_b),
+        ),
+        (
+            "publish_after_the_grace_period_is_a_plain_attach",
+            "b",
+            131,
+            None,
+        ),
+        (
+            "reattaching_to_the_same_node_is_not_a_handoff",
+            "a",
+            101,
+            None,
+        ),
+    ];
+    for (case, node, at, handoff) in cases {
+        let mut s = held_by("a", RWO);
+        s.unpublish("a", t(100));
+        let d = s.publish(&policy(), &publish(node, RWO, t(at)));
+        let want = PublishDecision::Attached {
+            handoff,
             stale_cleared: vec![],
             migration_started: None,
-        }
-    );
-}
-
-#[test]
-fn publish_after_the_grace_period_is_a_plain_attach() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
-    s.unpublish("a", t(100));
-    let d = s.publish(&policy(), &publish("b", RWO, t(131)));
-    assert!(matches!(d, PublishDecision::Attached { handoff: None, .. }));
-}
-
-#[test]
-fn reattaching_to_the_same_node_is_not_a_handoff() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
-    s.unpublish("a", t(100));
-    let d = s.publish(&policy(), &publish("a", RWO, t(101)));
-    assert!(matches!(d, PublishDecision::Attached { handoff: None, .. }));
+        };
+        assert_eq!(d, want, "{case}");
+    }
 }
 
 #[test]
 fn old_detach_stamp_never_lets_a_third_node_take_an_attached_volume() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     s.unpublish("a", t(10));
     assert!(attached(&s.publish(&policy(), &publish("b", RWO, t(11)))));
     assert_eq!(
@@ -193,8 +200,7 @@ fn unpublishing_a_node_that_does_not_hold_the_volume_is_idempotent() {
 
 #[test]
 fn rwx_block_second_attach_without_migration_target_is_refused() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
+    let mut s = held_by("a", RWX);
     let d = s.publish(&policy(), &publish("b", RWX, t(1)));
     assert_eq!(
         d,
@@ -209,8 +215,7 @@ fn rwx_block_second_attach_without_migration_target_is_refused() {
 
 #[test]
 fn rwx_block_migration_target_is_admitted_with_a_deadline() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
+    let mut s = held_by("a", RWX);
     let d = s.publish(&policy(), &target("b", t(10)));
     let m = Migration {
         source: "a".into(),
@@ -248,9 +253,7 @@ fn the_relaxed_policy_admits_an_unverified_second_node_but_never_a_third() {
 
 #[test]
 fn a_verified_third_node_is_never_admitted() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(&policy(), &target("b", t(1)));
+    let mut s = migrating();
     let d = s.publish(&policy(), &target("c", t(2)));
     assert_eq!(
         d,
@@ -262,9 +265,7 @@ fn a_verified_third_node_is_never_admitted() {
 
 #[test]
 fn the_source_leaving_completes_the_migration() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(&policy(), &target("b", t(1)));
+    let mut s = migrating();
     let d = s.unpublish("a", t(30));
     let UnpublishDecision::Detached {
         ended: Some((m, outcome)),
@@ -284,9 +285,7 @@ fn the_source_leaving_completes_the_migration() {
 
 #[test]
 fn the_target_leaving_rolls_the_migration_back() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(&policy(), &target("b", t(1)));
+    let mut s = migrating();
     let UnpublishDecision::Detached {
         ended: Some((_, outcome)),
     } = s.unpublish("b", t(30))
@@ -299,9 +298,7 @@ fn the_target_leaving_rolls_the_migration_back() {
 
 #[test]
 fn after_a_completed_migration_a_new_verified_migration_can_start() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(&policy(), &target("b", t(1)));
+    let mut s = migrating();
     s.unpublish("a", t(2));
     let d = s.publish(&policy(), &target("c", t(3)));
     assert!(attached(&d));
@@ -310,8 +307,7 @@ fn after_a_completed_migration_a_new_verified_migration_can_start() {
 
 #[test]
 fn a_migration_past_its_deadline_is_reported_once_and_admits_no_one() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
+    let mut s = held_by("a", RWX);
     s.publish(&policy(), &target("b", t(0)));
     assert_eq!(s.tick(t(300)), None, "not yet past the deadline");
     let m = s.tick(t(301)).expect("timed out");
@@ -329,8 +325,7 @@ fn a_migration_past_its_deadline_is_reported_once_and_admits_no_one() {
 
 #[test]
 fn a_single_node_holder_blocks_a_multi_node_publish_elsewhere() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     let d = s.publish(&policy(), &target("b", t(1)));
     assert!(matches!(
         d,
@@ -340,9 +335,7 @@ fn a_single_node_holder_blocks_a_multi_node_publish_elsewhere() {
 
 #[test]
 fn a_node_gone_mid_migration_ends_it_as_node_lost() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(&policy(), &target("b", t(1)));
+    let mut s = migrating();
     let ended = s.node_gone("a").expect("a held it");
     assert_eq!(ended.map(|(_, o)| o), Some(MigrationOutcome::NodeLost));
     assert_eq!(s.holders(), vec!["b"]);
@@ -351,8 +344,7 @@ fn a_node_gone_mid_migration_ends_it_as_node_lost() {
 
 #[test]
 fn a_gone_node_leaves_no_handoff_stamp() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWO, t(0)));
+    let mut s = held_by("a", RWO);
     s.node_gone("a");
     assert_eq!(s.last_detach, None);
     assert!(!s.is_attached());
@@ -360,9 +352,7 @@ fn a_gone_node_leaves_no_handoff_stamp() {
 
 #[test]
 fn a_gone_holder_during_a_migration_publish_is_cleared_before_deciding() {
-    let mut s = VolumeState::default();
-    s.publish(&policy(), &publish("a", RWX, t(0)));
-    s.publish(&policy(), &target("b", t(1)));
+    let mut s = migrating();
     let gone = vec!["a".to_string()];
     let d = s.publish(
         &policy(),

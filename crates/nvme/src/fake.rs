@@ -296,6 +296,14 @@ impl World {
             .collect()
     }
 
+    /// ENOENT unless the directory that would hold `path` exists.
+    fn parent_dir_exists(&self, path: &Path) -> io::Result<()> {
+        match path.parent().map(|p| self.fs.get(p)) {
+            Some(Some(Entry::Dir)) => Ok(()),
+            _ => Err(err(Errno::ENOENT)),
+        }
+    }
+
     fn is_mount_point(&self, p: &Path) -> bool {
         self.mounts.iter().any(|m| m.mount_point == p)
     }
@@ -618,6 +626,17 @@ impl FakeHost {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records a system call and fails it if a failure is scripted for its
+    /// operation; otherwise hands over the world to carry it out.
+    fn sys_call(&self, call: Call, op: SysOp) -> io::Result<MutexGuard<'_, World>> {
+        let mut w = self.w();
+        w.calls.push(call);
+        match w.sys_error(op) {
+            Some(e) => Err(e),
+            None => Ok(w),
+        }
+    }
+
     /// Native multipath on (head `nvmeSnN` under the subsystem) or off
     /// (`nvmeCnN` under the controller).
     pub fn set_multipath(&self, on: bool) {
@@ -930,11 +949,7 @@ impl Sys for FakeHost {
     }
 
     async fn read_head(&self, device: &Path, len: usize) -> io::Result<Vec<u8>> {
-        let mut w = self.w();
-        w.calls.push(Call::ReadHead(device.to_path_buf()));
-        if let Some(e) = w.sys_error(SysOp::ReadHead) {
-            return Err(e);
-        }
+        let w = self.sys_call(Call::ReadHead(device.to_path_buf()), SysOp::ReadHead)?;
         if w.unreadable.contains(device) {
             return Err(err(Errno::EIO));
         }
@@ -965,11 +980,7 @@ impl Sys for FakeHost {
     }
 
     async fn statfs(&self, path: &Path) -> io::Result<FsStats> {
-        let mut w = self.w();
-        w.calls.push(Call::Statfs(path.to_path_buf()));
-        if let Some(e) = w.sys_error(SysOp::Statfs) {
-            return Err(e);
-        }
+        let w = self.sys_call(Call::Statfs(path.to_path_buf()), SysOp::Statfs)?;
         if !w.fs.contains_key(path) {
             return Err(err(Errno::ENOENT));
         }
@@ -977,11 +988,7 @@ impl Sys for FakeHost {
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let mut w = self.w();
-        w.calls.push(Call::CreateDir(path.to_path_buf()));
-        if let Some(e) = w.sys_error(SysOp::CreateDir) {
-            return Err(e);
-        }
+        let mut w = self.sys_call(Call::CreateDir(path.to_path_buf()), SysOp::CreateDir)?;
         for a in path.ancestors() {
             match w.fs.get(a) {
                 Some(Entry::Dir) | None => {}
@@ -999,11 +1006,7 @@ impl Sys for FakeHost {
     }
 
     async fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        let mut w = self.w();
-        w.calls.push(Call::RemoveDir(path.to_path_buf()));
-        if let Some(e) = w.sys_error(SysOp::RemoveDir) {
-            return Err(e);
-        }
+        let mut w = self.sys_call(Call::RemoveDir(path.to_path_buf()), SysOp::RemoveDir)?;
         match w.fs.get(path) {
             None => return Err(err(Errno::ENOENT)),
             Some(Entry::Dir) => {}
@@ -1020,11 +1023,7 @@ impl Sys for FakeHost {
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut w = self.w();
-        w.calls.push(Call::RemoveFile(path.to_path_buf()));
-        if let Some(e) = w.sys_error(SysOp::RemoveFile) {
-            return Err(e);
-        }
+        let mut w = self.sys_call(Call::RemoveFile(path.to_path_buf()), SysOp::RemoveFile)?;
         match w.fs.get(path) {
             None => return Err(err(Errno::ENOENT)),
             Some(Entry::Dir) => return Err(err(Errno::EISDIR)),
@@ -1038,37 +1037,22 @@ impl Sys for FakeHost {
     }
 
     async fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let mut w = self.w();
-        w.calls.push(Call::WriteFile(path.to_path_buf()));
-        if let Some(e) = w.sys_error(SysOp::WriteFile) {
-            return Err(e);
-        }
-        if !path
-            .parent()
-            .is_some_and(|p| matches!(w.fs.get(p), Some(Entry::Dir)))
-        {
-            return Err(err(Errno::ENOENT));
-        }
+        let mut w = self.sys_call(Call::WriteFile(path.to_path_buf()), SysOp::WriteFile)?;
+        w.parent_dir_exists(path)?;
         w.fs.insert(path.to_path_buf(), Entry::File(data.to_vec()));
         Ok(())
     }
 
     async fn mknod_block(&self, path: &Path, mode: u32, dev: DevId) -> io::Result<()> {
-        let mut w = self.w();
-        w.calls.push(Call::Mknod {
-            path: path.to_path_buf(),
-            mode,
-            dev,
-        });
-        if let Some(e) = w.sys_error(SysOp::Mknod) {
-            return Err(e);
-        }
-        if !path
-            .parent()
-            .is_some_and(|p| matches!(w.fs.get(p), Some(Entry::Dir)))
-        {
-            return Err(err(Errno::ENOENT));
-        }
+        let mut w = self.sys_call(
+            Call::Mknod {
+                path: path.to_path_buf(),
+                mode,
+                dev,
+            },
+            SysOp::Mknod,
+        )?;
+        w.parent_dir_exists(path)?;
         if w.fs.contains_key(path) {
             return Err(err(Errno::EEXIST));
         }
@@ -1077,11 +1061,7 @@ impl Sys for FakeHost {
     }
 
     async fn mount(&self, req: &MountRequest) -> io::Result<()> {
-        let mut w = self.w();
-        w.calls.push(Call::Mount(req.clone()));
-        if let Some(e) = w.sys_error(SysOp::Mount) {
-            return Err(e);
-        }
+        let mut w = self.sys_call(Call::Mount(req.clone()), SysOp::Mount)?;
         let target = &req.target;
         if req.flags.contains(MsFlags::MS_REMOUNT) {
             let ro = req.flags.contains(MsFlags::MS_RDONLY);
@@ -1149,14 +1129,13 @@ impl Sys for FakeHost {
     }
 
     async fn umount(&self, target: &Path, detach: bool) -> io::Result<()> {
-        let mut w = self.w();
-        w.calls.push(Call::Umount {
-            target: target.to_path_buf(),
-            detach,
-        });
-        if let Some(e) = w.sys_error(SysOp::Umount) {
-            return Err(e);
-        }
+        let mut w = self.sys_call(
+            Call::Umount {
+                target: target.to_path_buf(),
+                detach,
+            },
+            SysOp::Umount,
+        )?;
         let Some(i) = w.mounts.iter().rposition(|m| m.mount_point == target) else {
             return Err(err(Errno::EINVAL));
         };

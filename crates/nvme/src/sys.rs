@@ -80,6 +80,20 @@ pub struct MountRequest {
     pub data: Option<String>,
 }
 
+impl MountRequest {
+    /// A bind mount (or, with `MS_REMOUNT` and no source, a change of an
+    /// existing bind's flags): no filesystem type, no data.
+    pub fn bind(source: Option<&Path>, target: &Path, flags: MsFlags) -> Self {
+        MountRequest {
+            source: source.map(Path::to_path_buf),
+            target: target.to_path_buf(),
+            fstype: None,
+            flags,
+            data: None,
+        }
+    }
+}
+
 /// The host's filesystem and mount syscalls.
 pub trait Sys: Send + Sync + 'static {
     fn read_to_string(&self, path: &Path) -> impl Future<Output = io::Result<String>> + Send;
@@ -128,6 +142,18 @@ impl RealSys {
     pub fn new(io_timeout: Duration) -> Self {
         RealSys { io_timeout }
     }
+
+    /// Runs `op` on `path` on the blocking pool under the I/O deadline;
+    /// `verb` and the path name the call in a timeout error.
+    async fn on_path<T, F>(&self, verb: &str, path: &Path, op: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path) -> io::Result<T> + Send + 'static,
+    {
+        let path_buf = path.to_path_buf();
+        let what = format!("{verb} {}", path.display());
+        blocking(self.io_timeout, what, move || op(&path_buf)).await
+    }
 }
 
 /// Runs `f` on the blocking pool under a deadline. On timeout the thread
@@ -170,70 +196,59 @@ impl Sys for RealSys {
 
     async fn lstat(&self, path: &Path) -> io::Result<FileStat> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let p = path.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("lstat {}", path.display()),
-            move || {
-                let m = std::fs::symlink_metadata(&p)?;
-                let t = m.file_type();
-                let kind = if t.is_dir() {
-                    FileKind::Dir
-                } else if t.is_file() {
-                    FileKind::File
-                } else if t.is_block_device() {
-                    FileKind::BlockDevice
-                } else if t.is_char_device() {
-                    FileKind::CharDevice
-                } else if t.is_symlink() {
-                    FileKind::Symlink
-                } else {
-                    FileKind::Other
-                };
-                let rdev = matches!(kind, FileKind::BlockDevice | FileKind::CharDevice)
-                    .then(|| dev_of(m.rdev()));
-                let changed = u64::try_from(m.ctime()).ok().map(|secs| {
-                    std::time::UNIX_EPOCH
-                        + Duration::new(secs, u32::try_from(m.ctime_nsec()).unwrap_or(0))
-                });
-                Ok(FileStat {
-                    kind,
-                    rdev,
-                    size: m.size(),
-                    mode: m.mode() & 0o7777,
-                    changed,
-                })
-            },
-        )
+        self.on_path("lstat", path, move |p| {
+            let m = std::fs::symlink_metadata(p)?;
+            let t = m.file_type();
+            let kind = if t.is_dir() {
+                FileKind::Dir
+            } else if t.is_file() {
+                FileKind::File
+            } else if t.is_block_device() {
+                FileKind::BlockDevice
+            } else if t.is_char_device() {
+                FileKind::CharDevice
+            } else if t.is_symlink() {
+                FileKind::Symlink
+            } else {
+                FileKind::Other
+            };
+            let rdev = matches!(kind, FileKind::BlockDevice | FileKind::CharDevice)
+                .then(|| dev_of(m.rdev()));
+            let changed = u64::try_from(m.ctime()).ok().map(|secs| {
+                std::time::UNIX_EPOCH
+                    + Duration::new(secs, u32::try_from(m.ctime_nsec()).unwrap_or(0))
+            });
+            Ok(FileStat {
+                kind,
+                rdev,
+                size: m.size(),
+                mode: m.mode() & 0o7777,
+                changed,
+            })
+        })
         .await
     }
 
     async fn read_head(&self, device: &Path, len: usize) -> io::Result<Vec<u8>> {
         use std::io::Read;
-        let p = device.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("read {}", device.display()),
-            move || {
-                let mut f = std::fs::File::open(&p)?;
-                let mut buf = vec![0u8; len];
-                f.read_exact(&mut buf)?;
-                Ok(buf)
-            },
-        )
+        self.on_path("read", device, move |p| {
+            let mut f = std::fs::File::open(p)?;
+            let mut buf = vec![0u8; len];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        })
         .await
     }
 
     async fn device_claimed(&self, device: &Path) -> io::Result<bool> {
         use std::os::unix::fs::OpenOptionsExt;
-        let p = device.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("exclusive open of {}", device.display()),
-            move || match std::fs::OpenOptions::new()
+        self.on_path(
+            "exclusive open of",
+            device,
+            move |p| match std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(nix::fcntl::OFlag::O_EXCL.bits())
-                .open(&p)
+                .open(p)
             {
                 Ok(_) => Ok(false),
                 Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => Ok(true),
@@ -244,101 +259,71 @@ impl Sys for RealSys {
     }
 
     async fn statfs(&self, path: &Path) -> io::Result<FsStats> {
-        let p = path.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("statfs {}", path.display()),
-            move || {
-                let s = nix::sys::statvfs::statvfs(&p)?;
-                let frsize = s.fragment_size() as u64;
-                Ok(FsStats {
-                    total_bytes: (s.blocks() as u64).saturating_mul(frsize),
-                    free_bytes: (s.blocks_free() as u64).saturating_mul(frsize),
-                    available_bytes: (s.blocks_available() as u64).saturating_mul(frsize),
-                    total_inodes: s.files() as u64,
-                    free_inodes: s.files_free() as u64,
-                })
-            },
-        )
+        self.on_path("statfs", path, move |p| {
+            let s = nix::sys::statvfs::statvfs(p)?;
+            let frsize = s.fragment_size() as u64;
+            Ok(FsStats {
+                total_bytes: (s.blocks() as u64).saturating_mul(frsize),
+                free_bytes: (s.blocks_free() as u64).saturating_mul(frsize),
+                available_bytes: (s.blocks_available() as u64).saturating_mul(frsize),
+                total_inodes: s.files() as u64,
+                free_inodes: s.files_free() as u64,
+            })
+        })
         .await
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let p = path.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("mkdir {}", path.display()),
-            move || std::fs::create_dir_all(&p),
-        )
-        .await
+        self.on_path("mkdir", path, |p| std::fs::create_dir_all(p))
+            .await
     }
 
     async fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        let p = path.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("rmdir {}", path.display()),
-            move || std::fs::remove_dir(&p),
-        )
-        .await
+        self.on_path("rmdir", path, |p| std::fs::remove_dir(p))
+            .await
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let p = path.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("unlink {}", path.display()),
-            move || std::fs::remove_file(&p),
-        )
-        .await
+        self.on_path("unlink", path, |p| std::fs::remove_file(p))
+            .await
     }
 
     async fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         use std::io::Write;
-        let p = path.to_path_buf();
         let data = data.to_vec();
-        blocking(
-            self.io_timeout,
-            format!("write {}", path.display()),
-            move || {
-                let mut tmp = p.clone().into_os_string();
-                tmp.push(format!(".tmp{}", std::process::id()));
-                let tmp = PathBuf::from(tmp);
-                {
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&data)?;
-                    f.sync_all()?;
-                }
-                std::fs::rename(&tmp, &p)?;
-                if let Some(dir) = p.parent() {
-                    // Make the rename itself durable; a failure here is not
-                    // worth failing the call for.
-                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-                }
-                Ok(())
-            },
-        )
+        self.on_path("write", path, move |p| {
+            let mut tmp = p.as_os_str().to_os_string();
+            tmp.push(format!(".tmp{}", std::process::id()));
+            let tmp = PathBuf::from(tmp);
+            {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&data)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, p)?;
+            if let Some(dir) = p.parent() {
+                // Make the rename itself durable; a failure here is not
+                // worth failing the call for.
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+            Ok(())
+        })
         .await
     }
 
     async fn mknod_block(&self, path: &Path, mode: u32, dev: DevId) -> io::Result<()> {
         use nix::sys::stat::{makedev, mknod, Mode, SFlag};
         use std::os::unix::fs::PermissionsExt;
-        let p = path.to_path_buf();
-        blocking(
-            self.io_timeout,
-            format!("mknod {}", path.display()),
-            move || {
-                mknod(
-                    &p,
-                    SFlag::S_IFBLK,
-                    Mode::from_bits_truncate(mode),
-                    makedev(dev.major as u64, dev.minor as u64),
-                )?;
-                // mknod applies the umask; set the mode we were asked for.
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
-            },
-        )
+        self.on_path("mknod", path, move |p| {
+            mknod(
+                p,
+                SFlag::S_IFBLK,
+                Mode::from_bits_truncate(mode),
+                makedev(dev.major as u64, dev.minor as u64),
+            )?;
+            // mknod applies the umask; set the mode we were asked for.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        })
         .await
     }
 
@@ -363,17 +348,14 @@ impl Sys for RealSys {
 
     async fn umount(&self, target: &Path, detach: bool) -> io::Result<()> {
         use nix::mount::MntFlags;
-        let p = target.to_path_buf();
         let flags = if detach {
             MntFlags::MNT_DETACH
         } else {
             MntFlags::empty()
         };
-        blocking(
-            self.io_timeout,
-            format!("umount {}", target.display()),
-            move || nix::mount::umount2(&p, flags).map_err(io::Error::from),
-        )
+        self.on_path("umount", target, move |p| {
+            nix::mount::umount2(p, flags).map_err(io::Error::from)
+        })
         .await
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::fake::{config, Call, FakeHost, Program, Reply, SysOp, Then};
+use crate::fake::{config, Call, FakeHost, Program, Reply, SysOp, Then, Volume};
 use crate::mount::MountOptions;
 use crate::*;
 
@@ -220,11 +220,9 @@ async fn disconnect_removes_the_controllers_and_is_idempotent() {
 async fn resolution_is_never_cached_across_renumbering() {
     let f = host();
     f.connect_now(FOREIGN);
-    f.connect_now(NQN);
-    let d = dp(&f);
-    let before = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let (d, before) = connected_now(&f).await;
     f.renumber(NQN);
-    let after = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let after = device_of(&d).await;
     assert_ne!(before.dev, after.dev);
     assert_ne!(before.path, after.path);
     assert_eq!(Some((after.path, after.dev)), f.device(NQN));
@@ -255,6 +253,29 @@ async fn all_subsystems_are_listed_with_their_nqns() {
 
 // ---------------------------------------------------------------- format safety
 
+/// The block device of [`NQN`] as sysfs shows it now.
+async fn device_of(d: &DataPath<FakeHost, FakeHost>) -> BlockDevice {
+    d.resolve(NQN).await.unwrap().device().unwrap().clone()
+}
+
+/// [`NQN`] connected by the host itself (not through the data path), and
+/// its device.
+async fn connected_now(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevice) {
+    f.connect_now(NQN);
+    let d = dp(f);
+    let dev = device_of(&d).await;
+    (d, dev)
+}
+
+/// Prepares `fs` on `dev` of [`NQN`], with no record of an earlier format.
+async fn prepare(
+    d: &DataPath<FakeHost, FakeHost>,
+    dev: &BlockDevice,
+    fs: FsType,
+) -> Result<Prepared> {
+    d.prepare_filesystem(NQN, dev, fs, false).await
+}
+
 async fn connected(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevice) {
     let d = dp(f);
     let dev = d.connect(&target(NQN)).await.unwrap().device;
@@ -266,10 +287,7 @@ async fn connected(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevice) 
 async fn an_empty_device_is_formatted_after_a_read_and_a_definitive_probe() {
     let f = host();
     let (d, dev) = connected(&f).await;
-    let p = d
-        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
-        .await
-        .unwrap();
+    let p = prepare(&d, &dev, FsType::Ext4).await.unwrap();
     assert_eq!(p, Prepared::Formatted);
     let calls = f.calls();
     assert_eq!(calls[0], Call::ReadHead(dev.path.clone()));
@@ -308,16 +326,14 @@ async fn xfs_is_not_checked_before_mount() {
     let f = host();
     f.update_volume(NQN, |v| v.fs = Some("xfs".into()));
     let (d, dev) = connected(&f).await;
-    d.prepare_filesystem(NQN, &dev, FsType::Xfs, false)
-        .await
-        .unwrap();
+    prepare(&d, &dev, FsType::Xfs).await.unwrap();
     assert_eq!(f.ran(Program::E2fsck), 0);
     assert_eq!(f.ran(Program::Mkfs), 0);
 }
 
 async fn refused(f: &FakeHost, formatted_before: bool) -> Error {
     let d = dp(f);
-    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let dev = device_of(&d).await;
     let e = d
         .prepare_filesystem(NQN, &dev, FsType::Ext4, formatted_before)
         .await
@@ -326,27 +342,68 @@ async fn refused(f: &FakeHost, formatted_before: bool) -> Error {
     e
 }
 
+/// A probe that fails or times out proves nothing: never mkfs.
 #[tokio::test]
-async fn blkid_error_never_leads_to_mkfs() {
-    for code in [1, 4, 8, 127] {
+async fn a_failed_probe_never_leads_to_mkfs() {
+    // (case, what blkid answers)
+    let cases = [
+        ("blkid_error_never_leads_to_mkfs: exit 1", Reply::exit(1)),
+        ("blkid_error_never_leads_to_mkfs: exit 4", Reply::exit(4)),
+        ("blkid_error_never_leads_to_mkfs: exit 8", Reply::exit(8)),
+        (
+            "blkid_error_never_leads_to_mkfs: exit 127",
+            Reply::exit(127),
+        ),
+        ("blkid_timeout_never_leads_to_mkfs", Reply::Timeout),
+        (
+            "blkid_timeout_never_leads_to_mkfs: spawn error",
+            Reply::SpawnError,
+        ),
+    ];
+    for (case, reply) in cases {
         let f = host();
         f.connect_now(NQN);
-        f.reply(Program::Blkid, Reply::exit(code));
+        f.reply(Program::Blkid, reply);
         let e = refused(&f, false).await;
-        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{case}: {e}");
+    }
+}
+
+/// Anything on the device but zeros is someone's data: never mkfs.
+#[tokio::test]
+async fn a_device_holding_anything_is_never_formatted() {
+    /// What the volume holds.
+    type Holds = fn(&mut Volume);
+    // (case, what the volume holds)
+    let cases: [(&str, Holds); 3] = [
+        ("a_device_with_raw_data_is_never_formatted", |v| {
+            v.raw_data = true
+        }),
+        (
+            "a_partition_table_or_another_filesystem_is_never_formatted: gpt",
+            |v| v.other = Some("gpt".into()),
+        ),
+        (
+            "a_partition_table_or_another_filesystem_is_never_formatted: xfs",
+            |v| v.fs = Some("xfs".into()),
+        ),
+    ];
+    for (case, holds) in cases {
+        let f = host();
+        f.update_volume(NQN, holds);
+        f.connect_now(NQN);
+        let e = refused(&f, false).await;
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{case}: {e}");
     }
 }
 
 #[tokio::test]
-async fn blkid_timeout_never_leads_to_mkfs() {
+async fn a_device_behind_a_reconnecting_controller_is_never_formatted() {
     let f = host();
     f.connect_now(NQN);
-    f.reply(Program::Blkid, Reply::Timeout);
-    refused(&f, false).await;
-    let f = host();
-    f.connect_now(NQN);
-    f.reply(Program::Blkid, Reply::SpawnError);
-    refused(&f, false).await;
+    f.set_state(NQN, "connecting");
+    let e = refused(&f, false).await;
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
 }
 
 #[tokio::test]
@@ -368,53 +425,12 @@ async fn a_volume_formatted_before_that_reads_empty_is_never_formatted() {
 }
 
 #[tokio::test]
-async fn a_device_with_raw_data_is_never_formatted() {
-    let f = host();
-    f.update_volume(NQN, |v| v.raw_data = true);
-    f.connect_now(NQN);
-    let e = refused(&f, false).await;
-    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
-}
-
-#[tokio::test]
-async fn a_partition_table_or_another_filesystem_is_never_formatted() {
-    let f = host();
-    f.update_volume(NQN, |v| v.other = Some("gpt".into()));
-    f.connect_now(NQN);
-    assert_eq!(
-        refused(&f, false).await.kind(),
-        ErrorKind::FailedPrecondition
-    );
-    let f = host();
-    f.update_volume(NQN, |v| v.fs = Some("xfs".into()));
-    f.connect_now(NQN);
-    assert_eq!(
-        refused(&f, false).await.kind(),
-        ErrorKind::FailedPrecondition
-    );
-}
-
-#[tokio::test]
-async fn a_device_behind_a_reconnecting_controller_is_never_formatted() {
-    let f = host();
-    f.connect_now(NQN);
-    f.set_state(NQN, "connecting");
-    let e = refused(&f, false).await;
-    assert_eq!(e.kind(), ErrorKind::Unavailable);
-}
-
-#[tokio::test]
 async fn a_device_that_vanished_before_the_probe_is_never_formatted() {
     // blkid on a path that no longer exists exits 2, like "nothing found".
     let f = host();
-    f.connect_now(NQN);
-    let d = dp(&f);
-    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let (d, dev) = connected_now(&f).await;
     f.renumber(NQN);
-    let e = d
-        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
-        .await
-        .unwrap_err();
+    let e = prepare(&d, &dev, FsType::Ext4).await.unwrap_err();
     assert_eq!(f.ran(Program::Mkfs), 0, "{e}");
 }
 
@@ -427,10 +443,7 @@ async fn a_device_renumbered_between_the_probe_and_mkfs_is_never_formatted() {
     // The probe sees an empty device; right after it, the controller
     // reconnects under new numbers.
     f.then_after(Program::Blkid, Then::Renumber(NQN.into()));
-    let e = d
-        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
-        .await
-        .unwrap_err();
+    let e = prepare(&d, &dev, FsType::Ext4).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(chain(&e).contains("device changed"), "{}", chain(&e));
     assert_eq!(f.ran(Program::Blkid), 1, "the probe ran");
@@ -449,10 +462,7 @@ async fn a_device_swapped_for_another_volume_s_between_the_probe_and_mkfs_is_nev
     // major:minor serve the other volume, which holds a filesystem: mkfs
     // on that path would wipe it.
     f.then_after(Program::Blkid, Then::Swap(NQN.into(), OTHER.into()));
-    let e = d
-        .prepare_filesystem(NQN, &dev, FsType::Ext4, false)
-        .await
-        .unwrap_err();
+    let e = prepare(&d, &dev, FsType::Ext4).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert_eq!(f.ran(Program::Mkfs), 0, "mkfs never ran");
     assert_eq!(
@@ -464,12 +474,10 @@ async fn a_device_swapped_for_another_volume_s_between_the_probe_and_mkfs_is_nev
     // Without the swap the same call formats: the check, not chance,
     // stopped it.
     let (p, _) = f.device(NQN).unwrap();
-    let now = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let now = device_of(&d).await;
     assert_eq!(now.path, p);
     assert_eq!(
-        d.prepare_filesystem(NQN, &now, FsType::Ext4, false)
-            .await
-            .unwrap(),
+        prepare(&d, &now, FsType::Ext4).await.unwrap(),
         Prepared::Formatted
     );
     assert_eq!(f.volume(NQN).unwrap().fs.as_deref(), Some("ext4"));
@@ -478,9 +486,7 @@ async fn a_device_swapped_for_another_volume_s_between_the_probe_and_mkfs_is_nev
 #[tokio::test]
 async fn a_durable_record_of_a_format_refuses_an_empty_device_for_a_person() {
     let f = host();
-    f.connect_now(NQN);
-    let d = dp(&f);
-    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let (d, dev) = connected_now(&f).await;
     let e = d
         .prepare_filesystem(
             NQN,
@@ -513,14 +519,10 @@ async fn uncorrected_e2fsck_errors_refuse_the_mount() {
     assert!(chain(&e).contains("by hand"), "{}", chain(&e));
     let f = host();
     f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
-    f.connect_now(NQN);
     f.reply(Program::E2fsck, Reply::exit(1));
-    let d = dp(&f);
-    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
+    let (d, dev) = connected_now(&f).await;
     assert_eq!(
-        d.prepare_filesystem(NQN, &dev, FsType::Ext4, false)
-            .await
-            .unwrap(),
+        prepare(&d, &dev, FsType::Ext4).await.unwrap(),
         Prepared::Existing,
         "corrected errors are fine"
     );
@@ -529,14 +531,9 @@ async fn uncorrected_e2fsck_errors_refuse_the_mount() {
 #[tokio::test]
 async fn a_failed_mkfs_is_an_error() {
     let f = host();
-    f.connect_now(NQN);
     f.reply(Program::Mkfs, Reply::exit(1));
-    let d = dp(&f);
-    let dev = d.resolve(NQN).await.unwrap().device().unwrap().clone();
-    let e = d
-        .prepare_filesystem(NQN, &dev, FsType::Xfs, false)
-        .await
-        .unwrap_err();
+    let (d, dev) = connected_now(&f).await;
+    let e = prepare(&d, &dev, FsType::Xfs).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal);
 }
 
@@ -549,9 +546,7 @@ async fn a_mkfs_that_made_nothing_is_caught_by_the_typed_mount_and_probed_again(
     let (d, dev) = connected(&f).await;
     f.reply(Program::Mkfs, Reply::exit(0));
     assert_eq!(
-        d.prepare_filesystem(NQN, &dev, FsType::Ext4, false)
-            .await
-            .unwrap(),
+        prepare(&d, &dev, FsType::Ext4).await.unwrap(),
         Prepared::Formatted
     );
     assert_eq!(f.ran(Program::Blkid), 1, "one probe, before mkfs only");
@@ -561,26 +556,36 @@ async fn a_mkfs_that_made_nothing_is_caught_by_the_typed_mount_and_probed_again(
         .unwrap_err();
     assert!(f.mounts_at(staging).is_empty());
     f.clear_calls();
-    d.prepare_filesystem(NQN, &dev, FsType::Ext4, false)
-        .await
-        .unwrap();
+    prepare(&d, &dev, FsType::Ext4).await.unwrap();
     let programs: Vec<Program> = f.commands().iter().map(Program::of).collect();
     assert_eq!(programs, vec![Program::Blkid, Program::Mkfs]);
 }
 
 // ---------------------------------------------------------------- mounts
 
+const STAGING: &str = "/k/staging";
+
+/// An ext4 volume connected and mounted at [`STAGING`].
+async fn staged(f: &FakeHost) -> (DataPath<FakeHost, FakeHost>, BlockDevice) {
+    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
+    let (d, dev) = connected(f).await;
+    d.mount_device(
+        &dev,
+        Path::new(STAGING),
+        FsType::Ext4,
+        &MountOptions::default(),
+    )
+    .await
+    .unwrap();
+    (d, dev)
+}
+
 #[tokio::test]
 async fn mount_bind_and_unmount_follow_the_mount_table() {
     let f = host();
-    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
-    let (d, dev) = connected(&f).await;
-    let staging = Path::new("/k/staging");
+    let (d, dev) = staged(&f).await;
     let target = Path::new("/k/pods/p/mount");
-    d.mount_device(&dev, staging, FsType::Ext4, &MountOptions::default())
-        .await
-        .unwrap();
-    d.bind_mount(staging, target, dev.dev, MsFlags::MS_RDONLY)
+    d.bind_mount(Path::new(STAGING), target, dev.dev, MsFlags::MS_RDONLY)
         .await
         .unwrap();
     let m = f.mounts_at(target);
@@ -603,18 +608,13 @@ async fn mount_bind_and_unmount_follow_the_mount_table() {
 #[tokio::test]
 async fn a_failed_read_only_remount_leaves_no_writable_bind_behind() {
     let f = host();
-    f.update_volume(NQN, |v| v.fs = Some("ext4".into()));
-    let (d, dev) = connected(&f).await;
-    let staging = Path::new("/k/staging");
-    d.mount_device(&dev, staging, FsType::Ext4, &MountOptions::default())
-        .await
-        .unwrap();
+    let (d, dev) = staged(&f).await;
     let target = Path::new("/k/target");
     f.mkdir(target);
     // The bind succeeds, the read-only remount fails.
     f.fail_after(SysOp::Mount, 1, Errno::EPERM);
     let e = d
-        .bind_mount(staging, target, dev.dev, MsFlags::MS_RDONLY)
+        .bind_mount(Path::new(STAGING), target, dev.dev, MsFlags::MS_RDONLY)
         .await
         .unwrap_err();
     assert!(chain(&e).contains(&target.display().to_string()));

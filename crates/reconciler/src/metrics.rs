@@ -1,5 +1,6 @@
 //! Reconciler metrics.
 
+use attachment_manager::metrics::Registrar;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
@@ -13,37 +14,35 @@ pub struct ReconcilerMetrics {
 
 impl ReconcilerMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let m = ReconcilerMetrics {
-            runs: IntCounterVec::new(
-                Opts::new("rds_csi_attachment_reconcile_total", "Stale-attachment sweeps, by result (success, failure)."),
+        let r = Registrar(registry);
+        Ok(ReconcilerMetrics {
+            runs: r.add(IntCounterVec::new(
+                Opts::new(
+                    "rds_csi_attachment_reconcile_total",
+                    "Stale-attachment sweeps, by result (success, failure).",
+                ),
                 &["result"],
-            )?,
-            released: IntCounterVec::new(
+            ))?,
+            released: r.add(IntCounterVec::new(
                 Opts::new(
                     "rds_csi_reconciler_stale_attachments_released_total",
                     "Attachments released without their own unpublish, by trigger: watch or sweep (node tainted out-of-service), attachment_gone (VolumeAttachment no longer exists).",
                 ),
                 &["trigger"],
-            )?,
-            not_ready_attachments: IntGauge::new(
+            ))?,
+            not_ready_attachments: r.add(IntGauge::new(
                 "rds_csi_reconciler_not_ready_attachments",
                 "Attachments on nodes NotReady for longer than the threshold, at the last sweep (reported, not released).",
-            )?,
-            not_ready_oldest: Gauge::new(
+            ))?,
+            not_ready_oldest: r.add(Gauge::new(
                 "rds_csi_reconciler_not_ready_oldest_seconds",
                 "How long the longest-NotReady node holding a volume has been NotReady, at the last sweep.",
-            )?,
-            deleted_node_attachments: IntGauge::new(
+            ))?,
+            deleted_node_attachments: r.add(IntGauge::new(
                 "rds_csi_reconciler_deleted_node_attachments",
                 "Attachments whose Node object is deleted while their VolumeAttachment still exists, at the last sweep (kept, reported: a deleted Node is not a stopped machine).",
-            )?,
-        };
-        registry.register(Box::new(m.deleted_node_attachments.clone()))?;
-        registry.register(Box::new(m.runs.clone()))?;
-        registry.register(Box::new(m.released.clone()))?;
-        registry.register(Box::new(m.not_ready_attachments.clone()))?;
-        registry.register(Box::new(m.not_ready_oldest.clone()))?;
-        Ok(m)
+            ))?,
+        })
     }
 }
 
@@ -64,41 +63,36 @@ pub struct OrphanMetrics {
 
 impl OrphanMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let r = Registrar(registry);
         let m = OrphanMetrics {
-            volumes: IntGauge::new(
+            volumes: r.add(IntGauge::new(
                 "rds_csi_orphan_volumes",
                 "Backend volumes with the driver's prefix, not of another cluster, that no PersistentVolume references, at the last orphan sweep (all reasons).",
-            )?,
-            by_reason: IntGaugeVec::new(
+            ))?,
+            by_reason: r.add(IntGaugeVec::new(
                 Opts::new(
                     "rds_csi_orphan_volumes_by_reason",
                     "Orphan volumes at the last orphan sweep by reason: own (this cluster's; deleted after the grace period with --orphan-delete), retained (its PersistentVolume had reclaim policy Retain; never deleted), no-identity (no cluster identity in its comment; never deleted).",
                 ),
                 &["reason"],
-            )?,
-            foreign: IntGauge::new(
+            ))?,
+            foreign: r.add(IntGauge::new(
                 "rds_csi_foreign_volumes",
                 "Backend volumes with the driver's prefix that carry another cluster's identity, at the last orphan sweep (ignored: never reported as orphans, never deleted).",
-            )?,
-            files: IntGauge::new(
+            ))?,
+            files: r.add(IntGauge::new(
                 "rds_csi_orphan_files",
                 "Backing files under the volume path that no disk owns, at the last orphan sweep (never deleted automatically).",
-            )?,
-            deleted: IntCounter::new(
+            ))?,
+            deleted: r.add(IntCounter::new(
                 "rds_csi_orphan_deleted_total",
                 "Orphan volumes deleted by the orphan sweep (--orphan-delete).",
-            )?,
-            mark_failures: IntCounter::new(
+            ))?,
+            mark_failures: r.add(IntCounter::new(
                 "rds_csi_orphan_mark_failures_total",
                 "Disk comment updates by the orphan sweep (orphaned-since, retain) that failed; an orphan's age starts only once its mark is written.",
-            )?,
+            ))?,
         };
-        registry.register(Box::new(m.volumes.clone()))?;
-        registry.register(Box::new(m.by_reason.clone()))?;
-        registry.register(Box::new(m.foreign.clone()))?;
-        registry.register(Box::new(m.files.clone()))?;
-        registry.register(Box::new(m.deleted.clone()))?;
-        registry.register(Box::new(m.mark_failures.clone()))?;
         for reason in ["own", "retained", "no-identity"] {
             m.by_reason.with_label_values(&[reason]).set(0);
         }

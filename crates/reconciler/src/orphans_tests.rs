@@ -189,6 +189,15 @@ impl Rig {
         }
     }
 
+    /// A rig that deletes, after a first sweep found the orphans and the
+    /// grace period (one hour) passed twice over: the next sweep may delete.
+    async fn past_grace(b: Arc<FakeBackend>, pvs: FakePvs) -> Rig {
+        let rig = Rig::new(b, pvs, true);
+        rig.sweep().await;
+        rig.advance(2 * HOUR);
+        rig
+    }
+
     fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap();
         *now += jiff::SignedDuration::try_from(by).unwrap();
@@ -491,9 +500,7 @@ async fn an_unwritten_mark_leaves_the_age_unknown_and_nothing_is_deleted() {
 #[tokio::test]
 async fn a_comment_changed_right_before_the_delete_stops_it() {
     let b = backend(vec![disk("pvc-lost", Some((OURS, 3 * HOUR)))]);
-    let rig = Rig::new(b, pvs(&[]), true);
-    rig.sweep().await;
-    rig.advance(2 * HOUR);
+    let rig = Rig::past_grace(b, pvs(&[])).await;
     // An operator marks it retain by hand between the list and the delete.
     *rig.b.before_get.lock().unwrap() = Some(Box::new(|disks: &mut Vec<Disk>| {
         disks[0].comment.retain = true;
@@ -504,9 +511,7 @@ async fn a_comment_changed_right_before_the_delete_stops_it() {
 
 #[tokio::test]
 async fn a_pv_appearing_between_the_two_sweeps_saves_the_disk() {
-    let rig = Rig::new(setup(), bound(), true);
-    rig.sweep().await;
-    rig.advance(2 * HOUR);
+    let rig = Rig::past_grace(setup(), bound()).await;
     rig.pvs
         .lock()
         .unwrap()
@@ -525,9 +530,7 @@ async fn a_pv_appearing_between_decision_and_delete_saves_the_disk() {
         appear: Some((3, "pvc-old".into())),
         ..pvs(&[])
     };
-    let rig = Rig::new(b, p, true);
-    rig.sweep().await;
-    rig.advance(2 * HOUR);
+    let rig = Rig::past_grace(b, p).await;
     assert!(rig.sweep().await.deleted.is_empty());
     assert!(rig.deleted().is_empty());
     // And it is no orphan afterwards.
@@ -538,9 +541,7 @@ async fn a_pv_appearing_between_decision_and_delete_saves_the_disk() {
 #[tokio::test]
 async fn a_volume_busy_or_just_returned_by_create_volume_is_not_deleted() {
     let b = backend(vec![disk("pvc-old", Some((OURS, 2 * HOUR)))]);
-    let rig = Rig::new(b, pvs(&[]), true);
-    rig.sweep().await;
-    rig.advance(2 * HOUR);
+    let rig = Rig::past_grace(b, pvs(&[])).await;
     let guard = rig.s.locks.try_lock("pvc-old").unwrap();
     assert!(rig.sweep().await.deleted.is_empty(), "operation in flight");
     drop(guard);

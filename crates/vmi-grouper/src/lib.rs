@@ -18,9 +18,10 @@ pub mod pods;
 
 use std::sync::Arc;
 
-use attachment_manager::{ClusterError, MigrationCheck, MigrationEvidence};
-use futures::future::BoxFuture;
-use futures::StreamExt;
+use attachment_manager::kube_store::drive_watch;
+use attachment_manager::{
+    ClusterError, MigrationCheck, MigrationEvidence, MigrationQuery, MigrationVerdict,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, store::Writer, Store as Reader};
@@ -51,6 +52,20 @@ fn vmim_resource() -> ApiResource {
         &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstanceMigration"),
         "virtualmachineinstancemigrations",
     )
+}
+
+/// Keeps of a pod what resolution needs; drops the bulk.
+fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.containers.clear();
+        spec.init_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.conditions = None;
+    }
 }
 
 /// Keeps of a VMIM only what the check reads.
@@ -94,37 +109,14 @@ impl KubeVirt {
         let api: Api<Pod> = Api::all(client.clone());
         let stream = watcher(api, watcher::Config::default().labels("kubevirt.io"))
             .default_backoff()
-            .modify(|pod: &mut Pod| {
-                // Keep what resolution needs; drop the bulk.
-                pod.metadata.managed_fields = None;
-                if let Some(spec) = pod.spec.as_mut() {
-                    spec.containers.clear();
-                    spec.init_containers = None;
-                }
-                if let Some(status) = pod.status.as_mut() {
-                    status.container_statuses = None;
-                    status.init_container_statuses = None;
-                    status.conditions = None;
-                }
-            })
+            .modify(strip_pod)
             .reflect(writer)
             .applied_objects();
-        let drive_pods = async move {
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                if let Err(e) = event {
-                    warn!(error = %e, "KubeVirt pod watch error; retrying");
-                }
-            }
-        };
-        let drive_vmims = async move {
-            futures::pin_mut!(vmim_stream);
-            while let Some(event) = vmim_stream.next().await {
-                if let Err(e) = event {
-                    warn!(error = %e, "VirtualMachineInstanceMigration watch error (is KubeVirt installed?); retrying");
-                }
-            }
-        };
+        let drive_pods = drive_watch(stream, "KubeVirt pod watch error; retrying");
+        let drive_vmims = drive_watch(
+            vmim_stream,
+            "VirtualMachineInstanceMigration watch error (is KubeVirt installed?); retrying",
+        );
         let drive = async move {
             futures::join!(drive_pods, drive_vmims);
         };
@@ -196,12 +188,8 @@ impl KubeVirt {
             .collect())
     }
 
-    async fn check(
-        &self,
-        pvc: Option<&(String, String)>,
-        node: &str,
-        source: &str,
-    ) -> Result<MigrationEvidence, ClusterError> {
+    async fn check(&self, query: MigrationQuery<'_>) -> Result<MigrationEvidence, ClusterError> {
+        let MigrationQuery { pvc, node, source } = query;
         let Some((namespace, claim)) = pvc else {
             // Without the PVC (the provisioner did not pass
             // --extra-create-metadata) nothing can be verified: refuse.
@@ -264,12 +252,7 @@ impl KubeVirt {
 }
 
 impl MigrationCheck for KubeVirt {
-    fn verify_target<'a>(
-        &'a self,
-        pvc: Option<&'a (String, String)>,
-        node: &'a str,
-        source: &'a str,
-    ) -> BoxFuture<'a, Result<MigrationEvidence, ClusterError>> {
-        Box::pin(self.check(pvc, node, source))
+    fn verify_target<'a>(&'a self, query: MigrationQuery<'a>) -> MigrationVerdict<'a> {
+        Box::pin(self.check(query))
     }
 }

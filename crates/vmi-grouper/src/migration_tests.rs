@@ -180,15 +180,21 @@ fn a_finished_or_deleting_target_pod_does_not_count() {
     assert!(verdict(&[Arc::new(deleting)], &m, Some(&vmi), "b").is_err());
 }
 
+/// A running hotplug-disk pod on node b for claim `disk`, owned by the
+/// pod `dst` with uid `owner_uid`.
+fn hotplug_pod_on_b(owner_uid: &str) -> Arc<Pod> {
+    pod(json!({
+        "metadata": {"name": "hp", "namespace": "vms", "labels": {"kubevirt.io": "hotplug-disk"},
+                      "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "dst", "uid": owner_uid}]},
+        "spec": {"nodeName": "b", "containers": [], "volumes": [{"name": "h", "persistentVolumeClaim": {"claimName": "disk"}}]},
+        "status": {"phase": "Running"}
+    }))
+}
+
 #[test]
 fn a_hotplug_disk_pod_resolves_through_its_owning_launcher() {
     let owner = launcher("dst", "b", "root", VMI_UID, Some(VMIM_UID));
-    let hp = pod(json!({
-        "metadata": {"name": "hp", "namespace": "vms", "labels": {"kubevirt.io": "hotplug-disk"},
-                      "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "dst", "uid": "uid-dst"}]},
-        "spec": {"nodeName": "b", "containers": [], "volumes": [{"name": "h", "persistentVolumeClaim": {"claimName": "disk"}}]},
-        "status": {"phase": "Running"}
-    }));
+    let hp = hotplug_pod_on_b("uid-dst");
     let pods = vec![launcher("src", "a", "root", VMI_UID, None), owner, hp];
     let (_, m, vmi) = real_order();
     assert_eq!(
@@ -201,12 +207,7 @@ fn a_hotplug_disk_pod_resolves_through_its_owning_launcher() {
 #[test]
 fn a_hotplug_disk_pod_whose_owner_uid_differs_resolves_to_nothing() {
     let owner = launcher("dst", "b", "root", VMI_UID, Some(VMIM_UID));
-    let hp = pod(json!({
-        "metadata": {"name": "hp", "namespace": "vms", "labels": {"kubevirt.io": "hotplug-disk"},
-                      "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "dst", "uid": "uid-forged"}]},
-        "spec": {"nodeName": "b", "containers": [], "volumes": [{"name": "h", "persistentVolumeClaim": {"claimName": "disk"}}]},
-        "status": {"phase": "Running"}
-    }));
+    let hp = hotplug_pod_on_b("uid-forged");
     let pods = vec![owner, hp];
     let (_, m, vmi) = real_order();
     assert!(verdict(&pods, &m, Some(&vmi), "b").is_err());

@@ -98,25 +98,23 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             ErrorKind::Internal,
         )
         .await?;
-        let start = tokio::time::Instant::now();
-        loop {
-            let s = self.lookup(nqn).await;
-            mark("disconnect_wait");
-            let s = s?;
+        let deadline = self.config.timeouts.command;
+        self.poll(nqn, "disconnect_wait", deadline, |s, expired| {
             if !s.is_connected() {
                 info!(nqn, "disconnected");
-                return Ok(());
-            }
-            if start.elapsed() >= self.config.timeouts.command {
-                return Err(Error::Failed {
+                Some(Ok(()))
+            } else if expired {
+                Some(Err(Error::Failed {
                     command: format!("nvme disconnect -n {nqn}"),
                     status: "success".into(),
                     diagnostic: format!("still {}", s.describe()),
                     kind: ErrorKind::Internal,
-                });
+                }))
+            } else {
+                None
             }
-            tokio::time::sleep(self.config.poll_interval).await;
-        }
+        })
+        .await
     }
 
     /// Rescans the namespaces of every controller of `nqn`, then waits (up
@@ -138,30 +136,45 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             )
             .await?;
         }
+        let deadline = self.config.timeouts.device;
+        self.poll(nqn, "rescan_wait", deadline, |s, expired| {
+            match s.device() {
+                Some(d) if d.size_bytes >= min_bytes => Some(Ok(d.clone())),
+                Some(d) if expired => Some(Err(Error::refused_for_now(
+                    format!("expand {}", d.path.display()),
+                    format!(
+                    "the device is {} bytes after a rescan, less than the requested {min_bytes}",
+                    d.size_bytes
+                ),
+                ))),
+                None if expired => Some(Err(Error::NoDevice {
+                    nqn: nqn.to_string(),
+                    waited: deadline,
+                    detail: s.describe(),
+                })),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Looks `nqn` up every poll interval, charging the time to `step`,
+    /// until `judge` answers; `judge` is told whether `deadline` (from the
+    /// first look) has passed.
+    async fn poll<T>(
+        &self,
+        nqn: &str,
+        step: &'static str,
+        deadline: Duration,
+        mut judge: impl FnMut(&Subsystem, bool) -> Option<Result<T>>,
+    ) -> Result<T> {
         let start = tokio::time::Instant::now();
         loop {
             let s = self.lookup(nqn).await;
-            mark("rescan_wait");
+            mark(step);
             let s = s?;
-            if let Some(d) = s.device() {
-                if d.size_bytes >= min_bytes {
-                    return Ok(d.clone());
-                }
-                if start.elapsed() >= self.config.timeouts.device {
-                    return Err(Error::refused_for_now(
-                        format!("expand {}", d.path.display()),
-                        format!(
-                            "the device is {} bytes after a rescan, less than the requested {min_bytes}",
-                            d.size_bytes
-                        ),
-                    ));
-                }
-            } else if start.elapsed() >= self.config.timeouts.device {
-                return Err(Error::NoDevice {
-                    nqn: nqn.to_string(),
-                    waited: self.config.timeouts.device,
-                    detail: s.describe(),
-                });
+            if let Some(answer) = judge(&s, start.elapsed() >= deadline) {
+                return answer;
             }
             tokio::time::sleep(self.config.poll_interval).await;
         }

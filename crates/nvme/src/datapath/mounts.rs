@@ -47,10 +47,7 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         fs: FsType,
         opts: &MountOptions,
     ) -> Result<()> {
-        self.sys
-            .create_dir_all(target)
-            .await
-            .map_err(|e| Error::io("create", target, e))?;
+        self.create_dir_all(target).await?;
         let req = MountRequest {
             source: Some(device.path.clone()),
             target: target.to_path_buf(),
@@ -76,29 +73,14 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         dev: DevId,
         flags: MsFlags,
     ) -> Result<()> {
+        self.create_dir_all(target).await?;
         self.sys
-            .create_dir_all(target)
-            .await
-            .map_err(|e| Error::io("create", target, e))?;
-        let bind = MountRequest {
-            source: Some(source.to_path_buf()),
-            target: target.to_path_buf(),
-            fstype: None,
-            flags: MsFlags::MS_BIND,
-            data: None,
-        };
-        self.sys
-            .mount(&bind)
+            .mount(&MountRequest::bind(Some(source), target, MsFlags::MS_BIND))
             .await
             .map_err(|e| Error::io("bind mount", target, e))?;
         if !flags.is_empty() {
-            let remount = MountRequest {
-                source: None,
-                target: target.to_path_buf(),
-                fstype: None,
-                flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
-                data: None,
-            };
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
+            let remount = MountRequest::bind(None, target, flags);
             if let Err(e) = self.sys.mount(&remount).await {
                 // Never leave a writable bind where a read-only one was asked.
                 let _ = self.sys.umount(target, false).await;
@@ -109,6 +91,14 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         self.expect_mounted(target, dev).await?;
         info!(source = %source.display(), target = %target.display(), ?flags, "bind mounted");
         Ok(())
+    }
+
+    /// Creates a directory and its parents (no error if it exists).
+    async fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        self.sys
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| Error::io("create", dir, e))
     }
 
     /// Unmounts everything stacked on `target`. Returns how many mounts
@@ -137,10 +127,7 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
     /// volumes get mode 0440.
     pub async fn make_device_node(&self, path: &Path, dev: DevId, readonly: bool) -> Result<()> {
         if let Some(parent) = path.parent() {
-            self.sys
-                .create_dir_all(parent)
-                .await
-                .map_err(|e| Error::io("create", parent, e))?;
+            self.create_dir_all(parent).await?;
         }
         let mode = if readonly { 0o440 } else { 0o660 };
         self.sys

@@ -31,19 +31,9 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
 
     pub(super) async fn scan(&self, only: Option<&str>) -> Result<Vec<Subsystem>> {
         let mut found: BTreeMap<String, (Vec<Controller>, BTreeSet<String>)> = BTreeMap::new();
-        let class_nvme = self.sysfs("class/nvme");
-        for name in self.list(&class_nvme).await? {
-            if !matches!(sysfs::parse_name(&name), Some(NvmeName::Controller(_))) {
-                continue;
-            }
-            let dir = class_nvme.join(&name);
-            // A controller being deleted can vanish between two reads.
-            let Some(nqn) = self.read_trimmed(&dir.join("subsysnqn")).await else {
-                continue;
-            };
-            if only.is_some_and(|o| o != nqn) {
-                continue;
-            }
+        let controllers =
+            self.class_members("class/nvme", only, |n| matches!(n, NvmeName::Controller(_)));
+        for (name, dir, nqn) in controllers.await? {
             let state = match self.read_trimmed(&dir.join("state")).await {
                 Some(s) => sysfs::parse_state(&s),
                 None => CtrlState::Other("unknown".into()),
@@ -71,18 +61,10 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
                 address,
             });
         }
-        let class_subsys = self.sysfs("class/nvme-subsystem");
-        for name in self.list(&class_subsys).await? {
-            if !matches!(sysfs::parse_name(&name), Some(NvmeName::Subsystem(_))) {
-                continue;
-            }
-            let dir = class_subsys.join(&name);
-            let Some(nqn) = self.read_trimmed(&dir.join("subsysnqn")).await else {
-                continue;
-            };
-            if only.is_some_and(|o| o != nqn) {
-                continue;
-            }
+        let subsystems = self.class_members("class/nvme-subsystem", only, |n| {
+            matches!(n, NvmeName::Subsystem(_))
+        });
+        for (_, dir, nqn) in subsystems.await? {
             let entry = found.entry(nqn).or_default();
             for child in self.list(&dir).await? {
                 if let Some(n @ NvmeName::Namespace { .. }) = sysfs::parse_name(&child) {
@@ -131,6 +113,32 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
             });
         }
         Ok(out)
+    }
+
+    /// The entries of a sysfs class directory whose name `kind` accepts,
+    /// as (name, directory, subsystem NQN), only those of `only` if given.
+    /// An entry being deleted can vanish between two reads: it is skipped.
+    async fn class_members(
+        &self,
+        class: &str,
+        only: Option<&str>,
+        kind: fn(&NvmeName) -> bool,
+    ) -> Result<Vec<(String, PathBuf, String)>> {
+        let class_dir = self.sysfs(class);
+        let mut members = Vec::new();
+        for name in self.list(&class_dir).await? {
+            if !sysfs::parse_name(&name).as_ref().is_some_and(kind) {
+                continue;
+            }
+            let dir = class_dir.join(&name);
+            let Some(nqn) = self.read_trimmed(&dir.join("subsysnqn")).await else {
+                continue;
+            };
+            if only.is_none_or(|o| o == nqn) {
+                members.push((name, dir, nqn));
+            }
+        }
+        Ok(members)
     }
 
     /// Waits, polling sysfs, until `nqn` has a usable block device.
