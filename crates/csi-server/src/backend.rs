@@ -164,18 +164,7 @@ pub mod fake {
             if disks.contains_key(spec.slot.as_str()) {
                 return Err(routeros::Error::AlreadyExists("slot".into()));
             }
-            disks.insert(
-                spec.slot.to_string(),
-                Disk {
-                    slot: spec.slot.to_string(),
-                    file_path: Some(spec.file.to_string()),
-                    size_bytes: spec.size_bytes,
-                    nqn: Some(spec.nqn.to_string()),
-                    port: Some(spec.port),
-                    exported: true,
-                    comment: spec.comment.clone(),
-                },
-            );
+            disks.insert(spec.slot.to_string(), spec.as_created());
             self.files.lock().unwrap().push(spec.file.to_string());
             Ok(())
         }

@@ -249,15 +249,7 @@ impl<B: Backend> ControllerService<B> {
                     .await
                     .map_err(Step::Create(slot.clone()).failed())?;
                 info!(volume = %slot, bytes = size, file = %file, "volume created");
-                Disk {
-                    slot: slot.to_string(),
-                    file_path: Some(file.to_string()),
-                    size_bytes: size,
-                    nqn: Some(nqn.to_string()),
-                    port: Some(vp.nvme_port),
-                    exported: true,
-                    comment: spec.comment.clone(),
-                }
+                spec.as_created()
             }
         };
         self.manager.recent_creates().note(slot.as_str());

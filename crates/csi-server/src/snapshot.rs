@@ -140,9 +140,10 @@ impl SnapshotInfo {
     /// or for a disk without one, what a Go driver snapshot name tells.
     /// `None` for a disk that is neither (made by hand, or a comment whose
     /// lineage did not read back whole): such a disk is not listed, and
-    /// nothing deletes it but an explicit DeleteSnapshot of its ID.
-    /// `copying`: a byte copy into it is still running.
-    pub fn from_disk(disk: &Disk, copying: bool) -> Option<SnapshotInfo> {
+    /// nothing deletes it but an explicit DeleteSnapshot of its ID. A disk
+    /// with any `status` (a byte copy still running into it) is not ready.
+    pub fn from_disk(disk: &Disk) -> Option<SnapshotInfo> {
+        let copying = disk.status.is_some();
         if let Some(l) = &disk.comment.snapshot {
             return Some(SnapshotInfo {
                 id: disk.slot.clone(),
@@ -227,6 +228,7 @@ mod tests {
             port: None,
             exported: false,
             comment,
+            status: None,
         }
     }
 
@@ -296,7 +298,11 @@ mod tests {
             },
             "/storage-pool/metal-csi/snap-1.img",
         );
-        let s = SnapshotInfo::from_disk(&ours, true).unwrap();
+        let s = SnapshotInfo::from_disk(&Disk {
+            status: Some("0 / 1 (0%)".into()),
+            ..ours.clone()
+        })
+        .unwrap();
         assert_eq!((s.source.as_str(), s.size_bytes), ("pvc-9", 1 << 30));
         assert_eq!(
             (s.created, s.method, s.ready),
@@ -309,7 +315,7 @@ mod tests {
             DiskComment::default(),
             "/storage-pool/metal-csi/x.img",
         );
-        let s = SnapshotInfo::from_disk(&go, false).unwrap();
+        let s = SnapshotInfo::from_disk(&go).unwrap();
         assert_eq!(s.source, format!("pvc-{GO_UUID}"));
         assert_eq!(
             (s.size_bytes, s.method, s.ready),
@@ -319,14 +325,11 @@ mod tests {
         // Ours without a (whole) lineage, or by hand: not a snapshot we list.
         let volume_comment = DiskComment::created(at, None);
         assert_eq!(
-            SnapshotInfo::from_disk(&disk(&go_slot, volume_comment, "/p/x.img"), false),
+            SnapshotInfo::from_disk(&disk(&go_slot, volume_comment, "/p/x.img")),
             None
         );
         assert_eq!(
-            SnapshotInfo::from_disk(
-                &disk("snap-by-hand", DiskComment::default(), "/p/x.img"),
-                false
-            ),
+            SnapshotInfo::from_disk(&disk("snap-by-hand", DiskComment::default(), "/p/x.img")),
             None
         );
     }

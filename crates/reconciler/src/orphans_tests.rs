@@ -131,6 +131,7 @@ fn disk(slot: &str, made: Option<(&str, Duration)>) -> Disk {
         port: None,
         exported: true,
         comment,
+        status: None,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::command::{Command, Nqn, RosPath, Slot, SlotPrefix};
 use crate::comment::DiskComment;
 use crate::error::{Error, Result};
 use crate::record::{parse_records, Record};
+use crate::snapshots::CopyProgress;
 
 /// A file-backed disk as RouterOS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,9 +23,21 @@ pub struct Disk {
     pub port: Option<u16>,
     pub exported: bool,
     /// The driver's records from the disk's comment (creation time,
-    /// cluster, orphan marks); empty for a disk made by hand or by another
-    /// driver.
+    /// cluster, orphan marks, a snapshot's lineage); empty for a disk made
+    /// by hand or by another driver.
     pub comment: DiskComment,
+    /// `status` as printed: real disks have none, a disk a `/disk copy`
+    /// is running into has its progress (see [`Disk::copy_progress`]).
+    /// Any status at all means the disk is not settled.
+    pub status: Option<String>,
+}
+
+impl Disk {
+    /// Progress of a `/disk copy` into this disk, when its status reads as
+    /// one.
+    pub fn copy_progress(&self) -> Option<CopyProgress> {
+        self.status.as_deref().and_then(CopyProgress::parse)
+    }
 }
 
 impl Disk {
@@ -47,6 +60,10 @@ impl Disk {
                 .as_deref()
                 .and_then(DiskComment::parse)
                 .unwrap_or_default(),
+            status: r
+                .get("status")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             slot,
         })
     }
@@ -80,6 +97,22 @@ pub struct NewDisk {
     pub nqn: Nqn,
     /// Written as the disk's comment in the same `/disk add`.
     pub comment: DiskComment,
+}
+
+impl NewDisk {
+    /// The disk as RouterOS will list it once this spec is created.
+    pub fn as_created(&self) -> Disk {
+        Disk {
+            slot: self.slot.to_string(),
+            file_path: Some(self.file.to_string()),
+            size_bytes: self.size_bytes,
+            nqn: Some(self.nqn.to_string()),
+            port: Some(self.port),
+            exported: true,
+            comment: self.comment.clone(),
+            status: None,
+        }
+    }
 }
 
 #[derive(Clone)]
