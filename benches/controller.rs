@@ -24,8 +24,8 @@ use tonic::transport::Channel;
 
 mod support;
 use support::{
-    capability, connect_lazy, controller_command, memory_kib, mib, ms, par, percentile, start_sim,
-    BoxResult, Process, BIN, GIB,
+    capability, connect_lazy, controller_command, memory_kib, memory_row, met, ms, par, percentile,
+    start_sim, total_time, BoxResult, Process, BIN, GIB,
 };
 
 const PREFIX: &str = "bench-";
@@ -102,26 +102,20 @@ impl Controller {
         }
     }
 
-    fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-}
-
-fn create_request(name: &str) -> proto::CreateVolumeRequest {
-    proto::CreateVolumeRequest {
-        name: name.to_string(),
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: GIB,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![capability()],
-        ..Default::default()
+    /// VmRSS and VmHWM (KiB) after `settle`, once what the last requests
+    /// left behind has been freed.
+    async fn settled_memory(&self, settle: Duration) -> (u64, u64) {
+        tokio::time::sleep(settle).await;
+        memory_kib(self.process.pid())
     }
 }
 
 async fn create(client: &mut Client, name: &str) -> Duration {
     let t = Instant::now();
-    if let Err(s) = client.create_volume(create_request(name)).await {
+    if let Err(s) = client
+        .create_volume(testkit::csi::create_volume(name, GIB, capability(), &[]))
+        .await
+    {
         panic!("CreateVolume {name}: {s}");
     }
     t.elapsed()
@@ -262,15 +256,15 @@ async fn concurrent(label: &str, client: &Client, sim: &SimHandle, tag: &str) ->
     }
 }
 
-/// Runs `count` operations on volumes `bench-many-<i>` with `in_flight`
+/// Runs `op` on the `MANY` volumes `bench-many-<i>` with `MANY_IN_FLIGHT`
 /// workers; returns the wall time.
-async fn many<F, Fut>(count: usize, in_flight: usize, client: &Client, op: F) -> BoxResult<Duration>
+async fn many<F, Fut>(client: &Client, op: F) -> BoxResult<Duration>
 where
     F: Fn(Client, String) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = Duration> + Send,
 {
     let client = client.clone();
-    par(count, in_flight, move |i| {
+    par(MANY, MANY_IN_FLIGHT, move |i| {
         let c = client.clone();
         async move {
             op(c, format!("{PREFIX}many-{i}")).await;
@@ -289,8 +283,7 @@ async fn main() -> BoxResult<()> {
 
     // --- default controller: idle memory ---------------------------------
     let ctl = Controller::start(dir.path(), "default", &sim, &key_path, None).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (idle_rss, idle_hwm) = memory_kib(ctl.pid());
+    let idle = ctl.settled_memory(Duration::from_millis(500)).await;
     let startup = sim.stats();
 
     // --- latency and throughput --------------------------------------------
@@ -325,29 +318,21 @@ async fn main() -> BoxResult<()> {
     // --- memory with many volumes -----------------------------------------
     eprintln!("creating {MANY} volumes");
     let before_many = sim.stats();
-    let many_create = many(
-        MANY,
-        MANY_IN_FLIGHT,
-        &ctl.client,
-        |mut c, name| async move { create(&mut c, &name).await },
-    )
+    let many_create = many(&ctl.client, |mut c, name| async move {
+        create(&mut c, &name).await
+    })
     .await?;
     assert_eq!(sim.disks().len(), MANY, "not every volume was created");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (many_rss, many_hwm) = memory_kib(ctl.pid());
+    let holding_many = ctl.settled_memory(Duration::from_millis(200)).await;
     eprintln!("deleting {MANY} volumes");
-    let many_delete = many(
-        MANY,
-        MANY_IN_FLIGHT,
-        &ctl.client,
-        |mut c, name| async move { delete(&mut c, &name).await },
-    )
+    let many_delete = many(&ctl.client, |mut c, name| async move {
+        delete(&mut c, &name).await
+    })
     .await?;
     assert!(sim.disks().is_empty(), "not every volume was deleted");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (after_rss, after_hwm) = memory_kib(ctl.pid());
-    let after_many = sim.stats();
-    let default_connections = after_many.connections;
+    let after_many = ctl.settled_memory(Duration::from_millis(200)).await;
+    let stats_after_many = sim.stats();
+    let default_connections = stats_after_many.connections;
     drop(ctl);
 
     // --- optional: a controller with more SSH channels -----------------------
@@ -409,7 +394,7 @@ async fn main() -> BoxResult<()> {
             seq20.create_wall.as_secs_f64(),
             r.create_wall.as_secs_f64(),
             speedup,
-            if speedup >= 4.0 { "met" } else { "NOT met" }
+            met(speedup >= 4.0)
         )?;
     }
 
@@ -444,28 +429,18 @@ async fn main() -> BoxResult<()> {
     )?;
     writeln!(
         out,
-        "| idle after start | {} | {} | < 20 MiB: {} |",
-        mib(idle_rss),
-        mib(idle_hwm),
-        if idle_rss < 20 * 1024 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        "{} < 20 MiB: {} |",
+        memory_row("idle after start", idle),
+        met(idle.0 < 20 * 1024)
     )?;
-    writeln!(
-        out,
-        "| holding {MANY} volumes | {} | {} | |",
-        mib(many_rss),
-        mib(many_hwm)
-    )?;
-    writeln!(
-        out,
-        "| after deleting them | {} | {} | |",
-        mib(after_rss),
-        mib(after_hwm)
-    )?;
-    let many_cmds = after_many.commands - before_many.commands;
+    let holding = format!("holding {MANY} volumes");
+    for (state, memory) in [
+        (holding.as_str(), holding_many),
+        ("after deleting them", after_many),
+    ] {
+        writeln!(out, "{} |", memory_row(state, memory))?;
+    }
+    let many_cmds = stats_after_many.commands - before_many.commands;
     writeln!(
         out,
         "\n{MANY} creates took {:.2} s ({:.0}/s) and {MANY} deletes {:.2} s ({:.0}/s), \
@@ -476,11 +451,7 @@ async fn main() -> BoxResult<()> {
         MANY as f64 / many_delete.as_secs_f64(),
         many_cmds,
     )?;
-    writeln!(
-        out,
-        "\nTotal benchmark time: {:.1} s.",
-        bench_start.elapsed().as_secs_f64()
-    )?;
+    writeln!(out, "{}", total_time(bench_start))?;
     print!("{out}");
     Ok(())
 }

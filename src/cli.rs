@@ -81,6 +81,29 @@ impl CommonArgs {
     }
 }
 
+/// How the driver names its volumes, on the RDS and on the node: the
+/// controller and the node plugin must be given the same values.
+#[derive(Args, Debug, Clone)]
+pub struct NamingArgs {
+    /// Volume IDs (CreateVolume names) must start with this; ListVolumes
+    /// shows only these, and the node plugin calls a subsystem the driver's
+    /// only when its NQN is --nqn-prefix followed by such an ID. The
+    /// external-provisioner's default is `pvc`. Must be the same for the
+    /// controller and the node plugin.
+    #[arg(long, env = "RDS_CSI_VOLUME_ID_PREFIX", default_value = "pvc-")]
+    pub volume_id_prefix: String,
+    /// NQN prefix; a volume's NQN is this followed by its ID. The node
+    /// plugin connects only subsystems whose NQN starts with it, and only
+    /// they are ever disconnected. Must be the same for the controller and
+    /// the node plugin.
+    #[arg(
+        long,
+        env = "RDS_CSI_NQN_PREFIX",
+        default_value = "nqn.2000-02.com.mikrotik:"
+    )]
+    pub nqn_prefix: String,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
     #[command(flatten)]
@@ -139,17 +162,8 @@ pub struct ControllerArgs {
     /// first component of --volume-path).
     #[arg(long, env = "RDS_VOLUME_PATH_ROOT")]
     pub volume_path_root: Option<String>,
-    /// Volume IDs (CreateVolume names) must start with this; ListVolumes
-    /// shows only these. The external-provisioner's default is `pvc`.
-    #[arg(long, env = "RDS_CSI_VOLUME_ID_PREFIX", default_value = "pvc-")]
-    pub volume_id_prefix: String,
-    /// NQN prefix; a volume's NQN is this followed by its ID.
-    #[arg(
-        long,
-        env = "RDS_CSI_NQN_PREFIX",
-        default_value = "nqn.2000-02.com.mikrotik:"
-    )]
-    pub nqn_prefix: String,
+    #[command(flatten)]
+    pub naming: NamingArgs,
     /// Largest volume CreateVolume and expansion accept (bytes or a size
     /// such as `16T`).
     #[arg(long, env = "RDS_CSI_MAX_VOLUME_SIZE", default_value = "16T")]
@@ -237,20 +251,8 @@ pub struct NodeArgs {
     /// Most volumes this node accepts (0: no limit).
     #[arg(long, env = "RDS_CSI_MAX_VOLUMES", default_value_t = 0)]
     pub max_volumes: i64,
-    /// Only subsystems whose NQN starts with this are connected, and only
-    /// they are ever disconnected. Must match the controller's
-    /// --nqn-prefix.
-    #[arg(
-        long,
-        env = "RDS_CSI_NQN_PREFIX",
-        default_value = "nqn.2000-02.com.mikrotik:"
-    )]
-    pub nqn_prefix: String,
-    /// Only subsystems whose NQN is --nqn-prefix followed by a volume ID
-    /// with this prefix are the driver's. Must match the controller's
-    /// --volume-id-prefix.
-    #[arg(long, env = "RDS_CSI_VOLUME_ID_PREFIX", default_value = "pvc-")]
-    pub volume_id_prefix: String,
+    #[command(flatten)]
+    pub naming: NamingArgs,
     /// This node's NVMe host NQN (one line). The node refuses to start when
     /// it is missing or a value known to be shared by many machines.
     #[arg(

@@ -280,6 +280,20 @@ fn publish_request(
     })
 }
 
+fn unpublish_request(volume_id: &str, target_path: &str) -> proto::NodeUnpublishVolumeRequest {
+    proto::NodeUnpublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        target_path: target_path.to_string(),
+    }
+}
+
+fn unstage_request(volume_id: &str, staging_path: &str) -> proto::NodeUnstageVolumeRequest {
+    proto::NodeUnstageVolumeRequest {
+        volume_id: volume_id.to_string(),
+        staging_target_path: staging_path.to_string(),
+    }
+}
+
 fn node_capability(cap: &NodeCapArgs) -> proto::VolumeCapability {
     let fs_type = cap.fs_type.clone().unwrap_or_default();
     volume_capability(cap.block, cap.multi_node, fs_type, cap.mount_flags.clone())
@@ -339,24 +353,81 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(channel)
 }
 
+/// ControllerExpandVolume of `volume_id` to at least `bytes`.
+pub fn expand_request(volume_id: &str, bytes: i64) -> proto::ControllerExpandVolumeRequest {
+    proto::ControllerExpandVolumeRequest {
+        volume_id: volume_id.to_string(),
+        capacity_range: at_least(bytes),
+        ..Default::default()
+    }
+}
+
+/// The time since `start` of two RPCs called one after the other, the
+/// first done after `first_took`: `<all> ms (<first> <ms> ms, <second> <ms> ms)`.
+fn two_rpcs(
+    start: std::time::Instant,
+    first: &str,
+    first_took: std::time::Duration,
+    second: &str,
+) -> String {
+    let all = start.elapsed();
+    format!(
+        "{} ms ({first} {} ms, {second} {} ms)",
+        all.as_millis(),
+        first_took.as_millis(),
+        (all - first_took).as_millis()
+    )
+}
+
+/// A capacity range of at least `bytes`, no upper limit.
+pub fn at_least(bytes: i64) -> Option<proto::CapacityRange> {
+    Some(proto::CapacityRange {
+        required_bytes: bytes,
+        limit_bytes: 0,
+    })
+}
+
+/// Prints the proto name of each capability type after `prefix`, one a
+/// line (`?` for a value this client does not know).
+fn print_types<T: TryFrom<i32>>(
+    prefix: &str,
+    types: impl Iterator<Item = i32>,
+    name: fn(&T) -> &'static str,
+) {
+    for value in types {
+        println!("{prefix}{}", T::try_from(value).map_or("?", |t| name(&t)));
+    }
+}
+
+/// `k=v` pairs sorted, space-separated.
+pub fn key_values(map: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<_> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join(" ")
+}
+
+/// A volume and the nodes it is published to, as ListVolumes and
+/// ControllerGetVolume report them.
+fn describe_published(volume: Option<proto::Volume>, nodes: Option<Vec<String>>) -> String {
+    format!(
+        "{} published to [{}]",
+        describe_volume(&volume.unwrap_or_default()),
+        nodes.unwrap_or_default().join(", ")
+    )
+}
+
 fn size(s: &str) -> anyhow::Result<i64> {
     let b = routeros::parse_size(s).with_context(|| format!("{s:?} is not a size"))?;
     i64::try_from(b).context("size too large")
 }
 
 pub fn describe_volume(v: &proto::Volume) -> String {
-    let mut ctx: Vec<_> = v
-        .volume_context
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    ctx.sort();
     format!(
         "{} {} bytes ({:.2} GiB) context: {}",
         v.volume_id,
         v.capacity_bytes,
         v.capacity_bytes as f64 / (1u64 << 30) as f64,
-        ctx.join(" ")
+        key_values(&v.volume_context)
     )
 }
 
@@ -386,14 +457,18 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                 .get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
                 .await?
                 .into_inner();
-            for c in caps.capabilities {
-                if let Some(proto::plugin_capability::Type::Service(s)) = c.r#type {
-                    let t = proto::plugin_capability::service::Type::try_from(s.r#type)
-                        .map(|t| t.as_str_name())
-                        .unwrap_or("?");
-                    println!("capability: {t}");
-                }
-            }
+            let services = caps
+                .capabilities
+                .into_iter()
+                .filter_map(|c| match c.r#type {
+                    Some(proto::plugin_capability::Type::Service(s)) => Some(s.r#type),
+                    _ => None,
+                });
+            print_types(
+                "capability: ",
+                services,
+                proto::plugin_capability::service::Type::as_str_name,
+            );
             let probe = identity.probe(proto::ProbeRequest {}).await?.into_inner();
             println!("ready: {}", probe.ready.unwrap_or(true));
         }
@@ -402,14 +477,12 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                 .controller_get_capabilities(proto::ControllerGetCapabilitiesRequest {})
                 .await?
                 .into_inner();
-            for c in caps.capabilities {
-                if let Some(proto::controller_service_capability::Type::Rpc(r)) = c.r#type {
-                    let t = proto::controller_service_capability::rpc::Type::try_from(r.r#type)
-                        .map(|t| t.as_str_name())
-                        .unwrap_or("?");
-                    println!("{t}");
-                }
-            }
+            let rpcs = caps.capabilities.into_iter().filter_map(|c| c.r#type);
+            print_types(
+                "",
+                rpcs.map(|proto::controller_service_capability::Type::Rpc(r)| r.r#type),
+                proto::controller_service_capability::rpc::Type::as_str_name,
+            );
         }
         Call::Create {
             name,
@@ -421,10 +494,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
             let v = ctl
                 .create_volume(proto::CreateVolumeRequest {
                     name,
-                    capacity_range: Some(proto::CapacityRange {
-                        required_bytes: size(&s)?,
-                        limit_bytes: 0,
-                    }),
+                    capacity_range: at_least(size(&s)?),
                     volume_capabilities: vec![capability(&cap)],
                     parameters: params.into_iter().collect::<HashMap<_, _>>(),
                     ..Default::default()
@@ -448,14 +518,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
         }
         Call::Expand { volume_id, size: s } => {
             let r = ctl
-                .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    capacity_range: Some(proto::CapacityRange {
-                        required_bytes: size(&s)?,
-                        limit_bytes: 0,
-                    }),
-                    ..Default::default()
-                })
+                .controller_expand_volume(expand_request(&volume_id, size(&s)?))
                 .await?
                 .into_inner();
             println!(
@@ -474,12 +537,8 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                     .await?
                     .into_inner();
                 for e in page.entries {
-                    let nodes = e.status.map(|s| s.published_node_ids).unwrap_or_default();
-                    println!(
-                        "{} published to [{}]",
-                        describe_volume(&e.volume.unwrap_or_default()),
-                        nodes.join(", ")
-                    );
+                    let nodes = e.status.map(|s| s.published_node_ids);
+                    println!("{}", describe_published(e.volume, nodes));
                 }
                 if page.next_token.is_empty() {
                     break;
@@ -492,12 +551,8 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                 .controller_get_volume(proto::ControllerGetVolumeRequest { volume_id })
                 .await?
                 .into_inner();
-            let nodes = r.status.map(|s| s.published_node_ids).unwrap_or_default();
-            println!(
-                "{} published to [{}]",
-                describe_volume(&r.volume.unwrap_or_default()),
-                nodes.join(", ")
-            );
+            let nodes = r.status.map(|s| s.published_node_ids);
+            println!("{}", describe_published(r.volume, nodes));
         }
         Call::Capacity => {
             let r = ctl
@@ -525,13 +580,10 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            let mut ctx: Vec<_> = r
-                .publish_context
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            ctx.sort();
-            println!("published {volume_id} to {node}: {}", ctx.join(" "));
+            println!(
+                "published {volume_id} to {node}: {}",
+                key_values(&r.publish_context)
+            );
         }
         Call::Unpublish { volume_id, node } => {
             ctl.controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
@@ -580,13 +632,8 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
             node.node_stage_volume(stage).await?;
             let staged = start.elapsed();
             node.node_publish_volume(publish).await?;
-            let all = start.elapsed();
-            println!(
-                "mounted {volume_id} at {target_path} in {} ms (NodeStageVolume {} ms, NodePublishVolume {} ms)",
-                all.as_millis(),
-                staged.as_millis(),
-                (all - staged).as_millis()
-            );
+            let took = two_rpcs(start, "NodeStageVolume", staged, "NodePublishVolume");
+            println!("mounted {volume_id} at {target_path} in {took}");
         }
         Call::NodeUnmount {
             volume_id,
@@ -595,34 +642,25 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
         } => {
             let mut node = NodeClient::new(channel);
             let start = std::time::Instant::now();
-            node.node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
-                volume_id: volume_id.clone(),
-                target_path,
-            })
-            .await?;
+            node.node_unpublish_volume(unpublish_request(&volume_id, &target_path))
+                .await?;
             let unpublished = start.elapsed();
-            node.node_unstage_volume(proto::NodeUnstageVolumeRequest {
-                volume_id: volume_id.clone(),
-                staging_target_path: staging_path,
-            })
-            .await?;
-            let all = start.elapsed();
-            println!(
-                "unmounted {volume_id} in {} ms (NodeUnpublishVolume {} ms, NodeUnstageVolume {} ms)",
-                all.as_millis(),
-                unpublished.as_millis(),
-                (all - unpublished).as_millis()
+            node.node_unstage_volume(unstage_request(&volume_id, &staging_path))
+                .await?;
+            let took = two_rpcs(
+                start,
+                "NodeUnpublishVolume",
+                unpublished,
+                "NodeUnstageVolume",
             );
+            println!("unmounted {volume_id} in {took}");
         }
         Call::NodeUnpublish {
             volume_id,
             target_path,
         } => {
             NodeClient::new(channel)
-                .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    target_path: target_path.clone(),
-                })
+                .node_unpublish_volume(unpublish_request(&volume_id, &target_path))
                 .await?;
             println!("unpublished {volume_id} from {target_path}");
         }
@@ -631,10 +669,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
             staging_path,
         } => {
             NodeClient::new(channel)
-                .node_unstage_volume(proto::NodeUnstageVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    staging_target_path: staging_path.clone(),
-                })
+                .node_unstage_volume(unstage_request(&volume_id, &staging_path))
                 .await?;
             println!("unstaged {volume_id} from {staging_path}");
         }
@@ -659,10 +694,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                 .node_expand_volume(proto::NodeExpandVolumeRequest {
                     volume_id: volume_id.clone(),
                     volume_path,
-                    capacity_range: Some(proto::CapacityRange {
-                        required_bytes: required,
-                        limit_bytes: 0,
-                    }),
+                    capacity_range: at_least(required),
                     staging_target_path: staging_path.unwrap_or_default(),
                     volume_capability: Some(node_capability(&cap)),
                     ..Default::default()
@@ -703,14 +735,12 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                 .node_get_capabilities(proto::NodeGetCapabilitiesRequest {})
                 .await?
                 .into_inner();
-            for c in r.capabilities {
-                if let Some(proto::node_service_capability::Type::Rpc(rpc)) = c.r#type {
-                    let t = proto::node_service_capability::rpc::Type::try_from(rpc.r#type)
-                        .map(|t| t.as_str_name())
-                        .unwrap_or("?");
-                    println!("{t}");
-                }
-            }
+            let rpcs = r.capabilities.into_iter().filter_map(|c| c.r#type);
+            print_types(
+                "",
+                rpcs.map(|proto::node_service_capability::Type::Rpc(r)| r.r#type),
+                proto::node_service_capability::rpc::Type::as_str_name,
+            );
         }
         Call::NodeInfo => {
             let r = NodeClient::new(channel)

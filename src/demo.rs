@@ -11,8 +11,10 @@ use csi_server::proto::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CommonArgs, ControllerArgs, DemoArgs};
-use crate::client::{capability, connect, describe_volume, CapArgs};
+use crate::cli::{CommonArgs, ControllerArgs, DemoArgs, NamingArgs};
+use crate::client::{
+    at_least, capability, connect, describe_volume, expand_request, key_values, CapArgs,
+};
 
 const GIB: i64 = 1 << 30;
 
@@ -58,8 +60,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         nvme_port: 4420,
         volume_path: "/storage-pool/metal-csi".into(),
         volume_path_root: None,
-        volume_id_prefix: "pvc-".into(),
-        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+        naming: NamingArgs {
+            volume_id_prefix: "pvc-".into(),
+            nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+        },
         max_volume_size: "16T".into(),
         nodes: vec!["node-a".into(), "node-b".into()],
         health_interval: Duration::from_secs(1),
@@ -131,10 +135,7 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
     );
     let req = proto::CreateVolumeRequest {
         name: "pvc-demo".into(),
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: 3 * GIB / 2,
-            limit_bytes: 0,
-        }),
+        capacity_range: at_least(3 * GIB / 2),
         volume_capabilities: vec![capability(&CapArgs {
             block: false,
             multi_node: false,
@@ -206,14 +207,7 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
 
     step(5, "ControllerExpandVolume to 3 GiB");
     let r = ctl
-        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-            volume_id: "pvc-demo".into(),
-            capacity_range: Some(proto::CapacityRange {
-                required_bytes: 3 * GIB,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
+        .controller_expand_volume(expand_request("pvc-demo", 3 * GIB))
         .await?
         .into_inner();
     println!(
@@ -249,9 +243,7 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .publish_context;
-    let mut pcv: Vec<_> = pc.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pcv.sort();
-    println!("    node-a: published ({})", pcv.join(" "));
+    println!("    node-a: published ({})", key_values(&pc));
     match ctl.controller_publish_volume(publish("node-b")).await {
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
             println!("    node-b: refused, {}", s.message())

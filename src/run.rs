@@ -138,7 +138,7 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
     .map_err(|e| anyhow::anyhow!("{e} (set --nvme-address)"))?;
     let max_volume_bytes = routeros::parse_size(&args.max_volume_size)
         .with_context(|| format!("--max-volume-size {:?} is not a size", args.max_volume_size))?;
-    routeros::Nqn::new(&format!("{}x", args.nqn_prefix)).context("--nqn-prefix")?;
+    routeros::Nqn::new(&format!("{}x", args.naming.nqn_prefix)).context("--nqn-prefix")?;
     let cluster_id = args
         .cluster_id
         .as_deref()
@@ -158,9 +158,9 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
                 volume_path_root: root,
             },
             max_volume_bytes,
-            volume_id_prefix: SlotPrefix::new(&args.volume_id_prefix)
+            volume_id_prefix: SlotPrefix::new(&args.naming.volume_id_prefix)
                 .context("--volume-id-prefix")?,
-            nqn_prefix: args.nqn_prefix.clone(),
+            nqn_prefix: args.naming.nqn_prefix.clone(),
             topology: (TOPOLOGY_KEY.into(), args.common.rds_name.clone()),
             max_list_entries: 1000,
         },
@@ -621,10 +621,10 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     if args.node_id.is_empty() || args.node_id.len() > 256 {
         bail!("--node-id must be 1 to 256 characters");
     }
-    let prefix =
-        nvme::NqnPrefix::new(&args.nqn_prefix).map_err(|e| anyhow::anyhow!("--nqn-prefix: {e}"))?;
+    let prefix = nvme::NqnPrefix::new(&args.naming.nqn_prefix)
+        .map_err(|e| anyhow::anyhow!("--nqn-prefix: {e}"))?;
     let prefix = prefix
-        .with_volume_prefix(&args.volume_id_prefix)
+        .with_volume_prefix(&args.naming.volume_id_prefix)
         .map_err(|e| anyhow::anyhow!("--volume-id-prefix: {e}"))?;
     // A missing or shared host NQN makes the target mix the sessions of
     // different nodes: refuse to start rather than connect (see
@@ -687,8 +687,8 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     info!(
         host_nqn = %host.nqn,
         host_id = host.id.as_deref().unwrap_or("-"),
-        nqn_prefix = %args.nqn_prefix,
-        volume_id_prefix = %args.volume_id_prefix,
+        nqn_prefix = %args.naming.nqn_prefix,
+        volume_id_prefix = %args.naming.volume_id_prefix,
         state_dir = %state_dir.display(),
         "NVMe host identity"
     );

@@ -75,19 +75,24 @@ fn wait_readyz(what: &str, port: u16, code: u16) {
     });
 }
 
-fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Command {
+/// `rds-csi controller` serving `sock`, against `sim` with its host key
+/// pinned.
+fn controller_of(sim: &Sim, sock: &Path) -> Command {
     let mut c = Command::new(BIN);
-    c.args(["--log-level", "debug", "controller", "--endpoint"])
-        .arg(format!("unix://{}", dir.join("csi.sock").display()))
+    c.args(["controller", "--endpoint"])
+        .arg(format!("unix://{}", sock.display()))
         .args(["--rds-address", &sim.addr, "--rds-key-file"])
         .arg(&sim.key)
-        .args([
-            "--rds-host-key",
-            &sim.fingerprint,
-            "--health-interval",
-            "200ms",
-            "--standalone",
-        ])
+        .args(["--rds-host-key", &sim.fingerprint]);
+    c
+}
+
+/// A standalone controller (debug logs in `dir/controller.log`) serving
+/// `dir/csi.sock`, its metrics on `metrics_port`.
+fn controller(sim: &Sim, dir: &Path, metrics_port: u16, extra: &[&str]) -> Command {
+    let mut c = controller_of(sim, &dir.join("csi.sock"));
+    c.args(["--log-level", "debug", "--health-interval", "200ms"])
+        .arg("--standalone")
         .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
         .args(extra)
         // To a file, not a pipe: a pipe nobody reads fills up with debug
@@ -369,19 +374,9 @@ fn the_simulator_refuses_real_exports_it_cannot_make() {
 fn without_standalone_the_controller_requires_kubernetes() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path());
-    let out = Command::new(BIN)
-        .args(["controller", "--endpoint"])
-        .arg(format!("unix://{}", dir.path().join("c.sock").display()))
-        .args(["--rds-address", &sim.addr, "--rds-key-file"])
-        .arg(&sim.key)
-        .args([
-            "--rds-host-key",
-            &sim.fingerprint,
-            "--metrics-address",
-            "off",
-            "--kubeconfig",
-            "/nonexistent/kubeconfig",
-        ])
+    let out = controller_of(&sim, &dir.path().join("c.sock"))
+        .args(["--metrics-address", "off"])
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -626,27 +621,30 @@ fn without_kubernetes_the_node_says_the_format_record_is_off_and_on_refuses_to_s
         "{text}"
     );
     assert!(text.contains("rests on the probe alone"), "{text}");
-    // on: no start without Kubernetes.
-    let mut c = node_plugin(dir.path());
-    no_kube(&mut c);
-    let out = c
-        .args(["--format-record", "on", "--events", "off"])
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--format-record"), "{err}");
-    // A record file and "off" contradict each other.
-    let mut c = node_plugin(dir.path());
-    no_kube(&mut c);
-    let out = c
-        .args(["--format-record", "off", "--format-record-file"])
-        .arg(dir.path().join("f.json"))
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("contradicts"), "{err}");
+    // Refused starts: "on" without Kubernetes; a record file with "off"
+    // (they contradict each other).
+    let record_file = dir.path().join("f.json");
+    let record_file = record_file.to_str().unwrap();
+    for (args, says) in [
+        (
+            ["--format-record", "on", "--events", "off"],
+            "--format-record",
+        ),
+        (
+            [
+                "--format-record",
+                "off",
+                "--format-record-file",
+                record_file,
+            ],
+            "contradicts",
+        ),
+    ] {
+        let mut c = node_plugin(dir.path());
+        no_kube(&mut c);
+        let out = c.args(args).stderr(Stdio::piped()).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }

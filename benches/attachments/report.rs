@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::metrics::ms_f;
 use crate::publish::Run;
 use crate::rebuild::Start;
-use crate::support::{mib, ms, percentile, BIN};
+use crate::support::{memory_row, met, mib, ms, percentile, total_time, BIN};
 use crate::{IN_FLIGHT, NODES, REBUILD, STARTS, VOLUMES};
 
 /// Everything a run measured.
@@ -38,14 +38,13 @@ pub fn render(res: &Results) -> Result<String, std::fmt::Error> {
         create_took,
         pvs_took,
         runs,
-        idle: (idle_rss, idle_hwm),
-        busy: (busy_rss, busy_hwm),
+        idle: idle_kib,
+        busy: busy_kib,
         rebuild_setup,
         pv_list_bytes,
         va_list_bytes,
         starts,
     } = res;
-    let (idle_rss, idle_hwm, busy_rss, busy_hwm) = (*idle_rss, *idle_hwm, *busy_rss, *busy_hwm);
     let mut out = String::new();
     writeln!(
         out,
@@ -146,25 +145,17 @@ pub fn render(res: &Results) -> Result<String, std::fmt::Error> {
 
     writeln!(out, "\n## Controller memory\n")?;
     writeln!(out, "| state | VmRSS | VmHWM |\n|---|---:|---:|")?;
-    writeln!(
-        out,
-        "| idle after start (nothing attached) | {} | {} |",
-        mib(idle_rss),
-        mib(idle_hwm)
-    )?;
-    writeln!(
-        out,
-        "| after 2 x {VOLUMES} sequential publish/unpublish | {} | {} |",
-        mib(busy_rss),
-        mib(busy_hwm)
-    )?;
+    let busy_state = format!("after 2 x {VOLUMES} sequential publish/unpublish");
     let worst = starts.iter().map(|s| s.rss).max().unwrap_or(0);
-    writeln!(
-        out,
-        "| tracking {REBUILD} attached volumes (worst of {STARTS} starts) | {} | {} |",
-        mib(worst),
-        mib(starts.iter().map(|s| s.hwm).max().unwrap_or(0))
-    )?;
+    let worst_hwm = starts.iter().map(|s| s.hwm).max().unwrap_or(0);
+    let worst_state = format!("tracking {REBUILD} attached volumes (worst of {STARTS} starts)");
+    for (state, memory) in [
+        ("idle after start (nothing attached)", *idle_kib),
+        (busy_state.as_str(), *busy_kib),
+        (worst_state.as_str(), (worst, worst_hwm)),
+    ] {
+        writeln!(out, "{}", memory_row(state, memory))?;
+    }
     for s in starts {
         writeln!(out, "\nStart {}: {}.", s.label, s.smaps)?;
     }
@@ -188,7 +179,6 @@ pub fn render(res: &Results) -> Result<String, std::fmt::Error> {
         .map(|s| s.rebuilt.since_spawn.max(s.first_publish))
         .max()
         .unwrap_or_default();
-    let met = |ok: bool| if ok { "met" } else { "NOT met" };
     writeln!(out, "\n## Goals\n\n| goal | result | |\n|---|---|---|")?;
     writeln!(
         out,
@@ -210,10 +200,6 @@ pub fn render(res: &Results) -> Result<String, std::fmt::Error> {
         mib(worst),
         met(worst < 60 * 1024)
     )?;
-    writeln!(
-        out,
-        "\nTotal benchmark time: {:.1} s.",
-        bench_start.elapsed().as_secs_f64()
-    )?;
+    writeln!(out, "{}", total_time(*bench_start))?;
     Ok(out)
 }

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_server::proto;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -61,23 +60,16 @@ pub async fn volumes(w: &Arc<World>, csi: &Csi) -> BoxResult<Volumes> {
                 let id = w.volume(i);
                 let claim = format!("disk-{i:04}");
                 let vol = csi
-                    .create_volume(proto::CreateVolumeRequest {
-                        name: id.clone(),
-                        capacity_range: Some(proto::CapacityRange {
-                            required_bytes: GIB,
-                            limit_bytes: 0,
-                        }),
-                        volume_capabilities: vec![capability()],
-                        parameters: [
-                            ("csi.storage.k8s.io/pvc/name", claim.as_str()),
-                            ("csi.storage.k8s.io/pvc/namespace", w.run.as_str()),
-                            ("csi.storage.k8s.io/pv/name", id.as_str()),
-                        ]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                        ..Default::default()
-                    })
+                    .create_volume(testkit::csi::create_volume(
+                        &id,
+                        GIB,
+                        capability(),
+                        &[
+                            ("csi.storage.k8s.io/pvc/name", &claim),
+                            ("csi.storage.k8s.io/pvc/namespace", &w.run),
+                            ("csi.storage.k8s.io/pv/name", &id),
+                        ],
+                    ))
                     .await
                     .map_err(|s| format!("CreateVolume {id}: {s}"))?
                     .into_inner()

@@ -12,10 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use csi_server::proto::{
-    self,
-    volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume},
-};
+use csi_server::proto::{self, volume_capability::access_mode::Mode};
 use rds_sim::SimHandle;
 use tonic::transport::Channel;
 
@@ -106,15 +103,7 @@ pub fn connect_lazy(path: PathBuf) -> BoxResult<Channel> {
 
 /// A single-node-writer ext4 filesystem volume.
 pub fn capability() -> proto::VolumeCapability {
-    proto::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    testkit::csi::mount("ext4", Mode::SingleNodeWriter)
 }
 
 /// Runs `f(0..count)` with `in_flight` workers; returns the wall time.
@@ -162,6 +151,28 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
 
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// A row `| state | VmRSS | VmHWM |` of a memory table (KiB in, MiB out).
+pub fn memory_row(state: &str, (rss, hwm): (u64, u64)) -> String {
+    format!("| {state} | {} | {} |", mib(rss), mib(hwm))
+}
+
+/// The closing line of a report: the time since `start`.
+pub fn total_time(start: Instant) -> String {
+    format!(
+        "\nTotal benchmark time: {:.1} s.",
+        start.elapsed().as_secs_f64()
+    )
+}
+
+/// A goal's verdict.
+pub fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
 }
 
 /// Nearest-rank percentile.

@@ -7,9 +7,8 @@ use crate::world::*;
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn vm_restart_on_another_node_is_a_timed_handoff() {
-    let mut w = World::started("handoff", &["a", "b"]).await;
-    let vol = w.disk_attached_to("a").await;
-    assert_eq!(w.holder(&vol).await, Some(w.node("a")));
+    let (mut w, vol) = World::with_disk_on_a("handoff", &["a", "b"], &[]).await;
+    w.assert_held_by(&vol, "a").await;
     // The old virt-launcher pod terminates; the new one lands on b.
     w.detach(&vol, "a").await.unwrap();
     assert!(w.holder(&vol).await.is_none());
@@ -31,13 +30,9 @@ async fn vm_restart_on_another_node_is_a_timed_handoff() {
     );
     assert_eq!(metric(&m, "rds_csi_handoff_duration_seconds_count"), 1.0);
     // While b holds it, a gets nothing.
-    let err = w.attach(&vol, "a", false).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message().contains(&w.node("b")),
-        "names the holder: {}",
-        err.message()
-    );
+    // The refusal names the holder.
+    let holder = w.node("b");
+    w.refused_saying(&vol, "a", false, &holder).await;
     w.wait_event("disk", "AttachConflict").await;
     w.cleanup().await;
 }
@@ -45,15 +40,13 @@ async fn vm_restart_on_another_node_is_a_timed_handoff() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_node_deleted_while_attached_keeps_its_volume_until_its_volume_attachment_goes() {
-    let mut w = World::started("nodedel", &["a", "b"]).await;
-    let vol = w.disk_attached_to("a").await;
+    let (mut w, vol) = World::with_disk_on_a("nodedel", &["a", "b"], &[]).await;
     w.delete_node("a").await;
     // The machine may still run: deleting its Node object fences nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let err = w.attach(&vol, "b", false).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    w.refused(&vol, "b", false).await;
     w.wait_event("disk", "AttachedToDeletedNode").await;
-    assert_eq!(w.holder(&vol).await, Some(w.node("a")));
+    w.assert_held_by(&vol, "a").await;
     assert!(metric(&w.scrape(), "rds_csi_attachment_deleted_node_kept_total") >= 1.0);
     // Kubernetes detaches it (here: its VolumeAttachment is deleted
     // without an unpublish, as after a force-detach): now b may have it.
@@ -64,19 +57,15 @@ async fn a_node_deleted_while_attached_keeps_its_volume_until_its_volume_attachm
         .await
         .unwrap();
     w.wait_event("disk", "StaleAttachmentCleared").await;
-    assert_eq!(w.holder(&vol).await, Some(w.node("b")));
-    assert_eq!(
-        metric(&w.scrape(), "rds_csi_attachment_stale_cleared_total"),
-        1.0
-    );
+    w.assert_held_by(&vol, "b").await;
+    w.assert_metric("rds_csi_attachment_stale_cleared_total", 1.0);
     w.cleanup().await;
 }
 
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn an_out_of_service_taint_releases_the_node_s_volume() {
-    let mut w = World::started("oos", &["a", "b"]).await;
-    let vol = w.disk_attached_to("a").await;
+    let (mut w, vol) = World::with_disk_on_a("oos", &["a", "b"], &[]).await;
     w.patch_node("a", out_of_service_taint(), false).await;
     w.attach_within(&vol, "b", false, Duration::from_secs(10))
         .await
@@ -84,10 +73,7 @@ async fn an_out_of_service_taint_releases_the_node_s_volume() {
     w.wait_event("disk", "StaleAttachmentCleared").await;
     // The fenced node itself gets nothing.
     let other = w.volume("other", false).await;
-    assert_eq!(
-        w.attach(&other, "a", false).await.unwrap_err().code(),
-        Code::FailedPrecondition
-    );
+    w.refused(&other, "a", false).await;
     w.cleanup().await;
 }
 
@@ -170,16 +156,12 @@ async fn a_publish_to_a_node_whose_host_nqn_another_node_reports_is_refused_nami
     // first list, before any publish is answered.
     w.start().await;
     let vol = w.volume("disk", false).await;
-    let err = w.attach(&vol, "a", false).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = w.refused(&vol, "a", false).await;
     for want in [w.node("a"), w.node("b"), shared.clone()] {
         assert!(err.message().contains(&want), "{want}: {}", err.message());
     }
     assert!(w.holder(&vol).await.is_none(), "nothing attached");
-    assert_eq!(
-        w.attach(&vol, "b", false).await.unwrap_err().code(),
-        Code::FailedPrecondition
-    );
+    w.refused(&vol, "b", false).await;
     // The operator gives node b its own host NQN and its plugin restarts:
     // an attach retry to a succeeds once the watch has seen it.
     record_host_nqn(

@@ -10,8 +10,7 @@ use crate::world::*;
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn live_migration_in_kubevirt_s_real_order_is_admitted_and_completes() {
-    let mut w = World::started_with_kubevirt("migok", &["a", "b", "c"]).await;
-    let (vol, vmi) = w.running_vm().await;
+    let (mut w, vol, vmi) = World::with_running_vm("migok", &["a", "b", "c"]).await;
     // KubeVirt's order: the VMIM is scheduling, the target pod exists on b
     // with both UIDs, and the VMI has no migrationState yet.
     let job = w.vmim("mig1", "vm1", "Scheduling").await;
@@ -53,10 +52,7 @@ async fn live_migration_in_kubevirt_s_real_order_is_admitted_and_completes() {
         Some(("mig2", &job2)),
     )
     .await;
-    assert_eq!(
-        w.attach(&vol, "c", true).await.unwrap_err().code(),
-        Code::FailedPrecondition
-    );
+    w.refused(&vol, "c", true).await;
     // Success: the source pod goes away.
     w.detach(&vol, "a").await.unwrap();
     w.wait_event("vmdisk", "MigrationCompleted").await;
@@ -79,27 +75,13 @@ async fn live_migration_in_kubevirt_s_real_order_is_admitted_and_completes() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_forged_launcher_pod_without_a_migration_is_refused_and_never_attaches() {
-    let mut w = World::started_with_kubevirt("forged", &["a", "b"]).await;
-    let (vol, vmi) = w.running_vm().await;
+    let (mut w, vol, vmi) = World::with_running_vm("forged", &["a", "b"]).await;
     // Anyone who may create pods can copy every label: the VMI's UID and a
     // made-up migration job.
-    w.launcher(
-        "virt-launcher-vm1-fake",
-        "b",
-        "vmdisk",
-        &vmi,
-        Some(("mig-fake", "0b8f5a52-0000-4000-8000-000000000000")),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let err = w.attach(&vol, "b", true).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message()
-            .contains("no VirtualMachineInstanceMigration names the VM"),
-        "{}",
-        err.message()
-    );
+    let fake_job = Some(("mig-fake", "0b8f5a52-0000-4000-8000-000000000000"));
+    let why = "no VirtualMachineInstanceMigration names the VM";
+    w.launcher_refused("virt-launcher-vm1-fake", "b", &vmi, fake_job, &vol, why)
+        .await;
     // Its VolumeAttachment never became attached (the attacher deleted it
     // after the refusal here; nothing marked it attached).
     assert!(Api::<VolumeAttachment>::all(w.client.clone())
@@ -109,30 +91,24 @@ async fn a_forged_launcher_pod_without_a_migration_is_refused_and_never_attaches
         .is_none_or(|va| !va.status.is_some_and(|s| s.attached)));
     // A migration that already ended admits nothing either.
     let job = w.vmim("mig-done", "vm1", "Succeeded").await;
-    w.launcher(
+    let done = Some(("mig-done", job.as_str()));
+    w.launcher_refused(
         "virt-launcher-vm1-old",
         "b",
-        "vmdisk",
         &vmi,
-        Some(("mig-done", &job)),
+        done,
+        &vol,
+        "not in progress",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let err = w.attach(&vol, "b", true).await.unwrap_err();
-    assert!(
-        err.message().contains("not in progress"),
-        "{}",
-        err.message()
-    );
-    assert_eq!(w.holder(&vol).await, Some(w.node("a")));
+    w.assert_held_by(&vol, "a").await;
     w.cleanup().await;
 }
 
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn an_unlabelled_second_pod_on_the_rwx_class_is_refused() {
-    let mut w = World::started_with_kubevirt("unlab", &["a", "b"]).await;
-    let (vol, vmi) = w.running_vm().await;
+    let (mut w, vol, vmi) = World::with_running_vm("unlab", &["a", "b"]).await;
     // A plain pod (no KubeVirt labels) mounts the same claim on b.
     w.pod(
         "intruder",
@@ -143,19 +119,11 @@ async fn an_unlabelled_second_pod_on_the_rwx_class_is_refused() {
     )
     .await;
     // And a virt-launcher pod without a migration job.
-    w.launcher("virt-launcher-vm1-copy", "b", "vmdisk", &vmi, None)
+    let why = "not a verified KubeVirt migration target";
+    w.launcher_refused("virt-launcher-vm1-copy", "b", &vmi, None, &vol, why)
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let err = w.attach(&vol, "b", true).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message()
-            .contains("not a verified KubeVirt migration target"),
-        "{}",
-        err.message()
-    );
     w.wait_event("vmdisk", "AttachConflict").await;
-    assert_eq!(w.holder(&vol).await, Some(w.node("a")));
+    w.assert_held_by(&vol, "a").await;
     w.cleanup().await;
 }
 
@@ -169,10 +137,7 @@ async fn the_vmi_migration_state_admits_the_target_of_a_running_vmim() {
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     w.attach(&vol, "a", true).await.unwrap();
-    assert_eq!(
-        w.attach(&vol, "b", true).await.unwrap_err().code(),
-        Code::FailedPrecondition
-    );
+    w.refused(&vol, "b", true).await;
     // A migration to b is running and the VMI's migrationState names b;
     // no target pod is visible (an older KubeVirt without its labels).
     let job = w.vmim("mig1", "vm1", "Running").await;
@@ -186,24 +151,20 @@ async fn the_vmi_migration_state_admits_the_target_of_a_running_vmim() {
         .unwrap();
     w.detach(&vol, "b").await.unwrap();
     w.wait_event("vmdisk", "MigrationFailed").await;
-    assert_eq!(w.holder(&vol).await, Some(w.node("a")));
+    w.assert_held_by(&vol, "a").await;
     // Once KubeVirt marks the migration failed, b is no longer admitted.
     w.vmim_phase("mig1", "Failed").await;
     let failed = json!({"status": {"migrationState": {"failed": true}}});
     w.kubevirt().patch_vmi("vm1", &failed).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        w.attach(&vol, "b", true).await.unwrap_err().code(),
-        Code::FailedPrecondition
-    );
+    w.refused(&vol, "b", true).await;
     w.cleanup().await;
 }
 
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out_once() {
-    let mut w = World::started_with_kubevirt("migfail", &["a", "b"]).await;
-    let (vol, vmi) = w.running_vm().await;
+    let (mut w, vol, vmi) = World::with_running_vm("migfail", &["a", "b"]).await;
     let job = w.vmim("mig1", "vm1", "Scheduling").await;
     w.launcher("dst", "b", "vmdisk", &vmi, Some(("mig1", &job)))
         .await;
@@ -213,13 +174,7 @@ async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out_once()
     // The migration aborts: the target pod is deleted.
     w.detach(&vol, "b").await.unwrap();
     w.wait_event("vmdisk", "MigrationFailed").await;
-    assert_eq!(
-        metric(
-            &w.scrape(),
-            "rds_csi_migration_migrations_total{result=\"failed\"}"
-        ),
-        1.0
-    );
+    w.assert_metric("rds_csi_migration_migrations_total{result=\"failed\"}", 1.0);
     // A second attempt that never finishes passes its 30 s deadline.
     w.attach(&vol, "b", true).await.unwrap();
     eventually("MigrationTimedOut", Duration::from_secs(45), || async {
@@ -229,12 +184,9 @@ async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out_once()
             .then_some(())
     })
     .await;
-    assert_eq!(
-        metric(
-            &w.scrape(),
-            "rds_csi_migration_migrations_total{result=\"timed_out\"}"
-        ),
-        1.0
+    w.assert_metric(
+        "rds_csi_migration_migrations_total{result=\"timed_out\"}",
+        1.0,
     );
     assert_eq!(
         w.annotations(&vol).await["rds.csi.srvlab.io/migration-timeout-reported"],
@@ -244,13 +196,10 @@ async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out_once()
     w.kill_controller();
     w.start().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        metric(
-            &w.scrape(),
-            "rds_csi_migration_migrations_total{result=\"timed_out\"}"
-        ),
+    // The new controller does not report it again.
+    w.assert_metric(
+        "rds_csi_migration_migrations_total{result=\"timed_out\"}",
         0.0,
-        "the new controller does not report it again"
     );
     w.cleanup().await;
 }
@@ -258,8 +207,7 @@ async fn a_failed_migration_detaches_the_target_and_a_stuck_one_times_out_once()
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn a_controller_killed_mid_migration_rebuilds_and_keeps_the_deadline() {
-    let mut w = World::started_with_kubevirt("restart", &["a", "b", "c"]).await;
-    let (vol, vmi) = w.running_vm().await;
+    let (mut w, vol, vmi) = World::with_running_vm("restart", &["a", "b", "c"]).await;
     let rwo = w.volume("plain", false).await;
     w.attach(&rwo, "a", false).await.unwrap();
     let job = w.vmim("mig1", "vm1", "Scheduling").await;
@@ -323,11 +271,8 @@ async fn a_controller_killed_mid_migration_rebuilds_and_keeps_the_deadline() {
     let job2 = w.vmim("mig2", "vm1", "Scheduling").await;
     w.launcher("third", "c", "vmdisk", &vmi, Some(("mig2", &job2)))
         .await;
-    assert_eq!(
-        w.attach(&vol, "c", true).await.unwrap_err().code(),
-        Code::FailedPrecondition,
-        "never a third node"
-    );
+    // Never a third node.
+    w.refused(&vol, "c", true).await;
     let after = w.annotations(&vol).await;
     assert_eq!(
         before["rds.csi.srvlab.io/migration-deadline"],

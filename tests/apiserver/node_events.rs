@@ -13,7 +13,8 @@ use csi_server::proto::node_server::Node as _;
 use nix::errno::Errno;
 use nvme::fake::{FakeHost, SysOp};
 
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
+use kube::ResourceExt;
 
 use crate::world::*;
 
@@ -38,18 +39,12 @@ fn stage_req(volume: &str, ns: &str, claim: &str) -> proto::NodeStageVolumeReque
 }
 
 async fn create_pvc(client: &Client, ns: &str, claim: &str) -> String {
-    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+    let pvc = json!({
         "metadata": {"name": claim, "namespace": ns},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
-    }))
-    .unwrap();
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &pvc)
-        .await
-        .unwrap()
-        .metadata
-        .uid
-        .unwrap()
+    });
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    create(&api, pvc).await.uid().unwrap()
 }
 
 /// Events in `ns` about the PVC `claim`.

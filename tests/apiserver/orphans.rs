@@ -81,17 +81,9 @@ impl World {
 
 /// CreateVolume as the external-provisioner calls it (no PV made).
 async fn create_via(csi: &mut ControllerClient<Channel>, id: &str) {
-    csi.create_volume(proto::CreateVolumeRequest {
-        name: id.into(),
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: GIB,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![cap(false)],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    csi.create_volume(testkit::csi::create_volume(id, GIB, cap(false), &[]))
+        .await
+        .unwrap();
 }
 
 fn made(hours: i64, cluster: Option<&str>) -> DiskComment {

@@ -43,13 +43,10 @@ async fn a_holder_whose_volume_attachment_vanishes_is_released_by_the_periodic_p
         .await
         .unwrap()
         .is_some());
-    assert_eq!(w.holder(&kept).await, Some(w.node("b")));
-    assert_eq!(
-        metric(
-            &w.scrape(),
-            "rds_csi_reconciler_stale_attachments_released_total{trigger=\"attachment_gone\"}"
-        ),
-        1.0
+    w.assert_held_by(&kept, "b").await;
+    w.assert_metric(
+        "rds_csi_reconciler_stale_attachments_released_total{trigger=\"attachment_gone\"}",
+        1.0,
     );
     w.cleanup().await;
 }
@@ -57,22 +54,14 @@ async fn a_holder_whose_volume_attachment_vanishes_is_released_by_the_periodic_p
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn deleting_a_node_releases_nothing_and_reports_its_attachments() {
-    let mut w = World::new("recdel", &["a"]).await;
-    w.start_with(&["--attachment-reconcile-interval", "1s"])
-        .await;
-    let vol = w.disk_attached_to("a").await;
+    let flags = ["--attachment-reconcile-interval", "1s"];
+    let (w, vol) = World::with_disk_on_a("recdel", &["a"], &flags).await;
     w.delete_node("a").await;
     w.wait_event("disk", "AttachedToDeletedNode").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        w.holder(&vol).await,
-        Some(w.node("a")),
-        "reported, not released"
-    );
-    assert_eq!(
-        metric(&w.scrape(), "rds_csi_reconciler_deleted_node_attachments"),
-        1.0
-    );
+    // Reported, not released.
+    w.assert_held_by(&vol, "a").await;
+    w.assert_metric("rds_csi_reconciler_deleted_node_attachments", 1.0);
     w.cleanup().await;
 }
 
@@ -88,9 +77,7 @@ async fn an_acknowledged_publish_the_attacher_has_not_recorded_survives_a_restar
     w.publish(&vol, &node, false).await.unwrap();
     w.kill_controller();
     w.start().await;
-    let err = w.attach(&vol, "b", false).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains(&node), "{}", err.message());
+    w.refused_saying(&vol, "b", false, &node).await;
     w.cleanup().await;
 }
 
@@ -116,29 +103,22 @@ async fn two_attached_volume_attachments_of_an_rwo_volume_rebuild_as_a_reported_
     }
     w.start().await;
     w.wait_event("disk", "AttachConflictOnRebuild").await;
-    assert_eq!(
-        metric(&w.scrape(), "rds_csi_attachment_rebuild_conflicts_total"),
-        1.0
-    );
+    w.assert_metric("rds_csi_attachment_rebuild_conflicts_total", 1.0);
     assert!(
         !w.annotations(&vol)
             .await
             .contains_key("rds.csi.srvlab.io/migration-source"),
         "no invented migration"
     );
-    assert_eq!(
-        w.attach(&vol, "c", false).await.unwrap_err().code(),
-        Code::FailedPrecondition,
-        "both are kept; nothing else gets in"
-    );
+    // Both are kept; nothing else gets in.
+    w.refused(&vol, "c", false).await;
     w.cleanup().await;
 }
 
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn tainting_a_node_out_of_service_clears_its_attachments() {
-    let mut w = World::started("rectaint", &["a"]).await;
-    let vol = w.disk_attached_to("a").await;
+    let (w, vol) = World::with_disk_on_a("rectaint", &["a"], &[]).await;
     w.patch_node("a", out_of_service_taint(), false).await;
     let took = wait_detached(&w, &vol, Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(1), "cleared in {took:?}");
@@ -148,15 +128,13 @@ async fn tainting_a_node_out_of_service_clears_its_attachments() {
 #[tokio::test]
 #[ignore = "tier 3: needs a kube-apiserver (RDS_CSI_TEST_KUBECONFIG); hack/test.sh runs it"]
 async fn attachments_on_a_long_not_ready_node_are_reported_not_released() {
-    let mut w = World::new("notready", &["a"]).await;
-    w.start_with(&[
+    let flags = [
         "--not-ready-threshold",
         "1s",
         "--attachment-reconcile-interval",
         "1s",
-    ])
-    .await;
-    let vol = w.disk_attached_to("a").await;
+    ];
+    let (w, vol) = World::with_disk_on_a("notready", &["a"], &flags).await;
     // What the node lifecycle controller writes when the kubelet stops
     // posting status.
     let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600);
@@ -171,11 +149,8 @@ async fn attachments_on_a_long_not_ready_node_are_reported_not_released() {
         "{m}"
     );
     assert!(metric(&m, "rds_csi_reconciler_not_ready_oldest_seconds") >= 600.0);
-    assert_eq!(
-        w.holder(&vol).await,
-        Some(w.node("a")),
-        "reported, not released"
-    );
+    // Reported, not released.
+    w.assert_held_by(&vol, "a").await;
     w.cleanup().await;
 }
 

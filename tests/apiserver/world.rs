@@ -23,7 +23,7 @@ pub use k8s_openapi::api::events::v1::Event;
 pub use kube::api::Api;
 pub use kube::Client;
 pub use serde_json::json;
-pub use testkit::kube::test_kubeconfig as kubeconfig;
+pub use testkit::kube::{create, test_kubeconfig as kubeconfig};
 pub use testkit::kubevirt::KubeVirt;
 pub use testkit::metrics::metric;
 pub use testkit::{eventually, free_port};
@@ -243,6 +243,13 @@ impl World {
         testkit::metrics::scrape(self.ctl.as_ref().unwrap().metrics_port)
     }
 
+    /// Asserts that the controller's metric `name` (labels included, as
+    /// the exposition writes them) reads `value`.
+    pub fn assert_metric(&self, name: &str, value: f64) {
+        let m = self.scrape();
+        assert_eq!(metric(&m, name), value, "{name} in:\n{m}");
+    }
+
     /// CreateVolume as the external-provisioner calls it, then the PV and
     /// bound PVC as the provisioner and binder leave them.
     pub async fn volume(&mut self, claim: &str, block_rwx: bool) -> String {
@@ -251,23 +258,17 @@ impl World {
         let ns = self.ns();
         let resp = self
             .csi()
-            .create_volume(proto::CreateVolumeRequest {
-                name: id.clone(),
-                capacity_range: Some(proto::CapacityRange {
-                    required_bytes: GIB,
-                    limit_bytes: 0,
-                }),
-                volume_capabilities: vec![cap],
-                parameters: [
-                    ("csi.storage.k8s.io/pvc/name".to_string(), claim.to_string()),
-                    ("csi.storage.k8s.io/pvc/namespace".to_string(), ns.clone()),
-                    ("csi.storage.k8s.io/pv/name".to_string(), id.clone()),
-                    ("migrationTimeoutSeconds".to_string(), "30".to_string()),
-                ]
-                .into_iter()
-                .collect(),
-                ..Default::default()
-            })
+            .create_volume(testkit::csi::create_volume(
+                &id,
+                GIB,
+                cap,
+                &[
+                    ("csi.storage.k8s.io/pvc/name", claim),
+                    ("csi.storage.k8s.io/pvc/namespace", &ns),
+                    ("csi.storage.k8s.io/pv/name", &id),
+                    ("migrationTimeoutSeconds", "30"),
+                ],
+            ))
             .await
             .unwrap()
             .into_inner()
@@ -278,7 +279,7 @@ impl World {
         } else {
             (json!(["ReadWriteOnce"]), "Filesystem")
         };
-        let pv: PersistentVolume = serde_json::from_value(json!({
+        let pv = json!({
             "metadata": {"name": id, "annotations": {"pv.kubernetes.io/provisioned-by": self.driver()}},
             "spec": {
                 "capacity": {"storage": "1Gi"}, "accessModes": modes, "volumeMode": vmode,
@@ -286,40 +287,32 @@ impl World {
                 "claimRef": {"namespace": ns, "name": claim},
                 "csi": {"driver": self.driver(), "volumeHandle": id, "volumeAttributes": resp.volume_context}
             }
-        }))
-        .unwrap();
-        Api::<PersistentVolume>::all(self.client.clone())
-            .create(&PostParams::default(), &pv)
-            .await
-            .unwrap();
-        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        });
+        create(&Api::<PersistentVolume>::all(self.client.clone()), pv).await;
+        let pvc = json!({
             "metadata": {"name": claim, "namespace": ns},
             "spec": {"accessModes": modes, "volumeMode": vmode, "resources": {"requests": {"storage": "1Gi"}}, "volumeName": id}
-        }))
-        .unwrap();
-        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns)
-            .create(&PostParams::default(), &pvc)
-            .await
-            .unwrap();
+        });
+        create(
+            &Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns),
+            pvc,
+        )
+        .await;
         id
     }
 
     /// The PV `name` the provisioner creates for the volume `handle` of
     /// `driver` (no PVC needed here).
     pub async fn create_pv(&self, name: &str, driver: &str, handle: &str, reclaim: &str) {
-        let pv: PersistentVolume = serde_json::from_value(json!({
+        let pv = json!({
             "metadata": {"name": name},
             "spec": {
                 "capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
                 "persistentVolumeReclaimPolicy": reclaim,
                 "csi": {"driver": driver, "volumeHandle": handle}
             }
-        }))
-        .unwrap();
-        Api::<PersistentVolume>::all(self.client.clone())
-            .create(&PostParams::default(), &pv)
-            .await
-            .unwrap();
+        });
+        create(&Api::<PersistentVolume>::all(self.client.clone()), pv).await;
     }
 
     /// This driver's PV for the volume `id`.
@@ -348,11 +341,15 @@ impl World {
         .await;
     }
 
-    /// The RWO volume of the claim `disk`, attached to `node`.
-    pub async fn disk_attached_to(&mut self, node: &str) -> String {
-        let vol = self.volume("disk", false).await;
-        self.attach(&vol, node, false).await.unwrap();
-        vol
+    /// A world whose controller runs with the extra `flags` (see
+    /// [`World::start_with`]), with the RWO volume of the claim `disk`
+    /// attached to node `a`: (world, volume).
+    pub async fn with_disk_on_a(name: &str, nodes: &[&str], flags: &[&str]) -> (World, String) {
+        let mut w = World::new(name, nodes).await;
+        w.start_with(flags).await;
+        let vol = w.volume("disk", false).await;
+        w.attach(&vol, "a", false).await.unwrap();
+        (w, vol)
     }
 
     pub fn va_name(&self, volume: &str, node: &str) -> String {
@@ -423,6 +420,23 @@ impl World {
                 Err(s)
             }
         }
+    }
+
+    /// [`World::attach`], which the driver must refuse with
+    /// FAILED_PRECONDITION (the attach rules); the refusal.
+    pub async fn refused(&mut self, volume: &str, node: &str, block_rwx: bool) -> tonic::Status {
+        let err = self
+            .attach(volume, node, block_rwx)
+            .await
+            .expect_err("the driver refuses the attach");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        err
+    }
+
+    /// [`World::refused`], the refusal's message saying `why`.
+    pub async fn refused_saying(&mut self, volume: &str, node: &str, block_rwx: bool, why: &str) {
+        let err = self.refused(volume, node, block_rwx).await;
+        assert!(err.message().contains(why), "{why:?} in {}", err.message());
     }
 
     /// Publishes to `node` as the attacher would, retrying refusals
@@ -509,6 +523,12 @@ impl World {
             .remove("rds.csi.srvlab.io/attached-node")
     }
 
+    /// Asserts that the driver's PV annotation names node `n` as the holder
+    /// of `volume`.
+    pub async fn assert_held_by(&self, volume: &str, n: &str) {
+        assert_eq!(self.holder(volume).await, Some(self.node(n)), "{volume}");
+    }
+
     /// Event reasons recorded on a PVC.
     pub async fn event_reasons(&self, claim: &str) -> Vec<String> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns());
@@ -575,16 +595,35 @@ impl World {
         self.kubevirt().vmim_phase(name, phase).await
     }
 
-    /// The VM `vm1` running on node `a` with the RWX block claim `vmdisk`,
-    /// its launcher pod `src` and the disk attached there: (volume, VMI
-    /// UID).
-    pub async fn running_vm(&mut self) -> (String, String) {
-        let vol = self.volume("vmdisk", true).await;
-        let vmi = self.vmi("vm1", "a", "vmdisk").await;
-        self.launcher("virt-launcher-vm1-src", "a", "vmdisk", &vmi, None)
+    /// [`World::started_with_kubevirt`] with the VM `vm1` running on node
+    /// `a`: the RWX block claim `vmdisk`, its launcher pod `src` and the
+    /// disk attached there. (world, volume, VMI UID).
+    pub async fn with_running_vm(name: &str, nodes: &[&str]) -> (World, String, String) {
+        let mut w = World::started_with_kubevirt(name, nodes).await;
+        let vol = w.volume("vmdisk", true).await;
+        let vmi = w.vmi("vm1", "a", "vmdisk").await;
+        w.launcher("virt-launcher-vm1-src", "a", "vmdisk", &vmi, None)
             .await;
-        self.attach(&vol, "a", true).await.unwrap();
-        (vol, vmi)
+        w.attach(&vol, "a", true).await.unwrap();
+        (w, vol, vmi)
+    }
+
+    /// A virt-launcher pod `pod` of `vm1` (VMI `vmi_uid`) on `node` using
+    /// `vmdisk` (see [`World::launcher`]) that is no verified migration
+    /// target: once the driver's caches have seen it, the RWX attach of
+    /// `volume` to `node` is refused saying `why`.
+    pub async fn launcher_refused(
+        &mut self,
+        pod: &str,
+        node: &str,
+        vmi_uid: &str,
+        job: Option<(&str, &str)>,
+        volume: &str,
+        why: &str,
+    ) {
+        self.launcher(pod, node, "vmdisk", vmi_uid, job).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.refused_saying(volume, node, true, why).await;
     }
 
     pub async fn pod(
@@ -595,19 +634,15 @@ impl World {
         labels: serde_json::Value,
         annotations: serde_json::Value,
     ) {
-        let p: Pod = serde_json::from_value(json!({
+        let p = json!({
             "metadata": {"name": pod, "namespace": self.ns(), "labels": labels, "annotations": annotations},
             "spec": {
                 "nodeName": self.node(node),
                 "containers": [{"name": "compute", "image": "quay.io/kubevirt/virt-launcher"}],
                 "volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": claim}}]
             }
-        }))
-        .unwrap();
-        Api::<Pod>::namespaced(self.client.clone(), &self.ns())
-            .create(&PostParams::default(), &p)
-            .await
-            .unwrap();
+        });
+        create(&Api::<Pod>::namespaced(self.client.clone(), &self.ns()), p).await;
     }
 
     /// A Node patch (taints) or status patch (conditions) as the control

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::{CSINode, VolumeAttachment};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 
 // What the topic modules use from here and from the kit.
 pub use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ pub use kube::api::Api;
 pub use kube::Client;
 pub use serde_json::{json, Value};
 pub use testkit::eventually;
+pub use testkit::kube::create;
 pub use testkit::kubevirt::KubeVirt;
 pub use testkit::metrics::metric;
 
@@ -111,7 +112,7 @@ impl Scenario {
 
     /// A claim as a user writes it.
     pub async fn claim(&self, name: &str, class: &str, mode: Mode, rwx: bool) {
-        let pvc = serde_json::from_value(json!({
+        let pvc = json!({
             "metadata": {"name": name},
             "spec": {
                 "accessModes": [if rwx { "ReadWriteMany" } else { "ReadWriteOnce" }],
@@ -119,12 +120,8 @@ impl Scenario {
                 "storageClassName": class,
                 "resources": {"requests": {"storage": "1Gi"}}
             }
-        }))
-        .unwrap();
-        self.pvcs()
-            .create(&PostParams::default(), &pvc)
-            .await
-            .unwrap();
+        });
+        create(&self.pvcs(), pvc).await;
     }
 
     /// What kube-scheduler does for a WaitForFirstConsumer claim once it
@@ -162,7 +159,7 @@ impl Scenario {
                 metadata[k] = v;
             }
         }
-        let pod = serde_json::from_value(json!({
+        let pod = json!({
             "metadata": metadata,
             "spec": {
                 "nodeName": node,
@@ -170,12 +167,8 @@ impl Scenario {
                                 "volumeMounts": mounts, "volumeDevices": devices}],
                 "volumes": volumes
             }
-        }))
-        .unwrap();
-        self.pods()
-            .create(&PostParams::default(), &pod)
-            .await
-            .unwrap();
+        });
+        create(&self.pods(), pod).await;
     }
 
     /// A user's RWO claim of `class` and the pod `pod` using it on `node`,
@@ -410,14 +403,10 @@ impl Scenario {
             json!({"kubernetes.io/hostname": name, topology: "default"}),
         )
         .await;
-        let csinode = serde_json::from_value(json!({
+        let csinode = json!({
             "metadata": {"name": name},
             "spec": {"drivers": [{"name": self.cluster.get("RDS_CSI_E2E_DRIVER"), "nodeID": name, "topologyKeys": [topology]}]}
-        }))
-        .unwrap();
-        Api::<CSINode>::all(self.client.clone())
-            .create(&PostParams::default(), &csinode)
-            .await
-            .unwrap();
+        });
+        create(&Api::<CSINode>::all(self.client.clone()), csinode).await;
     }
 }

@@ -8,18 +8,42 @@ use crate::cluster::*;
 async fn running_vm(s: &Scenario) -> (String, String) {
     s.claim("vmdisk", BLOCK_RWX, Mode::Block, true).await;
     let pv = s.bound("vmdisk").await;
-    let uid = s.vmi("vm1", "node-a", &["vmdisk"]).await;
+    let uid = vm_on_node_a(s, "vmdisk", Mode::Block).await;
+    s.wait_attached(&pv, "node-a").await;
+    (pv, uid)
+}
+
+/// The VM `vm1` started on node-a with the one claim `claim`: its VMI and
+/// its virt-launcher pod `virt-launcher-vm1-src`; the VMI's UID.
+async fn vm_on_node_a(s: &Scenario, claim: &str, mode: Mode) -> String {
+    let uid = s.vmi("vm1", "node-a", &[claim]).await;
+    let claims = [(claim, mode)];
     s.launcher(
         "virt-launcher-vm1-src",
         "node-a",
         "vm1",
         &uid,
-        &[("vmdisk", Mode::Block)],
+        &claims,
         None,
     )
     .await;
-    s.wait_attached(&pv, "node-a").await;
-    (pv, uid)
+    uid
+}
+
+/// A pod `pod` on `node` dressed as a virt-launcher pod of `vm1` (VMI
+/// `uid`) using `vmdisk`, claiming to be the target of the migration `job`
+/// (name, UID), which does not exist; the driver's refusal of its attach.
+async fn forged_target(
+    s: &Scenario,
+    pv: &str,
+    uid: &str,
+    pod: &str,
+    node: &str,
+    job: (&str, &str),
+) -> String {
+    let claims = [("vmdisk", Mode::Block)];
+    s.launcher(pod, node, "vm1", uid, &claims, Some(job)).await;
+    s.wait_refused(pv, node).await
 }
 
 /// KubeVirt's steps of a live migration to `target`, in its order: the
@@ -87,16 +111,8 @@ async fn live_migration(name: &str, succeeded: bool) {
     // An intruder on the RWX claim, dressed as a virt-launcher pod of the
     // VM with a made-up migration job: the attach/detach controller lets it
     // through (RWX), the driver does not.
-    s.launcher(
-        "intruder",
-        "node-c",
-        "vm1",
-        &uid,
-        &[("vmdisk", Mode::Block)],
-        Some(("mig-fake", "3f1c9a8e-0000-4000-8000-00000000c0de")),
-    )
-    .await;
-    let err = s.wait_refused(&pv, "node-c").await;
+    let fake_job = ("mig-fake", "3f1c9a8e-0000-4000-8000-00000000c0de");
+    let err = forged_target(&s, &pv, &uid, "intruder", "node-c", fake_job).await;
     assert!(!err.is_empty());
 
     // Success: KubeVirt deletes the source pod and the VM runs on node-b.
@@ -134,16 +150,9 @@ async fn a_forged_launcher_pod_is_refused_and_its_volume_attachment_stays_unatta
     // make up a migration job; no VirtualMachineInstanceMigration exists.
     let s = Scenario::new("e2e-forged").await;
     let (pv, uid) = running_vm(&s).await;
-    s.launcher(
-        "virt-launcher-vm1-forged",
-        "node-b",
-        "vm1",
-        &uid,
-        &[("vmdisk", Mode::Block)],
-        Some(("mig-forged", "5d0c1e2f-0000-4000-8000-0000000f0f0f")),
-    )
-    .await;
-    let err = s.wait_refused(&pv, "node-b").await;
+    let fake_job = ("mig-forged", "5d0c1e2f-0000-4000-8000-0000000f0f0f");
+    let pod = "virt-launcher-vm1-forged";
+    let err = forged_target(&s, &pv, &uid, pod, "node-b", fake_job).await;
     assert!(
         err.contains("no VirtualMachineInstanceMigration"),
         "the refusal says what was missing: {err}"
@@ -162,16 +171,7 @@ async fn a_volume_migration_copies_to_a_new_claim_on_another_node() {
     // to RWO on another node, switching class on the way.
     let s = Scenario::new("e2e-volmig").await;
     s.claim("old", EXT4, Mode::Filesystem, false).await;
-    let uid = s.vmi("vm1", "node-a", &["old"]).await;
-    s.launcher(
-        "virt-launcher-vm1-src",
-        "node-a",
-        "vm1",
-        &uid,
-        &[("old", Mode::Filesystem)],
-        None,
-    )
-    .await;
+    let uid = vm_on_node_a(&s, "old", Mode::Filesystem).await;
     s.select_node("old", "node-a").await;
     let old = s.bound("old").await;
     s.wait_attached(&old, "node-a").await;

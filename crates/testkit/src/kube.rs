@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, PostParams};
 use kube::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::json;
 
 /// Names the kubeconfig of the API server the tier-3 tests use
@@ -45,6 +47,25 @@ pub async fn test_client() -> Client {
 pub fn unique(name: &str) -> String {
     let suffix: u32 = rand::random::<u32>() % 0xfffff;
     format!("{name}-{suffix:05x}")
+}
+
+/// Creates the object `manifest` (JSON as a manifest or a component
+/// writes it) through `api`; panics naming it and the API server's answer
+/// when it is not valid or refused. Returns the object as created.
+pub async fn create<K>(api: &Api<K>, manifest: serde_json::Value) -> K
+where
+    K: Clone + std::fmt::Debug + Serialize + DeserializeOwned,
+{
+    let kind = std::any::type_name::<K>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("object");
+    let what = format!("{kind} {}", manifest["metadata"]["name"]);
+    let obj: K = serde_json::from_value(manifest)
+        .unwrap_or_else(|e| panic!("{what} is not a valid object: {e}"));
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {what}: {e}"))
 }
 
 fn conflict(e: &kube::Error) -> bool {

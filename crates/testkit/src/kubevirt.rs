@@ -14,9 +14,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
-use kube::Client;
+use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::kube::create;
 use crate::wait::eventually;
 
 /// The stand-in CRDs' definitions (see the module documentation).
@@ -109,20 +110,13 @@ impl KubeVirt {
             .iter()
             .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
             .collect();
-        let vmi: DynamicObject = serde_json::from_value(json!({
+        let vmi = json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": name, "namespace": self.ns, "labels": {"kubevirt.io/nodeName": node}},
             "spec": {"domain": {"devices": {}}, "volumes": volumes},
             "status": {"nodeName": node, "phase": "Running"}
-        }))
-        .unwrap();
-        self.vmis()
-            .create(&PostParams::default(), &vmi)
-            .await
-            .unwrap()
-            .metadata
-            .uid
-            .unwrap()
+        });
+        create(&self.vmis(), vmi).await.uid().unwrap()
     }
 
     /// A merge patch of the VMI `name` (its status is no subresource).
@@ -136,20 +130,12 @@ impl KubeVirt {
     /// A VirtualMachineInstanceMigration as `virtctl migrate` creates it,
     /// then moved to `phase` as virt-controller does. Returns its UID.
     pub async fn vmim(&self, name: &str, vmi: &str, phase: &str) -> String {
-        let vmim: DynamicObject = serde_json::from_value(json!({
+        let vmim = json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
             "metadata": {"name": name, "namespace": self.ns},
             "spec": {"vmiName": vmi}
-        }))
-        .unwrap();
-        let uid = self
-            .vmims()
-            .create(&PostParams::default(), &vmim)
-            .await
-            .unwrap()
-            .metadata
-            .uid
-            .unwrap();
+        });
+        let uid = create(&self.vmims(), vmim).await.uid().unwrap();
         self.vmim_phase(name, phase).await;
         uid
     }

@@ -2,7 +2,8 @@
 //! part of a shipped binary.
 //!
 //! What it holds is what the tiers would otherwise each write again:
-//! - [`csi`]: volume capabilities as the CO sends them;
+//! - [`csi`]: volume capabilities and CreateVolume requests as the CO
+//!   sends them;
 //! - [`grpc`]: a gRPC channel over a unix socket, as the CO talks to a CSI
 //!   plugin;
 //! - [`sim`]: a fresh SSH client key (written to a file when a process
