@@ -129,14 +129,34 @@ impl Rds {
         &self.client
     }
 
+    /// Runs a command that prints nothing worth reading.
+    pub(crate) async fn act(&self, command: Command) -> Result<()> {
+        self.client.run(&command).await.map(drop)
+    }
+
+    /// Runs a `print` and parses its records.
+    pub(crate) async fn records(&self, command: Command) -> Result<Vec<Record>> {
+        let out = self.client.run(&command).await?;
+        Ok(parse_records(&out.stdout))
+    }
+
+    /// The `/disk` record of the pool mounted at `mount_point`.
+    pub(crate) async fn pool_record(&self, mount_point: &Slot) -> Result<Record> {
+        self.records(Command::PoolCapacity {
+            mount_point: mount_point.clone(),
+        })
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::NotFound(format!("no pool mounted at {:?}", mount_point.as_str())))
+    }
+
     /// Looks one disk up; `Ok(None)` only when the RDS answered and listed
     /// no disk with exactly this slot.
     pub async fn get_disk(&self, slot: &Slot) -> Result<Option<Disk>> {
-        let out = self
-            .client
-            .run(&Command::DiskGet { slot: slot.clone() })
-            .await?;
-        Ok(parse_records(&out.stdout)
+        Ok(self
+            .records(Command::DiskGet { slot: slot.clone() })
+            .await?
             .iter()
             .filter_map(Disk::from_record)
             .find(|d| d.slot == slot.as_str()))
@@ -144,13 +164,11 @@ impl Rds {
 
     /// File-backed disks whose slot starts with `prefix`.
     pub async fn list_disks(&self, prefix: &SlotPrefix) -> Result<Vec<Disk>> {
-        let out = self
-            .client
-            .run(&Command::DiskList {
+        let mut disks: Vec<Disk> = self
+            .records(Command::DiskList {
                 prefix: prefix.clone(),
             })
-            .await?;
-        let mut disks: Vec<Disk> = parse_records(&out.stdout)
+            .await?
             .iter()
             .filter(|r| r.get("type").is_none_or(|t| t == "file"))
             .filter_map(Disk::from_record)
@@ -162,39 +180,33 @@ impl Rds {
     }
 
     pub async fn create_disk(&self, spec: &NewDisk) -> Result<()> {
-        self.client
-            .run(&Command::DiskAdd {
-                slot: spec.slot.clone(),
-                file: spec.file.clone(),
-                size_bytes: spec.size_bytes,
-                port: spec.port,
-                nqn: spec.nqn.clone(),
-                comment: spec.comment.clone(),
-            })
-            .await
-            .map(drop)
+        self.act(Command::DiskAdd {
+            slot: spec.slot.clone(),
+            file: spec.file.clone(),
+            size_bytes: spec.size_bytes,
+            port: spec.port,
+            nqn: spec.nqn.clone(),
+            comment: spec.comment.clone(),
+        })
+        .await
     }
 
     pub async fn resize_disk(&self, slot: &Slot, size_bytes: u64) -> Result<()> {
-        self.client
-            .run(&Command::DiskResize {
-                slot: slot.clone(),
-                size_bytes,
-            })
-            .await
-            .map(drop)
+        self.act(Command::DiskResize {
+            slot: slot.clone(),
+            size_bytes,
+        })
+        .await
     }
 
     /// Replaces the disk's comment. An absent disk is an error
     /// ([`Error::NotFound`]): there is nothing to record on.
     pub async fn set_disk_comment(&self, slot: &Slot, comment: &DiskComment) -> Result<()> {
-        self.client
-            .run(&Command::DiskSetComment {
-                slot: slot.clone(),
-                comment: comment.clone(),
-            })
-            .await
-            .map(drop)
+        self.act(Command::DiskSetComment {
+            slot: slot.clone(),
+            comment: comment.clone(),
+        })
+        .await
     }
 
     /// Removes the disk entry; removing an absent disk succeeds.
@@ -232,34 +244,25 @@ impl Rds {
     }
 
     pub async fn list_files(&self, under: &RosPath) -> Result<Vec<FileEntry>> {
-        let out = self
-            .client
-            .run(&Command::FileList {
+        Ok(file_entries(
+            self.records(Command::FileList {
                 under: under.clone(),
             })
-            .await?;
-        Ok(file_entries(&out.stdout))
+            .await?,
+        ))
     }
 
     /// Files whose name contains `fragment` (superset; filter exactly).
     pub async fn find_files(&self, fragment: &str) -> Result<Vec<FileEntry>> {
         let name = Slot::new(fragment)?;
-        let out = self.client.run(&Command::FileFind { name }).await?;
-        Ok(file_entries(&out.stdout))
+        Ok(file_entries(
+            self.records(Command::FileFind { name }).await?,
+        ))
     }
 
     /// Size and free space of the pool mounted at `mount_point`.
     pub async fn capacity(&self, mount_point: &Slot) -> Result<Capacity> {
-        let out = self
-            .client
-            .run(&Command::PoolCapacity {
-                mount_point: mount_point.clone(),
-            })
-            .await?;
-        let records = parse_records(&out.stdout);
-        let r = records.first().ok_or_else(|| {
-            Error::NotFound(format!("no pool mounted at {:?}", mount_point.as_str()))
-        })?;
+        let r = self.pool_record(mount_point).await?;
         match (r.get_bytes("size"), r.get_bytes("free")) {
             (Some(size_bytes), Some(free_bytes)) => Ok(Capacity {
                 size_bytes,
@@ -272,8 +275,8 @@ impl Rds {
     }
 }
 
-fn file_entries(stdout: &str) -> Vec<FileEntry> {
-    parse_records(stdout)
+fn file_entries(records: Vec<Record>) -> Vec<FileEntry> {
+    records
         .iter()
         .filter_map(|r| {
             Some(FileEntry {

@@ -370,6 +370,20 @@ pub fn parse_size(text: &str) -> Option<u64> {
     }
 }
 
+/// `n` with its digits grouped by three, as RouterOS prints sizes.
+#[cfg(test)]
+pub(crate) fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    grouped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,17 +583,7 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
-        fn group(n: u64) -> String {
-            let digits = n.to_string();
-            let mut grouped = String::new();
-            for (i, c) in digits.chars().enumerate() {
-                if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                    grouped.push(' ');
-                }
-                grouped.push(c);
-            }
-            grouped
-        }
+        use crate::record::group_digits as group;
 
         proptest! {
             #[test]

@@ -9,7 +9,9 @@ use crate::command::{Command, CopyMethod, Nqn, RosPath, Slot};
 use crate::comment::DiskComment;
 use crate::error::{Error, Result};
 use crate::rds::Rds;
-use crate::record::{parse_records, Record};
+#[cfg(test)]
+use crate::record::parse_records;
+use crate::record::Record;
 
 /// The pool's file system as its `/disk` record prints it (`fs=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,17 +116,9 @@ pub enum CopyState {
 impl Rds {
     /// The file system of the pool mounted at `mount_point`.
     pub async fn pool_filesystem(&self, mount_point: &Slot) -> Result<PoolFilesystem> {
-        let out = self
-            .client()
-            .run(&Command::PoolCapacity {
-                mount_point: mount_point.clone(),
-            })
-            .await?;
-        let records = parse_records(&out.stdout);
-        let r = records.first().ok_or_else(|| {
-            Error::NotFound(format!("no pool mounted at {:?}", mount_point.as_str()))
-        })?;
-        Ok(PoolFilesystem::from_record(r))
+        Ok(PoolFilesystem::from_record(
+            &self.pool_record(mount_point).await?,
+        ))
     }
 
     /// A subvolume `name` on Btrfs file system `fs`: empty, or a snapshot
@@ -136,24 +130,20 @@ impl Rds {
         parent: Option<&Slot>,
         read_only: bool,
     ) -> Result<()> {
-        self.client()
-            .run(&Command::SubvolumeAdd {
-                fs: fs.clone(),
-                name: name.clone(),
-                parent: parent.cloned(),
-                read_only,
-            })
-            .await
-            .map(drop)
+        self.act(Command::SubvolumeAdd {
+            fs: fs.clone(),
+            name: name.clone(),
+            parent: parent.cloned(),
+            read_only,
+        })
+        .await
     }
 
     /// `Ok(None)` only when RouterOS answered and listed no such subvolume.
     pub async fn get_subvolume(&self, name: &Slot) -> Result<Option<Subvolume>> {
-        let out = self
-            .client()
-            .run(&Command::SubvolumeGet { name: name.clone() })
-            .await?;
-        Ok(parse_records(&out.stdout)
+        Ok(self
+            .records(Command::SubvolumeGet { name: name.clone() })
+            .await?
             .iter()
             .filter_map(Subvolume::from_record)
             .find(|s| s.name == name.as_str()))
@@ -163,11 +153,10 @@ impl Rds {
     /// removed.
     pub async fn remove_subvolume(&self, name: &Slot) -> Result<()> {
         match self
-            .client()
-            .run(&Command::SubvolumeRemove { name: name.clone() })
+            .act(Command::SubvolumeRemove { name: name.clone() })
             .await
         {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -182,16 +171,14 @@ impl Rds {
         export: Option<(u64, u16, Nqn)>,
         comment: &DiskComment,
     ) -> Result<()> {
-        self.client()
-            .run(&Command::DiskCopyFrom {
-                source: source.clone(),
-                slot: slot.clone(),
-                file: file.clone(),
-                export,
-                comment: comment.clone(),
-            })
-            .await
-            .map(drop)
+        self.act(Command::DiskCopyFrom {
+            source: source.clone(),
+            slot: slot.clone(),
+            file: file.clone(),
+            export,
+            comment: comment.clone(),
+        })
+        .await
     }
 
     /// A disk over the image file `file` that already exists, keeping its
@@ -203,15 +190,13 @@ impl Rds {
         export: Option<(u16, Nqn)>,
         comment: &DiskComment,
     ) -> Result<()> {
-        self.client()
-            .run(&Command::DiskAdopt {
-                slot: slot.clone(),
-                file: file.clone(),
-                export,
-                comment: comment.clone(),
-            })
-            .await
-            .map(drop)
+        self.act(Command::DiskAdopt {
+            slot: slot.clone(),
+            file: file.clone(),
+            export,
+            comment: comment.clone(),
+        })
+        .await
     }
 
     /// A new disk that is not exported (the target of a byte copy).
@@ -222,52 +207,38 @@ impl Rds {
         size_bytes: u64,
         comment: &DiskComment,
     ) -> Result<()> {
-        self.client()
-            .run(&Command::DiskAddUnexported {
-                slot: slot.clone(),
-                file: file.clone(),
-                size_bytes,
-                comment: comment.clone(),
-            })
-            .await
-            .map(drop)
+        self.act(Command::DiskAddUnexported {
+            slot: slot.clone(),
+            file: file.clone(),
+            size_bytes,
+            comment: comment.clone(),
+        })
+        .await
     }
 
     /// Starts a background byte copy of `source` into the existing disk
     /// `target`; follow it with [`Rds::copy_state`].
     pub async fn start_byte_copy(&self, source: &Slot, target: &Slot) -> Result<()> {
-        self.client()
-            .run(&Command::DiskByteCopy {
-                source: source.clone(),
-                target: target.clone(),
-            })
-            .await
-            .map(drop)
+        self.act(Command::DiskByteCopy {
+            source: source.clone(),
+            target: target.clone(),
+        })
+        .await
     }
 
     /// Where a byte copy into `slot` stands.
     pub async fn copy_state(&self, slot: &Slot) -> Result<CopyState> {
-        let out = self
-            .client()
-            .run(&Command::DiskGet { slot: slot.clone() })
-            .await?;
-        let records = parse_records(&out.stdout);
-        let Some(r) = records
-            .iter()
-            .find(|r| r.get("slot") == Some(slot.as_str()))
-        else {
+        let Some(disk) = self.get_disk(slot).await? else {
             return Ok(CopyState::Absent);
         };
-        Ok(match r.get("status") {
-            None | Some("") => CopyState::Idle,
-            Some(status) => match CopyProgress::parse(status) {
-                Some(p) => CopyState::Copying(p),
-                None => {
-                    return Err(Error::Protocol(format!(
-                        "disk {slot} has a status this driver cannot read: {status:?}"
-                    )))
-                }
-            },
+        Ok(match (&disk.status, disk.copy_progress()) {
+            (None, _) => CopyState::Idle,
+            (Some(_), Some(p)) => CopyState::Copying(p),
+            (Some(status), None) => {
+                return Err(Error::Protocol(format!(
+                    "disk {slot} has a status this driver cannot read: {status:?}"
+                )))
+            }
         })
     }
 }
@@ -357,17 +328,7 @@ mod tests {
         #[test]
         fn a_printed_copy_status_reads_back(copied in any::<u64>(), extra in any::<u64>()) {
             let total = copied.saturating_add(extra);
-            let group = |n: u64| {
-                let s = n.to_string();
-                let mut out = String::new();
-                for (i, c) in s.chars().enumerate() {
-                    if i > 0 && (s.len() - i).is_multiple_of(3) {
-                        out.push(' ');
-                    }
-                    out.push(c);
-                }
-                out
-            };
+            let group = crate::record::group_digits;
             let text = format!("{} / {} (7%)", group(copied), group(total));
             prop_assert_eq!(CopyProgress::parse(&text), Some(CopyProgress { copied, total }));
         }

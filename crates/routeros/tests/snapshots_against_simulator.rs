@@ -41,6 +41,25 @@ async fn setup(fs: PoolFs) -> Setup {
     Setup { sim, rds, dir }
 }
 
+impl Setup {
+    /// An exported 1 MiB volume `id` with its image at `file`.
+    async fn volume(&self, id: &str, file: &str) -> Slot {
+        let vol = slot(id);
+        self.rds
+            .create_disk(&NewDisk {
+                slot: vol.clone(),
+                file: path(file),
+                size_bytes: 1 << 20,
+                port: 4420,
+                nqn: nqn(&vol),
+                comment: DiskComment::default(),
+            })
+            .await
+            .unwrap();
+        vol
+    }
+}
+
 fn slot(s: &str) -> Slot {
     Slot::new(s).unwrap()
 }
@@ -91,17 +110,7 @@ async fn a_subvolume_snapshot_and_a_clone_of_it_keep_the_volume_data() {
         .create_subvolume(&fs, &vol, None, false)
         .await
         .unwrap();
-    s.rds
-        .create_disk(&NewDisk {
-            slot: vol.clone(),
-            file: path("/storage-pool/pvc-1/volume.img"),
-            size_bytes: 1 << 20,
-            port: 4420,
-            nqn: nqn(&vol),
-            comment: DiskComment::default(),
-        })
-        .await
-        .unwrap();
+    s.volume("pvc-1", "/storage-pool/pvc-1/volume.img").await;
     write_at(s.dir.path(), "pvc-1/volume.img", 512, b"pattern-A");
 
     // Snapshot: a read-only subvolume, then a disk over its image with the
@@ -173,18 +182,7 @@ async fn a_copy_from_snapshot_is_listed_with_its_lineage_and_restores_the_data()
         s.rds.pool_filesystem(&slot("storage-pool")).await.unwrap(),
         PoolFilesystem::Xfs
     );
-    let vol = slot("pvc-1");
-    s.rds
-        .create_disk(&NewDisk {
-            slot: vol.clone(),
-            file: path("/storage-pool/metal-csi/pvc-1.img"),
-            size_bytes: 1 << 20,
-            port: 4420,
-            nqn: nqn(&vol),
-            comment: DiskComment::default(),
-        })
-        .await
-        .unwrap();
+    let vol = s.volume("pvc-1", "/storage-pool/metal-csi/pvc-1.img").await;
     write_at(s.dir.path(), "metal-csi/pvc-1.img", 0, b"flat");
     let snap = slot("snap-1");
     let comment = lineage("pvc-1", 1 << 20, CopyMethod::CopyFrom);
@@ -227,18 +225,7 @@ async fn a_copy_from_snapshot_is_listed_with_its_lineage_and_restores_the_data()
 #[tokio::test]
 async fn a_byte_copy_reports_progress_until_the_data_has_landed() {
     let s = setup(PoolFs::Xfs).await;
-    let vol = slot("pvc-1");
-    s.rds
-        .create_disk(&NewDisk {
-            slot: vol.clone(),
-            file: path("/storage-pool/metal-csi/pvc-1.img"),
-            size_bytes: 1 << 20,
-            port: 4420,
-            nqn: nqn(&vol),
-            comment: DiskComment::default(),
-        })
-        .await
-        .unwrap();
+    let vol = s.volume("pvc-1", "/storage-pool/metal-csi/pvc-1.img").await;
     write_at(s.dir.path(), "metal-csi/pvc-1.img", 4096, b"bytes");
     let snap = slot("snap-1");
     s.rds

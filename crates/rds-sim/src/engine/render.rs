@@ -173,7 +173,7 @@ pub(super) fn file_records(state: &State) -> Vec<(Item, Record)> {
     }
     entries.into_values().collect()
 }
-fn print_records(
+pub(super) fn print_records(
     records: Vec<(Item, Record)>,
     print: &Print,
     keys: &[&str],

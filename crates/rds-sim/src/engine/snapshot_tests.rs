@@ -36,6 +36,18 @@ impl Pool {
         assert_eq!(self.run(line), Reply::ok(String::new()), "{line}");
     }
 
+    /// A read-only snapshot `name` of subvolume `of`.
+    fn snapshot(&self, name: &str, of: &str) {
+        self.ok(&format!(
+            "/disk/btrfs/subvolume/add fs=storage-pool name={name} parent={of} read-only=yes"
+        ));
+    }
+
+    /// Runs a command that must be refused with exactly `want`.
+    fn refused(&self, line: &str, want: &str) {
+        assert_eq!(self.failure(line), want, "{line}");
+    }
+
     fn failure(&self, line: &str) -> String {
         let r = self.run(line);
         assert!(r.stdout.starts_with("failure: "), "{line}: {r:?}");
@@ -84,7 +96,7 @@ impl Pool {
 fn a_read_only_snapshot_keeps_the_data_the_volume_had_when_it_was_taken() {
     let p = pool(PoolFs::Btrfs);
     p.volume_in_subvolume("pvc-1", b"before");
-    p.ok("/disk/btrfs/subvolume/add fs=storage-pool name=snap-1 parent=pvc-1 read-only=yes");
+    p.snapshot("snap-1", "pvc-1");
     p.write("pvc-1/volume.img", 4096, b"after!");
 
     assert_eq!(p.read("snap-1/volume.img", 4096, 6), b"before");
@@ -100,7 +112,7 @@ fn a_read_only_snapshot_keeps_the_data_the_volume_had_when_it_was_taken() {
 fn a_disk_added_over_a_file_that_exists_adopts_it_with_its_size_and_data() {
     let p = pool(PoolFs::Btrfs);
     p.volume_in_subvolume("pvc-1", b"kept");
-    p.ok("/disk/btrfs/subvolume/add fs=storage-pool name=snap-1 parent=pvc-1 read-only=yes");
+    p.snapshot("snap-1", "pvc-1");
     p.ok("/disk add type=file file-path=/storage-pool/snap-1/volume.img slot=snap-1 comment=\"rds-csi snapshot\"");
 
     let snap = p.disk("snap-1");
@@ -108,15 +120,13 @@ fn a_disk_added_over_a_file_that_exists_adopts_it_with_its_size_and_data() {
     assert!(!snap.export);
     assert_eq!(p.read("snap-1/volume.img", 4096, 4), b"kept");
     // The same file twice, or a size for a file that exists, is refused.
-    assert_eq!(
-        p.failure("/disk add type=file file-path=/storage-pool/snap-1/volume.img slot=again"),
-        "failure: file is in use"
+    p.refused(
+        "/disk add type=file file-path=/storage-pool/snap-1/volume.img slot=again",
+        "failure: file is in use",
     );
-    assert_eq!(
-        p.failure(
-            "/disk add type=file file-path=/storage-pool/snap-1/volume.img file-size=2M slot=again"
-        ),
-        "failure: file already exists"
+    p.refused(
+        "/disk add type=file file-path=/storage-pool/snap-1/volume.img file-size=2M slot=again",
+        "failure: file already exists",
     );
 }
 
@@ -124,7 +134,7 @@ fn a_disk_added_over_a_file_that_exists_adopts_it_with_its_size_and_data() {
 fn nothing_inside_a_read_only_subvolume_can_be_changed_or_removed() {
     let p = pool(PoolFs::Btrfs);
     p.volume_in_subvolume("pvc-1", b"x");
-    p.ok("/disk/btrfs/subvolume/add fs=storage-pool name=snap-1 parent=pvc-1 read-only=yes");
+    p.snapshot("snap-1", "pvc-1");
     p.ok("/disk add type=file file-path=/storage-pool/snap-1/volume.img slot=snap-1");
 
     for line in [
@@ -132,16 +142,16 @@ fn nothing_inside_a_read_only_subvolume_can_be_changed_or_removed() {
         "/disk add type=file file-path=/storage-pool/snap-1/new.img file-size=1M slot=new",
         "/disk copy src=pvc-1 dst=snap-1",
     ] {
-        assert_eq!(p.failure(line), "failure: read-only file system", "{line}");
+        p.refused(line, "failure: read-only file system");
     }
     p.ok("/disk remove [find slot=snap-1]");
-    assert_eq!(
-        p.failure("/file remove [find name=\"storage-pool/snap-1/volume.img\"]"),
-        "failure: read-only file system"
+    p.refused(
+        "/file remove [find name=\"storage-pool/snap-1/volume.img\"]",
+        "failure: read-only file system",
     );
-    assert_eq!(
-        p.failure("/file remove [find name=\"storage-pool/snap-1\"]"),
-        "failure: can not remove subvolume"
+    p.refused(
+        "/file remove [find name=\"storage-pool/snap-1\"]",
+        "failure: can not remove subvolume",
     );
 }
 
@@ -149,7 +159,7 @@ fn nothing_inside_a_read_only_subvolume_can_be_changed_or_removed() {
 fn a_writable_snapshot_of_a_snapshot_is_a_clone_that_can_be_exported_and_grown() {
     let p = pool(PoolFs::Btrfs);
     p.volume_in_subvolume("pvc-1", b"golden");
-    p.ok("/disk/btrfs/subvolume/add fs=storage-pool name=snap-1 parent=pvc-1 read-only=yes");
+    p.snapshot("snap-1", "pvc-1");
     p.ok("/disk/btrfs/subvolume/add fs=storage-pool name=pvc-2 parent=snap-1 read-only=no");
     p.ok("/disk add type=file file-path=/storage-pool/pvc-2/volume.img slot=pvc-2 nvme-tcp-export=yes nvme-tcp-server-port=4420");
     p.ok("/disk set [find slot=pvc-2] file-size=2M");
@@ -166,9 +176,9 @@ fn a_writable_snapshot_of_a_snapshot_is_a_clone_that_can_be_exported_and_grown()
 fn a_subvolume_a_disk_uses_stays_and_removing_it_afterwards_leaves_no_file() {
     let p = pool(PoolFs::Btrfs);
     p.volume_in_subvolume("pvc-1", b"x");
-    assert_eq!(
-        p.failure("/disk/btrfs/subvolume/remove [find where name=pvc-1]"),
-        "failure: subvolume is in use"
+    p.refused(
+        "/disk/btrfs/subvolume/remove [find where name=pvc-1]",
+        "failure: subvolume is in use",
     );
     p.ok("/disk remove [find slot=pvc-1]");
     p.ok("/disk/btrfs/subvolume/remove [find where name=pvc-1]");
@@ -180,9 +190,9 @@ fn a_subvolume_a_disk_uses_stays_and_removing_it_afterwards_leaves_no_file() {
     // Removing what is gone: `[find]` matches nothing, a name does not exist.
     drop(state);
     p.ok("/disk/btrfs/subvolume/remove [find where name=pvc-1]");
-    assert_eq!(
-        p.failure("/disk/btrfs/subvolume/remove pvc-1"),
-        "failure: no such item"
+    p.refused(
+        "/disk/btrfs/subvolume/remove pvc-1",
+        "failure: no such item",
     );
 }
 
@@ -190,17 +200,17 @@ fn a_subvolume_a_disk_uses_stays_and_removing_it_afterwards_leaves_no_file() {
 fn subvolume_names_and_sources_are_checked() {
     let p = pool(PoolFs::Btrfs);
     p.ok("/disk/btrfs/subvolume/add fs=storage-pool name=a");
-    assert_eq!(
-        p.failure("/disk/btrfs/subvolume/add fs=storage-pool name=a"),
-        "failure: subvolume already exists"
+    p.refused(
+        "/disk/btrfs/subvolume/add fs=storage-pool name=a",
+        "failure: subvolume already exists",
     );
-    assert_eq!(
-        p.failure("/disk/btrfs/subvolume/add fs=storage-pool name=b parent=nope"),
-        "failure: no such item"
+    p.refused(
+        "/disk/btrfs/subvolume/add fs=storage-pool name=b parent=nope",
+        "failure: no such item",
     );
-    assert_eq!(
-        p.failure("/disk/btrfs/subvolume/add fs=other name=b"),
-        "failure: no such item"
+    p.refused(
+        "/disk/btrfs/subvolume/add fs=other name=b",
+        "failure: no such item",
     );
     let r = p.run("/disk/btrfs/subvolume/add fs=storage-pool name=\"x/y\"");
     assert_eq!(r.status, 1, "{r:?}");
@@ -215,9 +225,9 @@ fn an_xfs_pool_says_so_and_has_no_subvolumes() {
         .run("/disk print detail where mount-point=\"storage-pool\"")
         .stdout;
     assert!(out.contains("fs=xfs"), "{out}");
-    assert_eq!(
-        p.failure("/disk/btrfs/subvolume/add fs=storage-pool name=a"),
-        "failure: no such item"
+    p.refused(
+        "/disk/btrfs/subvolume/add fs=storage-pool name=a",
+        "failure: no such item",
     );
     // copy-from still works on XFS.
     p.ok("/disk add type=file file-path=/storage-pool/v/a.img file-size=1M slot=a");
@@ -238,14 +248,11 @@ fn a_disk_copy_shows_progress_and_lands_the_data_when_it_completes() {
 
     let out = p.run("/disk print detail where slot=b").stdout;
     assert!(out.contains("status=\"0 / 1 048 576 (0%)\""), "{out}");
-    assert_eq!(
-        p.failure("/disk copy src=a dst=b"),
-        "failure: copy already in progress"
+    p.refused(
+        "/disk copy src=a dst=b",
+        "failure: copy already in progress",
     );
-    assert_eq!(
-        p.failure("/disk remove [find slot=a]"),
-        "failure: disk is in use"
-    );
+    p.refused("/disk remove [find slot=a]", "failure: disk is in use");
     assert_eq!(p.read("v/b.img", 100, 7), vec![0; 7]);
 
     p.engine.lock().copy_rate = u64::MAX;
@@ -283,6 +290,6 @@ fn a_disk_copy_needs_two_different_disks_and_room_for_the_source() {
             "failure: can not copy this disk",
         ),
     ] {
-        assert_eq!(p.failure(line), want, "{line}");
+        p.refused(line, want);
     }
 }

@@ -17,10 +17,10 @@
 
 use std::time::{Instant, SystemTime};
 
-use super::select::{resolve, Args, Item, Matcher};
+use super::select::{resolve, Args, Item};
 use super::{Engine, Reply, State};
 use crate::cli::{Arg, Print, Target};
-use crate::format::{self, FieldValue, Record, EOL};
+use crate::format::{self, FieldValue, Record};
 use crate::PoolFs;
 
 /// Property names a `where` on `/disk/btrfs/subvolume` may use.
@@ -105,21 +105,12 @@ pub(super) fn copy_status(c: &DiskCopy) -> String {
 }
 
 pub(super) fn print_subvolumes(state: &State, print: &Print) -> Result<Reply, Reply> {
-    let matchers = Matcher::compile(&print.conds, SUBVOLUME_KEYS)?;
-    let selected: Vec<Record> = subvolume_records(state)
-        .into_iter()
-        .map(|(_, r)| r)
-        .filter(|r| Matcher::all(&matchers, r))
-        .collect();
-    if print.count_only {
-        return Ok(Reply::ok(format!("{}{EOL}", selected.len())));
-    }
-    let mut out = String::new();
-    if !selected.is_empty() {
-        out.push_str("Flags: R - read-only \r\n");
-        format::render_records(&selected, &mut out);
-    }
-    Ok(Reply::ok(out))
+    super::render::print_records(
+        subvolume_records(state),
+        print,
+        SUBVOLUME_KEYS,
+        "Flags: R - read-only \r\n",
+    )
 }
 
 /// A subvolume name is one path component RouterOS would accept as a file
