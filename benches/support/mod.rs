@@ -22,32 +22,19 @@ pub const GIB: i64 = 1 << 30;
 pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A simulator with a 64 TiB pool that lets in the key written to
-/// `dir/client_ed25519` (returned with it).
+/// `dir/id` (returned with it).
 pub async fn start_sim(dir: &Path) -> BoxResult<(SimHandle, PathBuf)> {
-    let key_path = dir.join("client_ed25519");
-    let key = write_key(&key_path)?;
-    let sim = rds_sim::start(rds_sim::SimConfig {
-        authorized_keys: vec![key.public_key().clone()],
-        pool_size: 64 << 40,
-        ..Default::default()
-    })
-    .await?;
+    let key = testkit::sim::client_key();
+    let key_path = testkit::sim::write_client_key(&key, dir);
+    let sim = testkit::sim::start_with_key(
+        &key,
+        rds_sim::SimConfig {
+            pool_size: 64 << 40,
+            ..Default::default()
+        },
+    )
+    .await;
     Ok((sim, key_path))
-}
-
-/// A new Ed25519 key in OpenSSH form at `path`, readable by its owner only.
-fn write_key(path: &Path) -> BoxResult<russh::keys::PrivateKey> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)?;
-    let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(pem.as_bytes())?;
-    Ok(key)
 }
 
 /// `rds-csi controller` serving `sock` against `sim` with `key`, with one
@@ -87,18 +74,7 @@ impl Process {
 
 /// A channel to a CSI unix socket, connected on first use.
 pub fn connect_lazy(path: PathBuf) -> BoxResult<Channel> {
-    Ok(
-        tonic::transport::Endpoint::try_from("http://[::]:0")?.connect_with_connector_lazy(
-            tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }),
-        ),
-    )
+    Ok(testkit::grpc::unix_channel_lazy(path))
 }
 
 /// A single-node-writer ext4 filesystem volume.
