@@ -273,19 +273,27 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         });
     }
     let pool = parts.config.pool();
-    let controller = ControllerService::new(
-        parts.config.clone(),
-        backend.clone(),
-        nodes,
-        manager.clone(),
-        cluster.grouper,
-        rpc_metrics,
-    )
-    .with_cluster_id(identity);
+    let controller = Arc::new(
+        ControllerService::new(
+            parts.config.clone(),
+            backend.clone(),
+            nodes,
+            manager.clone(),
+            cluster.grouper,
+            rpc_metrics,
+        )
+        .with_cluster_id(identity),
+    );
+    // Which copy methods the pool allows, read in the background so an
+    // unreachable RDS does not hold up the socket.
+    tokio::spawn({
+        let controller = controller.clone();
+        async move { controller.detect_pool().await }
+    });
     let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
-        .add_service(ControllerServer::new(controller));
+        .add_service(ControllerServer::from_arc(controller));
     let path = server::socket_path(&args.common.endpoint)?;
     let listener = server::bind_unix(&path)?;
     info!(

@@ -6,23 +6,67 @@
 
 use std::future::Future;
 
-use routeros::{Capacity, Disk, NewDisk, Rds, RosPath, Slot, SlotPrefix};
+use routeros::{
+    Capacity, CopyMethod, Disk, DiskComment, NewDisk, Nqn, PoolFilesystem, Rds, RosPath, Slot,
+    SlotPrefix,
+};
 
 pub type BackendResult<T> = Result<T, routeros::Error>;
+
+/// Where a new volume's image goes: a file of its own in a directory, or
+/// inside a Btrfs subvolume named after the volume on file system `fs`
+/// (made first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Flat,
+    Subvolume { fs: Slot },
+}
+
+/// What may be left of a volume or snapshot whose disk entry is gone: a
+/// backing file `<id>.img` below `search_root`, and on a Btrfs pool a
+/// subvolume named after it.
+#[derive(Debug, Clone)]
+pub struct Leftovers {
+    pub search_root: RosPath,
+    pub subvolumes: bool,
+}
+
+/// A copy of a disk (a snapshot, a restore or a clone) as the CSI layer
+/// asks for it.
+#[derive(Debug, Clone)]
+pub struct CopySpec {
+    /// The disk copied from: a volume or a snapshot, as just looked up.
+    pub source: Disk,
+    pub target: Slot,
+    pub method: CopyMethod,
+    /// The target's image file.
+    pub file: RosPath,
+    /// Where the target's image goes. With [`CopyMethod::Subvolume`] the
+    /// target subvolume is the snapshot itself.
+    pub placement: Placement,
+    /// `(size, port, nqn)`: a volume, exported; `None`: a snapshot.
+    pub export: Option<(u64, u16, Nqn)>,
+    pub comment: DiskComment,
+}
 
 pub trait Backend: Send + Sync + 'static {
     /// `Ok(None)` only when the backend answered that the volume is absent.
     fn get_volume(&self, id: &Slot) -> impl Future<Output = BackendResult<Option<Disk>>> + Send;
-    fn create_volume(&self, spec: &NewDisk) -> impl Future<Output = BackendResult<()>> + Send;
-    /// Removes the volume and its backing file. `known` is the volume as
-    /// looked up just before (or `None` if it was already gone, in which
-    /// case only a leftover backing file is removed). The file goes only
-    /// once a fresh lookup shows the volume entry gone.
+    fn create_volume(
+        &self,
+        spec: &NewDisk,
+        placement: &Placement,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Removes a volume or snapshot and its image (its backing file, or
+    /// the subvolume holding it). `known` is the disk as looked up just
+    /// before (or `None` if it was already gone, in which case only
+    /// `leftovers` are looked for). The image goes only once a fresh lookup
+    /// shows the disk entry gone.
     fn delete_volume(
         &self,
         id: &Slot,
         known: Option<&Disk>,
-        search_root: &RosPath,
+        leftovers: &Leftovers,
     ) -> impl Future<Output = BackendResult<()>> + Send;
     fn expand_volume(
         &self,
@@ -34,6 +78,36 @@ pub trait Backend: Send + Sync + 'static {
         prefix: &SlotPrefix,
     ) -> impl Future<Output = BackendResult<Vec<Disk>>> + Send;
     fn capacity(&self, mount_point: &Slot) -> impl Future<Output = BackendResult<Capacity>> + Send;
+    /// The file system of the pool: which copy methods it can do.
+    fn pool_filesystem(
+        &self,
+        mount_point: &Slot,
+    ) -> impl Future<Output = BackendResult<PoolFilesystem>> + Send;
+    /// Makes `spec.target` a copy of `spec.source`. A retry after a copy
+    /// that was half made (the subvolume snapshot taken, its disk not yet
+    /// added) completes it.
+    fn copy_disk(&self, spec: &CopySpec) -> impl Future<Output = BackendResult<()>> + Send;
+}
+
+/// The subvolume a placement puts `name` in, made empty (or a snapshot of
+/// `parent`) unless a retry finds it there already, as a snapshot of the
+/// same parent.
+async fn ensure_subvolume(
+    rds: &Rds,
+    fs: &Slot,
+    name: &Slot,
+    parent: Option<&Slot>,
+    read_only: bool,
+) -> BackendResult<()> {
+    match rds.create_subvolume(fs, name, parent, read_only).await {
+        Err(routeros::Error::AlreadyExists(what)) => match rds.get_subvolume(name).await? {
+            Some(s) if s.parent.as_deref() == parent.map(Slot::as_str) || s.parent.is_none() => {
+                Ok(())
+            }
+            _ => Err(routeros::Error::AlreadyExists(what)),
+        },
+        other => other,
+    }
 }
 
 impl Backend for Rds {
@@ -41,7 +115,10 @@ impl Backend for Rds {
         self.get_disk(id).await
     }
 
-    async fn create_volume(&self, spec: &NewDisk) -> BackendResult<()> {
+    async fn create_volume(&self, spec: &NewDisk, placement: &Placement) -> BackendResult<()> {
+        if let Placement::Subvolume { fs } = placement {
+            ensure_subvolume(self, fs, &spec.slot, None, false).await?;
+        }
         self.create_disk(spec).await
     }
 
@@ -49,14 +126,24 @@ impl Backend for Rds {
         &self,
         id: &Slot,
         known: Option<&Disk>,
-        search_root: &RosPath,
+        leftovers: &Leftovers,
     ) -> BackendResult<()> {
+        let search_root = &leftovers.search_root;
         let file = match known {
             Some(disk) => {
                 self.remove_disk_confirmed(id).await?;
+                if crate::snapshot::VolumeLayout::of(disk)
+                    == crate::snapshot::VolumeLayout::Subvolume
+                {
+                    // The image lives in the subvolume and goes with it.
+                    return self.remove_subvolume(id).await;
+                }
                 disk.file_path.as_deref().map(RosPath::new).transpose()?
             }
             None => {
+                if leftovers.subvolumes {
+                    self.remove_subvolume(id).await?;
+                }
                 // The disk entry is gone; an earlier attempt may have failed
                 // between removing the disk and removing its file. Look for a
                 // leftover `<id>.img` below the root so it is not leaked.
@@ -90,6 +177,50 @@ impl Backend for Rds {
     async fn capacity(&self, mount_point: &Slot) -> BackendResult<Capacity> {
         Rds::capacity(self, mount_point).await
     }
+
+    async fn pool_filesystem(&self, mount_point: &Slot) -> BackendResult<PoolFilesystem> {
+        Rds::pool_filesystem(self, mount_point).await
+    }
+
+    async fn copy_disk(&self, spec: &CopySpec) -> BackendResult<()> {
+        let source = Slot::new(&spec.source.slot)?;
+        if let (Placement::Subvolume { fs }, CopyMethod::Subvolume) = (&spec.placement, spec.method)
+        {
+            // A snapshot is read-only; a restore or clone is writable.
+            ensure_subvolume(self, fs, &spec.target, Some(&source), spec.export.is_none()).await?;
+            let export = spec
+                .export
+                .as_ref()
+                .map(|(_, port, nqn)| (*port, nqn.clone()));
+            self.adopt_file(&spec.target, &spec.file, export, &spec.comment)
+                .await?;
+            return match &spec.export {
+                Some((size, ..)) if *size > spec.source.size_bytes => {
+                    self.resize_disk(&spec.target, *size).await
+                }
+                _ => Ok(()),
+            };
+        }
+        if let Placement::Subvolume { fs } = &spec.placement {
+            ensure_subvolume(self, fs, &spec.target, None, false).await?;
+        }
+        match spec.method {
+            CopyMethod::CopyFrom => {
+                self.copy_from(
+                    &source,
+                    &spec.target,
+                    &spec.file,
+                    spec.export.clone(),
+                    &spec.comment,
+                )
+                .await
+            }
+            CopyMethod::ByteCopy | CopyMethod::Subvolume => Err(routeros::Error::Failed(format!(
+                "copy method {} is not available from {} to {}",
+                spec.method, spec.source.slot, spec.target
+            ))),
+        }
+    }
 }
 
 pub mod fake {
@@ -108,12 +239,15 @@ pub mod fake {
         /// The next calls fail with this error kind ("unreachable", "no_space").
         pub fail_next: Mutex<Vec<&'static str>>,
         pub pool_size: u64,
+        /// What `pool_filesystem` answers.
+        pub pool_fs: Mutex<Option<PoolFilesystem>>,
     }
 
     impl FakeBackend {
         pub fn new() -> Self {
             FakeBackend {
                 pool_size: 100 << 30,
+                pool_fs: Mutex::new(Some(PoolFilesystem::Btrfs)),
                 ..Default::default()
             }
         }
@@ -139,6 +273,20 @@ pub mod fake {
             })
         }
 
+        /// Adds a disk and its file, as RouterOS would refuse it.
+        fn insert(&self, disk: Disk) -> BackendResult<()> {
+            if self.used() + disk.size_bytes > self.pool_size {
+                return Err(routeros::Error::NoSpace("failure: not enough space".into()));
+            }
+            let mut disks = self.disks.lock().unwrap();
+            if disks.contains_key(&disk.slot) {
+                return Err(routeros::Error::AlreadyExists("slot".into()));
+            }
+            self.files.lock().unwrap().extend(disk.file_path.clone());
+            disks.insert(disk.slot.clone(), disk);
+            Ok(())
+        }
+
         fn used(&self) -> u64 {
             self.disks
                 .lock()
@@ -155,25 +303,16 @@ pub mod fake {
             Ok(self.disks.lock().unwrap().get(id.as_str()).cloned())
         }
 
-        async fn create_volume(&self, spec: &NewDisk) -> BackendResult<()> {
+        async fn create_volume(&self, spec: &NewDisk, _placement: &Placement) -> BackendResult<()> {
             self.enter(format!("create {} {}", spec.slot, spec.size_bytes))?;
-            if self.used() + spec.size_bytes > self.pool_size {
-                return Err(routeros::Error::NoSpace("failure: not enough space".into()));
-            }
-            let mut disks = self.disks.lock().unwrap();
-            if disks.contains_key(spec.slot.as_str()) {
-                return Err(routeros::Error::AlreadyExists("slot".into()));
-            }
-            disks.insert(spec.slot.to_string(), spec.as_created());
-            self.files.lock().unwrap().push(spec.file.to_string());
-            Ok(())
+            self.insert(spec.as_created())
         }
 
         async fn delete_volume(
             &self,
             id: &Slot,
             _known: Option<&Disk>,
-            _root: &RosPath,
+            _leftovers: &Leftovers,
         ) -> BackendResult<()> {
             self.enter(format!("delete {id}"))?;
             if let Some(d) = self.disks.lock().unwrap().remove(id.as_str()) {
@@ -213,6 +352,37 @@ pub mod fake {
             Ok(Capacity {
                 size_bytes: self.pool_size,
                 free_bytes: self.pool_size - self.used(),
+            })
+        }
+
+        async fn pool_filesystem(&self, _mount_point: &Slot) -> BackendResult<PoolFilesystem> {
+            self.enter("pool_filesystem".into())?;
+            Ok(self
+                .pool_fs
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or(PoolFilesystem::Unknown))
+        }
+
+        async fn copy_disk(&self, spec: &CopySpec) -> BackendResult<()> {
+            self.enter(format!(
+                "copy {} {} {}",
+                spec.source.slot, spec.target, spec.method
+            ))?;
+            let (size, port, nqn) = match &spec.export {
+                Some((size, port, nqn)) => (*size, Some(*port), Some(nqn.to_string())),
+                None => (spec.source.size_bytes, None, None),
+            };
+            self.insert(Disk {
+                slot: spec.target.to_string(),
+                file_path: Some(spec.file.to_string()),
+                size_bytes: size,
+                nqn,
+                port,
+                exported: port.is_some(),
+                comment: spec.comment.clone(),
+                status: None,
             })
         }
     }

@@ -9,6 +9,7 @@ mod capabilities;
 mod error;
 mod listing;
 mod publish;
+mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -18,15 +19,19 @@ use attachment_manager::{
     AccessKind, Manager, ManagerError, NodeStatus, NodeView, PublishDecision, PublishRequest,
     Refusal, UnpublishDecision,
 };
-use routeros::{ClusterId, Disk, DiskComment, NewDisk, Nqn, RosPath, Slot, SlotPrefix};
+use routeros::{
+    ClusterId, CopyMethod, Disk, DiskComment, NewDisk, Nqn, PoolFilesystem, RosPath, Slot,
+    SlotPrefix,
+};
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 use vmi_grouper::KubeVirt;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, CopySpec, Leftovers, Placement};
 use crate::metrics::RpcMetrics;
 use crate::params::{self, allocation_size, FsType, ParamDefaults, VolumeParams};
 use crate::proto::{self, controller_server::Controller};
+use crate::snapshot::{SnapshotInfo, VolumeLayout, SNAPSHOT_PREFIX, SUBVOLUME_IMAGE};
 
 /// Controller settings, from flags.
 #[derive(Debug, Clone)]
@@ -68,6 +73,8 @@ pub struct ControllerService<B> {
     /// Written on every disk CreateVolume makes (`--cluster-id`); may
     /// become known only after start (read from the API server).
     cluster_id: Option<Arc<OnceLock<ClusterId>>>,
+    /// The pool's file system, read once (at start, or when first needed).
+    pool_fs: OnceLock<PoolFilesystem>,
 }
 
 pub use capabilities::{validate_capabilities, Caps};
@@ -93,6 +100,87 @@ impl<B: Backend> ControllerService<B> {
             grouper,
             metrics,
             cluster_id: None,
+            pool_fs: OnceLock::new(),
+        }
+    }
+
+    /// The pool's file system, read from the RDS the first time.
+    async fn pool_fs(&self) -> ControllerResult<PoolFilesystem> {
+        if let Some(fs) = self.pool_fs.get() {
+            return Ok(fs.clone());
+        }
+        let pool = self.config.pool();
+        let fs = self
+            .backend
+            .pool_filesystem(&pool)
+            .await
+            .map_err(Step::PoolFilesystem(pool).failed())?;
+        Ok(self.pool_fs.get_or_init(|| fs).clone())
+    }
+
+    /// Reads the pool's file system and logs the copy methods it allows;
+    /// called at start, so the first snapshot does not pay for it. A failure
+    /// is logged and the read retried when needed.
+    pub async fn detect_pool(&self) {
+        match self.pool_fs().await {
+            Ok(fs) => {
+                let methods: Vec<&str> = fs.methods().iter().map(|m| m.as_str()).collect();
+                info!(pool = %self.config.pool(), filesystem = ?fs, methods = ?methods, "storage pool detected");
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error::chain(&e), "could not read the storage pool's file system yet")
+            }
+        }
+    }
+
+    /// What may be left of a disk whose entry is gone (`known` is `None`);
+    /// the pool is read only then.
+    async fn leftovers(&self, known: Option<&Disk>) -> ControllerResult<Leftovers> {
+        Ok(Leftovers {
+            search_root: self.config.defaults.volume_path_root.clone(),
+            subvolumes: known.is_none() && self.pool_fs().await? == PoolFilesystem::Btrfs,
+        })
+    }
+
+    /// The image path and placement of a new volume or snapshot `id`: in
+    /// the subvolume layout `/<pool>/<id>/volume.img` inside subvolume
+    /// `id` (refused unless the pool is Btrfs), else `<dir>/<id>.img`.
+    async fn place(
+        &self,
+        id: &Slot,
+        layout: VolumeLayout,
+        dir: &RosPath,
+    ) -> ControllerResult<(RosPath, Placement)> {
+        let pool = self.config.pool();
+        let placed = match layout {
+            VolumeLayout::Flat => (dir.join(&format!("{id}.img")), Placement::Flat),
+            VolumeLayout::Subvolume => {
+                let fs = self.pool_fs().await?;
+                if fs != PoolFilesystem::Btrfs {
+                    return Err(ControllerError::LayoutNeedsBtrfs {
+                        pool,
+                        fs: format!("{fs:?}").to_lowercase(),
+                    });
+                }
+                (
+                    RosPath::new(&format!("/{pool}/{id}/{SUBVOLUME_IMAGE}")),
+                    Placement::Subvolume { fs: pool },
+                )
+            }
+        };
+        let file = placed
+            .0
+            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
+        Ok((file, placed.1))
+    }
+
+    /// The identity written on every disk this controller makes.
+    fn cluster(&self) -> ControllerResult<Option<ClusterId>> {
+        match &self.cluster_id {
+            None => Ok(None),
+            Some(id) => Ok(Some(
+                id.get().cloned().ok_or(ControllerError::ClusterIdUnknown)?,
+            )),
         }
     }
 
@@ -184,13 +272,14 @@ impl<B: Backend> ControllerService<B> {
         req: proto::CreateVolumeRequest,
     ) -> ControllerResult<proto::CreateVolumeResponse> {
         let slot = self.slot("name", &req.name)?;
-        let caps = validate_capabilities(&req.volume_capabilities)?;
-        if req.volume_content_source.is_some() {
+        if slot.as_str().starts_with(SNAPSHOT_PREFIX) {
             return Err(ControllerError::invalid(
-                "volume_content_source",
-                "creating volumes from snapshots or clones is not supported yet",
+                "name",
+                format!("{SNAPSHOT_PREFIX} is reserved for snapshot IDs"),
             ));
         }
+        let caps = validate_capabilities(&req.volume_capabilities)?;
+        let source = snapshots::Source::of(req.volume_content_source.as_ref())?;
         let mut vp = VolumeParams::parse(&req.parameters, &self.config.defaults)?;
         if let Some(fs) = caps.fs_type {
             if vp.fs_type.is_some_and(|p| p != fs) {
@@ -208,10 +297,7 @@ impl<B: Backend> ControllerService<B> {
             range.limit_bytes,
             self.config.max_volume_bytes,
         )?;
-        let file = vp
-            .volume_path
-            .join(&format!("{slot}.img"))
-            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
+        let (file, placement) = self.place(&slot, vp.layout, &vp.volume_path).await?;
         let nqn = Nqn::for_volume(&self.config.nqn_prefix, &slot)
             .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
 
@@ -230,11 +316,19 @@ impl<B: Backend> ControllerService<B> {
                 info!(volume = %slot, "volume already exists with compatible size; returning it");
                 disk
             }
-            None => {
-                let cluster = match &self.cluster_id {
-                    None => None,
-                    Some(id) => Some(id.get().cloned().ok_or(ControllerError::ClusterIdUnknown)?),
+            None if source.is_some() => {
+                let made = snapshots::Made {
+                    slot: &slot,
+                    file: &file,
+                    placement: &placement,
+                    nqn: &nqn,
+                    port: vp.nvme_port,
                 };
+                self.restore(source.as_ref().expect("checked"), &made, &range, size, &vp)
+                    .await?
+            }
+            None => {
+                let cluster = self.cluster()?;
                 let spec = NewDisk {
                     slot: slot.clone(),
                     file: file.clone(),
@@ -245,7 +339,7 @@ impl<B: Backend> ControllerService<B> {
                     comment: DiskComment::created(jiff::Timestamp::now(), cluster),
                 };
                 self.backend
-                    .create_volume(&spec)
+                    .create_volume(&spec, &placement)
                     .await
                     .map_err(Step::Create(slot.clone()).failed())?;
                 info!(volume = %slot, bytes = size, file = %file, "volume created");
@@ -253,8 +347,10 @@ impl<B: Backend> ControllerService<B> {
             }
         };
         self.manager.recent_creates().note(slot.as_str());
+        let mut volume = self.volume_of(&disk, vp.volume_context(nqn.as_str()));
+        volume.content_source = req.volume_content_source;
         Ok(proto::CreateVolumeResponse {
-            volume: Some(self.volume_of(&disk, vp.volume_context(nqn.as_str()))),
+            volume: Some(volume),
         })
     }
 
@@ -325,12 +421,9 @@ impl<B: Backend> ControllerService<B> {
             });
         }
         let known = self.lookup(&slot).await?;
+        let leftovers = self.leftovers(known.as_ref()).await?;
         self.backend
-            .delete_volume(
-                &slot,
-                known.as_ref(),
-                &self.config.defaults.volume_path_root,
-            )
+            .delete_volume(&slot, known.as_ref(), &leftovers)
             .await
             .map_err(Step::Delete(slot.clone()).failed())?;
         info!(volume = %slot, existed = known.is_some(), "volume deleted");
@@ -475,12 +568,12 @@ controller_service! {
         controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse = "ControllerGetCapabilities" by service_capabilities, span();
         controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse = "ControllerExpandVolume" by expand, span(volume.id = volume_id);
         controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse = "ControllerGetVolume" by get_volume, span(volume.id = volume_id);
+        create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse = "CreateSnapshot" by create_snapshot, span(snapshot.name = name, volume.id = source_volume_id);
+        delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse = "DeleteSnapshot" by delete_snapshot, span(snapshot.id = snapshot_id);
+        list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse = "ListSnapshots" by list_snapshots, span();
     }
     unimplemented {
-        create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse = "snapshots are not supported yet";
-        delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse = "snapshots are not supported yet";
-        list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse = "snapshots are not supported yet";
-        get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse = "snapshots are not supported yet";
+        get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse = "GetSnapshot is not offered (ListSnapshots with a snapshot_id answers the same)";
         controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse = "volume modification is not supported";
     }
 }

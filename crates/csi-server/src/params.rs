@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use routeros::RosPath;
+use routeros::{CopyMethod, RosPath};
+
+use crate::snapshot::VolumeLayout;
 
 pub const GIB: u64 = 1 << 30;
 pub const MIB: u64 = 1 << 20;
@@ -22,6 +24,11 @@ pub const P_CTRL_LOSS_TMO: &str = "ctrlLossTmo";
 pub const P_RECONNECT_DELAY: &str = "reconnectDelay";
 pub const P_KEEP_ALIVE_TMO: &str = "keepAliveTmo";
 pub const P_MIGRATION_TIMEOUT: &str = "migrationTimeoutSeconds";
+/// `flat` (default) or `subvolume`: see `docs/snapshots.md`.
+pub const P_VOLUME_LAYOUT: &str = "volumeLayout";
+/// How restores and clones into this class (StorageClass) or snapshots
+/// (VolumeSnapshotClass) copy data on the flat layout: `copy-from` or `copy`.
+pub const P_COPY_METHOD: &str = "copyMethod";
 pub const P_FSTYPE: &str = "csi.storage.k8s.io/fstype";
 pub const P_PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
 pub const P_PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -108,6 +115,21 @@ pub struct VolumeParams {
     pub fs_type: Option<FsType>,
     pub pvc_name: Option<String>,
     pub pvc_namespace: Option<String>,
+    pub layout: VolumeLayout,
+    /// What a restore or clone into this class copies with, when the
+    /// class says (`copyMethod`); else the best the source allows.
+    pub copy_method: Option<CopyMethod>,
+}
+
+/// The `copyMethod` parameter: `copy-from` or `copy`; `subvolume` is the
+/// subvolume layout's own method and only valid with it.
+pub fn parse_copy_method(value: &str) -> Result<CopyMethod, ParamError> {
+    CopyMethod::parse(value).ok_or_else(|| {
+        perr(
+            P_COPY_METHOD,
+            format!("{value:?} is not a copy method; use copy-from, copy or subvolume"),
+        )
+    })
 }
 
 impl VolumeParams {
@@ -126,6 +148,8 @@ impl VolumeParams {
             fs_type: None,
             pvc_name: None,
             pvc_namespace: None,
+            layout: VolumeLayout::Flat,
+            copy_method: None,
         };
         // Sorted so the first error reported does not depend on hash order.
         let mut keys: Vec<&String> = params.keys().collect();
@@ -160,6 +184,15 @@ impl VolumeParams {
                         })?)
                     }
                 }
+                P_VOLUME_LAYOUT => {
+                    p.layout = VolumeLayout::parse(value).ok_or_else(|| {
+                        perr(
+                            key,
+                            format!("{value:?} is not a layout; use flat or subvolume"),
+                        )
+                    })?
+                }
+                P_COPY_METHOD => p.copy_method = Some(parse_copy_method(value)?),
                 P_PVC_NAME => p.pvc_name = Some(parse_k8s_name(key, value)?),
                 P_PVC_NAMESPACE => p.pvc_namespace = Some(parse_k8s_name(key, value)?),
                 k if k.starts_with(RESERVED_PREFIX) => {}
@@ -168,10 +201,27 @@ impl VolumeParams {
                         k,
                         "unknown parameter; known: nvmeAddress, nvmePort, volumePath, \
                          ctrlLossTmo, reconnectDelay, keepAliveTmo, migrationTimeoutSeconds, \
-                         csi.storage.k8s.io/fstype",
+                         volumeLayout, copyMethod, csi.storage.k8s.io/fstype",
                     ))
                 }
             }
+        }
+        // The subvolume layout copies by subvolume snapshots; the other
+        // methods are for flat volumes, and `subvolume` needs the layout.
+        match (p.layout, p.copy_method) {
+            (VolumeLayout::Subvolume, Some(m)) if m != CopyMethod::Subvolume => {
+                return Err(perr(
+                    P_COPY_METHOD,
+                    format!("{m} is for the flat layout; volumeLayout subvolume copies by subvolume snapshots"),
+                ))
+            }
+            (VolumeLayout::Flat, Some(CopyMethod::Subvolume)) => {
+                return Err(perr(
+                    P_COPY_METHOD,
+                    "subvolume needs volumeLayout: subvolume",
+                ))
+            }
+            _ => {}
         }
         Ok(p)
     }

@@ -276,8 +276,11 @@ async fn a_lost_remove_answer_keeps_the_file_until_the_disk_is_seen_gone() {
     let known = e.rds.get_disk(&slot).await.unwrap().unwrap();
     // The remove acts, but its answer never completes.
     e.sim.faults().cut_after_exit_next(1);
-    let root = RosPath::new("/storage-pool").unwrap();
-    let err = e.rds.delete_volume(&slot, Some(&known), &root).await;
+    let leftovers = csi_server::backend::Leftovers {
+        search_root: RosPath::new("/storage-pool").unwrap(),
+        subvolumes: true,
+    };
+    let err = e.rds.delete_volume(&slot, Some(&known), &leftovers).await;
     assert!(err.unwrap_err().is_transient());
     assert!(e.sim.disks().is_empty(), "the remove did act");
     assert!(file.exists(), "no file removal on an unconfirmed remove");

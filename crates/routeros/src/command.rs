@@ -146,6 +146,14 @@ impl RosPath {
         RosPath::new(&format!("{}/{}", self.0, file))
     }
 
+    /// The directory holding this path (itself when it is the top).
+    pub fn parent(&self) -> RosPath {
+        match self.0.rsplit_once('/') {
+            Some((dir, _)) if !dir.is_empty() => RosPath(dir.to_string()),
+            _ => self.clone(),
+        }
+    }
+
     /// The name `/file` uses for this path: no leading slash.
     pub fn file_name(&self) -> &str {
         &self.0[1..]
@@ -423,6 +431,14 @@ impl Command {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_path_knows_its_directory() {
+        let p = RosPath::new("/storage-pool/metal-csi/pvc-1.img").unwrap();
+        assert_eq!(p.parent().as_str(), "/storage-pool/metal-csi");
+        assert_eq!(p.parent().parent().as_str(), "/storage-pool");
+        assert_eq!(p.parent().parent().parent().as_str(), "/storage-pool");
+    }
 
     #[test]
     fn provisioner_style_names_are_valid_slots() {

@@ -49,6 +49,9 @@ impl<B: Backend> ControllerService<B> {
             T::GetVolume,
             T::ListVolumesPublishedNodes,
             T::SingleNodeMultiWriter,
+            T::CreateDeleteSnapshot,
+            T::ListSnapshots,
+            T::CloneVolume,
         ]
         .map(|rpc| proto::ControllerServiceCapability {
             r#type: Some(Type::Rpc(Rpc { r#type: rpc as i32 })),

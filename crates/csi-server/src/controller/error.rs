@@ -54,6 +54,43 @@ pub enum ControllerError {
     #[error("volume {volume} is still published to {}", nodes.join(", "))]
     StillPublished { volume: Slot, nodes: Vec<String> },
 
+    // ------------------------------------------------ snapshots and copies
+    /// The source of a snapshot, restore or clone does not exist.
+    #[error("{kind} {id} not found")]
+    SourceNotFound { kind: &'static str, id: String },
+    /// CreateSnapshot of a name whose snapshot exists for another volume.
+    #[error("snapshot {snapshot} already exists, of volume {source_volume}, not of {asked}")]
+    SnapshotOfOtherVolume {
+        snapshot: Slot,
+        source_volume: String,
+        asked: Slot,
+    },
+    /// A disk holds the snapshot's slot but is not a snapshot this driver
+    /// can read.
+    #[error("disk {id} exists on the RDS but is not a snapshot this driver made or can read (no lineage in its comment, not a Go driver snapshot name)")]
+    NotASnapshot { id: Slot },
+    /// A restore from a snapshot whose data is not complete yet.
+    #[error("snapshot {snapshot} is not ready yet")]
+    SnapshotNotReady { snapshot: Slot },
+    /// A restore or clone asked for less than its source holds.
+    #[error(
+        "{source_id} holds {needed} bytes; a volume made from it cannot have only {requested}"
+    )]
+    TooSmallForSource {
+        source_id: String,
+        needed: u64,
+        requested: u64,
+    },
+    /// The subvolume layout on a pool that is not Btrfs.
+    #[error("volumeLayout subvolume needs a Btrfs pool; pool {pool} is {fs}")]
+    LayoutNeedsBtrfs { pool: Slot, fs: String },
+    /// A copy method this source, target or pool cannot do.
+    #[error("copy method {method} cannot be used here: {reason}")]
+    MethodUnavailable {
+        method: routeros::CopyMethod,
+        reason: String,
+    },
+
     // ------------------------------------------------ the node it goes to
     /// ControllerPublish to a node the cluster does not have.
     #[error("node {node:?} not found")]
@@ -146,6 +183,20 @@ pub enum Step {
     List,
     #[error("read capacity of pool {0}")]
     Capacity(Slot),
+    #[error("read the file system of pool {0}")]
+    PoolFilesystem(Slot),
+    #[error("look up {0}")]
+    LookupSource(Slot),
+    #[error("copy {from} to {to} by {method}")]
+    Copy {
+        from: String,
+        to: Slot,
+        method: routeros::CopyMethod,
+    },
+    #[error("delete snapshot {0}")]
+    DeleteSnapshot(Slot),
+    #[error("list snapshots")]
+    ListSnapshots,
 }
 
 impl Step {
@@ -171,8 +222,16 @@ impl ControllerError {
             C::Size(_) => Code::OutOfRange,
             C::TopologyUnreachable { .. } => Code::ResourceExhausted,
             C::ForeignToken { .. } => Code::Aborted,
-            C::VolumeNotFound { .. } | C::NodeNotFound { .. } => Code::NotFound,
-            C::ExistsDifferently { .. } | C::PublishedIncompatibly { .. } => Code::AlreadyExists,
+            C::VolumeNotFound { .. } | C::NodeNotFound { .. } | C::SourceNotFound { .. } => {
+                Code::NotFound
+            }
+            C::ExistsDifferently { .. }
+            | C::PublishedIncompatibly { .. }
+            | C::SnapshotOfOtherVolume { .. } => Code::AlreadyExists,
+            C::TooSmallForSource { .. } => Code::OutOfRange,
+            C::LayoutNeedsBtrfs { .. } | C::MethodUnavailable { .. } => Code::InvalidArgument,
+            C::NotASnapshot { .. } => Code::FailedPrecondition,
+            C::SnapshotNotReady { .. } => Code::Unavailable,
             C::StillPublished { .. }
             | C::NodeOutOfService { .. }
             | C::SharedHostNqn { .. }
@@ -311,6 +370,48 @@ mod tests {
                     refusal: Refusal::IncompatibleOnSameNode,
                 },
                 Code::FailedPrecondition,
+            ),
+            (
+                C::SourceNotFound {
+                    kind: "snapshot",
+                    id: "snap-1".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                C::SnapshotOfOtherVolume {
+                    snapshot: Slot::new("snap-1").unwrap(),
+                    source_volume: "pvc-2".into(),
+                    asked: slot(),
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                C::TooSmallForSource {
+                    source_id: "snap-1".into(),
+                    needed: 2,
+                    requested: 1,
+                },
+                Code::OutOfRange,
+            ),
+            (
+                C::LayoutNeedsBtrfs {
+                    pool: Slot::new("storage-pool").unwrap(),
+                    fs: "xfs".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                C::NotASnapshot {
+                    id: Slot::new("snap-1").unwrap(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                C::SnapshotNotReady {
+                    snapshot: Slot::new("snap-1").unwrap(),
+                },
+                Code::Unavailable,
             ),
             (C::ClusterIdUnknown, Code::Unavailable),
             (C::Attachments(ManagerError::NotReady), Code::Unavailable),

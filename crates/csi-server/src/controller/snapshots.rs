@@ -1,0 +1,454 @@
+//! CreateSnapshot, DeleteSnapshot, ListSnapshots, and CreateVolume from a
+//! snapshot or a volume. Which copy method each uses and what it
+//! guarantees is `docs/snapshots.md`; the snapshot IDs, lineage and pages
+//! are the pure functions of [`crate::snapshot`].
+//!
+//! Every request is validated before the RDS is asked anything, and every
+//! call is idempotent: a snapshot ID follows from the request name, so a
+//! retry finds what its first attempt made (also half made: the backend
+//! completes a subvolume snapshot whose disk was not yet added).
+
+use super::*;
+use crate::params::{parse_copy_method, P_COPY_METHOD};
+use crate::snapshot::{self, snapshot_id, snapshot_prefix};
+
+/// The content source of a CreateVolume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Source {
+    Snapshot(Slot),
+    Volume(Slot),
+}
+
+impl Source {
+    /// The validated source of a request, if it has one.
+    pub(super) fn of(
+        source: Option<&proto::VolumeContentSource>,
+    ) -> ControllerResult<Option<Source>> {
+        use proto::volume_content_source::Type;
+        let Some(source) = source else {
+            return Ok(None);
+        };
+        let (field, id, make): (_, _, fn(Slot) -> Source) = match &source.r#type {
+            Some(Type::Snapshot(s)) => (
+                "volume_content_source.snapshot",
+                &s.snapshot_id,
+                Source::Snapshot,
+            ),
+            Some(Type::Volume(v)) => ("volume_content_source.volume", &v.volume_id, Source::Volume),
+            None => {
+                return Err(ControllerError::invalid(
+                    "volume_content_source",
+                    "names neither a snapshot nor a volume",
+                ))
+            }
+        };
+        if id.is_empty() {
+            return Err(ControllerError::invalid(field, "must not be empty"));
+        }
+        let slot = Slot::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
+        Ok(Some(make(slot)))
+    }
+
+    fn slot(&self) -> &Slot {
+        match self {
+            Source::Snapshot(s) | Source::Volume(s) => s,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Source::Snapshot(_) => "snapshot",
+            Source::Volume(_) => "volume",
+        }
+    }
+}
+
+/// What a restore or clone makes: the new volume's slot, image, placement
+/// and export.
+pub(super) struct Made<'a> {
+    pub slot: &'a Slot,
+    pub file: &'a RosPath,
+    pub placement: &'a Placement,
+    pub nqn: &'a Nqn,
+    pub port: u16,
+}
+
+fn timestamp(at: jiff::Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
+    }
+}
+
+fn snapshot_of(info: &SnapshotInfo) -> proto::Snapshot {
+    proto::Snapshot {
+        size_bytes: info.size_bytes as i64,
+        snapshot_id: info.id.clone(),
+        source_volume_id: info.source.clone(),
+        creation_time: info.created.map(timestamp),
+        ready_to_use: info.ready,
+        group_snapshot_id: String::new(),
+    }
+}
+
+/// The copy method a VolumeSnapshotClass asks for, if it does; other keys
+/// are refused except the ones Kubernetes reserves.
+fn requested_method(params: &HashMap<String, String>) -> ControllerResult<Option<CopyMethod>> {
+    let mut method = None;
+    for (k, v) in params {
+        match k.as_str() {
+            P_COPY_METHOD => method = Some(parse_copy_method(v)?),
+            k if k.starts_with("csi.storage.k8s.io/") => {}
+            k => {
+                return Err(ControllerError::Param(params::ParamError {
+                    name: k.chars().take(64).collect(),
+                    reason: "unknown VolumeSnapshotClass parameter; known: copyMethod".into(),
+                }))
+            }
+        }
+    }
+    Ok(method)
+}
+
+/// The method copying `source` (in `from` layout) into a target in `to`
+/// layout: a subvolume snapshot when both are subvolumes, else what was
+/// asked for or `copy-from`.
+fn choose_method(
+    from: VolumeLayout,
+    to: VolumeLayout,
+    asked: Option<CopyMethod>,
+) -> ControllerResult<CopyMethod> {
+    use CopyMethod as M;
+    use VolumeLayout as L;
+    let unavailable = |method, reason: &str| {
+        Err(ControllerError::MethodUnavailable {
+            method,
+            reason: reason.into(),
+        })
+    };
+    match (from, to, asked) {
+        (L::Subvolume, L::Subvolume, None | Some(M::Subvolume)) => Ok(M::Subvolume),
+        (_, _, Some(M::Subvolume)) => unavailable(
+            M::Subvolume,
+            "both the source and the new disk must be in the subvolume layout",
+        ),
+        (_, _, Some(M::ByteCopy)) => unavailable(
+            M::ByteCopy,
+            "the background byte copy is not offered yet; use copy-from",
+        ),
+        (_, _, None | Some(M::CopyFrom)) => Ok(M::CopyFrom),
+    }
+}
+
+impl<B: Backend> ControllerService<B> {
+    pub(super) async fn create_snapshot(
+        &self,
+        req: proto::CreateSnapshotRequest,
+    ) -> ControllerResult<proto::CreateSnapshotResponse> {
+        if req.name.is_empty() {
+            return Err(ControllerError::invalid("name", "must not be empty"));
+        }
+        let source = self.slot("source_volume_id", &req.source_volume_id)?;
+        let asked = requested_method(&req.parameters)?;
+        let id = snapshot_id(&req.name);
+        let _guard = self.lock(&id)?;
+
+        let Some(volume) = self.lookup(&source).await? else {
+            // Gone since its snapshot was taken? A retry still succeeds.
+            return match self.lookup(&id).await? {
+                Some(disk) => self.existing_snapshot(disk, &source),
+                None => Err(ControllerError::VolumeNotFound { volume: source }),
+            };
+        };
+        let layout = VolumeLayout::of(&volume);
+        let method = choose_method(layout, layout, asked)?;
+        // A copy-from snapshot of a subvolume volume must not sit inside
+        // the volume's subvolume (it would go with the volume).
+        let dir = match (layout, volume.file_path.as_deref().map(RosPath::new)) {
+            (VolumeLayout::Flat, Some(Ok(file))) => file.parent(),
+            _ => self.config.defaults.volume_path.clone(),
+        };
+        let target_layout = match method {
+            CopyMethod::Subvolume => VolumeLayout::Subvolume,
+            _ => VolumeLayout::Flat,
+        };
+        let (file, placement) = self.place(&id, target_layout, &dir).await?;
+        let created = jiff::Timestamp::now();
+        let comment = DiskComment {
+            created: Some(created),
+            cluster: self.cluster()?,
+            snapshot: Some(routeros::Lineage {
+                source: source.clone(),
+                size_bytes: volume.size_bytes,
+                method,
+            }),
+            ..DiskComment::default()
+        };
+        let spec = CopySpec {
+            source: volume,
+            target: id.clone(),
+            method,
+            file,
+            placement,
+            export: None,
+            comment,
+        };
+        let step = Step::Copy {
+            from: source.to_string(),
+            to: id.clone(),
+            method,
+        };
+        match self.backend.copy_disk(&spec).await {
+            Ok(()) => {}
+            // The name's snapshot exists already (a retry, or a name reused
+            // for another volume): what it is decides.
+            Err(routeros::Error::AlreadyExists(_)) => {
+                if let Some(disk) = self.lookup(&id).await? {
+                    return self.existing_snapshot(disk, &source);
+                }
+                return Err(step.failed()(routeros::Error::AlreadyExists(
+                    id.to_string(),
+                )));
+            }
+            Err(e) => return Err(step.failed()(e)),
+        }
+        info!(snapshot = %id, volume = %source, %method, "snapshot created");
+        let info = SnapshotInfo {
+            id: id.to_string(),
+            source: source.to_string(),
+            size_bytes: spec.source.size_bytes,
+            created: Some(created),
+            method,
+            ready: true,
+        };
+        Ok(proto::CreateSnapshotResponse {
+            snapshot: Some(snapshot_of(&info)),
+        })
+    }
+
+    /// The answer to a CreateSnapshot whose snapshot disk exists.
+    fn existing_snapshot(
+        &self,
+        disk: Disk,
+        source: &Slot,
+    ) -> ControllerResult<proto::CreateSnapshotResponse> {
+        let id =
+            Slot::new(&disk.slot).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
+        let info = SnapshotInfo::from_disk(&disk)
+            .ok_or(ControllerError::NotASnapshot { id: id.clone() })?;
+        if info.source != source.as_str() {
+            return Err(ControllerError::SnapshotOfOtherVolume {
+                snapshot: id,
+                source_volume: info.source,
+                asked: source.clone(),
+            });
+        }
+        Ok(proto::CreateSnapshotResponse {
+            snapshot: Some(snapshot_of(&info)),
+        })
+    }
+
+    pub(super) async fn delete_snapshot(
+        &self,
+        req: proto::DeleteSnapshotRequest,
+    ) -> ControllerResult<proto::DeleteSnapshotResponse> {
+        if req.snapshot_id.is_empty() {
+            return Err(ControllerError::invalid("snapshot_id", "must not be empty"));
+        }
+        // An ID this driver cannot have issued names nothing to delete.
+        let id = match Slot::new(&req.snapshot_id) {
+            Ok(id) if id.as_str().starts_with(SNAPSHOT_PREFIX) => id,
+            _ => return Ok(proto::DeleteSnapshotResponse {}),
+        };
+        let _guard = self.lock(&id)?;
+        let known = self.lookup(&id).await?;
+        if let Some(disk) = &known {
+            if SnapshotInfo::from_disk(disk).is_none() {
+                return Err(ControllerError::NotASnapshot { id });
+            }
+        }
+        let leftovers = self.leftovers(known.as_ref()).await?;
+        self.backend
+            .delete_volume(&id, known.as_ref(), &leftovers)
+            .await
+            .map_err(Step::DeleteSnapshot(id.clone()).failed())?;
+        info!(snapshot = %id, existed = known.is_some(), "snapshot deleted");
+        Ok(proto::DeleteSnapshotResponse {})
+    }
+
+    pub(super) async fn list_snapshots(
+        &self,
+        req: proto::ListSnapshotsRequest,
+    ) -> ControllerResult<proto::ListSnapshotsResponse> {
+        let max = usize::try_from(req.max_entries)
+            .map_err(|_| ControllerError::invalid("max_entries", "must not be negative"))?;
+        let disks = if req.snapshot_id.is_empty() {
+            self.backend
+                .list_volumes(&snapshot_prefix())
+                .await
+                .map_err(Step::ListSnapshots.failed())?
+        } else {
+            // One snapshot asked for: one lookup. An ID this driver could
+            // not have issued lists nothing.
+            match Slot::new(&req.snapshot_id) {
+                Ok(id) => self.lookup(&id).await?.into_iter().collect(),
+                Err(_) => Vec::new(),
+            }
+        };
+        let infos = disks.iter().filter_map(SnapshotInfo::from_disk).collect();
+        let (page, next_token) = snapshot::page(
+            infos,
+            &req.snapshot_id,
+            &req.source_volume_id,
+            &req.starting_token,
+            max,
+        )
+        .map_err(|_| ControllerError::ForeignToken {
+            token: req.starting_token.clone(),
+        })?;
+        Ok(proto::ListSnapshotsResponse {
+            entries: page
+                .iter()
+                .map(|s| proto::list_snapshots_response::Entry {
+                    snapshot: Some(snapshot_of(s)),
+                })
+                .collect(),
+            next_token,
+        })
+    }
+
+    /// Makes volume `made.slot` from `source` (CreateVolume with a content
+    /// source), of `size` bytes unless the source holds more and the
+    /// request left room for it.
+    pub(super) async fn restore(
+        &self,
+        source: &Source,
+        made: &Made<'_>,
+        range: &proto::CapacityRange,
+        size: u64,
+        vp: &VolumeParams,
+    ) -> ControllerResult<Disk> {
+        let from = source.slot();
+        let not_found = || ControllerError::SourceNotFound {
+            kind: source.kind(),
+            id: from.to_string(),
+        };
+        let disk = self
+            .backend
+            .get_volume(from)
+            .await
+            .map_err(Step::LookupSource(from.clone()).failed())?
+            .ok_or_else(not_found)?;
+        match source {
+            Source::Snapshot(id) => {
+                let info = SnapshotInfo::from_disk(&disk).ok_or_else(not_found)?;
+                if !info.ready {
+                    return Err(ControllerError::SnapshotNotReady {
+                        snapshot: id.clone(),
+                    });
+                }
+            }
+            // A volume ID must be one this driver manages, and not a snapshot.
+            Source::Volume(id) => {
+                self.slot("volume_content_source.volume", id.as_str())?;
+                if id.as_str().starts_with(SNAPSHOT_PREFIX) {
+                    return Err(not_found());
+                }
+            }
+        }
+        let needed = disk.size_bytes;
+        let size = if size >= needed {
+            size
+        } else if range.required_bytes <= 0
+            && (range.limit_bytes <= 0 || range.limit_bytes as u64 >= needed)
+        {
+            // No size asked for: the source's.
+            needed
+        } else {
+            return Err(ControllerError::TooSmallForSource {
+                source_id: from.to_string(),
+                needed,
+                requested: size,
+            });
+        };
+        let method = choose_method(VolumeLayout::of(&disk), vp.layout, vp.copy_method)?;
+        let spec = CopySpec {
+            source: disk,
+            target: made.slot.clone(),
+            method,
+            file: made.file.clone(),
+            placement: made.placement.clone(),
+            export: Some((size, made.port, made.nqn.clone())),
+            comment: DiskComment::created(jiff::Timestamp::now(), self.cluster()?),
+        };
+        self.backend.copy_disk(&spec).await.map_err(
+            Step::Copy {
+                from: from.to_string(),
+                to: made.slot.clone(),
+                method,
+            }
+            .failed(),
+        )?;
+        info!(volume = %made.slot, from = %from, kind = source.kind(), %method, bytes = size, "volume made from a source");
+        Ok(NewDisk {
+            slot: made.slot.clone(),
+            file: made.file.clone(),
+            size_bytes: size,
+            port: made.port,
+            nqn: made.nqn.clone(),
+            comment: spec.comment,
+        }
+        .as_created())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_method_follows_the_layouts_and_what_the_class_asks() {
+        use CopyMethod as M;
+        use VolumeLayout as L;
+        let ok = |from, to, asked| choose_method(from, to, asked).unwrap();
+        assert_eq!(ok(L::Subvolume, L::Subvolume, None), M::Subvolume);
+        assert_eq!(ok(L::Flat, L::Flat, None), M::CopyFrom);
+        assert_eq!(ok(L::Flat, L::Subvolume, None), M::CopyFrom);
+        assert_eq!(ok(L::Subvolume, L::Flat, None), M::CopyFrom);
+        assert_eq!(
+            ok(L::Subvolume, L::Subvolume, Some(M::CopyFrom)),
+            M::CopyFrom
+        );
+        for (from, to, asked) in [
+            (L::Flat, L::Subvolume, Some(M::Subvolume)),
+            (L::Subvolume, L::Flat, Some(M::Subvolume)),
+            (L::Flat, L::Flat, Some(M::ByteCopy)),
+        ] {
+            let e = choose_method(from, to, asked).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_class_may_ask_for_a_copy_method_and_nothing_else() {
+        let params = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        assert_eq!(requested_method(&params(&[])).unwrap(), None);
+        assert_eq!(
+            requested_method(&params(&[
+                ("copyMethod", "copy-from"),
+                ("csi.storage.k8s.io/volumesnapshot/name", "s")
+            ]))
+            .unwrap(),
+            Some(CopyMethod::CopyFrom)
+        );
+        for bad in [&[("copyMethod", "rsync")][..], &[("method", "copy")][..]] {
+            let e = requested_method(&params(bad)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        }
+    }
+}
