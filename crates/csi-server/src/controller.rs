@@ -280,6 +280,9 @@ impl<B: Backend> ControllerService<B> {
         }
         let caps = validate_capabilities(&req.volume_capabilities)?;
         let source = snapshots::Source::of(req.volume_content_source.as_ref())?;
+        if let Some(source) = &source {
+            source.check(self)?;
+        }
         let mut vp = VolumeParams::parse(&req.parameters, &self.config.defaults)?;
         if let Some(fs) = caps.fs_type {
             if vp.fs_type.is_some_and(|p| p != fs) {

@@ -49,6 +49,21 @@ impl Source {
         Ok(Some(make(slot)))
     }
 
+    /// A source volume must be one this driver manages (and no snapshot
+    /// passed off as a volume); checked before the RDS is asked anything.
+    pub(super) fn check<B: Backend>(&self, ctl: &ControllerService<B>) -> ControllerResult<()> {
+        if let Source::Volume(id) = self {
+            ctl.slot("volume_content_source.volume", id.as_str())?;
+            if id.as_str().starts_with(SNAPSHOT_PREFIX) {
+                return Err(ControllerError::invalid(
+                    "volume_content_source.volume",
+                    format!("{id} is a snapshot ID; name it as a snapshot source"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn slot(&self) -> &Slot {
         match self {
             Source::Snapshot(s) | Source::Volume(s) => s,
@@ -173,7 +188,10 @@ impl<B: Backend> ControllerService<B> {
             _ => VolumeLayout::Flat,
         };
         let (file, placement) = self.place(&id, target_layout, &dir).await?;
-        let created = jiff::Timestamp::now();
+        // Whole seconds, as the comment records it: every later answer
+        // about this snapshot gives the same creation time.
+        let created = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .expect("now is a valid time");
         let comment = DiskComment {
             created: Some(created),
             cluster: self.cluster()?,
@@ -348,13 +366,7 @@ impl<B: Backend> ControllerService<B> {
                     });
                 }
             }
-            // A volume ID must be one this driver manages, and not a snapshot.
-            Source::Volume(id) => {
-                self.slot("volume_content_source.volume", id.as_str())?;
-                if id.as_str().starts_with(SNAPSHOT_PREFIX) {
-                    return Err(not_found());
-                }
-            }
+            Source::Volume(_) => {}
         }
         let needed = disk.size_bytes;
         let size = if size >= needed {
