@@ -9,6 +9,11 @@ Checks:
   load+lint     the chart loads and lints (strict) with real Helm
   schema        values.schema.json accepts good values and rejects bad ones
   render        default and all-options renders parse; key invariants hold
+  snapshots     snapshots.enabled turns csi-snapshotter, its RBAC and the
+                VolumeSnapshotClass on and off; the class is this driver's
+                and the default; the controller ServiceAccount may do what
+                the sidecar does; CDI StorageProfiles clone with csi-clone
+                when snapshots are on, copy when off, overrides win
   flags         the controller and node args use exactly the flags that
                 src/cli.rs defines (every flag settable, no unknown flag)
   binary        with $RDS_CSI_BIN set, the rendered controller and node
@@ -22,7 +27,11 @@ Checks:
                 PrometheusRule and StorageProfile are checked after
                 applying stand-in CRDs with open schemas, so for them only
                 apiVersion/kind/metadata are really validated. Same for the
-                VirtualMachine in deploy/examples. The API server runs
+                VirtualMachine in deploy/examples. The VolumeSnapshotClass
+                is checked against the real VolumeSnapshot CRDs, applied
+                first, from the directory $RDS_CSI_SNAPSHOT_CRDS
+                (external-snapshotter's client/config/crd); without it,
+                against an open stand-in (the check says so). The API server runs
                 (hack/kube-apiserver.sh, which allows privileged pods as real
                 clusters do).
   deploy        deploy/rds-csi.yaml is exactly what the chart renders
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import json
 import os
 import shutil
 import subprocess
@@ -47,6 +57,10 @@ import sys
 import tempfile
 import textwrap
 import traceback
+
+# hack/chart_rbac.py, beside this script (no __pycache__ left in hack/).
+sys.dont_write_bytecode = True
+from chart_rbac import LEASE_NEEDS, PROVISIONER_SNAPSHOT_NEEDS, SNAPSHOTTER_NEEDS, granted, missing_grants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "charts", "rds-csi")
@@ -111,9 +125,16 @@ ALL_OPTIONS = merged(
         "node": {"maxCtrlLossTmo": 600, "stateDir": "/var/lib/rds-csi"},
         "cdi": {"storageProfiles": True},
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
-        "storageClasses": {"ext4": {"isDefault": True, "mountOptions": ["noatime"]}},
+        "storageClasses": {
+            "ext4": {"isDefault": True, "mountOptions": ["noatime"],
+                     "parameters": {"volumeLayout": "flat", "copyMethod": "copy"}},
+            "blockRwx": {"parameters": {"volumeLayout": "subvolume"}, "cloneStrategy": "snapshot"},
+        },
+        "snapshots": {"volumeSnapshotClass": {"deletionPolicy": "Retain"}},
+        "sidecars": {"snapshotter": {"extraArgs": ["--worker-threads=4"]}},
     },
 )
+SNAPSHOTS_OFF = merged(DEPLOY_VALUES, {"snapshots": {"enabled": False}, "cdi": {"storageProfiles": True}})
 
 # Each must be refused by values.schema.json.
 BAD_VALUES = [
@@ -143,6 +164,17 @@ BAD_VALUES = [
     ("max volume size with unknown unit", {"controller": {"maxVolumeSize": "16X"}}),
     ("unknown top-level key", {"controler": {}}),
     ("ssh key create without a key", {"rds": {"sshKey": {"create": True}}}),
+    ("snapshots.enabled as a string", {"snapshots": {"enabled": "yes"}}),
+    ("VolumeSnapshotClass deletionPolicy lowercase", {"snapshots": {"volumeSnapshotClass": {"deletionPolicy": "delete"}}}),
+    ("VolumeSnapshotClass name with capitals", {"snapshots": {"volumeSnapshotClass": {"name": "RDS"}}}),
+    ("VolumeSnapshotClass unknown key (parameters)", {"snapshots": {"volumeSnapshotClass": {"parameters": {}}}}),
+    ("snapshotter image without a tag", {"sidecars": {"snapshotter": {"image": {"tag": ""}}}}),
+    ("volumeLayout unknown", {"storageClasses": {"block": {"parameters": {"volumeLayout": "btrfs"}}}}),
+    ("copyMethod unknown", {"storageClasses": {"block": {"parameters": {"copyMethod": "reflink"}}}}),
+    ("copyMethod with the subvolume layout",
+     {"storageClasses": {"block": {"parameters": {"volumeLayout": "subvolume", "copyMethod": "copy"}}}}),
+    ("class cloneStrategy unknown", {"storageClasses": {"ext4": {"cloneStrategy": "clone"}}}),
+    ("cdi cloneStrategy unknown", {"cdi": {"cloneStrategy": "host-assisted"}}),
 ]
 GOOD_VALUES = [
     ("deploy values", {}),
@@ -151,6 +183,12 @@ GOOD_VALUES = [
     ("IPv6 address, json logs", {"rds": {"address": "[fd00::5]:22"}, "logFormat": "json"}),
     ("metrics off", {"controller": {"metricsAddress": "off"}, "node": {"metricsAddress": "off"}}),
     ("node events off as an unquoted YAML off", {"node": {"events": False}}),
+    ("snapshots off", {"snapshots": {"enabled": False}}),
+    ("subvolume layout", {"storageClasses": {"block": {"parameters": {"volumeLayout": "subvolume"}}}}),
+    ("flat layout with copy-from", {"storageClasses": {"block": {"parameters": {"volumeLayout": "flat", "copyMethod": "copy-from"}}}}),
+    ("copyMethod without volumeLayout (flat is the default)", {"storageClasses": {"block": {"parameters": {"copyMethod": "copy"}}}}),
+    ("not the default VolumeSnapshotClass", {"snapshots": {"volumeSnapshotClass": {"isDefault": False}}}),
+    ("CDI clone strategies", {"cdi": {"cloneStrategy": "copy"}, "storageClasses": {"ext4": {"cloneStrategy": "csi-clone"}}}),
 ]
 
 # Helm's install order (pkg/release/util/kind_sorter.go), enough for this chart.
@@ -212,6 +250,9 @@ def deploy_text(helm):
         #   kubectl -n {NAMESPACE} create secret generic rds-csi-ssh-key \\
         #     --from-file=id_ed25519=/path/to/private-key
         #
+        # The VolumeSnapshotClass needs the cluster's VolumeSnapshot CRDs and
+        # snapshot-controller (not included; see the README's install section).
+        #
         # Generated; do not edit. Regenerate with: {REGENERATE}
         """
     )
@@ -266,13 +307,24 @@ def container(pod_spec, name):
     return next(c for c in pod_spec["containers"] if c["name"] == name)
 
 
-def check_render(helm):
-    problems = []
+class Expect:
+    """expect(condition, what) collects what failed; report() prints it."""
 
-    def expect(cond, what):
+    def __init__(self):
+        self.problems = []
+
+    def __call__(self, cond, what):
         if not cond:
-            problems.append(what)
+            self.problems.append(what)
 
+    def report(self):
+        for p in self.problems:
+            print(f"  {p}: FAILED")
+        return not self.problems
+
+
+def check_render(helm):
+    expect = Expect()
     default = render(helm, DEPLOY_VALUES)
     full = render(helm, ALL_OPTIONS)
     for _, label, over in [(0, "metrics off", {"controller": {"metricsAddress": "off"}}),
@@ -297,7 +349,8 @@ def check_render(helm):
     expect(sts["spec"]["replicas"] == 1, "controller replicas 1")
     pod = sts["spec"]["template"]["spec"]
     names = [c["name"] for c in pod["containers"]]
-    expect(names == ["rds-csi", "csi-provisioner", "csi-attacher", "csi-resizer"], f"controller containers {names}")
+    expect(names == ["rds-csi", "csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"],
+           f"controller containers {names}")
     drv_c = container(pod, "rds-csi")
     expect(drv_c["args"][0] == "controller", "controller subcommand")
     expect(drv_c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", "controller liveness /healthz")
@@ -350,10 +403,103 @@ def check_render(helm):
     expect(any("persistentvolumes" in r["resources"] and "patch" in r["verbs"] for r in ctrl_rules), "controller patches PVs")
     expect(any("virtualmachineinstances" in r["resources"] for r in ctrl_rules), "controller reads VMIs")
 
-    for p in problems:
-        print(f"  {p}: FAILED")
     print(f"  default render: {len(default)} objects; all options: {len(full)} objects")
-    return not problems
+    return expect.report()
+
+
+def check_snapshots(helm):
+    """The snapshots switch: csi-snapshotter beside the other sidecars, its
+    RBAC, the VolumeSnapshotClass, and the CDI clone strategy."""
+    expect = Expect()
+    default = render(helm, DEPLOY_VALUES)
+    full = render(helm, ALL_OPTIONS)
+    off = render(helm, SNAPSHOTS_OFF)
+    profiles_on = render(helm, merged(DEPLOY_VALUES, {"cdi": {"storageProfiles": True}}))
+
+    def controller_pod(docs):
+        return find(docs, "StatefulSet")[0]["spec"]["template"]["spec"]
+
+    # The sidecar: present with the switch, on the driver's socket, leader
+    # election as the provisioner has it.
+    for label, docs in (("default", default), ("all options", full)):
+        pod = controller_pod(docs)
+        names = [c["name"] for c in pod["containers"]]
+        expect("csi-snapshotter" in names, f"{label}: csi-snapshotter in the controller pod")
+        if "csi-snapshotter" not in names:
+            continue
+        snap = container(pod, "csi-snapshotter")
+        prov = container(pod, "csi-provisioner")
+        def flags(c, prefix):
+            return [a for a in c["args"] if a.startswith(prefix)]
+
+        for prefix in ("--csi-address=", "--leader-election"):
+            expect(flags(snap, prefix) == flags(prov, prefix),
+                   f"{label}: csi-snapshotter {flags(snap, prefix)} as the provisioner {flags(prov, prefix)}")
+        expect({"name": "socket-dir", "mountPath": "/csi"} in snap["volumeMounts"], f"{label}: csi-snapshotter mounts the socket")
+        expect(snap["image"].startswith("registry.k8s.io/sig-storage/csi-snapshotter:v8."), f"{label}: csi-snapshotter v8 image")
+    expect("--worker-threads=4" in container(controller_pod(full), "csi-snapshotter")["args"], "snapshotter extraArgs reach it")
+    no_le = controller_pod(render(helm, merged(DEPLOY_VALUES, {"controller": {"leaderElection": False}})))
+    expect("--leader-election=false" in container(no_le, "csi-snapshotter")["args"], "snapshotter follows leaderElection off")
+    expect("csi-snapshotter" not in [c["name"] for c in controller_pod(off)["containers"]], "no csi-snapshotter when snapshots are off")
+
+    # The VolumeSnapshotClass: this driver's, default, Delete unless told.
+    driver = find(default, "CSIDriver")[0]["metadata"]["name"]
+    provisioners = {o["provisioner"] for o in find(default, "StorageClass")}
+    vscs = find(default, "VolumeSnapshotClass")
+    expect(len(vscs) == 1, f"one VolumeSnapshotClass by default, not {len(vscs)}")
+    if vscs:
+        vsc = vscs[0]
+        expect(vsc["apiVersion"] == "snapshot.storage.k8s.io/v1", "VolumeSnapshotClass is snapshot.storage.k8s.io/v1")
+        expect(vsc["driver"] == driver and provisioners == {driver},
+               f"VolumeSnapshotClass driver {vsc['driver']} = CSIDriver {driver} = StorageClass provisioner {provisioners}")
+        expect(vsc["deletionPolicy"] == "Delete", "VolumeSnapshotClass deletionPolicy Delete by default")
+        expect(vsc["metadata"].get("annotations", {}).get("snapshot.storage.kubernetes.io/is-default-class") == "true",
+               "VolumeSnapshotClass is the default class")
+        expect("parameters" not in vsc, "VolumeSnapshotClass has no parameters")
+    expect(find(full, "VolumeSnapshotClass")[0]["deletionPolicy"] == "Retain", "deletionPolicy Retain when set")
+    other = find(render(helm, merged(DEPLOY_VALUES, {"snapshots": {"volumeSnapshotClass": {"isDefault": False}}})),
+                 "VolumeSnapshotClass")[0]
+    expect("snapshot.storage.kubernetes.io/is-default-class" not in other["metadata"].get("annotations", {}),
+           "no default-class annotation with isDefault false")
+    expect(not find(off, "VolumeSnapshotClass"), "no VolumeSnapshotClass when snapshots are off")
+
+    # RBAC: what the sidecar does, for the pod's ServiceAccount.
+    for label, docs, le in (("default", default, True), ("all options", full, True),
+                            ("no leader election", render(helm, merged(DEPLOY_VALUES, {"controller": {"leaderElection": False}})), False)):
+        sa = controller_pod(docs)["serviceAccountName"]
+        cluster, local = granted(docs, sa, NAMESPACE)
+        gaps = missing_grants(cluster, SNAPSHOTTER_NEEDS + PROVISIONER_SNAPSHOT_NEEDS)
+        if le:
+            gaps += missing_grants(local, LEASE_NEEDS)
+        expect(not gaps, f"{label}: the controller ServiceAccount lacks {gaps}")
+    cluster, _ = granted(off, controller_pod(off)["serviceAccountName"], NAMESPACE)
+    writes = [r for r in cluster if "snapshot.storage.k8s.io" in r.get("apiGroups", [])
+              and set(r["verbs"]) - {"get", "list", "watch"}]
+    expect(not writes, f"snapshots off: no writes to snapshot objects granted ({writes})")
+    expect(not find(off, "ClusterRole", "-snapshotter") and not find(off, "ClusterRoleBinding", "-snapshotter"),
+           "snapshots off: no snapshotter ClusterRole or binding")
+    expect(not missing_grants(cluster, PROVISIONER_SNAPSHOT_NEEDS), "snapshots off: the provisioner still reads snapshots")
+
+    # CDI: csi-clone with snapshots on, copy with them off, overrides win.
+    def strategies(docs):
+        return {o["metadata"]["name"]: o["spec"]["cloneStrategy"] for o in find(docs, "StorageProfile")}
+    want = {"rds-csi-ext4": "csi-clone", "rds-csi-block": "csi-clone", "rds-csi-block-rwx": "csi-clone"}
+    expect(strategies(profiles_on) == want, f"StorageProfiles csi-clone with snapshots on: {strategies(profiles_on)}")
+    expect(set(strategies(off).values()) == {"copy"}, f"StorageProfiles copy with snapshots off: {strategies(off)}")
+    expect(strategies(full).get("rds-csi-block-rwx") == "snapshot", "a class's cloneStrategy wins")
+    mixed = strategies(render(helm, merged(DEPLOY_VALUES, {"cdi": {"storageProfiles": True, "cloneStrategy": "copy"},
+                                                           "storageClasses": {"ext4": {"cloneStrategy": "csi-clone"}}})))
+    expect(mixed == {"rds-csi-ext4": "csi-clone", "rds-csi-block": "copy", "rds-csi-block-rwx": "copy"},
+           f"cdi.cloneStrategy for every class, a class's own value first: {mixed}")
+
+    # StorageClass parameters pass through.
+    params = {o["metadata"]["name"]: o.get("parameters", {}) for o in find(full, "StorageClass")}
+    expect(params["rds-csi-block-rwx"].get("volumeLayout") == "subvolume", "volumeLayout reaches the StorageClass")
+    expect(params["rds-csi-ext4"].get("copyMethod") == "copy", "copyMethod reaches the StorageClass")
+
+    print(f"  sidecar, VolumeSnapshotClass and snapshotter RBAC follow snapshots.enabled; "
+          f"driver {driver}; StorageProfiles {strategies(profiles_on)}")
+    return expect.report()
 
 
 def check_alerts(helm):
@@ -381,17 +527,36 @@ OPEN_CRDS = [
     # For deploy/examples/kubevirt-vm.yaml.
     ("kubevirt.io", "virtualmachines", "VirtualMachine", "Namespaced"),
 ]
+# Only without the real VolumeSnapshot CRDs ($RDS_CSI_SNAPSHOT_CRDS).
+SNAPSHOT_STAND_IN = ("snapshot.storage.k8s.io", "volumesnapshotclasses", "VolumeSnapshotClass", "Cluster")
+SNAPSHOT_CRDS_ENV = "RDS_CSI_SNAPSHOT_CRDS"
 
 
-def open_crds():
+def snapshot_crd_files():
+    """The real VolumeSnapshot CRDs: the YAML files in $RDS_CSI_SNAPSHOT_CRDS
+    (external-snapshotter's client/config/crd), or None when it is unset."""
+    d = os.environ.get(SNAPSHOT_CRDS_ENV)
+    if not d:
+        return None
+    files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith((".yaml", ".yml")))
+    if not any(open(f).read().count("name: volumesnapshotclasses.snapshot.storage.k8s.io") for f in files):
+        raise RuntimeError(f"${SNAPSHOT_CRDS_ENV}={d} holds no volumesnapshotclasses.snapshot.storage.k8s.io CRD")
+    return files
+
+
+def open_crds(crds):
     docs = []
-    for group, plural, kind, scope in OPEN_CRDS:
+    for group, plural, kind, scope in crds:
         version = "v1beta1" if group == "cdi.kubevirt.io" else "v1"
+        # The API server protects *.k8s.io groups: a CRD there needs this
+        # annotation, and a value starting "unapproved" is allowed.
+        approved = {"api-approved.kubernetes.io": "unapproved, test stand-in"} if group.endswith(".k8s.io") else {}
         docs.append(textwrap.dedent(f"""\
             apiVersion: apiextensions.k8s.io/v1
             kind: CustomResourceDefinition
             metadata:
               name: {plural}.{group}
+              annotations: {json.dumps(approved)}
             spec:
               group: {group}
               scope: {scope}
@@ -413,6 +578,11 @@ def check_dry_run(helm):
     if not kubectl:
         print("  kubectl not found (PATH or $KUBECTL)")
         return False
+    try:
+        snapshot_crds = snapshot_crd_files()
+    except (OSError, RuntimeError) as e:
+        print(f"  {e}")
+        return False
     d = tempfile.mkdtemp(prefix="rds-csi-chart.")
     script = os.path.join(ROOT, "hack", "kube-apiserver.sh")
     try:
@@ -428,17 +598,42 @@ def check_dry_run(helm):
         def kc(*args, stdin=None):
             return subprocess.run([kubectl, *args], input=stdin, capture_output=True, text=True, env=env)
 
-        r = kc("apply", "-f", "-", stdin=open_crds())
+        stand_ins = OPEN_CRDS + ([] if snapshot_crds else [SNAPSHOT_STAND_IN])
+        r = kc("apply", "-f", "-", stdin=open_crds(stand_ins))
         if r.returncode != 0:
             print(f"  stand-in CRDs refused: {r.stderr.strip()}")
             return False
-        r = kc("wait", "--for=condition=Established", "--timeout=60s",
-               *[f"crd/{p}.{g}" for g, p, _, _ in OPEN_CRDS])
+        waits = [f"crd/{p}.{g}" for g, p, _, _ in stand_ins]
+        if snapshot_crds:
+            # Applied before anything that uses them, as on a cluster that
+            # has snapshots.
+            r = kc("apply", *[a for f in snapshot_crds for a in ("-f", f)])
+            if r.returncode != 0:
+                print(f"  the VolumeSnapshot CRDs of ${SNAPSHOT_CRDS_ENV} were refused: {r.stderr.strip()}")
+                return False
+            waits += [l.split()[0] for l in r.stdout.splitlines() if l.startswith("customresourcedefinition")]
+            print(f"  VolumeSnapshotClass checked against the real CRDs in ${SNAPSHOT_CRDS_ENV} "
+                  f"({len(snapshot_crds)} files)")
+        else:
+            print(f"  ${SNAPSHOT_CRDS_ENV} not set: VolumeSnapshotClass checked against an open stand-in CRD "
+                  "(only apiVersion/kind/metadata validated)")
+        r = kc("wait", "--for=condition=Established", "--timeout=60s", *waits)
         if r.returncode != 0:
             print(f"  CRDs not established: {r.stderr.strip()}")
             return False
         ok = True
-        for label, values in [("default values", DEPLOY_VALUES), ("all options", ALL_OPTIONS)]:
+        if snapshot_crds:
+            # The real schema is in force: a deletion policy it does not know
+            # is refused.
+            bad = manifest([d for d in render(helm, DEPLOY_VALUES) if d[2]["kind"] == "VolumeSnapshotClass"])
+            r = kc("apply", "--dry-run=server", "-f", "-", stdin=bad.replace("deletionPolicy: Delete", "deletionPolicy: Keep"))
+            if r.returncode == 0:
+                ok = False
+                print("  the VolumeSnapshot CRDs accepted deletionPolicy Keep: their schema is not in force")
+            else:
+                print("  the real VolumeSnapshotClass schema refuses deletionPolicy Keep")
+        for label, values in [("default values", DEPLOY_VALUES), ("all options", ALL_OPTIONS),
+                              ("snapshots off", SNAPSHOTS_OFF)]:
             docs = render(helm, values)
             r = kc("apply", "--dry-run=server", "-f", "-", stdin=manifest(docs))
             accepted = [l for l in r.stdout.splitlines() if l.strip()]
@@ -578,6 +773,8 @@ def readme_blocks(lang):
 
 def check_readme(helm):
     """Follows the README's install section as a new user would."""
+    import re
+
     import yaml
 
     problems = []
@@ -612,12 +809,32 @@ def check_readme(helm):
     # The StorageClasses named, and the PVC's, exist with the modes said.
     classes = {o["metadata"]["name"] for o in find(docs, "StorageClass")}
     with open(README) as f:
-        named = {w.strip("`:") for w in f.read().split() if w.strip("`:").startswith("rds-csi-")}
+        text = f.read()
+    named = {w.strip("`:,.") for w in text.split() if w.strip("`:,.").startswith("rds-csi-")}
     for sc in sorted(named & {"rds-csi-ext4", "rds-csi-block", "rds-csi-block-rwx"} | {pvc["spec"]["storageClassName"]}):
         if sc not in classes:
             problems.append(f"StorageClass {sc} is named in the README but the chart has no such class")
+    # The VolumeSnapshotClass it names is the chart's, and the check for the
+    # cluster's snapshot CRDs names the three the chart and the sidecar use.
+    vsc = {o["metadata"]["name"] for o in find(docs, "VolumeSnapshotClass")}
+    for name in sorted(n for n in named if "snap" in n):
+        if name not in vsc:
+            problems.append(f"VolumeSnapshotClass {name} is named in the README but the chart's is {sorted(vsc)}")
+    crds = set(re.findall(r"\b([a-z]+\.snapshot\.storage\.k8s\.io)\b", shell))
+    want_crds = {f"{p}.snapshot.storage.k8s.io" for p in ("volumesnapshots", "volumesnapshotcontents", "volumesnapshotclasses")}
+    if crds != want_crds:
+        problems.append(f"the snapshot CRD check names {sorted(crds)}, not {sorted(want_crds)}")
+    files = snapshot_crd_files()
+    if files:
+        real = set(re.findall(r"^  name: (\S+)$", "".join(open(f).read() for f in files), re.M))
+        if want_crds - real:
+            problems.append(f"${SNAPSHOT_CRDS_ENV} has no CRD {sorted(want_crds - real)}")
+    for key in re.findall(r"--set (snapshots\.\w+)=", text):
+        if key.split(".")[1] not in yaml.safe_load(open(os.path.join(CHART, "values.yaml")))["snapshots"]:
+            problems.append(f"the README sets {key}, which values.yaml does not have")
     print(f"  values file -> {', '.join(f'{k}={v}' for k, v in wanted.items())}")
-    print(f"  Secret {secret['secretName']}/{secret['items'][0]['key']}; StorageClasses {sorted(classes)}")
+    print(f"  Secret {secret['secretName']}/{secret['items'][0]['key']}; StorageClasses {sorted(classes)}; "
+          f"VolumeSnapshotClass {sorted(vsc)}; CRDs checked: {len(crds)}")
     for p in problems:
         print(f"  {p}")
     return not problems
@@ -645,6 +862,7 @@ def main():
         ("chart loads and lints (strict)", check_lint),
         ("schema accepts good values and rejects bad ones", check_schema),
         ("renders; invariants hold", check_render),
+        ("snapshots: sidecar, VolumeSnapshotClass, RBAC and CDI clone strategy", check_snapshots),
         ("values map one to one onto the flags in src/cli.rs", check_flags),
         ("alert rules identical to docs/alerts/rds-csi.rules.yml", check_alerts),
         ("deploy/rds-csi.yaml is what the chart renders", check_deploy),

@@ -72,3 +72,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "rds-csi.pluginDir" -}}
 {{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
 {{- end -}}
+
+{{/* CDI cloneStrategy of a StorageClass; call with (dict "ctx" $ "class" $sc).
+The class's own value, else cdi.cloneStrategy, else csi-clone when snapshots
+are on (the driver copies on the RDS, no pod moves the bytes), else copy. */}}
+{{- define "rds-csi.cloneStrategy" -}}
+{{- $auto := ternary "csi-clone" "copy" (.ctx.Values.snapshots.enabled | default false) -}}
+{{- .class.cloneStrategy | default .ctx.Values.cdi.cloneStrategy | default $auto -}}
+{{- end -}}
