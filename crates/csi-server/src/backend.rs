@@ -132,9 +132,7 @@ impl Backend for Rds {
         let file = match known {
             Some(disk) => {
                 self.remove_disk_confirmed(id).await?;
-                if crate::snapshot::VolumeLayout::of(disk)
-                    == crate::snapshot::VolumeLayout::Subvolume
-                {
+                if disk.in_own_subvolume() {
                     // The image lives in the subvolume and goes with it.
                     return self.remove_subvolume(id).await;
                 }

@@ -14,7 +14,7 @@ use routeros::{CopyMethod, Disk, Slot, SlotPrefix};
 /// The first characters of every snapshot's slot, ours and the Go
 /// driver's. Volume IDs never start with it (CreateVolume refuses such a
 /// name), so no listing mistakes a snapshot for a volume.
-pub const SNAPSHOT_PREFIX: &str = "snap-";
+pub const SNAPSHOT_PREFIX: &str = routeros::SNAPSHOT_SLOT_PREFIX;
 
 /// The slot prefix to list snapshots with.
 pub fn snapshot_prefix() -> SlotPrefix {
@@ -85,7 +85,7 @@ pub enum VolumeLayout {
 }
 
 /// The image file name inside a volume's (or snapshot's) subvolume.
-pub const SUBVOLUME_IMAGE: &str = "volume.img";
+pub use routeros::SUBVOLUME_IMAGE;
 
 impl VolumeLayout {
     pub fn parse(s: &str) -> Option<VolumeLayout> {
@@ -106,15 +106,10 @@ impl VolumeLayout {
     /// The layout of an existing disk, from its image path: the subvolume
     /// layout's `/<pool>/<id>/volume.img`, anything else flat.
     pub fn of(disk: &Disk) -> VolumeLayout {
-        let Some(path) = disk.file_path.as_deref() else {
-            return VolumeLayout::Flat;
-        };
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match parts.as_slice() {
-            [_pool, dir, image] if *dir == disk.slot && *image == SUBVOLUME_IMAGE => {
-                VolumeLayout::Subvolume
-            }
-            _ => VolumeLayout::Flat,
+        if disk.in_own_subvolume() {
+            VolumeLayout::Subvolume
+        } else {
+            VolumeLayout::Flat
         }
     }
 }

@@ -116,7 +116,12 @@ impl OrphanBackend for Rds {
         Box::pin(async move {
             // As DeleteVolume: the file goes only once a fresh lookup shows
             // the disk entry gone (docs/safety.md#unreachable-is-not-absent).
-            self.remove_disk_confirmed(&Slot::new(&disk.slot)?).await?;
+            let slot = Slot::new(&disk.slot)?;
+            self.remove_disk_confirmed(&slot).await?;
+            if disk.in_own_subvolume() {
+                // The subvolume layout: the image goes with its subvolume.
+                return self.remove_subvolume(&slot).await;
+            }
             if let Some(file) = disk.file_path.as_deref() {
                 self.remove_file(&RosPath::new(file)?).await?;
             }
@@ -299,9 +304,12 @@ impl<B: OrphanBackend, P: VolumeReferences> OrphanSweeper<B, P> {
         };
         // This cluster's orphans, with the comment as it now is on the disk.
         let mut own: BTreeMap<String, Disk> = BTreeMap::new();
+        // Snapshots have no PersistentVolume of their own (their
+        // VolumeSnapshotContent holds them) and outlive their volume: they
+        // are never orphans, whatever the volume prefix.
         let mut mine: Vec<&Disk> = disks
             .iter()
-            .filter(|d| self.config.volume_prefix.matches(&d.slot))
+            .filter(|d| self.config.volume_prefix.matches(&d.slot) && !d.is_snapshot())
             .collect();
         mine.sort_by(|a, b| a.slot.cmp(&b.slot));
         for disk in mine {

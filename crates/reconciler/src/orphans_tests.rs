@@ -321,6 +321,31 @@ async fn deletion_needs_two_sweeps_and_the_grace_period_since_first_found_orphan
 }
 
 #[tokio::test]
+async fn snapshots_are_never_orphans_even_when_the_volume_prefix_matches_them() {
+    // A driver run with an empty volume prefix (as csi-sanity runs it) sees
+    // every disk, snapshots included; none has a PersistentVolume.
+    let mut ours = disk("snap-1", Some((OURS, 5 * HOUR)));
+    ours.comment.snapshot = Some(routeros::Lineage {
+        source: Slot::new("pvc-gone").unwrap(),
+        size_bytes: 1 << 30,
+        method: routeros::CopyMethod::Subvolume,
+    });
+    let go = disk(
+        "snap-a1b2c3d4-e5f6-7890-abcd-ef1234567890-at-1739800000",
+        None,
+    );
+    let b = backend(vec![ours, go, disk("pvc-old", Some((OURS, 5 * HOUR)))]);
+    let mut rig = Rig::past_grace(b, bound()).await;
+    rig.s.config.volume_prefix = SlotPrefix::new("").unwrap();
+    let r = rig.sweep().await;
+    assert_eq!(
+        reasons(&r).iter().map(|v| v.0).collect::<Vec<_>>(),
+        ["pvc-old"]
+    );
+    assert_eq!(rig.deleted(), ["pvc-old"]);
+}
+
+#[tokio::test]
 async fn disks_with_another_clusters_identity_are_never_deleted_nor_reported() {
     let b = backend(vec![
         disk("pvc-theirs-1", Some((THEIRS, 50 * HOUR))),

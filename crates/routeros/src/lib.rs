@@ -24,6 +24,6 @@ pub use command::{Command, Nqn, RosPath, Slot, SlotPrefix};
 pub use comment::{ClusterId, CopyMethod, DiskComment, Lineage, COMMENT_TAG};
 pub use error::{Error, Result, ValidationError};
 pub use metrics::ClientMetrics;
-pub use rds::{Capacity, Disk, FileEntry, NewDisk, Rds};
+pub use rds::{Capacity, Disk, FileEntry, NewDisk, Rds, SNAPSHOT_SLOT_PREFIX, SUBVOLUME_IMAGE};
 pub use record::{parse_records, parse_size, Record};
 pub use snapshots::{CopyProgress, CopyState, PoolFilesystem, Subvolume};

@@ -32,7 +32,31 @@ pub struct Disk {
     pub status: Option<String>,
 }
 
+/// The first characters of every snapshot's slot, this driver's and the Go
+/// driver's; no volume ID starts with them.
+pub const SNAPSHOT_SLOT_PREFIX: &str = "snap-";
+
+/// The image file name inside a disk's own subvolume.
+pub const SUBVOLUME_IMAGE: &str = "volume.img";
+
 impl Disk {
+    /// A snapshot (this driver's, with its lineage, or the Go driver's, by
+    /// its name), never a volume: nothing that sweeps volumes may touch it.
+    pub fn is_snapshot(&self) -> bool {
+        self.comment.snapshot.is_some() || self.slot.starts_with(SNAPSHOT_SLOT_PREFIX)
+    }
+
+    /// Whether the image lives in a Btrfs subvolume of the disk's own name,
+    /// `/<pool>/<slot>/volume.img` (the subvolume layout): removing the
+    /// disk's image means removing that subvolume.
+    pub fn in_own_subvolume(&self) -> bool {
+        let Some(path) = self.file_path.as_deref() else {
+            return false;
+        };
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        matches!(parts.as_slice(), [_pool, dir, image] if *dir == self.slot && *image == SUBVOLUME_IMAGE)
+    }
+
     /// Progress of a `/disk copy` into this disk, when its status reads as
     /// one.
     pub fn copy_progress(&self) -> Option<CopyProgress> {
