@@ -85,8 +85,22 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = BackendResult<PoolFilesystem>> + Send;
     /// Makes `spec.target` a copy of `spec.source`. A retry after a copy
     /// that was half made (the subvolume snapshot taken, its disk not yet
-    /// added) completes it.
+    /// added) completes it. With [`CopyMethod::ByteCopy`] the copy runs on
+    /// in the background after this returns (see [`Backend::start_copy`]).
     fn copy_disk(&self, spec: &CopySpec) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Starts (again) a background byte copy of `source` into the existing
+    /// disk `target`.
+    fn start_copy(
+        &self,
+        source: &Slot,
+        target: &Slot,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Replaces a disk's comment (clears a finished copy's mark).
+    fn set_comment(
+        &self,
+        id: &Slot,
+        comment: &DiskComment,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
 }
 
 /// The subvolume a placement puts `name` in, made empty (or a snapshot of
@@ -213,11 +227,44 @@ impl Backend for Rds {
                 )
                 .await
             }
-            CopyMethod::ByteCopy | CopyMethod::Subvolume => Err(routeros::Error::Failed(format!(
-                "copy method {} is not available from {} to {}",
-                spec.method, spec.source.slot, spec.target
+            CopyMethod::ByteCopy => {
+                match &spec.export {
+                    Some((size, port, nqn)) => {
+                        self.create_disk(&NewDisk {
+                            slot: spec.target.clone(),
+                            file: spec.file.clone(),
+                            size_bytes: *size,
+                            port: *port,
+                            nqn: nqn.clone(),
+                            comment: spec.comment.clone(),
+                        })
+                        .await?
+                    }
+                    None => {
+                        self.add_unexported_disk(
+                            &spec.target,
+                            &spec.file,
+                            spec.source.size_bytes,
+                            &spec.comment,
+                        )
+                        .await?
+                    }
+                }
+                self.start_byte_copy(&source, &spec.target).await
+            }
+            CopyMethod::Subvolume => Err(routeros::Error::Failed(format!(
+                "a subvolume snapshot of {} needs both disks in the subvolume layout",
+                spec.source.slot
             ))),
         }
+    }
+
+    async fn start_copy(&self, source: &Slot, target: &Slot) -> BackendResult<()> {
+        self.start_byte_copy(source, target).await
+    }
+
+    async fn set_comment(&self, id: &Slot, comment: &DiskComment) -> BackendResult<()> {
+        self.set_disk_comment(id, comment).await
     }
 }
 
@@ -361,6 +408,21 @@ pub mod fake {
                 .unwrap()
                 .clone()
                 .unwrap_or(PoolFilesystem::Unknown))
+        }
+
+        async fn start_copy(&self, source: &Slot, target: &Slot) -> BackendResult<()> {
+            self.enter(format!("start_copy {source} {target}"))
+        }
+
+        async fn set_comment(&self, id: &Slot, comment: &DiskComment) -> BackendResult<()> {
+            self.enter(format!("set_comment {id}"))?;
+            match self.disks.lock().unwrap().get_mut(id.as_str()) {
+                Some(d) => {
+                    d.comment = comment.clone();
+                    Ok(())
+                }
+                None => Err(routeros::Error::NotFound(id.to_string())),
+            }
         }
 
         async fn copy_disk(&self, spec: &CopySpec) -> BackendResult<()> {

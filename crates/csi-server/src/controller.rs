@@ -75,6 +75,10 @@ pub struct ControllerService<B> {
     cluster_id: Option<Arc<OnceLock<ClusterId>>>,
     /// The pool's file system, read once (at start, or when first needed).
     pool_fs: OnceLock<PoolFilesystem>,
+    /// Byte copies running: target disk -> source volume. A source is not
+    /// published while a copy reads it; refilled at start from the copy
+    /// marks on the RDS.
+    copies: std::sync::Mutex<HashMap<String, String>>,
 }
 
 pub use capabilities::{validate_capabilities, Caps};
@@ -101,6 +105,7 @@ impl<B: Backend> ControllerService<B> {
             metrics,
             cluster_id: None,
             pool_fs: OnceLock::new(),
+            copies: Default::default(),
         }
     }
 
@@ -122,6 +127,9 @@ impl<B: Backend> ControllerService<B> {
     /// called at start, so the first snapshot does not pay for it. A failure
     /// is logged and the read retried when needed.
     pub async fn detect_pool(&self) {
+        if let Err(e) = self.find_running_copies().await {
+            tracing::warn!(error = %crate::error::chain(&e), "could not look for byte copies still running");
+        }
         match self.pool_fs().await {
             Ok(fs) => {
                 let methods: Vec<&str> = fs.methods().iter().map(|m| m.as_str()).collect();
@@ -310,6 +318,18 @@ impl<B: Backend> ControllerService<B> {
         let existing = self.lookup(&slot).await?;
         let disk = match existing {
             Some(disk) => {
+                let disk = self.settle_copy(disk).await?;
+                if let Some(progress) = snapshots::still_copying(&disk) {
+                    return Err(ControllerError::CopyRunning {
+                        volume: slot,
+                        from: disk
+                            .comment
+                            .copy_of
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                        progress,
+                    });
+                }
                 if let Some(differs) = Self::mismatch(&disk, &range, &file, &vp, &nqn) {
                     return Err(ControllerError::ExistsDifferently {
                         volume: disk.slot,
@@ -429,6 +449,7 @@ impl<B: Backend> ControllerService<B> {
             .delete_volume(&slot, known.as_ref(), &leftovers)
             .await
             .map_err(Step::Delete(slot.clone()).failed())?;
+        self.forget_copy(&slot);
         info!(volume = %slot, existed = known.is_some(), "volume deleted");
         Ok(proto::DeleteVolumeResponse {})
     }

@@ -136,9 +136,11 @@ impl SnapshotInfo {
     /// `None` for a disk that is neither (made by hand, or a comment whose
     /// lineage did not read back whole): such a disk is not listed, and
     /// nothing deletes it but an explicit DeleteSnapshot of its ID. A disk
-    /// with any `status` (a byte copy still running into it) is not ready.
+    /// with any `status` (a byte copy still running into it), or whose
+    /// copy is not yet known complete (`copy-of` in its comment), is not
+    /// ready.
     pub fn from_disk(disk: &Disk) -> Option<SnapshotInfo> {
-        let copying = disk.status.is_some();
+        let copying = disk.status.is_some() || disk.comment.copy_of.is_some();
         if let Some(l) = &disk.comment.snapshot {
             return Some(SnapshotInfo {
                 id: disk.slot.clone(),

@@ -307,7 +307,7 @@ async fn restores_too_small_missing_sources_and_unmanaged_ones_are_refused_with_
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = e
-        .snapshot_with("snapshot-byte", "pvc-big", &[("copyMethod", "copy")])
+        .snapshot_with("snapshot-rsync", "pvc-big", &[("copyMethod", "rsync")])
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -353,4 +353,162 @@ async fn a_go_driver_snapshot_is_listed_restored_and_deleted() {
     e.delete_snapshot(&slot).await.unwrap();
     assert!(!e.backing_file(&slot).exists());
     e.assert_empty_but(&[&volume, "pvc-from-go"]);
+}
+
+impl Env {
+    async fn publish(&self, volume: &str, node: &str) -> Result<(), tonic::Status> {
+        let req = proto::ControllerPublishVolumeRequest {
+            volume_id: volume.into(),
+            node_id: node.into(),
+            volume_capability: Some(cap()),
+            ..Default::default()
+        };
+        self.client
+            .clone()
+            .controller_publish_volume(req)
+            .await
+            .map(drop)
+    }
+}
+
+const BYTE_COPY: &[(&str, &str)] = &[("copyMethod", "copy")];
+
+#[tokio::test]
+async fn a_byte_copy_snapshot_is_ready_only_once_its_bytes_have_landed() {
+    let e = Env::on_disk().await;
+    e.create("pvc-slow", GIB).await.unwrap();
+    write_at(&e.image("pvc-slow"), 512, b"copied-bytes");
+    e.sim.set_copy_rate(1);
+
+    let snap = e
+        .snapshot_with("snapshot-slow", "pvc-slow", BYTE_COPY)
+        .await
+        .unwrap();
+    assert!(!snap.ready_to_use, "{snap:?}");
+    assert!(!e.list_snapshots("pvc-slow").await[0].ready_to_use);
+    // While the copy reads the volume, nobody may attach it.
+    let err = e.publish("pvc-slow", "node-a").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("being copied"), "{}", err.message());
+    let again = e
+        .snapshot_with("snapshot-slow", "pvc-slow", BYTE_COPY)
+        .await
+        .unwrap();
+    assert!(!again.ready_to_use);
+    // A restore from it waits for it.
+    let err = e
+        .create_from("pvc-early", GIB, from_snapshot(&snap.snapshot_id), FLAT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    e.sim.set_copy_rate(u64::MAX);
+    let done = e
+        .snapshot_with("snapshot-slow", "pvc-slow", BYTE_COPY)
+        .await
+        .unwrap();
+    assert!(done.ready_to_use, "{done:?}");
+    assert_eq!(done.creation_time, snap.creation_time);
+    assert!(e.list_snapshots("pvc-slow").await[0].ready_to_use);
+    assert_eq!(
+        read_at(&e.image(&snap.snapshot_id), 512, 12),
+        b"copied-bytes"
+    );
+    e.publish("pvc-slow", "node-a").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_byte_copy_clone_answers_unavailable_until_its_copy_is_done() {
+    let e = Env::on_disk().await;
+    e.create("pvc-golden", GIB).await.unwrap();
+    write_at(&e.image("pvc-golden"), 0, b"golden-image");
+    e.sim.set_copy_rate(1);
+    let err = e
+        .create_from("pvc-vm", GIB, from_volume("pvc-golden"), BYTE_COPY)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = e
+        .create_from("pvc-vm", GIB, from_volume("pvc-golden"), BYTE_COPY)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "still copying: {err:?}");
+    e.sim.set_copy_rate(u64::MAX);
+    e.create_from("pvc-vm", GIB, from_volume("pvc-golden"), BYTE_COPY)
+        .await
+        .unwrap();
+    assert_eq!(read_at(&e.image("pvc-vm"), 0, 12), b"golden-image");
+    let disk = e
+        .sim
+        .disks()
+        .into_iter()
+        .find(|d| d.slot == "pvc-vm")
+        .unwrap();
+    assert!(
+        !disk.comment.contains("copy-of"),
+        "mark cleared: {}",
+        disk.comment
+    );
+}
+
+#[tokio::test]
+async fn a_byte_copy_of_an_attached_volume_is_refused_and_makes_nothing() {
+    let e = Env::on_disk().await;
+    e.create("pvc-busy", GIB).await.unwrap();
+    e.publish("pvc-busy", "node-a").await.unwrap();
+    let err = e
+        .snapshot_with("snapshot-busy", "pvc-busy", BYTE_COPY)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("node-a"), "{}", err.message());
+    let err = e
+        .create_from("pvc-c", GIB, from_volume("pvc-busy"), BYTE_COPY)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    e.assert_empty_but(&["pvc-busy"]);
+}
+
+#[tokio::test]
+async fn a_byte_copy_whose_start_was_lost_is_started_again_by_the_retry() {
+    let e = Env::on_disk().await;
+    e.create("pvc-lost", GIB).await.unwrap();
+    write_at(&e.image("pvc-lost"), 0, b"not-lost");
+    e.sim.set_copy_rate(u64::MAX);
+    // A controller added the snapshot's disk with its mark, then died
+    // before starting the copy: the disk looks idle but holds nothing.
+    let id = csi_server::snapshot::snapshot_id("snapshot-lost");
+    let vol = routeros::Slot::new("pvc-lost").unwrap();
+    let comment = routeros::DiskComment {
+        created: Some("2026-12-07T11:00:00Z".parse().unwrap()),
+        snapshot: Some(routeros::Lineage {
+            source: vol.clone(),
+            size_bytes: 1 << 30,
+            method: routeros::CopyMethod::ByteCopy,
+        }),
+        copy_of: Some(vol),
+        ..Default::default()
+    };
+    let file = routeros::RosPath::new(&format!("/storage-pool/metal-csi/{id}.img")).unwrap();
+    e.rds
+        .add_unexported_disk(&id, &file, 1 << 30, &comment)
+        .await
+        .unwrap();
+    assert!(!e.list_snapshots("pvc-lost").await[0].ready_to_use);
+
+    let first = e
+        .snapshot_with("snapshot-lost", "pvc-lost", BYTE_COPY)
+        .await
+        .unwrap();
+    assert!(
+        !first.ready_to_use,
+        "the copy was started again, not trusted"
+    );
+    let done = e
+        .snapshot_with("snapshot-lost", "pvc-lost", BYTE_COPY)
+        .await
+        .unwrap();
+    assert!(done.ready_to_use);
+    assert_eq!(read_at(&e.image(id.as_str()), 0, 8), b"not-lost");
 }

@@ -103,7 +103,7 @@ pub struct Lineage {
 
 /// What the driver records in a disk's comment:
 /// `rds-csi created=<time> cluster=<id> [snapshot-of=<volume> size=<bytes>
-/// method=<method>] [retain=yes] [orphaned-since=<time>]`.
+/// method=<method>] [copy-of=<disk>] [retain=yes] [orphaned-since=<time>]`.
 ///
 /// Built only from timestamps, a validated [`ClusterId`] and fixed words, so
 /// a rendered comment holds nothing but letters, digits, `-`, `_`, `.`, `:`,
@@ -119,6 +119,10 @@ pub struct DiskComment {
     pub cluster: Option<ClusterId>,
     /// Set on a snapshot: what it is a snapshot of.
     pub snapshot: Option<Lineage>,
+    /// A byte copy (`/disk copy`) from this disk into this one was started
+    /// and is not yet known to be complete: until the mark is cleared the
+    /// disk's data is not to be trusted, whatever its `status` says.
+    pub copy_of: Option<Slot>,
     /// The disk's PersistentVolume had reclaim policy Retain when the orphan
     /// sweep last saw it: never deleted by the sweep.
     pub retain: bool,
@@ -159,6 +163,9 @@ impl DiskComment {
                 " snapshot-of={} size={} method={}",
                 l.source, l.size_bytes, l.method
             ));
+        }
+        if let Some(from) = &self.copy_of {
+            s.push_str(&format!(" copy-of={from}"));
         }
         if self.retain {
             s.push_str(" retain=yes");
@@ -203,6 +210,7 @@ impl DiskComment {
                 "snapshot-of" => source = source.or_else(|| Slot::new(value).ok()),
                 "size" => size = size.or_else(|| value.parse::<u64>().ok()),
                 "method" => method = method.or_else(|| CopyMethod::parse(value)),
+                "copy-of" => c.copy_of = c.copy_of.take().or_else(|| Slot::new(value).ok()),
                 _ => {}
             }
         }
@@ -273,6 +281,7 @@ mod tests {
             created: Some(at("2026-11-22T07:10:05Z")),
             cluster: Some(ClusterId::new(UID).unwrap()),
             snapshot: None,
+            copy_of: None,
             retain: true,
             orphaned_since: Some(at("2026-11-23T08:00:00Z")),
         };
@@ -402,16 +411,20 @@ mod tests {
             proptest::option::of(0i64..253_402_300_799),
             proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
             proptest::option::of(lineages()),
+            proptest::option::of("[a-z0-9][a-z0-9.-]{0,40}"),
             any::<bool>(),
             proptest::option::of(0i64..253_402_300_799),
         )
-            .prop_map(|(created, cluster, snapshot, retain, since)| DiskComment {
-                created: created.map(|s| Timestamp::from_second(s).unwrap()),
-                cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
-                snapshot,
-                retain,
-                orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
-            })
+            .prop_map(
+                |(created, cluster, snapshot, copy_of, retain, since)| DiskComment {
+                    created: created.map(|s| Timestamp::from_second(s).unwrap()),
+                    cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
+                    snapshot,
+                    copy_of: copy_of.map(|c| Slot::new(&c).unwrap()),
+                    retain,
+                    orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
+                },
+            )
     }
 
     proptest! {

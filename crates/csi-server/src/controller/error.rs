@@ -84,6 +84,22 @@ pub enum ControllerError {
     /// The subvolume layout on a pool that is not Btrfs.
     #[error("volumeLayout subvolume needs a Btrfs pool; pool {pool} is {fs}")]
     LayoutNeedsBtrfs { pool: Slot, fs: String },
+    /// A byte copy of a volume that is attached: the copy would not be
+    /// point in time.
+    #[error("volume {volume} is attached to {}; a byte copy needs it detached (use a subvolume or copy-from class, or stop what uses it)", nodes.join(", "))]
+    SourceAttached { volume: Slot, nodes: Vec<String> },
+    /// ControllerPublish of a volume a byte copy is reading.
+    #[error(
+        "volume {volume} is being copied into {into}; it can be attached when the copy is done"
+    )]
+    SourceBeingCopied { volume: Slot, into: String },
+    /// A volume made by a byte copy that is still running.
+    #[error("volume {volume} is still being copied from {from}: {progress}")]
+    CopyRunning {
+        volume: Slot,
+        from: String,
+        progress: String,
+    },
     /// A copy method this source, target or pool cannot do.
     #[error("copy method {method} cannot be used here: {reason}")]
     MethodUnavailable {
@@ -195,6 +211,8 @@ pub enum Step {
     },
     #[error("delete snapshot {0}")]
     DeleteSnapshot(Slot),
+    #[error("record that the copy into {0} is complete")]
+    MarkCopied(Slot),
     #[error("list snapshots")]
     ListSnapshots,
 }
@@ -230,8 +248,10 @@ impl ControllerError {
             | C::SnapshotOfOtherVolume { .. } => Code::AlreadyExists,
             C::TooSmallForSource { .. } => Code::OutOfRange,
             C::LayoutNeedsBtrfs { .. } | C::MethodUnavailable { .. } => Code::InvalidArgument,
-            C::NotASnapshot { .. } => Code::FailedPrecondition,
-            C::SnapshotNotReady { .. } => Code::Unavailable,
+            C::NotASnapshot { .. } | C::SourceAttached { .. } | C::SourceBeingCopied { .. } => {
+                Code::FailedPrecondition
+            }
+            C::SnapshotNotReady { .. } | C::CopyRunning { .. } => Code::Unavailable,
             C::StillPublished { .. }
             | C::NodeOutOfService { .. }
             | C::SharedHostNqn { .. }

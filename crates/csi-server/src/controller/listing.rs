@@ -52,6 +52,8 @@ impl<B: Backend> ControllerService<B> {
             .list_volumes(&self.config.volume_id_prefix)
             .await
             .map_err(Step::List.failed())?;
+        // With an empty volume prefix the listing holds snapshots too.
+        disks.retain(|d| !d.is_snapshot());
         disks.sort_by(|a, b| a.slot.cmp(&b.slot));
         let limit = match req.max_entries {
             0 => self.config.max_list_entries,

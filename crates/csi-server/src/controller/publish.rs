@@ -49,6 +49,9 @@ impl<B: Backend> ControllerService<B> {
         let caps = validate_capabilities(std::slice::from_ref(cap))?;
         let _guard = self.lock(&slot)?;
         self.ready()?;
+        if let Some(into) = self.copying_from(&slot) {
+            return Err(ControllerError::SourceBeingCopied { volume: slot, into });
+        }
         let disk = self.existing(&slot).await?;
         self.check_node(&req.node_id).await?;
         let pvc = params::pvc_of(&req.volume_context);

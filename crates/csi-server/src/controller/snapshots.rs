@@ -147,15 +147,129 @@ fn choose_method(
             M::Subvolume,
             "both the source and the new disk must be in the subvolume layout",
         ),
-        (_, _, Some(M::ByteCopy)) => unavailable(
-            M::ByteCopy,
-            "the background byte copy is not offered yet; use copy-from",
-        ),
+        (_, _, Some(M::ByteCopy)) => Ok(M::ByteCopy),
         (_, _, None | Some(M::CopyFrom)) => Ok(M::CopyFrom),
     }
 }
 
+/// How far a byte copy into `disk` is, while it is not known complete.
+pub(super) fn still_copying(disk: &Disk) -> Option<String> {
+    match (&disk.status, &disk.comment.copy_of) {
+        (Some(status), _) => Some(status.clone()),
+        (None, Some(_)) => Some("starting".into()),
+        (None, None) => None,
+    }
+}
+
 impl<B: Backend> ControllerService<B> {
+    /// The disk a byte copy from `volume` is running into, if one is.
+    pub(super) fn copying_from(&self, volume: &Slot) -> Option<String> {
+        let copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+        copies
+            .iter()
+            .find(|(_, from)| from.as_str() == volume.as_str())
+            .map(|(into, _)| into.clone())
+    }
+
+    /// A copy target being deleted: its copy no longer holds its source.
+    pub(super) fn forget_copy(&self, into: &Slot) {
+        self.copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(into.as_str());
+    }
+
+    fn note_copy(&self, into: &Slot, from: &Slot) {
+        self.copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(into.to_string(), from.to_string());
+    }
+
+    /// Refuses a byte copy of a volume some node holds: the copy would not
+    /// be point in time.
+    fn check_detached(&self, volume: &Slot) -> ControllerResult<()> {
+        let nodes = self.manager.holders(volume.as_str());
+        if nodes.is_empty() {
+            Ok(())
+        } else {
+            Err(ControllerError::SourceAttached {
+                volume: volume.clone(),
+                nodes,
+            })
+        }
+    }
+
+    /// At start: the byte copies still running on the RDS, so their
+    /// sources stay unpublished until they finish.
+    pub(super) async fn find_running_copies(&self) -> ControllerResult<()> {
+        let all = SlotPrefix::new("").expect("the empty prefix");
+        let disks = self
+            .backend
+            .list_volumes(&all)
+            .await
+            .map_err(Step::ListSnapshots.failed())?;
+        for d in disks {
+            if let (Some(from), Some(_)) = (&d.comment.copy_of, &d.status) {
+                if let Ok(into) = Slot::new(&d.slot) {
+                    self.note_copy(&into, from);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings a byte copy into `disk` forward and returns the disk as it
+    /// now stands. A copy this process started that shows no status any
+    /// more is complete: its mark is cleared. A mark with no copy known to
+    /// have run (the controller restarted, or failed between adding the
+    /// disk and starting the copy) starts the copy again: the source has
+    /// not changed since (it stays unpublished meanwhile), so copying it
+    /// again is safe.
+    pub(super) async fn settle_copy(&self, mut disk: Disk) -> ControllerResult<Disk> {
+        let Some(from) = disk.comment.copy_of.clone() else {
+            return Ok(disk);
+        };
+        if disk.status.is_some() {
+            return Ok(disk);
+        }
+        let into =
+            Slot::new(&disk.slot).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
+        let started_here = self
+            .copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(into.as_str())
+            .is_some();
+        if started_here {
+            let comment = DiskComment {
+                copy_of: None,
+                ..disk.comment.clone()
+            };
+            self.backend
+                .set_comment(&into, &comment)
+                .await
+                .map_err(Step::MarkCopied(into.clone()).failed())?;
+            info!(disk = %into, from = %from, "byte copy complete");
+            disk.comment = comment;
+        } else {
+            self.check_detached(&from)?;
+            let step = Step::Copy {
+                from: from.to_string(),
+                to: into.clone(),
+                method: CopyMethod::ByteCopy,
+            };
+            self.backend
+                .start_copy(&from, &into)
+                .await
+                .map_err(step.failed())?;
+            self.note_copy(&into, &from);
+            info!(disk = %into, from = %from, "byte copy started again");
+            disk.status = Some("starting".into());
+        }
+        Ok(disk)
+    }
+
     pub(super) async fn create_snapshot(
         &self,
         req: proto::CreateSnapshotRequest,
@@ -171,12 +285,15 @@ impl<B: Backend> ControllerService<B> {
         let Some(volume) = self.lookup(&source).await? else {
             // Gone since its snapshot was taken? A retry still succeeds.
             return match self.lookup(&id).await? {
-                Some(disk) => self.existing_snapshot(disk, &source),
+                Some(disk) => self.existing_snapshot(disk, &source).await,
                 None => Err(ControllerError::VolumeNotFound { volume: source }),
             };
         };
         let layout = VolumeLayout::of(&volume);
         let method = choose_method(layout, layout, asked)?;
+        if method == CopyMethod::ByteCopy {
+            self.check_detached(&source)?;
+        }
         // A copy-from snapshot of a subvolume volume must not sit inside
         // the volume's subvolume (it would go with the volume).
         let dir = match (layout, volume.file_path.as_deref().map(RosPath::new)) {
@@ -200,6 +317,7 @@ impl<B: Backend> ControllerService<B> {
                 size_bytes: volume.size_bytes,
                 method,
             }),
+            copy_of: (method == CopyMethod::ByteCopy).then(|| source.clone()),
             ..DiskComment::default()
         };
         let spec = CopySpec {
@@ -222,13 +340,17 @@ impl<B: Backend> ControllerService<B> {
             // for another volume): what it is decides.
             Err(routeros::Error::AlreadyExists(_)) => {
                 if let Some(disk) = self.lookup(&id).await? {
-                    return self.existing_snapshot(disk, &source);
+                    return self.existing_snapshot(disk, &source).await;
                 }
                 return Err(step.failed()(routeros::Error::AlreadyExists(
                     id.to_string(),
                 )));
             }
             Err(e) => return Err(step.failed()(e)),
+        }
+        let copying = method == CopyMethod::ByteCopy;
+        if copying {
+            self.note_copy(&id, &source);
         }
         info!(snapshot = %id, volume = %source, %method, "snapshot created");
         let info = SnapshotInfo {
@@ -237,15 +359,17 @@ impl<B: Backend> ControllerService<B> {
             size_bytes: spec.source.size_bytes,
             created: Some(created),
             method,
-            ready: true,
+            ready: !copying,
         };
         Ok(proto::CreateSnapshotResponse {
             snapshot: Some(snapshot_of(&info)),
         })
     }
 
-    /// The answer to a CreateSnapshot whose snapshot disk exists.
-    fn existing_snapshot(
+    /// The answer to a CreateSnapshot whose snapshot disk exists (a byte
+    /// copy into it brought forward: the snapshotter asks again until the
+    /// snapshot is ready).
+    async fn existing_snapshot(
         &self,
         disk: Disk,
         source: &Slot,
@@ -261,6 +385,8 @@ impl<B: Backend> ControllerService<B> {
                 asked: source.clone(),
             });
         }
+        let disk = self.settle_copy(disk).await?;
+        let info = SnapshotInfo::from_disk(&disk).ok_or(ControllerError::NotASnapshot { id })?;
         Ok(proto::CreateSnapshotResponse {
             snapshot: Some(snapshot_of(&info)),
         })
@@ -290,6 +416,7 @@ impl<B: Backend> ControllerService<B> {
             .delete_volume(&id, known.as_ref(), &leftovers)
             .await
             .map_err(Step::DeleteSnapshot(id.clone()).failed())?;
+        self.forget_copy(&id);
         info!(snapshot = %id, existed = known.is_some(), "snapshot deleted");
         Ok(proto::DeleteSnapshotResponse {})
     }
@@ -384,6 +511,10 @@ impl<B: Backend> ControllerService<B> {
             });
         };
         let method = choose_method(VolumeLayout::of(&disk), vp.layout, vp.copy_method)?;
+        let byte_copy = method == CopyMethod::ByteCopy;
+        if byte_copy {
+            self.check_detached(from)?;
+        }
         let spec = CopySpec {
             source: disk,
             target: made.slot.clone(),
@@ -391,7 +522,10 @@ impl<B: Backend> ControllerService<B> {
             file: made.file.clone(),
             placement: made.placement.clone(),
             export: Some((size, made.port, made.nqn.clone())),
-            comment: DiskComment::created(jiff::Timestamp::now(), self.cluster()?),
+            comment: DiskComment {
+                copy_of: byte_copy.then(|| from.clone()),
+                ..DiskComment::created(jiff::Timestamp::now(), self.cluster()?)
+            },
         };
         self.backend.copy_disk(&spec).await.map_err(
             Step::Copy {
@@ -402,6 +536,16 @@ impl<B: Backend> ControllerService<B> {
             .failed(),
         )?;
         info!(volume = %made.slot, from = %from, kind = source.kind(), %method, bytes = size, "volume made from a source");
+        if byte_copy {
+            // Usable once the copy is done: CreateVolume answers UNAVAILABLE
+            // until then, and the provisioner asks again.
+            self.note_copy(made.slot, from);
+            return Err(ControllerError::CopyRunning {
+                volume: made.slot.clone(),
+                from: from.to_string(),
+                progress: "started".into(),
+            });
+        }
         Ok(NewDisk {
             slot: made.slot.clone(),
             file: made.file.clone(),
@@ -425,6 +569,11 @@ mod tests {
         let ok = |from, to, asked| choose_method(from, to, asked).unwrap();
         assert_eq!(ok(L::Subvolume, L::Subvolume, None), M::Subvolume);
         assert_eq!(ok(L::Flat, L::Flat, None), M::CopyFrom);
+        assert_eq!(ok(L::Flat, L::Flat, Some(M::ByteCopy)), M::ByteCopy);
+        assert_eq!(
+            ok(L::Subvolume, L::Subvolume, Some(M::ByteCopy)),
+            M::ByteCopy
+        );
         assert_eq!(ok(L::Flat, L::Subvolume, None), M::CopyFrom);
         assert_eq!(ok(L::Subvolume, L::Flat, None), M::CopyFrom);
         assert_eq!(
@@ -434,7 +583,6 @@ mod tests {
         for (from, to, asked) in [
             (L::Flat, L::Subvolume, Some(M::Subvolume)),
             (L::Subvolume, L::Flat, Some(M::Subvolume)),
-            (L::Flat, L::Flat, Some(M::ByteCopy)),
         ] {
             let e = choose_method(from, to, asked).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
