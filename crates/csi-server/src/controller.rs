@@ -182,6 +182,18 @@ impl<B: Backend> ControllerService<B> {
         Ok((file, placed.1))
     }
 
+    /// Removes a volume or snapshot `id` (`known`: as just looked up) and
+    /// its image, or what an earlier attempt left of them.
+    async fn remove(&self, id: &Slot, known: Option<&Disk>, step: Step) -> ControllerResult<()> {
+        let leftovers = self.leftovers(known).await?;
+        self.backend
+            .delete_volume(id, known, &leftovers)
+            .await
+            .map_err(step.failed())?;
+        self.forget_copy(id);
+        Ok(())
+    }
+
     /// The identity written on every disk this controller makes.
     fn cluster(&self) -> ControllerResult<Option<ClusterId>> {
         match &self.cluster_id {
@@ -444,12 +456,8 @@ impl<B: Backend> ControllerService<B> {
             });
         }
         let known = self.lookup(&slot).await?;
-        let leftovers = self.leftovers(known.as_ref()).await?;
-        self.backend
-            .delete_volume(&slot, known.as_ref(), &leftovers)
-            .await
-            .map_err(Step::Delete(slot.clone()).failed())?;
-        self.forget_copy(&slot);
+        self.remove(&slot, known.as_ref(), Step::Delete(slot.clone()))
+            .await?;
         info!(volume = %slot, existed = known.is_some(), "volume deleted");
         Ok(proto::DeleteVolumeResponse {})
     }

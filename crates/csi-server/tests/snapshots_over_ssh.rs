@@ -5,7 +5,6 @@
 
 mod ssh_env;
 
-use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 
 use csi_server::proto::{self, volume_content_source::Type};
@@ -55,10 +54,7 @@ impl Env {
         let req = proto::CreateSnapshotRequest {
             name: name.into(),
             source_volume_id: volume.into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<HashMap<_, _>>(),
+            parameters: params_of(params),
             ..Default::default()
         };
         let resp = self.client.clone().create_snapshot(req).await?;
@@ -94,27 +90,8 @@ impl Env {
         source: Type,
         params: &[(&str, &str)],
     ) -> Result<proto::Volume, tonic::Status> {
-        let req = proto::CreateVolumeRequest {
-            name: name.into(),
-            capacity_range: at_least(bytes),
-            volume_capabilities: vec![cap()],
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            volume_content_source: Some(proto::VolumeContentSource {
-                r#type: Some(source),
-            }),
-            ..Default::default()
-        };
-        Ok(self
-            .client
-            .clone()
-            .create_volume(req)
-            .await?
-            .into_inner()
-            .volume
-            .unwrap())
+        self.create_from_source(name, bytes, Some(source), params)
+            .await
     }
 
     /// Nothing left on the RDS: no disk, no file, no subvolume.

@@ -411,12 +411,8 @@ impl<B: Backend> ControllerService<B> {
                 return Err(ControllerError::NotASnapshot { id });
             }
         }
-        let leftovers = self.leftovers(known.as_ref()).await?;
-        self.backend
-            .delete_volume(&id, known.as_ref(), &leftovers)
-            .await
-            .map_err(Step::DeleteSnapshot(id.clone()).failed())?;
-        self.forget_copy(&id);
+        self.remove(&id, known.as_ref(), Step::DeleteSnapshot(id.clone()))
+            .await?;
         info!(snapshot = %id, existed = known.is_some(), "snapshot deleted");
         Ok(proto::DeleteSnapshotResponse {})
     }

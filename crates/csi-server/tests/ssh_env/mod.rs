@@ -121,6 +121,14 @@ pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
     }
 }
 
+/// Request parameters from `key, value` pairs.
+pub fn params_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub fn cap() -> proto::VolumeCapability {
     testkit::csi::mount("ext4", Mode::SingleNodeWriter)
 }
@@ -178,14 +186,24 @@ impl Env {
         bytes: i64,
         params: &[(&str, &str)],
     ) -> Result<proto::Volume, tonic::Status> {
+        self.create_from_source(name, bytes, None, params).await
+    }
+
+    /// CreateVolume `name` of at least `bytes` in a class with `params`,
+    /// from `source` when given.
+    pub async fn create_from_source(
+        &self,
+        name: &str,
+        bytes: i64,
+        source: Option<proto::volume_content_source::Type>,
+        params: &[(&str, &str)],
+    ) -> Result<proto::Volume, tonic::Status> {
         let req = proto::CreateVolumeRequest {
             name: name.into(),
             capacity_range: at_least(bytes),
             volume_capabilities: vec![cap()],
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<HashMap<_, _>>(),
+            parameters: params_of(params),
+            volume_content_source: source.map(|t| proto::VolumeContentSource { r#type: Some(t) }),
             ..Default::default()
         };
         let resp = self.client.clone().create_volume(req).await?;
