@@ -166,6 +166,17 @@ fn the_controller_serves_metrics_turns_ready_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(metrics.contains(name), "missing {name} in:\n{metrics}");
     }
+    // The pool is read at start (in the background): the simulator's is
+    // Btrfs, so all three copy methods.
+    wait_for("the pool's copy methods in /metrics", || {
+        http_get(port, "/metrics").filter(|(_, m)| {
+            ["subvolume", "copy-from", "copy"].iter().all(|method| {
+                m.contains(&format!(
+                    "rds_csi_pool_copy_methods{{method=\"{method}\"}} 1"
+                ))
+            })
+        })
+    });
     assert!(dir.path().join("csi.sock").exists());
 
     let started = Instant::now();

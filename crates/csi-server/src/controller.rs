@@ -132,6 +132,7 @@ impl<B: Backend> ControllerService<B> {
         }
         match self.pool_fs().await {
             Ok(fs) => {
+                self.metrics.set_copy_methods(&fs.methods());
                 let methods: Vec<&str> = fs.methods().iter().map(|m| m.as_str()).collect();
                 info!(pool = %self.config.pool(), filesystem = ?fs, methods = ?methods, "storage pool detected");
             }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Registers `metric` with `registry` and hands it back, so a metric is
 /// made and registered in one expression.
@@ -20,6 +20,7 @@ pub fn registered<M: Collector + Clone + 'static>(
 pub struct RpcMetrics {
     calls: IntCounterVec,
     duration: HistogramVec,
+    copy_methods: IntGaugeVec,
 }
 
 impl RpcMetrics {
@@ -41,10 +42,26 @@ impl RpcMetrics {
             ]),
             &["method"],
         )?;
+        let copy_methods = IntGaugeVec::new(
+            Opts::new(
+                "rds_csi_pool_copy_methods",
+                "1 for each way of copying a disk (snapshots, clones) the storage pool allows, as read at start.",
+            ),
+            &["method"],
+        )?;
         Ok(RpcMetrics {
             calls: registered(registry, calls)?,
             duration: registered(registry, duration)?,
+            copy_methods: registered(registry, copy_methods)?,
         })
+    }
+
+    /// The copy methods the pool allows (controller, at start).
+    pub fn set_copy_methods(&self, methods: &[routeros::CopyMethod]) {
+        self.copy_methods.reset();
+        for m in methods {
+            self.copy_methods.with_label_values(&[m.as_str()]).set(1);
+        }
     }
 
     /// Metrics that go nowhere, for tests that do not look at them.
