@@ -88,6 +88,19 @@ pub trait Backend: Send + Sync + 'static {
     /// added) completes it. With [`CopyMethod::ByteCopy`] the copy runs on
     /// in the background after this returns (see [`Backend::start_copy`]).
     fn copy_disk(&self, spec: &CopySpec) -> impl Future<Output = BackendResult<()>> + Send;
+    /// A read-only snapshot `target` of the subvolume of volume `source`
+    /// on file system `fs`, with a disk over its image `file`, without
+    /// looking the volume up first: `Ok(false)` when `source` has no
+    /// subvolume (a flat volume, or none at all). A retry after the
+    /// subvolume was made completes the disk.
+    fn snapshot_subvolume(
+        &self,
+        fs: &Slot,
+        source: &Slot,
+        target: &Slot,
+        file: &RosPath,
+        comment: &DiskComment,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Starts (again) a background byte copy of `source` into the existing
     /// disk `target`.
     fn start_copy(
@@ -259,6 +272,22 @@ impl Backend for Rds {
         }
     }
 
+    async fn snapshot_subvolume(
+        &self,
+        fs: &Slot,
+        source: &Slot,
+        target: &Slot,
+        file: &RosPath,
+        comment: &DiskComment,
+    ) -> BackendResult<bool> {
+        match ensure_subvolume(self, fs, target, Some(source), true).await {
+            Err(routeros::Error::NotFound(_)) => return Ok(false),
+            other => other?,
+        }
+        self.adopt_file(target, file, None, comment).await?;
+        Ok(true)
+    }
+
     async fn start_copy(&self, source: &Slot, target: &Slot) -> BackendResult<()> {
         self.start_byte_copy(source, target).await
     }
@@ -408,6 +437,32 @@ pub mod fake {
                 .unwrap()
                 .clone()
                 .unwrap_or(PoolFilesystem::Unknown))
+        }
+
+        async fn snapshot_subvolume(
+            &self,
+            _fs: &Slot,
+            source: &Slot,
+            target: &Slot,
+            file: &RosPath,
+            comment: &DiskComment,
+        ) -> BackendResult<bool> {
+            self.enter(format!("snapshot_subvolume {source} {target}"))?;
+            let size = match self.disks.lock().unwrap().get(source.as_str()) {
+                Some(d) if d.in_own_subvolume() => d.size_bytes,
+                _ => return Ok(false),
+            };
+            self.insert(Disk {
+                slot: target.to_string(),
+                file_path: Some(file.to_string()),
+                size_bytes: size,
+                nqn: None,
+                port: None,
+                exported: false,
+                comment: comment.clone(),
+                status: None,
+            })?;
+            Ok(true)
         }
 
         async fn start_copy(&self, source: &Slot, target: &Slot) -> BackendResult<()> {

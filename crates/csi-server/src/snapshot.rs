@@ -145,7 +145,7 @@ impl SnapshotInfo {
             return Some(SnapshotInfo {
                 id: disk.slot.clone(),
                 source: l.source.to_string(),
-                size_bytes: l.size_bytes,
+                size_bytes: l.size_bytes.unwrap_or(disk.size_bytes),
                 created: disk.comment.created,
                 method: l.method,
                 ready: !copying,
@@ -288,7 +288,7 @@ mod tests {
                 created: Some(at),
                 snapshot: Some(Lineage {
                     source: Slot::new("pvc-9").unwrap(),
-                    size_bytes: 1 << 30,
+                    size_bytes: Some(1 << 30),
                     method: CopyMethod::ByteCopy,
                 }),
                 ..DiskComment::default()

@@ -45,6 +45,24 @@ impl Env {
         self.snapshot_with(name, volume, &[]).await
     }
 
+    /// CreateSnapshot asked again until the snapshot is ready, as the
+    /// csi-snapshotter does; the first answer and the ready one.
+    async fn snapshot_until_ready(
+        &self,
+        name: &str,
+        volume: &str,
+    ) -> (proto::Snapshot, proto::Snapshot) {
+        let first = self.snapshot(name, volume).await.unwrap();
+        let mut last = first.clone();
+        for _ in 0..10 {
+            if last.ready_to_use {
+                return (first, last);
+            }
+            last = self.snapshot(name, volume).await.unwrap();
+        }
+        panic!("snapshot {name} never became ready: {last:?}");
+    }
+
     async fn snapshot_with(
         &self,
         name: &str,
@@ -125,7 +143,8 @@ async fn snapshot_restore_and_clone_keep_the_data(params: &[(&str, &str)]) -> En
     e.create_with("pvc-src", GIB, params).await.unwrap();
     write_at(&e.image("pvc-src"), 4096, b"pattern-A");
 
-    let snap = e.snapshot("snapshot-1", "pvc-src").await.unwrap();
+    let (first, snap) = e.snapshot_until_ready("snapshot-1", "pvc-src").await;
+    assert_eq!(first.creation_time, snap.creation_time);
     assert!(snap.snapshot_id.starts_with("snap-"), "{snap:?}");
     assert_eq!(snap.source_volume_id, "pvc-src");
     assert_eq!(snap.size_bytes, GIB);
@@ -199,20 +218,24 @@ async fn a_flat_volume_snapshot_by_copy_from_restores_and_clones_the_bytes_it_he
 }
 
 #[tokio::test]
-async fn a_subvolume_snapshot_takes_one_lookup_and_two_changes() {
+async fn a_subvolume_snapshot_takes_two_commands_and_is_ready_on_the_next_ask() {
     let e = Env::on_disk().await;
     e.create_with("pvc-count", GIB, SUBVOLUME).await.unwrap();
-    let commands = e
-        .commands_of(e.snapshot("snapshot-count", "pvc-count"))
-        .await;
+    e.sim.reset_stats();
+    let first = e.snapshot("snapshot-count", "pvc-count").await.unwrap();
     assert_eq!(
-        commands, 3,
-        "look up the volume, snapshot its subvolume, add the snapshot's disk"
+        e.sim.stats().commands,
+        2,
+        "snapshot the volume's subvolume, add the snapshot's disk"
     );
-    // A retry finds it: one lookup of the volume, and one of the snapshot
-    // after the subvolume says it exists.
+    // The first answer has the creation time (a frozen guest may thaw) but
+    // not the size: the next ask reads the snapshot's disk and is ready.
+    assert!(!first.ready_to_use);
+    assert!(first.creation_time.is_some());
     let again = e.snapshot("snapshot-count", "pvc-count").await.unwrap();
     assert!(again.ready_to_use);
+    assert_eq!(again.size_bytes, GIB);
+    assert_eq!(again.creation_time, first.creation_time);
 }
 
 #[tokio::test]
@@ -461,7 +484,7 @@ async fn a_byte_copy_whose_start_was_lost_is_started_again_by_the_retry() {
         created: Some("2026-12-07T11:00:00Z".parse().unwrap()),
         snapshot: Some(routeros::Lineage {
             source: vol.clone(),
-            size_bytes: 1 << 30,
+            size_bytes: Some(1 << 30),
             method: routeros::CopyMethod::ByteCopy,
         }),
         copy_of: Some(vol),

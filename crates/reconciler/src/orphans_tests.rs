@@ -327,7 +327,7 @@ async fn snapshots_are_never_orphans_even_when_the_volume_prefix_matches_them() 
     let mut ours = disk("snap-1", Some((OURS, 5 * HOUR)));
     ours.comment.snapshot = Some(routeros::Lineage {
         source: Slot::new("pvc-gone").unwrap(),
-        size_bytes: 1 << 30,
+        size_bytes: Some(1 << 30),
         method: routeros::CopyMethod::Subvolume,
     });
     let go = disk(

@@ -92,12 +92,14 @@ impl fmt::Display for CopyMethod {
 
 /// What a snapshot disk came from, which RouterOS does not record: its
 /// volume, that volume's size when the snapshot was taken (the smallest a
-/// restore may be) and how the data was copied. The snapshot's creation
-/// time is the comment's `created`.
+/// restore may be; `None` when the snapshot's own disk size says it, as
+/// for a subvolume snapshot made without looking the volume up) and how
+/// the data was copied. The snapshot's creation time is the comment's
+/// `created`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lineage {
     pub source: Slot,
-    pub size_bytes: u64,
+    pub size_bytes: Option<u64>,
     pub method: CopyMethod,
 }
 
@@ -159,10 +161,11 @@ impl DiskComment {
             s.push_str(&format!(" cluster={id}"));
         }
         if let Some(l) = &self.snapshot {
-            s.push_str(&format!(
-                " snapshot-of={} size={} method={}",
-                l.source, l.size_bytes, l.method
-            ));
+            s.push_str(&format!(" snapshot-of={}", l.source));
+            if let Some(size) = l.size_bytes {
+                s.push_str(&format!(" size={size}"));
+            }
+            s.push_str(&format!(" method={}", l.method));
         }
         if let Some(from) = &self.copy_of {
             s.push_str(&format!(" copy-of={from}"));
@@ -208,15 +211,21 @@ impl DiskComment {
                 "retain" => c.retain |= value == "yes",
                 "cluster" => clusters.push(ClusterId::new(value).ok()),
                 "snapshot-of" => source = source.or_else(|| Slot::new(value).ok()),
-                "size" => size = size.or_else(|| value.parse::<u64>().ok()),
+                "size" => size = size.or(Some(value.parse::<u64>().ok())),
                 "method" => method = method.or_else(|| CopyMethod::parse(value)),
                 "copy-of" => c.copy_of = c.copy_of.take().or_else(|| Slot::new(value).ok()),
                 _ => {}
             }
         }
-        // A snapshot's lineage counts only whole: a part alone could make a
-        // restore of the wrong size.
-        if let (Some(source), Some(size_bytes), Some(method)) = (source, size, method) {
+        // A snapshot's lineage counts only whole (a size given but
+        // unreadable is a part missing): a part alone could make a restore
+        // of the wrong size.
+        let size = match size {
+            None => Some(None),
+            Some(Some(n)) => Some(Some(n)),
+            Some(None) => None,
+        };
+        if let (Some(source), Some(method), Some(size_bytes)) = (source, method, size) {
             c.snapshot = Some(Lineage {
                 source,
                 size_bytes,
@@ -335,12 +344,18 @@ mod tests {
             c.snapshot,
             Some(Lineage {
                 source: Slot::new("pvc-1").unwrap(),
-                size_bytes: 1 << 30,
+                size_bytes: Some(1 << 30),
                 method: CopyMethod::Subvolume,
             })
         );
         assert_eq!(c.render(), text);
         assert!(c.cluster.is_some());
+        // Without a size: the snapshot disk's own size is the restore size.
+        let sized_by_disk = format!(
+            "rds-csi created=2026-12-07T11:00:00Z cluster={UID} snapshot-of=pvc-1 method=subvolume"
+        );
+        let c = DiskComment::parse(&sized_by_disk).unwrap();
+        assert_eq!(c.snapshot.unwrap().size_bytes, None);
     }
 
     #[test]
@@ -392,7 +407,7 @@ mod tests {
     fn lineages() -> impl Strategy<Value = Lineage> {
         (
             "[a-z0-9][a-z0-9.-]{0,40}",
-            any::<u64>(),
+            proptest::option::of(any::<u64>()),
             prop_oneof![
                 Just(CopyMethod::Subvolume),
                 Just(CopyMethod::CopyFrom),

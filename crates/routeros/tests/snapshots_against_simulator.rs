@@ -91,7 +91,7 @@ fn lineage(source: &str, size: u64, method: CopyMethod) -> DiskComment {
         created: Some("2026-12-07T11:00:00Z".parse().unwrap()),
         snapshot: Some(Lineage {
             source: slot(source),
-            size_bytes: size,
+            size_bytes: Some(size),
             method,
         }),
         ..DiskComment::default()

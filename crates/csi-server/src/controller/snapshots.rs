@@ -88,6 +88,12 @@ pub(super) struct Made<'a> {
     pub port: u16,
 }
 
+/// Now in whole seconds, as the comment records a creation time: every
+/// answer about a snapshot gives the same time.
+fn whole_seconds_now() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is a valid time")
+}
+
 fn timestamp(at: jiff::Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.as_second(),
@@ -281,6 +287,14 @@ impl<B: Backend> ControllerService<B> {
         let asked = requested_method(&req.parameters)?;
         let id = snapshot_id(&req.name);
         let _guard = self.lock(&id)?;
+        // A volume in the subvolume layout needs no lookup first: two
+        // commands while the guest may be frozen.
+        let subvolumes = self.pool_fs.get() == Some(&PoolFilesystem::Btrfs);
+        if subvolumes && matches!(asked, None | Some(CopyMethod::Subvolume)) {
+            if let Some(made) = self.snapshot_subvolume_directly(&id, &source).await? {
+                return Ok(made);
+            }
+        }
 
         let Some(volume) = self.lookup(&source).await? else {
             // Gone since its snapshot was taken? A retry still succeeds.
@@ -305,16 +319,13 @@ impl<B: Backend> ControllerService<B> {
             _ => VolumeLayout::Flat,
         };
         let (file, placement) = self.place(&id, target_layout, &dir).await?;
-        // Whole seconds, as the comment records it: every later answer
-        // about this snapshot gives the same creation time.
-        let created = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .expect("now is a valid time");
+        let created = whole_seconds_now();
         let comment = DiskComment {
             created: Some(created),
             cluster: self.cluster()?,
             snapshot: Some(routeros::Lineage {
                 source: source.clone(),
-                size_bytes: volume.size_bytes,
+                size_bytes: Some(volume.size_bytes),
                 method,
             }),
             copy_of: (method == CopyMethod::ByteCopy).then(|| source.clone()),
@@ -364,6 +375,62 @@ impl<B: Backend> ControllerService<B> {
         Ok(proto::CreateSnapshotResponse {
             snapshot: Some(snapshot_of(&info)),
         })
+    }
+
+    /// A subvolume snapshot of `source` without looking it up: `None` when
+    /// the volume has no subvolume (flat, or absent: the caller looks).
+    /// Its size is the snapshot disk's own, read on the next CreateSnapshot,
+    /// so it answers not ready yet, with its creation time: a guest frozen
+    /// for the snapshot waits for the creation time only.
+    async fn snapshot_subvolume_directly(
+        &self,
+        id: &Slot,
+        source: &Slot,
+    ) -> ControllerResult<Option<proto::CreateSnapshotResponse>> {
+        let pool = self.config.pool();
+        let file = RosPath::new(&format!("/{pool}/{id}/{SUBVOLUME_IMAGE}"))
+            .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
+        let created = whole_seconds_now();
+        let comment = DiskComment {
+            created: Some(created),
+            cluster: self.cluster()?,
+            snapshot: Some(routeros::Lineage {
+                source: source.clone(),
+                size_bytes: None,
+                method: CopyMethod::Subvolume,
+            }),
+            ..DiskComment::default()
+        };
+        let step = Step::Copy {
+            from: source.to_string(),
+            to: id.clone(),
+            method: CopyMethod::Subvolume,
+        };
+        match self
+            .backend
+            .snapshot_subvolume(&pool, source, id, &file, &comment)
+            .await
+        {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                info!(snapshot = %id, volume = %source, method = %CopyMethod::Subvolume, "snapshot created");
+                Ok(Some(proto::CreateSnapshotResponse {
+                    snapshot: Some(proto::Snapshot {
+                        size_bytes: 0,
+                        snapshot_id: id.to_string(),
+                        source_volume_id: source.to_string(),
+                        creation_time: Some(timestamp(created)),
+                        ready_to_use: false,
+                        group_snapshot_id: String::new(),
+                    }),
+                }))
+            }
+            Err(routeros::Error::AlreadyExists(what)) => match self.lookup(id).await? {
+                Some(disk) => self.existing_snapshot(disk, source).await.map(Some),
+                None => Err(step.failed()(routeros::Error::AlreadyExists(what))),
+            },
+            Err(e) => Err(step.failed()(e)),
+        }
     }
 
     /// The answer to a CreateSnapshot whose snapshot disk exists (a byte
