@@ -169,9 +169,11 @@ fi
 
 end_to_end_tests() {
   # Tier 5: the local control plane (hack/local-cluster.sh) with the
-  # attach/detach controller, the PV binder and the CSI sidecars driving the
-  # controller; scenarios one at a time, so the boot-storm figure is the
-  # cluster's alone.
+  # attach/detach controller, the PV binder, snapshot-controller and the CSI
+  # sidecars driving the controller; scenarios one at a time, so the
+  # boot-storm figure is the cluster's alone. hack/local-cluster.sh reads
+  # the VolumeSnapshot CRDs from $RDS_CSI_SNAPSHOT_CRDS (exported: .ci/run
+  # sets it).
   local dir rc
   dir=$(mktemp -d /tmp/rds-csi-e2e.XXXXXX)
   if ! RDS_CSI_BIN="$root/target/debug/rds-csi" hack/local-cluster.sh up "$dir" >/dev/null; then
@@ -188,14 +190,19 @@ end_to_end_tests() {
 
 missing=()
 for t in kube-apiserver:KUBE_APISERVER kube-controller-manager:KUBE_CONTROLLER_MANAGER kubectl:KUBECTL \
-  csi-provisioner:CSI_PROVISIONER csi-attacher:CSI_ATTACHER csi-resizer:CSI_RESIZER etcd:ETCD; do
+  csi-provisioner:CSI_PROVISIONER csi-attacher:CSI_ATTACHER csi-resizer:CSI_RESIZER etcd:ETCD \
+  csi-snapshotter:CSI_SNAPSHOTTER snapshot-controller:SNAPSHOT_CONTROLLER; do
   var=${t#*:}
-  [ -n "${!var:-}" ] || command -v "${t%%:*}" >/dev/null || missing+=("${t%%:*}")
+  [ -n "${!var:-}" ] || command -v "${t%%:*}" >/dev/null || missing+=("${t%%:*} (PATH or $var)")
 done
+if [ -z "${RDS_CSI_SNAPSHOT_CRDS:-}" ] || [ ! -d "$RDS_CSI_SNAPSHOT_CRDS" ]; then
+  missing+=("the VolumeSnapshot CRDs (a directory in RDS_CSI_SNAPSHOT_CRDS)")
+fi
 if [ ${#missing[@]} -eq 0 ]; then
-  step "tier 5: PVCs, pods and KubeVirt objects through kube-controller-manager and the CSI sidecars" end_to_end_tests
+  step "tier 5: PVCs, pods, KubeVirt objects and VolumeSnapshots through kube-controller-manager, snapshot-controller and the CSI sidecars" end_to_end_tests
 else
-  skip "tier 5: local control plane end to end" "not found on PATH or in their variables: ${missing[*]}"
+  list=$(printf '%s; ' "${missing[@]}")
+  skip "tier 5: local control plane end to end" "missing: ${list%; }"
 fi
 echo
 echo "==== results ===="

@@ -58,6 +58,21 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The simulator's data directory (its pool's root): a disk's
+    /// `file-path` `/pool/a/b.img` is the sparse file `sim-data/a/b.img`.
+    pub fn sim_data(&self) -> PathBuf {
+        PathBuf::from(self.get("RDS_CSI_E2E_DIR")).join("sim-data")
+    }
+
+    /// The file the simulator keeps a RouterOS file path's bytes in.
+    pub fn sim_file(&self, ros_path: &str) -> PathBuf {
+        let (_pool, rest) = ros_path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{ros_path:?} is no file in a pool"));
+        self.sim_data().join(rest)
+    }
+
     pub async fn rds(&self) -> routeros::Rds {
         let key = routeros::load_key(self.get("RDS_CSI_E2E_SIM_KEY_FILE").as_ref()).unwrap();
         let cfg = routeros::ClientConfig::new(
@@ -112,7 +127,20 @@ impl Scenario {
 
     /// A claim as a user writes it.
     pub async fn claim(&self, name: &str, class: &str, mode: Mode, rwx: bool) {
-        let pvc = json!({
+        self.claim_from(name, class, mode, rwx, None).await;
+    }
+
+    /// A claim whose `dataSource` (a VolumeSnapshot or a claim, as
+    /// `{"kind": .., "name": ..}`) it starts from, when it has one.
+    pub async fn claim_from(
+        &self,
+        name: &str,
+        class: &str,
+        mode: Mode,
+        rwx: bool,
+        source: Option<Value>,
+    ) {
+        let mut pvc = json!({
             "metadata": {"name": name},
             "spec": {
                 "accessModes": [if rwx { "ReadWriteMany" } else { "ReadWriteOnce" }],
@@ -121,6 +149,9 @@ impl Scenario {
                 "resources": {"requests": {"storage": "1Gi"}}
             }
         });
+        if let Some(source) = source {
+            pvc["spec"]["dataSource"] = source;
+        }
         create(&self.pvcs(), pvc).await;
     }
 

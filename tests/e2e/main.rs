@@ -5,9 +5,10 @@
 //! attach/detach controller, csi-provisioner, csi-attacher, csi-resizer, the
 //! rds-csi controller and the RouterOS simulator). Every scenario is driven
 //! only through Kubernetes objects, created the way users, kube-scheduler
-//! and KubeVirt create them: PVCs, Pods bound to nodes, VMIs, migrations and
-//! virt-launcher pods. Nothing calls the driver directly; the simulator is
-//! only read, over SSH, to see the disks.
+//! and KubeVirt create them: PVCs, Pods bound to nodes, VMIs, migrations,
+//! virt-launcher pods and VolumeSnapshots. Nothing calls the driver
+//! directly; the simulator is only read, over SSH, to see the disks (and
+//! its image files are written where a pod would write to its disk).
 //!
 //! There are no kubelets: a pod is never run, and the one thing
 //! kube-scheduler would do for a WaitForFirstConsumer claim (the
@@ -17,7 +18,9 @@
 //! - `volumes`: provision, attach, expand, hand off, reclaim;
 //! - `migration`: KubeVirt live and storage migrations, forged pods;
 //! - `nodes`: a Node deleted while attached;
-//! - `boot_storm`: many claims and pods at once.
+//! - `boot_storm`: many claims and pods at once;
+//! - `snapshots`: VolumeSnapshots, restores and clones, a VM's disks
+//!   snapshotted while attached, and deletions in any order.
 //!
 //! Every test needs `RDS_CSI_E2E_DIR` (the directory `hack/local-cluster.sh
 //! up` filled) and is ignored by plain `cargo test`; hack/test.sh brings the
@@ -28,4 +31,5 @@ mod boot_storm;
 mod cluster;
 mod migration;
 mod nodes;
+mod snapshots;
 mod volumes;
