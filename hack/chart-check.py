@@ -669,7 +669,12 @@ def cli_flags():
 
     src = open(CLI_RS).read()
     out = {}
+    flattened = {}
     for m in re.finditer(r"pub struct (\w+Args) \{(.*?)\n\}", src, re.S):
+        # `#[command(flatten)] pub x: OtherArgs`: OtherArgs's flags are this
+        # struct's too.
+        flattened[m.group(1)] = re.findall(
+            r"#\[command\(flatten\)\]\s*(?:///[^\n]*\s*)*pub \w+: (\w+Args)", m.group(2))
         flags = set()
         for a in re.finditer(r"#\[arg\((.*?)\)\]\s*(?:///[^\n]*\s*)*pub (\w+):", m.group(2), re.S):
             attr, field = a.group(1), a.group(2)
@@ -679,7 +684,15 @@ def cli_flags():
             named = re.search(r'\blong\s*=\s*"([^"]+)"', attr)
             flags.add(named.group(1) if named else field.replace("_", "-"))
         out[m.group(1)] = flags
-    return out
+
+    def closure(name, seen=()):
+        found = set(out.get(name, set()))
+        for inner in flattened.get(name, []):
+            if inner not in seen:
+                found |= closure(inner, seen + (name,))
+        return found
+
+    return {name: closure(name) for name in out}
 
 
 def check_flags(helm):
