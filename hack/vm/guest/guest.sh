@@ -19,7 +19,8 @@ fi
 r "INFO stack up: $(rds-csi --version 2>&1)"
 
 # Leftovers of a failed scenario must not leak into the next one: unmount
-# what it mounted under $WORK, disconnect its volumes, delete them.
+# what it mounted under $WORK, disconnect its volumes, delete them and every
+# snapshot.
 cleanup_scenario() {
     awk '{print $5}' /proc/self/mountinfo | grep "^$WORK/" | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null
@@ -32,6 +33,9 @@ cleanup_scenario() {
         [ -f "$c" ] || continue
         csi delete "${c##*/}" >/dev/null 2>&1
         rm -f "$c"
+    done
+    csi list-snapshots 2>/dev/null | awk '{print $1}' | while read -r id; do
+        csi delete-snapshot "$id" >/dev/null 2>&1
     done
     for s in $CFS/subsystems/*; do # subsystems made by hand in a scenario
         [ -d "$s" ] || continue
@@ -61,6 +65,7 @@ for s in "$@"; do
     [ -f "$f" ] || { r "FAIL $s (no such scenario)"; continue; }
     to=$(sed -n 's/^# timeout: *//p' "$f" | head -1)
     t0=$(now_ms)
+    rm -f "$NOTE"
     echo "==== scenario $s"
     # shellcheck disable=SC2086 # no argument at all when arg is empty
     timeout -s KILL "${to:-180}" sh -e "$f" $arg >/tmp/scenario.out 2>&1
@@ -68,7 +73,7 @@ for s in "$@"; do
     t1=$(now_ms)
     sed "s/^/[$s] /" /tmp/scenario.out
     if [ $rc = 0 ]; then
-        r "PASS $s ($((t1 - t0)) ms)"
+        r "PASS $s ($((t1 - t0)) ms$([ -s "$NOTE" ] && echo "; $(head -n 1 "$NOTE")"))"
     elif [ $rc = 77 ]; then
         r "SKIP $s ($(tail -n 1 /tmp/scenario.out))"
     else

@@ -9,6 +9,7 @@ NQN_PREFIX=nqn.2000-02.com.mikrotik:
 CTRL_EP=unix://$VM/controller.sock
 NODE_EP=unix://$VM/node.sock
 NODE_ID=vm-node
+NOTE=$VM/scenario.note          # a scenario's one line for its PASS line
 export PATH=$VM/shadow:/share/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export NO_COLOR=1 # plain logs from the driver
 
