@@ -2,7 +2,7 @@
 # Guest side of the VM harness: starts the simulator (real NVMe/TCP exports
 # through the kernel target), the controller and the node plugin, then runs
 # each scenario on its own and reports `PASS name` / `FAIL name` on the
-# results port. Usage: guest.sh MODE SCENARIO...   (MODE: test | bench)
+# results port. Usage: guest.sh MODE SCENARIO...   (MODE: test | bench | bench-clone)
 . /vm/lib.sh
 mode=$1; shift
 
@@ -10,6 +10,14 @@ r() { echo "$*"; echo "$*" >/dev/ttyS1; }
 
 mkdir -p $VM $WORK $DATA
 mount -t tmpfs -o size=75% tmpfs $DATA || r "FAIL setup: tmpfs for the pool"
+# The clone benchmark's pool: an XFS with reflink on a loop device over a
+# sparse file in the tmpfs, so the simulator's subvolume snapshots clone
+# extents (copy-on-write, as Btrfs on an RDS) instead of copying the data.
+if [ "$mode" = bench-clone ]; then
+    mkdir -p $DATA/pool
+    truncate -s 64G $DATA/pool.xfs && mkfs.xfs -q -m reflink=1 $DATA/pool.xfs &&
+        /usr/bin/mount -o loop $DATA/pool.xfs $DATA/pool || r "FAIL setup: XFS pool with reflink"
+fi
 
 if ! start_sim || ! start_controller || ! start_node; then
     r "FAIL setup: the simulator, controller or node plugin did not start"
@@ -50,8 +58,8 @@ cleanup_scenario() {
 }
 
 case $mode in
-bench)
-    sh /vm/bench.sh 2>&1 | tee /dev/ttyS1
+bench | bench-clone)
+    sh /vm/$mode.sh 2>&1 | tee /dev/ttyS1
     exit 0
     ;;
 esac
