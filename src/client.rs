@@ -14,6 +14,9 @@ use csi_server::proto::{
 };
 use tonic::transport::Channel;
 
+mod snapshots;
+pub use snapshots::{describe_snapshot, SourceArgs};
+
 #[derive(Args, Debug)]
 pub struct CsiArgs {
     /// CSI endpoint of the driver to call.
@@ -42,7 +45,7 @@ pub enum Call {
     Info,
     /// ControllerGetCapabilities.
     Capabilities,
-    /// CreateVolume.
+    /// CreateVolume, empty or from a snapshot or a volume.
     Create {
         name: String,
         /// Size, e.g. `1.5G`, `2GiB` or bytes.
@@ -53,11 +56,15 @@ pub enum Call {
         params: Vec<(String, String)>,
         #[command(flatten)]
         cap: CapArgs,
+        #[command(flatten)]
+        source: snapshots::SourceArgs,
         /// Write the returned volume context to this file, one `key=value`
         /// per line (what the node calls' --context-file reads).
         #[arg(long)]
         context_out: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Snapshot(snapshots::SnapshotCall),
     /// DeleteVolume.
     Delete { volume_id: String },
     /// ControllerExpandVolume.
@@ -489,6 +496,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
             size: s,
             params,
             cap,
+            source,
             context_out,
         } => {
             let v = ctl
@@ -497,6 +505,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                     capacity_range: at_least(size(&s)?),
                     volume_capabilities: vec![capability(&cap)],
                     parameters: params.into_iter().collect::<HashMap<_, _>>(),
+                    volume_content_source: source.content_source(),
                     ..Default::default()
                 })
                 .await?
@@ -506,7 +515,9 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
                 std::fs::write(&p, format_context(&v.volume_context)?)
                     .with_context(|| format!("write {}", p.display()))?;
             }
-            println!("created {}", describe_volume(&v));
+            // the source as the driver reports it on the volume
+            let from = snapshots::describe_source(v.content_source.as_ref());
+            println!("created {}{from}", describe_volume(&v));
         }
         Call::Delete { volume_id } => {
             ctl.delete_volume(proto::DeleteVolumeRequest {
@@ -594,6 +605,7 @@ async fn call(args: CsiArgs) -> anyhow::Result<()> {
             .await?;
             println!("unpublished {volume_id} from {node}");
         }
+        Call::Snapshot(c) => snapshots::call(channel, c).await?,
         Call::NodeStage {
             volume_id,
             staging_path,

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{CommonArgs, ControllerArgs, DemoArgs, NamingArgs};
 use crate::client::{
-    at_least, capability, connect, describe_volume, expand_request, key_values, CapArgs,
+    at_least, capability, connect, describe_snapshot, describe_volume, expand_request, key_values,
+    CapArgs, SourceArgs,
 };
 
 const GIB: i64 = 1 << 30;
@@ -205,7 +206,9 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
     }
     ensure!(list.entries.len() == 1, "expected one volume");
 
-    step(5, "ControllerExpandVolume to 3 GiB");
+    snapshot_and_restore(&mut ctl, sim).await?;
+
+    step(8, "ControllerExpandVolume to 3 GiB");
     let r = ctl
         .controller_expand_volume(expand_request("pvc-demo", 3 * GIB))
         .await?
@@ -216,7 +219,7 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
     );
     ensure!(sim.disks()[0].size == 3 << 30, "the RDS disk did not grow");
 
-    step(6, "GetCapacity");
+    step(9, "GetCapacity");
     let cap = ctl
         .get_capacity(proto::GetCapacityRequest::default())
         .await?
@@ -224,7 +227,7 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
     println!("    {} bytes free in the pool", cap.available_capacity);
 
     step(
-        7,
+        10,
         "ControllerPublishVolume to node-a, then node-b (must be refused: single-node volume)",
     );
     let cap_fs = capability(&CapArgs {
@@ -251,7 +254,7 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
         other => bail!("a second node was not refused: {other:?}"),
     }
 
-    step(8, "ControllerUnpublishVolume from node-a");
+    step(11, "ControllerUnpublishVolume from node-a");
     ctl.controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
         volume_id: "pvc-demo".into(),
         node_id: "node-a".into(),
@@ -260,7 +263,7 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
     .await?;
     println!("    unpublished");
 
-    step(9, "DeleteVolume, twice (the retry must succeed too)");
+    step(12, "DeleteVolume, twice (the retry must succeed too)");
     for _ in 0..2 {
         ctl.delete_volume(proto::DeleteVolumeRequest {
             volume_id: "pvc-demo".into(),
@@ -282,6 +285,103 @@ async fn walk(endpoint: &str, sim: &rds_sim::SimHandle) -> anyhow::Result<()> {
         stats.connections,
         started.elapsed()
     );
+    Ok(())
+}
+
+/// Steps 5 to 7: a snapshot of pvc-demo, listed, restored into a new
+/// volume, and both deleted again (the snapshot first: any order works).
+async fn snapshot_and_restore(
+    ctl: &mut ControllerClient<tonic::transport::Channel>,
+    sim: &rds_sim::SimHandle,
+) -> anyhow::Result<()> {
+    step(5, "CreateSnapshot snapshot-nightly of pvc-demo");
+    let snap = ctl
+        .create_snapshot(proto::CreateSnapshotRequest {
+            source_volume_id: "pvc-demo".into(),
+            name: "snapshot-nightly".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .snapshot
+        .unwrap_or_default();
+    println!("    {}", describe_snapshot(&snap));
+    ensure!(snap.ready_to_use, "the snapshot is not ready to use");
+    let disks = sim.disks();
+    let disk = disks
+        .iter()
+        .find(|d| d.slot == snap.snapshot_id)
+        .context("the RDS has no disk for the snapshot")?;
+    ensure!(!disk.export, "the snapshot is exported");
+    println!(
+        "    on the RDS: slot {} file {}, not exported\n    lineage in its comment: {}",
+        disk.slot, disk.file_path, disk.comment
+    );
+
+    step(6, "ListSnapshots of pvc-demo");
+    let list = ctl
+        .list_snapshots(proto::ListSnapshotsRequest {
+            source_volume_id: "pvc-demo".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    for e in &list.entries {
+        let s = e.snapshot.as_ref().context("entry without snapshot")?;
+        println!("    {}", describe_snapshot(s));
+    }
+    ensure!(list.entries.len() == 1, "expected one snapshot");
+
+    step(
+        7,
+        "CreateVolume pvc-demo-restored from the snapshot, then DeleteSnapshot and DeleteVolume of it",
+    );
+    let restored = ctl
+        .create_volume(proto::CreateVolumeRequest {
+            name: "pvc-demo-restored".into(),
+            volume_capabilities: vec![capability(&CapArgs {
+                block: false,
+                multi_node: false,
+                fs_type: "ext4".into(),
+            })],
+            volume_content_source: SourceArgs {
+                from_snapshot: Some(snap.snapshot_id.clone()),
+                from_volume: None,
+            }
+            .content_source(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .volume
+        .unwrap_or_default();
+    println!("    {}", describe_volume(&restored));
+    ensure!(
+        restored.capacity_bytes == snap.size_bytes,
+        "a restore with no size asked for does not have the snapshot's size"
+    );
+    ctl.delete_snapshot(proto::DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await?;
+    ctl.delete_volume(proto::DeleteVolumeRequest {
+        volume_id: "pvc-demo-restored".into(),
+        ..Default::default()
+    })
+    .await?;
+    let left: Vec<String> = sim.disks().into_iter().map(|d| d.slot).collect();
+    ensure!(
+        left == ["pvc-demo"],
+        "after the deletes the RDS has disks {left:?}"
+    );
+    ensure!(
+        sim.files()
+            .iter()
+            .all(|(n, _)| !n.contains(&snap.snapshot_id) && !n.contains("pvc-demo-restored")),
+        "a file of the snapshot or the restored volume is still on the RDS"
+    );
+    println!("    snapshot and restored volume deleted; the RDS has pvc-demo only");
     Ok(())
 }
 

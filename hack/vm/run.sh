@@ -7,6 +7,8 @@
 #   hack/vm/run.sh                 every scenario (see hack/vm/guest/scenarios/)
 #   hack/vm/run.sh smoke block     just these scenarios
 #   hack/vm/run.sh bench           the node data path benchmark (a table)
+#   hack/vm/run.sh bench-clone     time to a usable clone: the driver's vs a
+#                                  host-assisted copy (CLONE_MIB, CLONE_RUNS)
 #
 # Prints `PASS name` / `FAIL name` / `SKIP name` per scenario and a closing
 # "N passed, N failed" line; exits 0 only if no scenario failed, 3 if QEMU or
@@ -20,23 +22,23 @@
 # for the `sanity` scenario.
 #
 # Knobs (environment): ACCEL=auto|tcg|kvm (auto: KVM only if a probe boot
-# works, remembered per host kernel), MEM=1024 (MiB), SMP=1 (faster under
-# TCG), QEMU_TIMEOUT=840 (s), OUT=dir (logs: console.log, results.log),
-# RDS_CSI_BIN (skip the build), NODE_ARGS (extra `rds-csi node` flags),
-# SANITY_ARGS (extra csi-sanity flags), BENCH_RUNS=10, VM_SHARE_EXTRA (more
-# files for the guest's /share/bin), KEEP=1 (keep the initrd and the share in
-# $OUT), NO_APT=1.
+# works, remembered per host kernel), MEM=1024 (MiB; 6144 for bench-clone),
+# SMP=1 (faster under TCG), QEMU_TIMEOUT=840 (s), OUT=dir (logs:
+# console.log, results.log), RDS_CSI_BIN (skip the build), NODE_ARGS (extra
+# `rds-csi node` flags), SANITY_ARGS (extra csi-sanity flags), BENCH_RUNS=10,
+# CLONE_MIB=1024 and CLONE_RUNS=3 (bench-clone: the volume's size in MiB,
+# the runs of each way), VM_SHARE_EXTRA (more files for the guest's
+# /share/bin), KEEP=1 (keep the initrd and the share in $OUT), NO_APT=1.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/hack/vm
 CACHE=${RDS_CSI_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rds-csi-vm}
 OUT=${OUT:-$(mktemp -d /tmp/rds-csi-vm.XXXXXX)}
 ACCEL=${ACCEL:-auto}
-MEM=${MEM:-1024}
 SMP=${SMP:-1}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-840}
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-$((QEMU_TIMEOUT - 20))}
-ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans sanity"
+ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat sanity"
 # Kernel modules the guest loads (their dependencies come along).
 MODULES="configfs loop crc32c_generic crc32c-intel ext4 xfs nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp virtio_pci 9pnet_virtio 9p"
 # Host programs copied into the guest with their shared libraries; busybox
@@ -49,13 +51,15 @@ mode=test
 scenarios=()
 for a in "$@"; do
   case $a in
-    bench) mode=bench ;;
+    bench | bench-clone) mode=$a ;;
     all) read -ra scenarios <<<"$ALL_SCENARIOS" ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) scenarios+=("$a") ;;
   esac
 done
 [ ${#scenarios[@]} -gt 0 ] || read -ra scenarios <<<"$ALL_SCENARIOS"
+# the clone benchmark keeps a volume and a full copy of it in guest memory
+if [ "$mode" = bench-clone ]; then MEM=${MEM:-6144}; else MEM=${MEM:-1024}; fi
 
 mkdir -p "$CACHE" "$OUT"
 log() { printf '[vm %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -252,7 +256,7 @@ for f in ${VM_SHARE_EXTRA:-}; do cp "$f" "$share/bin/"; done
 ov=$(mktemp -d "$OUT/overlay.XXXXXX")
 mkdir -p "$ov/vm" "$ov/usr/lib"
 cp "$here/guest/init" "$ov/init"
-cp "$here/guest/guest.sh" "$here/guest/lib.sh" "$here/guest/bench.sh" "$ov/vm/"
+cp "$here/guest/guest.sh" "$here/guest/lib.sh" "$here/guest/bench.sh" "$here/guest/bench-clone.sh" "$ov/vm/"
 cp -r "$here/guest/scenarios" "$ov/vm/"
 # shared libraries of the shared binaries (glibc mostly is in the base)
 for f in "$share"/bin/*; do
@@ -270,7 +274,9 @@ GUEST_TIMEOUT=$GUEST_TIMEOUT
 NODE_ARGS="${NODE_ARGS:-}"
 SANITY_ARGS="${SANITY_ARGS:-}"
 BENCH_RUNS=${BENCH_RUNS:-10}
-export NODE_ARGS SANITY_ARGS BENCH_RUNS
+CLONE_MIB=${CLONE_MIB:-1024}
+CLONE_RUNS=${CLONE_RUNS:-3}
+export NODE_ARGS SANITY_ARGS BENCH_RUNS CLONE_MIB CLONE_RUNS
 EOF
 # Base first, then the overlay: the kernel unpacks concatenated archives in
 # order. (The overlay names only /usr paths: an entry named like one of the
@@ -338,7 +344,7 @@ if [ "$ACCEL" = kvm ] || { [ "$ACCEL" = auto ] && [ ! -f "$stamp" ] && grep -qwE
   fi
 fi
 if [ -z "$used" ]; then
-  log "booting $kpkg under TCG ($([ "$mode" = bench ] && echo benchmark || echo "scenarios: ${scenarios[*]}"))"
+  log "booting $kpkg under TCG ($([ "$mode" = test ] && echo "scenarios: ${scenarios[*]}" || echo "benchmark $mode"))"
   run_qemu tcg 0
   used=tcg
 fi
@@ -346,7 +352,7 @@ fi
 # ---------------------------------------------------------- 6. report
 results=$(tr -d '\r' <"$OUT/results.log")
 echo
-if [ "$mode" = bench ]; then
+if [ "$mode" != test ]; then
   echo "$results" | sed -n 's/^BENCH \{0,1\}//p'
   grep -q '^BENCH runs' <<<"$results" || die "the benchmark did not finish (see $OUT/console.log)"
   echo "total $((SECONDS - T0)) s ($used); logs in $OUT"

@@ -22,11 +22,6 @@
 # (the old now_ms started /usr/bin/date inside every timed interval).
 . /vm/lib.sh
 N=${BENCH_RUNS:-10}
-p50() { sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "n/a"}'; }
-minmax() { sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) print lo "-" hi; else print "-"}'; }
-# stamp VAR: microseconds since the epoch into VAR, without a process
-stamp() { local t=$EPOCHREALTIME; eval "$1=${t%.*}${t#*.}"; }
-ms() { echo $((($2 - $1 + 500) / 1000)); } # ms FROM_US TO_US
 R=$WORK/bench
 rm -rf $R && mkdir -p $R
 : >$R/d.up; : >$R/d.down; : >$R/d.up_process; : >$R/d.down_process; : >$R/m.up; : >$R/m.down; : >$R/noop

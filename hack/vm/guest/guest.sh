@@ -2,7 +2,7 @@
 # Guest side of the VM harness: starts the simulator (real NVMe/TCP exports
 # through the kernel target), the controller and the node plugin, then runs
 # each scenario on its own and reports `PASS name` / `FAIL name` on the
-# results port. Usage: guest.sh MODE SCENARIO...   (MODE: test | bench)
+# results port. Usage: guest.sh MODE SCENARIO...   (MODE: test | bench | bench-clone)
 . /vm/lib.sh
 mode=$1; shift
 
@@ -10,6 +10,14 @@ r() { echo "$*"; echo "$*" >/dev/ttyS1; }
 
 mkdir -p $VM $WORK $DATA
 mount -t tmpfs -o size=75% tmpfs $DATA || r "FAIL setup: tmpfs for the pool"
+# The clone benchmark's pool: an XFS with reflink on a loop device over a
+# sparse file in the tmpfs, so the simulator's subvolume snapshots clone
+# extents (copy-on-write, as Btrfs on an RDS) instead of copying the data.
+if [ "$mode" = bench-clone ]; then
+    mkdir -p $DATA/pool
+    truncate -s 64G $DATA/pool.xfs && mkfs.xfs -q -m reflink=1 $DATA/pool.xfs &&
+        /usr/bin/mount -o loop $DATA/pool.xfs $DATA/pool || r "FAIL setup: XFS pool with reflink"
+fi
 
 if ! start_sim || ! start_controller || ! start_node; then
     r "FAIL setup: the simulator, controller or node plugin did not start"
@@ -19,7 +27,8 @@ fi
 r "INFO stack up: $(rds-csi --version 2>&1)"
 
 # Leftovers of a failed scenario must not leak into the next one: unmount
-# what it mounted under $WORK, disconnect its volumes, delete them.
+# what it mounted under $WORK, disconnect its volumes, delete them and every
+# snapshot.
 cleanup_scenario() {
     awk '{print $5}' /proc/self/mountinfo | grep "^$WORK/" | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null
@@ -32,6 +41,9 @@ cleanup_scenario() {
         [ -f "$c" ] || continue
         csi delete "${c##*/}" >/dev/null 2>&1
         rm -f "$c"
+    done
+    csi list-snapshots 2>/dev/null | awk '{print $1}' | while read -r id; do
+        csi delete-snapshot "$id" >/dev/null 2>&1
     done
     for s in $CFS/subsystems/*; do # subsystems made by hand in a scenario
         [ -d "$s" ] || continue
@@ -46,8 +58,8 @@ cleanup_scenario() {
 }
 
 case $mode in
-bench)
-    sh /vm/bench.sh 2>&1 | tee /dev/ttyS1
+bench | bench-clone)
+    sh /vm/$mode.sh 2>&1 | tee /dev/ttyS1
     exit 0
     ;;
 esac
@@ -61,6 +73,7 @@ for s in "$@"; do
     [ -f "$f" ] || { r "FAIL $s (no such scenario)"; continue; }
     to=$(sed -n 's/^# timeout: *//p' "$f" | head -1)
     t0=$(now_ms)
+    rm -f "$NOTE"
     echo "==== scenario $s"
     # shellcheck disable=SC2086 # no argument at all when arg is empty
     timeout -s KILL "${to:-180}" sh -e "$f" $arg >/tmp/scenario.out 2>&1
@@ -68,7 +81,7 @@ for s in "$@"; do
     t1=$(now_ms)
     sed "s/^/[$s] /" /tmp/scenario.out
     if [ $rc = 0 ]; then
-        r "PASS $s ($((t1 - t0)) ms)"
+        r "PASS $s ($((t1 - t0)) ms$([ -s "$NOTE" ] && echo "; $(head -n 1 "$NOTE")"))"
     elif [ $rc = 77 ]; then
         r "SKIP $s ($(tail -n 1 /tmp/scenario.out))"
     else

@@ -9,6 +9,7 @@ NQN_PREFIX=nqn.2000-02.com.mikrotik:
 CTRL_EP=unix://$VM/controller.sock
 NODE_EP=unix://$VM/node.sock
 NODE_ID=vm-node
+NOTE=$VM/scenario.note          # a scenario's one line for its PASS line
 export PATH=$VM/shadow:/share/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export NO_COLOR=1 # plain logs from the driver
 
@@ -18,6 +19,13 @@ fail() { echo "ASSERTION FAILED: $*" >&2; exit 1; }
 run() { echo "+ $*" >&2; "$@"; }
 # (busybox sh runs its own applets first: GNU date by path, for %N)
 now_ms() { echo $(($(/usr/bin/date +%s%N) / 1000000)); }
+
+# For the benchmarks: the median and the range of numbers on stdin, one a line
+p50() { sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "n/a"}'; }
+minmax() { sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) print lo "-" hi; else print "-"}'; }
+# stamp VAR: microseconds since the epoch into VAR, without a process
+stamp() { local t=$EPOCHREALTIME; eval "$1=${t%.*}${t#*.}"; }
+ms() { echo $((($2 - $1 + 500) / 1000)); } # ms FROM_US TO_US
 
 # wait_for SECONDS CMD...: poll every 0.2 s
 wait_for() {
