@@ -27,6 +27,19 @@ impl MountOptions {
         (!self.data.is_empty()).then(|| self.data.join(","))
     }
 
+    /// The options to mount a filesystem of type `fs` with: XFS gets
+    /// `nouuid`, since a clone or restore of a volume carries its source's
+    /// filesystem UUID, and XFS refuses to mount a second filesystem with a
+    /// UUID already mounted on the node (a clone beside its source). Two
+    /// mounts of one device are the same superblock either way.
+    pub fn for_fs(&self, fs: crate::FsType) -> MountOptions {
+        let mut o = self.clone();
+        if fs == crate::FsType::Xfs && !o.data.iter().any(|d| d == "nouuid") {
+            o.data.push("nouuid".into());
+        }
+        o
+    }
+
     /// The flags a bind mount can carry (it ignores filesystem data).
     pub fn bind_flags(&self) -> MsFlags {
         self.flags
@@ -122,6 +135,16 @@ mod tests {
 
     fn flags(v: &[&str]) -> Result<MountOptions, String> {
         parse_mount_flags(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn xfs_is_mounted_without_its_uuid_check_so_a_clone_mounts_beside_its_source() {
+        let o = flags(&["noatime"]).unwrap();
+        let x = o.for_fs(crate::FsType::Xfs);
+        assert_eq!(x.data_string().as_deref(), Some("nouuid"));
+        assert_eq!(x.flags, o.flags);
+        assert_eq!(x.for_fs(crate::FsType::Xfs), x, "added once");
+        assert_eq!(o.for_fs(crate::FsType::Ext4), o);
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl<E: Exec, S: Sys> DataPath<E, S> {
         opts: &MountOptions,
     ) -> Result<()> {
         self.create_dir_all(target).await?;
+        let opts = opts.for_fs(fs);
         let req = MountRequest {
             source: Some(device.path.clone()),
             target: target.to_path_buf(),
