@@ -31,6 +31,17 @@ pub struct Leftovers {
     pub subvolumes: bool,
 }
 
+/// A read-only snapshot `target` of volume `source`'s subvolume on Btrfs
+/// file system `fs`, with a disk over its image `file` carrying `comment`.
+#[derive(Debug, Clone)]
+pub struct SubvolumeSnapshot {
+    pub fs: Slot,
+    pub source: Slot,
+    pub target: Slot,
+    pub file: RosPath,
+    pub comment: DiskComment,
+}
+
 /// A copy of a disk (a snapshot, a restore or a clone) as the CSI layer
 /// asks for it.
 #[derive(Debug, Clone)]
@@ -95,11 +106,7 @@ pub trait Backend: Send + Sync + 'static {
     /// subvolume was made completes the disk.
     fn snapshot_subvolume(
         &self,
-        fs: &Slot,
-        source: &Slot,
-        target: &Slot,
-        file: &RosPath,
-        comment: &DiskComment,
+        snap: &SubvolumeSnapshot,
     ) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Starts (again) a background byte copy of `source` into the existing
     /// disk `target`.
@@ -272,19 +279,13 @@ impl Backend for Rds {
         }
     }
 
-    async fn snapshot_subvolume(
-        &self,
-        fs: &Slot,
-        source: &Slot,
-        target: &Slot,
-        file: &RosPath,
-        comment: &DiskComment,
-    ) -> BackendResult<bool> {
-        match ensure_subvolume(self, fs, target, Some(source), true).await {
+    async fn snapshot_subvolume(&self, s: &SubvolumeSnapshot) -> BackendResult<bool> {
+        match ensure_subvolume(self, &s.fs, &s.target, Some(&s.source), true).await {
             Err(routeros::Error::NotFound(_)) => return Ok(false),
             other => other?,
         }
-        self.adopt_file(target, file, None, comment).await?;
+        self.adopt_file(&s.target, &s.file, None, &s.comment)
+            .await?;
         Ok(true)
     }
 
@@ -439,27 +440,20 @@ pub mod fake {
                 .unwrap_or(PoolFilesystem::Unknown))
         }
 
-        async fn snapshot_subvolume(
-            &self,
-            _fs: &Slot,
-            source: &Slot,
-            target: &Slot,
-            file: &RosPath,
-            comment: &DiskComment,
-        ) -> BackendResult<bool> {
-            self.enter(format!("snapshot_subvolume {source} {target}"))?;
-            let size = match self.disks.lock().unwrap().get(source.as_str()) {
+        async fn snapshot_subvolume(&self, s: &SubvolumeSnapshot) -> BackendResult<bool> {
+            self.enter(format!("snapshot_subvolume {} {}", s.source, s.target))?;
+            let size = match self.disks.lock().unwrap().get(s.source.as_str()) {
                 Some(d) if d.in_own_subvolume() => d.size_bytes,
                 _ => return Ok(false),
             };
             self.insert(Disk {
-                slot: target.to_string(),
-                file_path: Some(file.to_string()),
+                slot: s.target.to_string(),
+                file_path: Some(s.file.to_string()),
                 size_bytes: size,
                 nqn: None,
                 port: None,
                 exported: false,
-                comment: comment.clone(),
+                comment: s.comment.clone(),
                 status: None,
             })?;
             Ok(true)

@@ -243,9 +243,7 @@ impl<B: Backend> ControllerService<B> {
     /// configured prefix, so a disk this driver would not have created is
     /// never touched.
     fn slot(&self, field: &'static str, id: &str) -> ControllerResult<Slot> {
-        if id.is_empty() {
-            return Err(ControllerError::invalid(field, "must not be empty"));
-        }
+        ControllerError::require(field, id)?;
         let slot = Slot::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
         if !self.config.volume_id_prefix.matches(slot.as_str()) {
             return Err(ControllerError::NotManaged {

@@ -225,6 +225,15 @@ impl Step {
 }
 
 impl ControllerError {
+    /// Refuses an empty required field.
+    pub fn require(field: &'static str, value: &str) -> Result<(), Self> {
+        if value.is_empty() {
+            Err(Self::invalid(field, "must not be empty"))
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         ControllerError::Invalid {
             field,

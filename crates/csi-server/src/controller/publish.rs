@@ -39,9 +39,7 @@ impl<B: Backend> ControllerService<B> {
         req: proto::ControllerPublishVolumeRequest,
     ) -> ControllerResult<proto::ControllerPublishVolumeResponse> {
         let slot = self.volume_id(&req.volume_id)?;
-        if req.node_id.is_empty() {
-            return Err(ControllerError::invalid("node_id", "must not be empty"));
-        }
+        ControllerError::require("node_id", &req.node_id)?;
         let cap = req
             .volume_capability
             .as_ref()

@@ -42,9 +42,7 @@ impl Source {
                 ))
             }
         };
-        if id.is_empty() {
-            return Err(ControllerError::invalid(field, "must not be empty"));
-        }
+        ControllerError::require(field, id)?;
         let slot = Slot::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
         Ok(Some(make(slot)))
     }
@@ -280,9 +278,7 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::CreateSnapshotRequest,
     ) -> ControllerResult<proto::CreateSnapshotResponse> {
-        if req.name.is_empty() {
-            return Err(ControllerError::invalid("name", "must not be empty"));
-        }
+        ControllerError::require("name", &req.name)?;
         let source = self.slot("source_volume_id", &req.source_volume_id)?;
         let asked = requested_method(&req.parameters)?;
         let id = snapshot_id(&req.name);
@@ -319,18 +315,7 @@ impl<B: Backend> ControllerService<B> {
             _ => VolumeLayout::Flat,
         };
         let (file, placement) = self.place(&id, target_layout, &dir).await?;
-        let created = whole_seconds_now();
-        let comment = DiskComment {
-            created: Some(created),
-            cluster: self.cluster()?,
-            snapshot: Some(routeros::Lineage {
-                source: source.clone(),
-                size_bytes: Some(volume.size_bytes),
-                method,
-            }),
-            copy_of: (method == CopyMethod::ByteCopy).then(|| source.clone()),
-            ..DiskComment::default()
-        };
+        let (created, comment) = self.snapshot_comment(&source, Some(volume.size_bytes), method)?;
         let spec = CopySpec {
             source: volume,
             target: id.clone(),
@@ -377,6 +362,30 @@ impl<B: Backend> ControllerService<B> {
         })
     }
 
+    /// The comment of a snapshot of `source` taken now, and that time: its
+    /// lineage, the cluster, and for a byte copy the mark that it is not
+    /// known complete.
+    fn snapshot_comment(
+        &self,
+        source: &Slot,
+        size_bytes: Option<u64>,
+        method: CopyMethod,
+    ) -> ControllerResult<(jiff::Timestamp, DiskComment)> {
+        let created = whole_seconds_now();
+        let comment = DiskComment {
+            created: Some(created),
+            cluster: self.cluster()?,
+            snapshot: Some(routeros::Lineage {
+                source: source.clone(),
+                size_bytes,
+                method,
+            }),
+            copy_of: (method == CopyMethod::ByteCopy).then(|| source.clone()),
+            ..DiskComment::default()
+        };
+        Ok((created, comment))
+    }
+
     /// A subvolume snapshot of `source` without looking it up: `None` when
     /// the volume has no subvolume (flat, or absent: the caller looks).
     /// Its size is the snapshot disk's own, read on the next CreateSnapshot,
@@ -390,27 +399,20 @@ impl<B: Backend> ControllerService<B> {
         let pool = self.config.pool();
         let file = RosPath::new(&format!("/{pool}/{id}/{SUBVOLUME_IMAGE}"))
             .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
-        let created = whole_seconds_now();
-        let comment = DiskComment {
-            created: Some(created),
-            cluster: self.cluster()?,
-            snapshot: Some(routeros::Lineage {
-                source: source.clone(),
-                size_bytes: None,
-                method: CopyMethod::Subvolume,
-            }),
-            ..DiskComment::default()
-        };
+        let (created, comment) = self.snapshot_comment(source, None, CopyMethod::Subvolume)?;
         let step = Step::Copy {
             from: source.to_string(),
             to: id.clone(),
             method: CopyMethod::Subvolume,
         };
-        match self
-            .backend
-            .snapshot_subvolume(&pool, source, id, &file, &comment)
-            .await
-        {
+        let snap = crate::backend::SubvolumeSnapshot {
+            fs: pool,
+            source: source.clone(),
+            target: id.clone(),
+            file,
+            comment,
+        };
+        match self.backend.snapshot_subvolume(&snap).await {
             Ok(false) => Ok(None),
             Ok(true) => {
                 info!(snapshot = %id, volume = %source, method = %CopyMethod::Subvolume, "snapshot created");
@@ -463,9 +465,7 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::DeleteSnapshotRequest,
     ) -> ControllerResult<proto::DeleteSnapshotResponse> {
-        if req.snapshot_id.is_empty() {
-            return Err(ControllerError::invalid("snapshot_id", "must not be empty"));
-        }
+        ControllerError::require("snapshot_id", &req.snapshot_id)?;
         // An ID this driver cannot have issued names nothing to delete.
         let id = match Slot::new(&req.snapshot_id) {
             Ok(id) if id.as_str().starts_with(SNAPSHOT_PREFIX) => id,
