@@ -79,6 +79,11 @@ pub struct ControllerService<B> {
     /// published while a copy reads it; refilled at start from the copy
     /// marks on the RDS.
     copies: std::sync::Mutex<HashMap<String, String>>,
+    /// What this controller knows about volumes and snapshots to save
+    /// RouterOS commands: each volume's layout (it never changes) and the
+    /// snapshots it answered not ready yet (their next ask looks them up
+    /// first). Empty after a restart, which only costs commands.
+    known: std::sync::Mutex<snapshots::Known>,
 }
 
 pub use capabilities::{validate_capabilities, Caps};
@@ -106,6 +111,7 @@ impl<B: Backend> ControllerService<B> {
             cluster_id: None,
             pool_fs: OnceLock::new(),
             copies: Default::default(),
+            known: Default::default(),
         }
     }
 
@@ -192,6 +198,7 @@ impl<B: Backend> ControllerService<B> {
             .await
             .map_err(step.failed())?;
         self.forget_copy(id);
+        self.forget(id);
         Ok(())
     }
 
@@ -358,8 +365,11 @@ impl<B: Backend> ControllerService<B> {
                     nqn: &nqn,
                     port: vp.nvme_port,
                 };
-                self.restore(source.as_ref().expect("checked"), &made, &range, size, &vp)
-                    .await?
+                let disk = self
+                    .restore(source.as_ref().expect("checked"), &made, &range, size, &vp)
+                    .await?;
+                self.remember_layout(&slot, vp.layout);
+                disk
             }
             None => {
                 let cluster = self.cluster()?;
@@ -377,6 +387,7 @@ impl<B: Backend> ControllerService<B> {
                     .await
                     .map_err(Step::Create(slot.clone()).failed())?;
                 info!(volume = %slot, bytes = size, file = %file, "volume created");
+                self.remember_layout(&slot, vp.layout);
                 spec.as_created()
             }
         };

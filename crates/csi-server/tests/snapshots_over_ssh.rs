@@ -232,10 +232,30 @@ async fn a_subvolume_snapshot_takes_two_commands_and_is_ready_on_the_next_ask() 
     // not the size: the next ask reads the snapshot's disk and is ready.
     assert!(!first.ready_to_use);
     assert!(first.creation_time.is_some());
+    e.sim.reset_stats();
     let again = e.snapshot("snapshot-count", "pvc-count").await.unwrap();
+    assert_eq!(
+        e.sim.stats().commands,
+        1,
+        "the second ask reads the snapshot's disk"
+    );
     assert!(again.ready_to_use);
     assert_eq!(again.size_bytes, GIB);
     assert_eq!(again.creation_time, first.creation_time);
+}
+
+#[tokio::test]
+async fn a_flat_volume_snapshot_takes_a_lookup_and_one_copy_from() {
+    let e = Env::on_disk().await;
+    e.create("pvc-flat", GIB).await.unwrap();
+    e.sim.reset_stats();
+    let snap = e.snapshot("snapshot-flat", "pvc-flat").await.unwrap();
+    assert!(snap.ready_to_use);
+    assert_eq!(
+        e.sim.stats().commands,
+        2,
+        "a volume known to be flat does not try a subvolume snapshot first"
+    );
 }
 
 #[tokio::test]

@@ -156,6 +156,13 @@ fn choose_method(
     }
 }
 
+/// What the controller remembers to save RouterOS commands.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    layouts: HashMap<String, VolumeLayout>,
+    not_ready: std::collections::HashSet<String>,
+}
+
 /// How far a byte copy into `disk` is, while it is not known complete.
 pub(super) fn still_copying(disk: &Disk) -> Option<String> {
     match (&disk.status, &disk.comment.copy_of) {
@@ -181,6 +188,22 @@ impl<B: Backend> ControllerService<B> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(into.as_str());
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets a deleted volume or snapshot.
+    pub(super) fn forget(&self, id: &Slot) {
+        let mut known = self.known();
+        known.layouts.remove(id.as_str());
+        known.not_ready.remove(id.as_str());
+    }
+
+    /// A volume's layout, which never changes once it is made.
+    pub(super) fn remember_layout(&self, volume: &Slot, layout: VolumeLayout) {
+        self.known().layouts.insert(volume.to_string(), layout);
     }
 
     fn note_copy(&self, into: &Slot, from: &Slot) {
@@ -283,11 +306,20 @@ impl<B: Backend> ControllerService<B> {
         let asked = requested_method(&req.parameters)?;
         let id = snapshot_id(&req.name);
         let _guard = self.lock(&id)?;
+        // Asked again after a not-ready answer: look at the snapshot first.
+        if self.known().not_ready.contains(id.as_str()) {
+            if let Some(disk) = self.lookup(&id).await? {
+                return self.existing_snapshot(disk, &source).await;
+            }
+        }
         // A volume in the subvolume layout needs no lookup first: two
-        // commands while the guest may be frozen.
+        // commands while the guest may be frozen. A volume known to be flat
+        // does not try.
         let subvolumes = self.pool_fs.get() == Some(&PoolFilesystem::Btrfs);
-        if subvolumes && matches!(asked, None | Some(CopyMethod::Subvolume)) {
+        let flat = self.known().layouts.get(source.as_str()) == Some(&VolumeLayout::Flat);
+        if subvolumes && !flat && matches!(asked, None | Some(CopyMethod::Subvolume)) {
             if let Some(made) = self.snapshot_subvolume_directly(&id, &source).await? {
+                self.known().not_ready.insert(id.to_string());
                 return Ok(made);
             }
         }
@@ -300,6 +332,7 @@ impl<B: Backend> ControllerService<B> {
             };
         };
         let layout = VolumeLayout::of(&volume);
+        self.remember_layout(&source, layout);
         let method = choose_method(layout, layout, asked)?;
         if method == CopyMethod::ByteCopy {
             self.check_detached(&source)?;
@@ -456,6 +489,9 @@ impl<B: Backend> ControllerService<B> {
         }
         let disk = self.settle_copy(disk).await?;
         let info = SnapshotInfo::from_disk(&disk).ok_or(ControllerError::NotASnapshot { id })?;
+        if info.ready {
+            self.known().not_ready.remove(&info.id);
+        }
         Ok(proto::CreateSnapshotResponse {
             snapshot: Some(snapshot_of(&info)),
         })

@@ -100,6 +100,8 @@ pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
         None,
         RpcMetrics::unregistered(),
     );
+    // As `rds-csi controller` does at start: read the pool.
+    svc.detect_pool().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
     let listener = csi_server::server::bind_unix(&sock).unwrap();
