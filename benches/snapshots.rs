@@ -341,15 +341,14 @@ async fn main() -> BoxResult<()> {
          (1, 5, 15 min) before the runs: {load_before}; after them: {load_after}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     )?;
-    writeln!(out, "## CreateSnapshot ({N} per row)\n")?;
+    let rows: Vec<String> = runs.iter().map(Run::row).collect();
     writeln!(
         out,
-        "| method | run | p50 ms | p99 ms | max ms | wall s | snapshots/s | RouterOS cmds per snapshot | new SSH connections |"
+        "## CreateSnapshot ({N} per row)\n\n\
+         | method | run | p50 ms | p99 ms | max ms | wall s | snapshots/s | RouterOS cmds per snapshot | new SSH connections |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n{}",
+        rows.join("\n")
     )?;
-    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
-    for r in &runs {
-        writeln!(out, "{}", r.row())?;
-    }
 
     writeln!(out, "\n## Round trips per CreateSnapshot\n")?;
     writeln!(
@@ -370,16 +369,13 @@ async fn main() -> BoxResult<()> {
         writeln!(out, "| {} | {most} | {goal} |", method.name())?;
     }
 
-    writeln!(out, "\n## SSH connections\n")?;
-    writeln!(out, "| measure | value |\n|---|---:|")?;
     writeln!(
         out,
-        "| connections while the controller started (incl. first health check) | {} |",
-        startup.connections
-    )?;
-    writeln!(
-        out,
-        "| connections over the whole benchmark ({} CreateSnapshot, as many DeleteSnapshot, {} CreateVolume) | {} |",
+        "\n## SSH connections\n\n| measure | value |\n|---|---:|\n\
+         | connections while the controller started (incl. first health check) | {} |\n\
+         | connections over the whole benchmark ({} CreateSnapshot, as many DeleteSnapshot, \
+         {} CreateVolume) | {} |",
+        startup.connections,
         runs.len() * N,
         methods.len() * TASKS,
         total.connections
