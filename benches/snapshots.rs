@@ -5,13 +5,18 @@
 //!   a snapshot is a read-only Btrfs subvolume snapshot plus its disk.
 //! - **copy-from**: source volumes in the flat layout (the default); a
 //!   snapshot is `/disk add copy-from=`.
+//! - **copy**: flat source volumes, VolumeSnapshotClass `copyMethod: copy`;
+//!   a snapshot is a background `/disk copy` (made to finish at once here).
 //!
-//! Each method is run sequentially and with 16 concurrent callers (each on
-//! its own source volume), at 0 ms and 20 ms of latency the simulator adds
-//! before every RouterOS reply. As in the controller benchmark, the
-//! simulator runs in this process (its command and connection counters are
-//! read) and the controller is a child process reached over its CSI socket;
-//! everything goes over real SSH.
+//! Each snapshot is taken (the first CreateSnapshot, whose answer carries
+//! the creation time a frozen guest waits for) and then asked for again
+//! until it is ready, as the csi-snapshotter does. Each method is run
+//! sequentially and with 16 concurrent callers (each on its own source
+//! volume), at 0 ms and 20 ms of latency the simulator adds before every
+//! RouterOS reply. As in the controller benchmark, the simulator runs in
+//! this process (its command and connection counters are read) and the
+//! controller is a child process reached over its CSI socket; everything
+//! goes over real SSH.
 //!
 //!     cargo bench --bench snapshots
 //!
@@ -45,10 +50,13 @@ const SLOW: Duration = Duration::from_millis(20);
 /// CreateSnapshot.
 const SUBVOLUME_GOAL: u64 = 2;
 
+const METHODS: [Method; 3] = [Method::Subvolume, Method::CopyFrom, Method::ByteCopy];
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Method {
     Subvolume,
     CopyFrom,
+    ByteCopy,
 }
 
 impl Method {
@@ -56,14 +64,23 @@ impl Method {
         match self {
             Method::Subvolume => "subvolume",
             Method::CopyFrom => "copy-from",
+            Method::ByteCopy => "copy",
         }
     }
 
     /// StorageClass parameters of the source volumes.
-    fn parameters(self) -> &'static [(&'static str, &'static str)] {
+    fn volume_parameters(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Method::Subvolume => &[("volumeLayout", "subvolume")],
-            Method::CopyFrom => &[],
+            Method::CopyFrom | Method::ByteCopy => &[],
+        }
+    }
+
+    /// VolumeSnapshotClass parameters.
+    fn class_parameters(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Method::ByteCopy => &[("copyMethod", "copy")],
+            Method::Subvolume | Method::CopyFrom => &[],
         }
     }
 
@@ -73,137 +90,226 @@ impl Method {
     }
 }
 
-/// One measured run of `N` CreateSnapshot calls.
+/// One measured run of `N` snapshots, each taken (the first
+/// CreateSnapshot answer, which carries the creation time) and then asked
+/// for again until ready, as the csi-snapshotter does.
 struct Run {
     method: Method,
     label: String,
-    latencies: Vec<Duration>,
-    wall: Duration,
-    /// RouterOS commands per call: exact for each call when sequential,
-    /// the run's total spread evenly when concurrent.
-    cmds: Vec<u64>,
+    /// Latency of the first CreateSnapshot of each snapshot.
+    first: Vec<Duration>,
+    /// From the first call to the ready answer; sequential runs only.
+    ready: Option<Vec<Duration>>,
+    /// RouterOS commands up to the first answer, and up to the ready one
+    /// (first included): exact per snapshot when sequential, each phase's
+    /// total spread evenly when concurrent.
+    first_cmds: Vec<u64>,
+    ready_cmds: Vec<u64>,
+    /// CreateSnapshot calls in all, first ones included.
+    calls: usize,
     connections: u64,
     /// The snapshot IDs made, for the clean-up.
     ids: Vec<String>,
 }
 
+fn avg(v: &[u64]) -> f64 {
+    v.iter().sum::<u64>() as f64 / v.len().max(1) as f64
+}
+
+fn most(v: &[u64]) -> u64 {
+    v.iter().copied().max().unwrap_or(0)
+}
+
+/// Commands spread evenly over the `N` snapshots of a concurrent phase.
+fn spread(total: u64) -> Vec<u64> {
+    let (q, r) = (total / N as u64, (total % N as u64) as usize);
+    (0..N).map(|i| q + u64::from(i < r)).collect()
+}
+
 impl Run {
-    fn avg_cmds(&self) -> f64 {
-        self.cmds.iter().sum::<u64>() as f64 / self.cmds.len().max(1) as f64
-    }
-
-    fn max_cmds(&self) -> u64 {
-        self.cmds.iter().copied().max().unwrap_or(0)
-    }
-
     fn row(&self) -> String {
+        let ready = self
+            .ready
+            .as_ref()
+            .map_or("–".to_string(), |r| ms(percentile(r, 50.0)));
         format!(
-            "| {} | {} | {} | {} | {} | {:.3} | {:.0} | {:.2} (max {}) | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} (max {}) | {:.2} | {:.2} (max {}) | {ready} | {} |",
             self.method.name(),
             self.label,
-            ms(percentile(&self.latencies, 50.0)),
-            ms(percentile(&self.latencies, 99.0)),
-            ms(percentile(&self.latencies, 100.0)),
-            self.wall.as_secs_f64(),
-            self.latencies.len() as f64 / self.wall.as_secs_f64(),
-            self.avg_cmds(),
-            self.max_cmds(),
+            ms(percentile(&self.first, 50.0)),
+            ms(percentile(&self.first, 99.0)),
+            ms(percentile(&self.first, 100.0)),
+            avg(&self.first_cmds),
+            most(&self.first_cmds),
+            self.calls as f64 / self.first.len() as f64,
+            avg(&self.ready_cmds),
+            most(&self.ready_cmds),
             self.connections,
         )
     }
 }
 
-/// Takes snapshot `name` of `volume` and checks the answer; returns the
-/// snapshot ID and the latency.
-async fn snapshot(client: &mut Client, volume: &str, name: &str) -> (String, Duration) {
-    let req = proto::CreateSnapshotRequest {
+fn request(method: Method, volume: &str, name: &str) -> proto::CreateSnapshotRequest {
+    proto::CreateSnapshotRequest {
         source_volume_id: volume.to_string(),
         name: name.to_string(),
+        parameters: method
+            .class_parameters()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Default::default()
-    };
-    let t = Instant::now();
-    let resp = match client.create_snapshot(req).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => panic!("CreateSnapshot {name} of {volume}: {s}"),
-    };
-    let took = t.elapsed();
-    let snap = resp.snapshot.expect("CreateSnapshot answered no snapshot");
-    assert!(snap.ready_to_use, "{name}: not ready to use");
-    assert_eq!(snap.source_volume_id, volume, "{name}: wrong source");
-    assert_eq!(snap.size_bytes, GIB, "{name}: wrong size");
-    (snap.snapshot_id, took)
+    }
 }
 
-/// `N` snapshots, one after the other, of the method's volumes in turn.
-/// Commands are counted around every single call.
+async fn call(c: &mut Client, req: proto::CreateSnapshotRequest) -> proto::Snapshot {
+    let what = format!("CreateSnapshot {} of {}", req.name, req.source_volume_id);
+    match c.create_snapshot(req).await {
+        Ok(r) => r
+            .into_inner()
+            .snapshot
+            .expect("CreateSnapshot answered no snapshot"),
+        Err(s) => panic!("{what}: {s}"),
+    }
+}
+
+/// The first CreateSnapshot of `name`, checked; returns its answer and
+/// latency.
+async fn take(
+    c: &mut Client,
+    method: Method,
+    volume: &str,
+    name: &str,
+) -> (proto::Snapshot, Duration) {
+    let t = Instant::now();
+    let snap = call(c, request(method, volume, name)).await;
+    let took = t.elapsed();
+    assert_eq!(snap.source_volume_id, volume, "{name}: wrong source");
+    assert!(snap.creation_time.is_some(), "{name}: no creation time");
+    (snap, took)
+}
+
+/// Asks again until `first` is ready, as the csi-snapshotter does, and
+/// checks the ready answer; returns the calls it took.
+async fn settle(
+    c: &mut Client,
+    method: Method,
+    volume: &str,
+    name: &str,
+    first: proto::Snapshot,
+) -> usize {
+    let mut snap = first.clone();
+    let mut calls = 0;
+    while !snap.ready_to_use {
+        assert!(calls < 1000, "{name}: not ready after {calls} more calls");
+        if calls > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        snap = call(c, request(method, volume, name)).await;
+        calls += 1;
+    }
+    assert_eq!(
+        snap.snapshot_id, first.snapshot_id,
+        "{name}: another snapshot"
+    );
+    assert_eq!(
+        snap.creation_time, first.creation_time,
+        "{name}: creation time moved"
+    );
+    assert_eq!(snap.size_bytes, GIB, "{name}: wrong size");
+    calls
+}
+
+/// `N` snapshots, one after the other, of the method's volumes in turn,
+/// each made ready before the next. Commands are counted around every
+/// single call.
 async fn sequential(method: Method, label: &str, client: &Client, sim: &SimHandle) -> Run {
     let mut c = client.clone();
     let before = sim.stats();
     let mut run = Run {
         method,
         label: label.to_string(),
-        latencies: Vec::with_capacity(N),
-        wall: Duration::ZERO,
-        cmds: Vec::with_capacity(N),
+        first: Vec::with_capacity(N),
+        ready: Some(Vec::with_capacity(N)),
+        first_cmds: Vec::with_capacity(N),
+        ready_cmds: Vec::with_capacity(N),
+        calls: 0,
         connections: 0,
         ids: Vec::with_capacity(N),
     };
-    let start = Instant::now();
     for i in 0..N {
         let name = format!("{}-{label}-{i}", method.name());
+        let volume = method.volume(i % TASKS);
         let c0 = sim.stats().commands;
-        let (id, took) = snapshot(&mut c, &method.volume(i % TASKS), &name).await;
-        run.cmds.push(sim.stats().commands - c0);
-        run.latencies.push(took);
-        run.ids.push(id);
+        let t = Instant::now();
+        let (snap, took) = take(&mut c, method, &volume, &name).await;
+        let c1 = sim.stats().commands;
+        run.ids.push(snap.snapshot_id.clone());
+        run.calls += 1 + settle(&mut c, method, &volume, &name, snap).await;
+        let ready = t.elapsed();
+        let c2 = sim.stats().commands;
+        run.first.push(took);
+        run.ready.as_mut().expect("sequential").push(ready);
+        run.first_cmds.push(c1 - c0);
+        run.ready_cmds.push(c2 - c0);
     }
-    run.wall = start.elapsed();
     run.connections = sim.stats().connections - before.connections;
     run
 }
 
 /// `TASKS` callers released together, each taking `PER_TASK` snapshots of
-/// its own volume one after the other.
+/// its own volume one after the other; once every first answer is in,
+/// they are all released again to ask until their snapshots are ready.
 async fn concurrent(method: Method, label: &str, client: &Client, sim: &SimHandle) -> Run {
-    let gate = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
+    let start_gate = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
+    let mid_gate = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
     let mut tasks = Vec::with_capacity(TASKS);
     for t in 0..TASKS {
         let mut c = client.clone();
-        let gate = gate.clone();
+        let (g1, g2) = (start_gate.clone(), mid_gate.clone());
         let volume = method.volume(t);
         let names: Vec<String> = (0..PER_TASK)
             .map(|k| format!("{}-{label}-{t}-{k}", method.name()))
             .collect();
         tasks.push(tokio::spawn(async move {
-            gate.wait().await;
-            let mut out = Vec::with_capacity(names.len());
+            g1.wait().await;
+            let mut taken = Vec::with_capacity(names.len());
             for name in &names {
-                out.push(snapshot(&mut c, &volume, name).await);
+                taken.push(take(&mut c, method, &volume, name).await);
+            }
+            g2.wait().await;
+            let mut out = Vec::with_capacity(names.len());
+            for (name, (snap, took)) in names.iter().zip(taken) {
+                let id = snap.snapshot_id.clone();
+                let calls = 1 + settle(&mut c, method, &volume, name, snap).await;
+                out.push((id, took, calls));
             }
             out
         }));
     }
     let before = sim.stats();
-    gate.wait().await;
-    let start = Instant::now();
-    let mut latencies = Vec::with_capacity(N);
+    start_gate.wait().await;
+    mid_gate.wait().await;
+    let mid = sim.stats();
+    let mut first = Vec::with_capacity(N);
     let mut ids = Vec::with_capacity(N);
+    let mut calls = 0;
     for t in tasks {
-        for (id, took) in t.await.expect("benchmark task panicked") {
-            latencies.push(took);
+        for (id, took, n) in t.await.expect("benchmark task panicked") {
+            first.push(took);
             ids.push(id);
+            calls += n;
         }
     }
-    let wall = start.elapsed();
     let after = sim.stats();
-    let total = after.commands - before.commands;
-    let (q, r) = (total / N as u64, (total % N as u64) as usize);
     Run {
         method,
         label: label.to_string(),
-        latencies,
-        wall,
-        cmds: (0..N).map(|i| q + u64::from(i < r)).collect(),
+        first,
+        ready: None,
+        first_cmds: spread(mid.commands - before.commands),
+        ready_cmds: spread(after.commands - before.commands),
+        calls,
         connections: after.connections - before.connections,
         ids,
     }
@@ -228,7 +334,7 @@ fn read_only_subvolumes(sim: &SimHandle) -> usize {
 async fn check_and_clean(run: &Run, client: &Client, sim: &SimHandle) -> BoxResult<()> {
     let expected_ro = match run.method {
         Method::Subvolume => run.ids.len(),
-        Method::CopyFrom => 0,
+        Method::CopyFrom | Method::ByteCopy => 0,
     };
     let ro = read_only_subvolumes(sim);
     if ro != expected_ro {
@@ -257,7 +363,7 @@ async fn check_and_clean(run: &Run, client: &Client, sim: &SimHandle) -> BoxResu
     })
     .await?;
     let left = sim.disks().len();
-    if left != 2 * TASKS || read_only_subvolumes(sim) != 0 {
+    if left != METHODS.len() * TASKS || read_only_subvolumes(sim) != 0 {
         return Err(format!("snapshots left over after {}: {left} disks", run.label).into());
     }
     Ok(())
@@ -273,7 +379,7 @@ async fn sources(method: Method, client: &Client) -> BoxResult<()> {
                 &name,
                 GIB,
                 capability(),
-                method.parameters(),
+                method.volume_parameters(),
             ))
             .await
             .map_err(|s| format!("CreateVolume {name}: {s}"))?;
@@ -292,8 +398,10 @@ async fn main() -> BoxResult<()> {
     let startup = sim.stats();
     let idle = ctl.settled_memory(Duration::from_millis(500)).await;
 
-    let methods = [Method::Subvolume, Method::CopyFrom];
-    for method in methods {
+    // Byte copies finish at once: what is measured is the driver's
+    // commands, not the RDS's copying.
+    sim.set_copy_rate(u64::MAX);
+    for method in METHODS {
         sources(method, &ctl.client).await?;
     }
     let plain_subvolumes = sim.subvolumes().len();
@@ -302,7 +410,7 @@ async fn main() -> BoxResult<()> {
     }
 
     let mut runs = Vec::new();
-    for method in methods {
+    for method in METHODS {
         for latency in [Duration::ZERO, SLOW] {
             let l = latency.as_millis();
             for concurrently in [false, true] {
@@ -345,39 +453,42 @@ async fn main() -> BoxResult<()> {
     writeln!(
         out,
         "## CreateSnapshot ({N} per row)\n\n\
-         | method | run | p50 ms | p99 ms | max ms | wall s | snapshots/s | RouterOS cmds per snapshot | new SSH connections |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n{}",
+         | method | run | first answer p50 ms | p99 ms | max ms | RouterOS cmds to the first answer | calls until ready | RouterOS cmds until ready | ready p50 ms | new SSH connections |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
         rows.join("\n")
     )?;
 
     writeln!(out, "\n## Round trips per CreateSnapshot\n")?;
     writeln!(
         out,
-        "| method | most commands in one call | goal |\n|---|---:|---|"
+        "| method | most commands to a first answer | most until ready | goal (first answer) |\n|---|---:|---:|---|"
     )?;
-    for method in methods {
-        let most = runs
-            .iter()
-            .filter(|r| r.method == method)
-            .map(Run::max_cmds)
-            .max()
-            .unwrap_or(0);
-        let goal = match method {
-            Method::Subvolume => format!("<= {SUBVOLUME_GOAL}: {}", met(most <= SUBVOLUME_GOAL)),
-            Method::CopyFrom => "–".to_string(),
+    for method in METHODS {
+        let of = |f: fn(&Run) -> &[u64]| {
+            runs.iter()
+                .filter(|r| r.method == method)
+                .map(|r| most(f(r)))
+                .max()
+                .unwrap_or(0)
         };
-        writeln!(out, "| {} | {most} | {goal} |", method.name())?;
+        let (first, ready) = (of(|r| &r.first_cmds), of(|r| &r.ready_cmds));
+        let goal = match method {
+            Method::Subvolume => format!("<= {SUBVOLUME_GOAL}: {}", met(first <= SUBVOLUME_GOAL)),
+            Method::CopyFrom | Method::ByteCopy => "–".to_string(),
+        };
+        writeln!(out, "| {} | {first} | {ready} | {goal} |", method.name())?;
     }
 
     writeln!(
         out,
         "\n## SSH connections\n\n| measure | value |\n|---|---:|\n\
          | connections while the controller started (incl. first health check) | {} |\n\
-         | connections over the whole benchmark ({} CreateSnapshot, as many DeleteSnapshot, \
+         | connections over the whole benchmark ({} CreateSnapshot, {} DeleteSnapshot, \
          {} CreateVolume) | {} |",
         startup.connections,
+        runs.iter().map(|r| r.calls).sum::<usize>(),
         runs.len() * N,
-        methods.len() * TASKS,
+        METHODS.len() * TASKS,
         total.connections
     )?;
     writeln!(out, "\n## Controller memory\n")?;
