@@ -11,7 +11,6 @@
 //! Results are printed as Markdown on stdout; see docs/benchmarks.md.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use csi_server::proto;
@@ -20,12 +19,12 @@ use rds_sim::SimHandle;
 #[path = "support/standalone.rs"]
 mod standalone;
 mod support;
-use standalone::{Client, Controller};
+use standalone::{Client, Controller, PREFIX};
 use support::{
-    capability, memory_row, met, ms, par, percentile, start_sim, total_time, BoxResult, BIN, GIB,
+    capability, memory_row, met, ms, par, percentile, start_sim, total_time, two_phases, BoxResult,
+    BIN, GIB,
 };
 
-const PREFIX: &str = "bench-";
 /// Pairs in the sequential runs and tasks in the concurrent runs.
 const N: usize = 64;
 /// Volumes kept at once for the memory measurement.
@@ -134,8 +133,7 @@ async fn sequential(label: &str, client: &Client, sim: &SimHandle, tag: &str) ->
 /// has returned, so the create phase can be timed (and its commands
 /// counted) on its own.
 async fn concurrent(label: &str, client: &Client, sim: &SimHandle, tag: &str) -> Run {
-    let start_gate = Arc::new(tokio::sync::Barrier::new(N + 1));
-    let mid_gate = Arc::new(tokio::sync::Barrier::new(N + 1));
+    let (start_gate, mid_gate) = two_phases(N);
     let mut tasks = Vec::with_capacity(N);
     for i in 0..N {
         let mut c = client.clone();
@@ -209,7 +207,7 @@ async fn main() -> BoxResult<()> {
     eprintln!("simulator on {}; controller binary {BIN}", sim.addr());
 
     // --- default controller: idle memory ---------------------------------
-    let ctl = Controller::start(dir.path(), "default", &sim, &key_path, PREFIX, None).await?;
+    let ctl = Controller::start(dir.path(), "default", &sim, &key_path, None).await?;
     let idle = ctl.settled_memory(Duration::from_millis(500)).await;
     let startup = sim.stats();
 
@@ -264,15 +262,7 @@ async fn main() -> BoxResult<()> {
 
     // --- optional: a controller with more SSH channels -----------------------
     eprintln!("20 ms: concurrent with --rds-max-sessions {WIDE_SESSIONS}");
-    let wide = Controller::start(
-        dir.path(),
-        "wide",
-        &sim,
-        &key_path,
-        PREFIX,
-        Some(WIDE_SESSIONS),
-    )
-    .await?;
+    let wide = Controller::start(dir.path(), "wide", &sim, &key_path, Some(WIDE_SESSIONS)).await?;
     sim.faults().set_latency(SLOW);
     let wide_run = concurrent(
         &format!("20 ms, {N} concurrent, {WIDE_SESSIONS} sessions"),

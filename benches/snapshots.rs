@@ -32,12 +32,12 @@ use rds_sim::SimHandle;
 #[path = "support/standalone.rs"]
 mod standalone;
 mod support;
-use standalone::{Client, Controller};
+use standalone::{Client, Controller, PREFIX};
 use support::{
-    capability, memory_row, met, ms, par, percentile, start_sim, total_time, BoxResult, BIN, GIB,
+    capability, memory_row, met, ms, par, percentile, start_sim, total_time, two_phases, BoxResult,
+    BIN, GIB,
 };
 
-const PREFIX: &str = "bench-";
 /// Concurrent callers, and source volumes per method (one per caller).
 const TASKS: usize = 16;
 /// Snapshots each concurrent caller takes, one after the other.
@@ -261,8 +261,7 @@ async fn sequential(method: Method, label: &str, client: &Client, sim: &SimHandl
 /// its own volume one after the other; once every first answer is in,
 /// they are all released again to ask until their snapshots are ready.
 async fn concurrent(method: Method, label: &str, client: &Client, sim: &SimHandle) -> Run {
-    let start_gate = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
-    let mid_gate = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
+    let (start_gate, mid_gate) = two_phases(TASKS);
     let mut tasks = Vec::with_capacity(TASKS);
     for t in 0..TASKS {
         let mut c = client.clone();
@@ -394,7 +393,7 @@ async fn main() -> BoxResult<()> {
     let dir = tempfile::tempdir()?;
     let (sim, key_path) = start_sim(dir.path()).await?;
     eprintln!("simulator on {}; controller binary {BIN}", sim.addr());
-    let ctl = Controller::start(dir.path(), "snapshots", &sim, &key_path, PREFIX, None).await?;
+    let ctl = Controller::start(dir.path(), "snapshots", &sim, &key_path, None).await?;
     let startup = sim.stats();
     let idle = ctl.settled_memory(Duration::from_millis(500)).await;
 

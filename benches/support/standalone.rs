@@ -16,6 +16,9 @@ use crate::support::{connect_lazy, controller_command, memory_kib, BoxResult, Pr
 
 pub type Client = ControllerClient<Channel>;
 
+/// The volume ID prefix the controller is started with.
+pub const PREFIX: &str = "bench-";
+
 /// A `rds-csi controller` child process and a CSI client connected to it.
 pub struct Controller {
     pub process: Process,
@@ -24,14 +27,13 @@ pub struct Controller {
 
 impl Controller {
     /// Starts `rds-csi controller --standalone` against `sim` with volume
-    /// IDs starting with `prefix`, logging to `dir/NAME.log`, and waits
+    /// IDs starting with [`PREFIX`], logging to `dir/NAME.log`, and waits
     /// until Probe reports ready.
     pub async fn start(
         dir: &Path,
         name: &str,
         sim: &SimHandle,
         key: &Path,
-        prefix: &str,
         max_sessions: Option<u32>,
     ) -> BoxResult<Controller> {
         let sock = dir.join(format!("{name}.sock"));
@@ -40,7 +42,7 @@ impl Controller {
         cmd.arg("--metrics-address")
             .arg("off")
             .arg("--volume-id-prefix")
-            .arg(prefix)
+            .arg(PREFIX)
             // No Kubernetes here: attachment state in memory.
             .arg("--standalone");
         if let Some(n) = max_sessions {
