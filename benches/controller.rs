@@ -11,24 +11,20 @@
 //! Results are printed as Markdown on stdout; see docs/benchmarks.md.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use csi_server::proto::{
-    self, controller_client::ControllerClient, identity_client::IdentityClient,
-};
+use csi_server::proto;
 use rds_sim::SimHandle;
-use tonic::transport::Channel;
 
+#[path = "support/standalone.rs"]
+mod standalone;
 mod support;
+use standalone::{Client, Controller, PREFIX};
 use support::{
-    capability, connect_lazy, controller_command, memory_kib, memory_row, met, ms, par, percentile,
-    start_sim, total_time, BoxResult, Process, BIN, GIB,
+    capability, memory_row, met, ms, par, percentile, start_sim, total_time, two_phases, BoxResult,
+    BIN, GIB,
 };
 
-const PREFIX: &str = "bench-";
 /// Pairs in the sequential runs and tasks in the concurrent runs.
 const N: usize = 64;
 /// Volumes kept at once for the memory measurement.
@@ -39,76 +35,6 @@ const MANY_IN_FLIGHT: usize = 32;
 const SLOW: Duration = Duration::from_millis(20);
 /// `--rds-max-sessions` of the optional second controller.
 const WIDE_SESSIONS: u32 = 64;
-
-type Client = ControllerClient<Channel>;
-
-/// A `rds-csi controller` child process and a CSI client connected to it.
-struct Controller {
-    process: Process,
-    client: Client,
-}
-
-impl Controller {
-    async fn start(
-        dir: &Path,
-        name: &str,
-        sim: &SimHandle,
-        key: &Path,
-        max_sessions: Option<u32>,
-    ) -> BoxResult<Controller> {
-        let sock = dir.join(format!("{name}.sock"));
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let mut cmd = controller_command(&sock, sim, key);
-        cmd.arg("--metrics-address")
-            .arg("off")
-            .arg("--volume-id-prefix")
-            .arg(PREFIX)
-            // No Kubernetes here: attachment state in memory.
-            .arg("--standalone");
-        if let Some(n) = max_sessions {
-            cmd.arg("--rds-max-sessions").arg(n.to_string());
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("spawn {BIN}: {e}"))?;
-        let mut ctl = Controller {
-            process: Process(child),
-            client: ControllerClient::new(connect_lazy(sock.clone())?),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = ctl.process.0.try_wait()? {
-                return Err(format!(
-                    "controller exited with {status}; see {}",
-                    dir.join(format!("{name}.log")).display()
-                )
-                .into());
-            }
-            if sock.exists() {
-                let mut identity = IdentityClient::new(connect_lazy(sock.clone())?);
-                if let Ok(r) = identity.probe(proto::ProbeRequest {}).await {
-                    if r.into_inner().ready == Some(true) {
-                        return Ok(ctl);
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return Err("controller did not become ready in 20 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// VmRSS and VmHWM (KiB) after `settle`, once what the last requests
-    /// left behind has been freed.
-    async fn settled_memory(&self, settle: Duration) -> (u64, u64) {
-        tokio::time::sleep(settle).await;
-        memory_kib(self.process.pid())
-    }
-}
 
 async fn create(client: &mut Client, name: &str) -> Duration {
     let t = Instant::now();
@@ -207,8 +133,7 @@ async fn sequential(label: &str, client: &Client, sim: &SimHandle, tag: &str) ->
 /// has returned, so the create phase can be timed (and its commands
 /// counted) on its own.
 async fn concurrent(label: &str, client: &Client, sim: &SimHandle, tag: &str) -> Run {
-    let start_gate = Arc::new(tokio::sync::Barrier::new(N + 1));
-    let mid_gate = Arc::new(tokio::sync::Barrier::new(N + 1));
+    let (start_gate, mid_gate) = two_phases(N);
     let mut tasks = Vec::with_capacity(N);
     for i in 0..N {
         let mut c = client.clone();

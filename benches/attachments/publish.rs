@@ -3,7 +3,6 @@
 //! the other, or many tasks in two phases (all attach, then all detach).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use csi_server::proto;
@@ -12,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::metrics::{api_connections, breakdown, cpu_s, ms_f, snap, snap_of, Breakdown};
-use crate::support::{capability, ms, percentile, BoxResult};
+use crate::support::{capability, ms, percentile, two_phases, BoxResult};
 use crate::world::{Controller, World};
 use crate::{Csi, ANN_ATTACHED_AT, ANN_ATTACHED_NODE};
 
@@ -188,8 +187,7 @@ pub async fn in_phases(
     vols: &[Vol],
     tasks: usize,
 ) -> BoxResult<Run> {
-    let start_gate = Arc::new(tokio::sync::Barrier::new(tasks + 1));
-    let mid_gate = Arc::new(tokio::sync::Barrier::new(tasks + 1));
+    let (start_gate, mid_gate) = two_phases(tasks);
     let mut handles = Vec::with_capacity(tasks);
     for t in 0..tasks {
         let mine: Vec<Vol> = vols.iter().skip(t).step_by(tasks).cloned().collect();

@@ -163,3 +163,12 @@ pub fn percentile(samples: &[Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
+
+/// Gates for `tasks` tasks and their caller, each waited on by all of
+/// them: the first releases every task at once, the second once every
+/// task has finished its first phase, so each phase can be timed and its
+/// commands counted on its own.
+pub fn two_phases(tasks: usize) -> (Arc<tokio::sync::Barrier>, Arc<tokio::sync::Barrier>) {
+    let gate = || Arc::new(tokio::sync::Barrier::new(tasks + 1));
+    (gate(), gate())
+}
