@@ -380,6 +380,7 @@ impl<B: Backend> ControllerService<B> {
         let copying = method == CopyMethod::ByteCopy;
         if copying {
             self.note_copy(&id, &source);
+            self.known().not_ready.insert(id.to_string());
         }
         info!(snapshot = %id, volume = %source, %method, "snapshot created");
         let info = SnapshotInfo {
