@@ -240,7 +240,7 @@ impl Rds {
     }
 
     /// Runs a removal: what is already gone counts as removed.
-    async fn remove(&self, command: Command) -> Result<()> {
+    pub(crate) async fn remove(&self, command: Command) -> Result<()> {
         match self.client.run(&command).await {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),

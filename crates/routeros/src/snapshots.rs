@@ -152,13 +152,8 @@ impl Rds {
     /// Removes a subvolume and everything in it; an absent one counts as
     /// removed.
     pub async fn remove_subvolume(&self, name: &Slot) -> Result<()> {
-        match self
-            .act(Command::SubvolumeRemove { name: name.clone() })
+        self.remove(Command::SubvolumeRemove { name: name.clone() })
             .await
-        {
-            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// A new disk `slot` at `file` holding a copy of `source`'s data
