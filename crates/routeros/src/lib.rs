@@ -12,7 +12,13 @@
 
 pub mod client;
 pub mod command;
-pub mod comment;
+/// The driver's per-disk records, kept in the disk's comment (defined in
+/// the `storage` crate: every backend keeps the same records).
+pub mod comment {
+    pub use storage::meta::*;
+    /// What the driver records in a disk's comment.
+    pub type DiskComment = storage::VolumeMeta;
+}
 pub mod error;
 pub mod metrics;
 pub mod rds;
