@@ -455,6 +455,7 @@ pub mod fake {
                 exported: false,
                 comment: s.comment.clone(),
                 status: None,
+                allowed_hosts: None,
             })?;
             Ok(true)
         }
@@ -492,6 +493,7 @@ pub mod fake {
                 exported: port.is_some(),
                 comment: spec.comment.clone(),
                 status: None,
+                allowed_hosts: port.map(|_| routeros::HostAccess::Any),
             })
         }
     }

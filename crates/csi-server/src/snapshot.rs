@@ -226,6 +226,7 @@ mod tests {
             exported: false,
             comment,
             status: None,
+            allowed_hosts: None,
         }
     }
 
