@@ -369,6 +369,16 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_list_entry_set_by_hand_that_is_no_host_nqn_is_not_rewritten() {
+        let slot = Slot::new("pvc-1").unwrap();
+        let by_hand: BTreeSet<String> = [A.to_string(), DISCOVERY_NQN.to_string()].into();
+        let err = typed(&slot, &by_hand).unwrap_err();
+        assert!(err.to_string().contains("cannot rewrite"), "{err}");
+        let fine: BTreeSet<String> = [A.to_string(), B.to_string()].into();
+        assert_eq!(typed(&slot, &fine).unwrap(), [host(A), host(B)]);
+    }
+
     fn host_nqn() -> impl Strategy<Value = HostNqn> {
         "nqn\\.[0-9]{4}-[0-9]{2}\\.[a-z.]{1,20}:[A-Za-z0-9:._-]{1,60}"
             .prop_filter_map("valid host NQN", |s| HostNqn::new(&s).ok())
