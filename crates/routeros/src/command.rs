@@ -6,6 +6,7 @@
 //! command. Validation is deliberately narrower than what RouterOS accepts:
 //! anything outside the allowed alphabet is refused, not escaped.
 
+use crate::access::{encode_allowed_hosts, HostNqn, ALLOW_HOST_PROPERTY};
 use crate::error::ValidationError;
 
 pub use crate::comment::{ClusterId, CopyMethod, DiskComment, Lineage};
@@ -34,6 +35,8 @@ macro_rules! command_text {
         }
     )+};
 }
+
+pub(crate) use command_text;
 
 command_text!(RosPath);
 
@@ -193,6 +196,18 @@ pub enum Command {
         slot: Slot,
         comment: DiskComment,
     },
+    /// Sets the disk's host allow-list (`nvme-tcp-server-allow-host-name`)
+    /// to exactly these hosts (`None`: any host; empty: no host).
+    DiskSetAllowedHosts {
+        slot: Slot,
+        hosts: Option<Vec<HostNqn>>,
+    },
+    /// Turns the disk's NVMe/TCP export on or off, keeping its port, NQN
+    /// and allow-list.
+    DiskSetExport {
+        slot: Slot,
+        export: bool,
+    },
     FileList {
         under: RosPath,
     },
@@ -306,6 +321,14 @@ impl Command {
             Command::DiskSetComment { slot, comment } => {
                 format!("/disk set [find slot=\"{slot}\"] comment=\"{comment}\"")
             }
+            Command::DiskSetAllowedHosts { slot, hosts } => format!(
+                "/disk set [find slot=\"{slot}\"] {ALLOW_HOST_PROPERTY}=\"{}\"",
+                encode_allowed_hosts(hosts.as_deref())
+            ),
+            Command::DiskSetExport { slot, export } => format!(
+                "/disk set [find slot=\"{slot}\"] nvme-tcp-export={}",
+                if *export { "yes" } else { "no" }
+            ),
             Command::FileList { under } => {
                 format!("/file print detail where name~\"^{}/\"", under.file_name())
             }
@@ -336,6 +359,8 @@ impl Command {
             Command::DiskResize { .. } => "disk_resize",
             Command::DiskRemove { .. } => "disk_remove",
             Command::DiskSetComment { .. } => "disk_set_comment",
+            Command::DiskSetAllowedHosts { .. } => "disk_set_allowed_hosts",
+            Command::DiskSetExport { .. } => "disk_set_export",
             Command::FileList { .. } => "file_list",
             Command::FileRemove { .. } => "file_remove",
             Command::FileFind { .. } => "file_find",

@@ -299,6 +299,7 @@ mod tests {
             exported: false,
             comment: VolumeMeta::default(),
             status: None,
+            allowed_hosts: None,
         }
     }
 
