@@ -387,6 +387,54 @@ async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
 }
 
 #[tokio::test]
+async fn a_volume_whose_context_names_no_claim_gets_its_events_on_the_claim_its_pv_is_bound_to() {
+    // A volume another driver attached (its provisioner passed no claim in
+    // the volume context), rebuilt with the claim from its PV's claimRef.
+    let e = env();
+    let state = crate::kube_store::rebuild_volume(
+        &[crate::kube_store::SeenAttachment {
+            node: "a".into(),
+            since: Timestamp::UNIX_EPOCH,
+            attached: true,
+        }],
+        &Default::default(),
+        false,
+        Duration::from_secs(300),
+        &|_| false,
+    )
+    .unwrap();
+    lock(&e.store.initial).push(crate::cluster::Rebuilt {
+        volume: "v".into(),
+        state: state.state,
+        pvc: Some(("vms".into(), "disk".into())),
+        conflict: None,
+    });
+    e.m.rebuild().await.unwrap();
+    let bare = |node| PublishRequest {
+        pvc: None,
+        ..req("v", node, AccessKind::SingleNode)
+    };
+    let d = e.m.publish(bare("b")).await.unwrap();
+    assert!(matches!(d, PublishDecision::Refused(_)), "{d:?}");
+    e.m.unpublish("v", "a").await.unwrap();
+    let d = e.m.publish(bare("b")).await.unwrap();
+    assert!(
+        matches!(
+            d,
+            PublishDecision::Attached {
+                handoff: Some(_),
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(reasons(&e), vec!["AttachConflict", "Handoff"]);
+    for ev in lock(&e.events.seen).iter() {
+        assert_eq!(ev.pvc, Some(("vms".into(), "disk".into())), "{}", ev.reason);
+    }
+}
+
+#[tokio::test]
 async fn a_verified_migration_runs_its_course_with_metrics_and_events() {
     let e = ready().await;
     e.rwx("v", "a").await;
