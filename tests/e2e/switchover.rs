@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use routeros::{DiskComment, NewDisk, Nqn, RosPath, Slot};
+use routeros::{DiskComment, Nqn, RosPath, Slot};
 use sha2::{Digest, Sha256};
 
 use crate::cluster::*;
@@ -77,7 +77,7 @@ fn go_volume_id(ns: &str, what: &str) -> (String, String) {
 /// under `volumePath` named after the slot, exported with the NQN of the
 /// slot, and no comment.
 async fn go_disk(s: &Scenario, id: &str) {
-    let spec = NewDisk {
+    let add = routeros::Command::DiskAdd {
         slot: Slot::new(id).unwrap(),
         file: RosPath::new(&format!("{VOLUME_PATH}/{id}.img")).unwrap(),
         size_bytes: GIB,
@@ -87,21 +87,13 @@ async fn go_disk(s: &Scenario, id: &str) {
     };
     // Exactly the Go driver's line, nothing of this driver's added.
     assert_eq!(
-        routeros::Command::DiskAdd {
-            slot: spec.slot.clone(),
-            file: spec.file.clone(),
-            size_bytes: spec.size_bytes,
-            port: spec.port,
-            nqn: spec.nqn.clone(),
-            comment: spec.comment.clone(),
-        }
-        .render(),
+        add.render(),
         format!(
             "/disk add type=file file-path={VOLUME_PATH}/{id}.img file-size={GIB} slot={id} \
              nvme-tcp-export=yes nvme-tcp-server-port={PORT} nvme-tcp-server-nqn={NQN_PREFIX}{id}"
         )
     );
-    s.rds.create_disk(&spec).await.unwrap();
+    s.rds.client().run(&add).await.unwrap();
 }
 
 /// The Go driver's snapshot of `volume`: `copy-from`, no export, no
