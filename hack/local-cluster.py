@@ -3,6 +3,14 @@
 
     hack/local-cluster.sh up DIR     start everything; prints DIR/cluster.env
     hack/local-cluster.sh down DIR   stop everything and remove DIR
+    hack/local-cluster.sh stop-controller DIR
+                                     stop the controller Pod's processes (the
+                                     rds-csi controller and its sidecars), as
+                                     deleting the StatefulSet's Pod would
+    hack/local-cluster.sh start-controller DIR [--flag=value ...]
+                                     start them again as `up` did, the flags
+                                     given replacing or adding to the
+                                     controller's (as a changed chart would)
 
 What runs (each a process with its log in DIR/<name>.log):
   etcd + kube-apiserver   hack/kube-apiserver.sh (admin kubeconfig: DIR/kubeconfig)
@@ -50,6 +58,7 @@ tests/e2e reads.
 """
 
 import base64
+import datetime
 import json
 import os
 import shutil
@@ -404,30 +413,18 @@ def up(d):
             "--health-interval": "2s",
         },
     )
-    ctl = start(d, "rds-csi-controller", [binary] + ctl_args,
-                env={"POD_NAME": "rds-csi-controller-0", "POD_NAMESPACE": NAMESPACE, "RDS_CSI_LOG": "info"})
-
-    def ready():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=2) as r:
-                return r.status == 200 and os.path.exists(sock)
-        except OSError:
-            return False
-
-    wait_for("rds-csi controller readiness", ready, 60, proc=ctl, logname="rds-csi-controller", d=d)
-    log("rds-csi controller ready")
-
-    for name, path in sidecars.items():
-        args = container_args(containers[name], sock, {"--kubeconfig": sa_kc})
-        start(d, name, [path] + args)
-
-    # Each sidecar is ready once it holds its leader-election lease.
-    def leases():
-        items = api.call("GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")["items"]
-        held = [i for i in items if i.get("spec", {}).get("holderIdentity")]
-        return len(held) >= len(sidecars)
-
-    wait_for("the sidecars' leader-election leases", leases, 60)
+    pod = {
+        "controller": [binary] + ctl_args,
+        "sock": sock,
+        "metrics": metrics,
+        "sidecars": {
+            name: [path] + container_args(containers[name], sock, {"--kubeconfig": sa_kc})
+            for name, path in sidecars.items()
+        },
+    }
+    with open(os.path.join(d, POD_FILE), "w") as f:
+        json.dump(pod, f, indent=2)
+    start_pod(d, pod, api)
 
     env = {
         "KUBECONFIG": admin,
@@ -450,18 +447,80 @@ def up(d):
     print(os.path.join(d, "cluster.env"))
 
 
-def down(d):
-    for name in reversed(PROCESSES):
+# The controller Pod's processes as `up` started them, for a restart.
+POD_FILE = "controller-pod.json"
+CONTROLLER_ENV = {"POD_NAME": "rds-csi-controller-0", "POD_NAMESPACE": NAMESPACE, "RDS_CSI_LOG": "info"}
+
+
+def start_pod(d, pod, api, overrides=None):
+    """The controller, once ready, then its sidecars, each ready once it
+    holds its leader-election lease."""
+    sock, metrics = pod["sock"], pod["metrics"]
+    argv = pod["controller"]
+    if overrides:
+        argv = argv[:1] + container_args({"args": argv[1:]}, sock, overrides)
+    ctl = start(d, "rds-csi-controller", argv, env=CONTROLLER_ENV)
+
+    def ready():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=2) as r:
+                return r.status == 200 and os.path.exists(sock)
+        except OSError:
+            return False
+
+    wait_for("rds-csi controller readiness", ready, 60, proc=ctl, logname="rds-csi-controller", d=d)
+    log("rds-csi controller ready")
+    started = time.time()
+    for name, argv in pod["sidecars"].items():
+        start(d, name, argv)
+
+    def leases():
+        items = api.call("GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")["items"]
+        held = [i for i in items if i.get("spec", {}).get("holderIdentity")
+                and renewed_after(i["spec"].get("renewTime"), started)]
+        return len(held) >= len(pod["sidecars"])
+
+    wait_for("the sidecars' leader-election leases", leases, 60)
+
+
+def renewed_after(stamp, t):
+    """Whether an RFC 3339 lease renewTime lies after the Unix time t
+    (less a second: the API server keeps microseconds, the clock more)."""
+    if not stamp:
+        return False
+    try:
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return False
+    return when >= t - 1
+
+
+def stop(d, names, together=False):
+    """SIGTERM to each process group, SIGKILL after 5 s; one after the
+    other, or all at once with `together`."""
+    pending = []
+    for name in names:
         pidfile = os.path.join(d, f"{name}.pid")
         if not os.path.exists(pidfile):
             continue
         with open(pidfile) as f:
             pid = int(f.read().strip())
+        os.remove(pidfile)
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-        for _ in range(50):
+        pending.append(pid)
+        if not together:
+            reap(pending)
+            pending = []
+    reap(pending)
+
+
+def reap(pids):
+    deadline = time.monotonic() + 5
+    for pid in pids:
+        while time.monotonic() < deadline:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
@@ -472,16 +531,59 @@ def down(d):
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# The controller Pod's processes, stopped sidecars first.
+POD_PROCESSES = ["csi-snapshotter", "csi-resizer", "csi-attacher", "csi-provisioner", "rds-csi-controller"]
+
+
+def stop_controller(d):
+    stop(d, POD_PROCESSES, together=True)
+    with open(os.path.join(d, POD_FILE)) as f:
+        sock = json.load(f)["sock"]
+    if os.path.exists(sock):
+        os.remove(sock)
+
+
+def start_controller(d, flags):
+    if os.path.exists(os.path.join(d, "rds-csi-controller.pid")):
+        raise RuntimeError("the controller runs already (stop-controller first)")
+    with open(os.path.join(d, POD_FILE)) as f:
+        pod = json.load(f)
+    overrides = {}
+    for flag in flags:
+        name, eq, value = flag.partition("=")
+        if not name.startswith("--") or not eq:
+            raise RuntimeError(f"{flag!r}: give controller flags as --flag=value")
+        overrides[name] = value
+    start_pod(d, pod, Api(os.path.join(d, "kubeconfig")), overrides)
+
+
+def down(d):
+    stop(d, reversed(PROCESSES))
     subprocess.run([os.path.join(ROOT, "hack", "kube-apiserver.sh"), "down", d], check=False)
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("up", "down"):
-        print(f"usage: {sys.argv[0]} up|down DIR", file=sys.stderr)
+    commands = ("up", "down", "stop-controller", "start-controller")
+    if len(sys.argv) < 3 or sys.argv[1] not in commands or \
+            (len(sys.argv) > 3 and sys.argv[1] != "start-controller"):
+        print(f"usage: {sys.argv[0]} up|down|stop-controller DIR\n"
+              f"       {sys.argv[0]} start-controller DIR [--flag=value ...]", file=sys.stderr)
         return 2
     cmd, d = sys.argv[1], os.path.abspath(sys.argv[2])
     if cmd == "down":
         down(d)
+        return 0
+    if cmd == "stop-controller":
+        stop_controller(d)
+        return 0
+    if cmd == "start-controller":
+        try:
+            start_controller(d, sys.argv[3:])
+        except Exception as e:  # noqa: BLE001 - reported, the cluster stays as it is
+            log(f"start-controller failed: {e}")
+            return 1
         return 0
     try:
         up(d)

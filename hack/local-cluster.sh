@@ -8,6 +8,8 @@
 #   hack/local-cluster.sh up DIR     # prints DIR/cluster.env; source it
 #   . DIR/cluster.env && kubectl get sc,nodes,csinodes
 #   hack/local-cluster.sh down DIR
+#   hack/local-cluster.sh stop-controller DIR    # the controller Pod's processes
+#   hack/local-cluster.sh start-controller DIR [--flag=value ...]
 #
 # Exit code 3: a tool is missing.
 exec python3 "$(dirname "$0")/local-cluster.py" "$@"

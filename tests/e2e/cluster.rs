@@ -73,6 +73,33 @@ impl Cluster {
         self.sim_data().join(rest)
     }
 
+    /// Stops the controller Pod's processes (the rds-csi controller and
+    /// its CSI sidecars), as deleting its Pod would.
+    pub async fn stop_controller(&self) {
+        self.local_cluster(&["stop-controller"]).await;
+    }
+
+    /// Starts them again as the chart runs them, `flags` (`--flag=value`)
+    /// replacing or adding to the controller's; returns once the
+    /// controller is ready and each sidecar holds its lease.
+    pub async fn start_controller(&self, flags: &[&str]) {
+        let mut args = vec!["start-controller"];
+        args.extend(flags);
+        self.local_cluster(&args).await;
+    }
+
+    async fn local_cluster(&self, args: &[&str]) {
+        let dir = self.get("RDS_CSI_E2E_DIR").to_string();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let status = local_cluster(&dir, &args);
+            assert!(status.success(), "hack/local-cluster.sh {args:?}: {status}");
+        })
+        .await
+        .unwrap();
+    }
+
     pub async fn rds(&self) -> routeros::Rds {
         let key = routeros::load_key(self.get("RDS_CSI_E2E_SIM_KEY_FILE").as_ref()).unwrap();
         let cfg = routeros::ClientConfig::new(
@@ -82,6 +109,18 @@ impl Cluster {
         );
         routeros::Rds::new(routeros::Client::new(cfg, key, None))
     }
+}
+
+/// Runs `hack/local-cluster.sh COMMAND DIR ARGS...` (`args[0]` is the
+/// command), waiting for it.
+pub fn local_cluster(dir: &str, args: &[&str]) -> std::process::ExitStatus {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/local-cluster.sh");
+    std::process::Command::new(script)
+        .arg(args[0])
+        .arg(dir)
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
 }
 
 /// One scenario's namespace and its handles on the cluster.

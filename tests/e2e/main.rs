@@ -20,7 +20,10 @@
 //! - `nodes`: a Node deleted while attached;
 //! - `boot_storm`: many claims and pods at once;
 //! - `snapshots`: VolumeSnapshots, restores and clones, a VM's disks
-//!   snapshotted while attached, and deletions in any order.
+//!   snapshotted while attached, and deletions in any order;
+//! - `switchover`: the Go driver's volumes, attachments and snapshots
+//!   taken over by rds-csi without detaching anything (the one scenario
+//!   that restarts the controller Pod).
 //!
 //! Every test needs `RDS_CSI_E2E_DIR` (the directory `hack/local-cluster.sh
 //! up` filled) and is ignored by plain `cargo test`; hack/test.sh brings the
@@ -32,4 +35,5 @@ mod cluster;
 mod migration;
 mod nodes;
 mod snapshots;
+mod switchover;
 mod volumes;

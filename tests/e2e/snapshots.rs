@@ -35,18 +35,18 @@ fn snapshot_resource(kind: &str, plural: &str) -> ApiResource {
     )
 }
 
-fn snapshots(s: &Scenario) -> Api<DynamicObject> {
+pub(crate) fn snapshots(s: &Scenario) -> Api<DynamicObject> {
     let r = snapshot_resource("VolumeSnapshot", "volumesnapshots");
     Api::namespaced_with(s.client.clone(), &s.ns, &r)
 }
 
-fn contents(s: &Scenario) -> Api<DynamicObject> {
+pub(crate) fn contents(s: &Scenario) -> Api<DynamicObject> {
     let r = snapshot_resource("VolumeSnapshotContent", "volumesnapshotcontents");
     Api::all_with(s.client.clone(), &r)
 }
 
 /// A `dataSource` naming the VolumeSnapshot `name`.
-fn from_snapshot(name: &str) -> Value {
+pub(crate) fn from_snapshot(name: &str) -> Value {
     json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": name})
 }
 
@@ -63,7 +63,7 @@ fn pattern(seed: u8) -> Vec<u8> {
 }
 
 /// What a pod writing pattern `seed` to its disk would leave in the image.
-fn write_pattern(image: &Path, seed: u8) {
+pub(crate) fn write_pattern(image: &Path, seed: u8) {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(image)
@@ -84,7 +84,7 @@ fn holds_pattern(image: &Path, seed: u8) -> bool {
     })
 }
 
-fn assert_holds(s: &Scenario, image: &Path, seed: u8, what: &str) {
+pub(crate) fn assert_holds(s: &Scenario, image: &Path, seed: u8, what: &str) {
     assert!(
         holds_pattern(image, seed),
         "{what} ({}) must hold pattern {seed}",
@@ -96,7 +96,7 @@ fn assert_holds(s: &Scenario, image: &Path, seed: u8, what: &str) {
 }
 
 /// The simulator's file of the disk `slot` (a volume or a snapshot).
-async fn image(s: &Scenario, slot: &str) -> std::path::PathBuf {
+pub(crate) async fn image(s: &Scenario, slot: &str) -> std::path::PathBuf {
     let disk = s
         .disk(slot)
         .await
@@ -127,7 +127,12 @@ async fn snapshot_status(s: &Scenario, name: &str) -> Value {
 /// The status of the VolumeSnapshot `name` once `done` holds for it;
 /// panics with the last status seen (its error, if any) when it does not
 /// within [`WAIT`].
-async fn wait_snapshot(s: &Scenario, name: &str, what: &str, done: fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_snapshot(
+    s: &Scenario,
+    name: &str,
+    what: &str,
+    done: fn(&Value) -> bool,
+) -> Value {
     let last = Mutex::new(Value::Null);
     let found = tokio::time::timeout(
         WAIT,
@@ -150,7 +155,7 @@ async fn wait_snapshot(s: &Scenario, name: &str, what: &str, done: fn(&Value) ->
     })
 }
 
-fn is_ready(status: &Value) -> bool {
+pub(crate) fn is_ready(status: &Value) -> bool {
     status["readyToUse"] == json!(true)
 }
 
@@ -158,7 +163,7 @@ fn has_creation_time(status: &Value) -> bool {
     status["creationTime"].is_string()
 }
 
-fn creation_time(status: &Value) -> jiff::Timestamp {
+pub(crate) fn creation_time(status: &Value) -> jiff::Timestamp {
     let text = status["creationTime"].as_str().expect("a creationTime");
     text.parse()
         .unwrap_or_else(|e| panic!("creationTime {text:?}: {e}"))

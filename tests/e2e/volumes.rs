@@ -14,7 +14,7 @@ fn size_of(pv: &PersistentVolume) -> String {
         .clone()
 }
 
-async fn expand(s: &Scenario, claim: &str, pv: &str, mode: Mode) {
+pub(crate) async fn expand(s: &Scenario, claim: &str, pv: &str, mode: Mode) {
     let patch = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
     s.pvcs()
         .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))

@@ -377,6 +377,12 @@ impl Manager {
             return Err(ManagerError::NotReady);
         }
         let current = self.state(req.volume);
+        // Events go to the claim the volume context names or, when it names
+        // none (a provisioner run without --extra-create-metadata, as for
+        // volumes another driver's installation made), to the claim its
+        // PV's claimRef named at rebuild. Migration checks still read the
+        // volume context only.
+        let pvc = req.pvc.clone().or_else(|| self.pvc_of(req.volume));
         // Holders that may be released for this publish, with why.
         let mut gone: Vec<(String, &'static str)> = Vec::new();
         // Holders whose Node object is deleted but whose VolumeAttachment
@@ -474,8 +480,8 @@ impl Manager {
                     let mut map = lock(&self.volumes);
                     let entry = map.entry(req.volume.to_string()).or_default();
                     entry.state = next;
-                    if req.pvc.is_some() {
-                        entry.pvc = req.pvc.clone();
+                    if pvc.is_some() {
+                        entry.pvc = pvc.clone();
                     }
                 }
                 self.update_gauges();
@@ -485,7 +491,7 @@ impl Manager {
                         .iter()
                         .find(|(n, _)| n == node)
                         .map_or(REASON_OUT_OF_SERVICE, |(_, w)| *w);
-                    self.emit(req.volume, &req.pvc, EventKind::Warning, "StaleAttachmentCleared", format!(
+                    self.emit(req.volume, &pvc, EventKind::Warning, "StaleAttachmentCleared", format!(
                         "node {node} released volume {} without an unpublish ({why}); its attachment was dropped so {} can use it",
                         req.volume, req.node
                     ))
@@ -496,7 +502,7 @@ impl Manager {
                     self.metrics.handoff_duration.observe(h.after.as_secs_f64());
                     self.emit(
                         req.volume,
-                        &req.pvc,
+                        &pvc,
                         EventKind::Normal,
                         "Handoff",
                         format!(
@@ -514,7 +520,7 @@ impl Manager {
                         .migrations
                         .with_label_values(&["started"])
                         .inc();
-                    self.emit(req.volume, &req.pvc, EventKind::Normal, "MigrationStarted", format!(
+                    self.emit(req.volume, &pvc, EventKind::Normal, "MigrationStarted", format!(
                         "live migration of volume {}: attached to target {} alongside source {} until {}",
                         req.volume, m.target, m.source, m.deadline
                     ))
@@ -526,7 +532,7 @@ impl Manager {
             PublishDecision::Refused(r) => {
                 for node in &kept_deleted {
                     self.metrics.kept_for_deleted_node.inc();
-                    self.emit(req.volume, &req.pvc, EventKind::Warning, "AttachedToDeletedNode", format!(
+                    self.emit(req.volume, &pvc, EventKind::Warning, "AttachedToDeletedNode", format!(
                         "node {node} is deleted but its VolumeAttachment of volume {} still exists, so it keeps the volume and {} is refused; a deleted Node may still be running. Taint it node.kubernetes.io/out-of-service once the machine is off, or wait for Kubernetes to detach it",
                         req.volume, req.node
                     ))
@@ -543,7 +549,7 @@ impl Manager {
                 }
                 self.emit(
                     req.volume,
-                    &req.pvc,
+                    &pvc,
                     EventKind::Warning,
                     "AttachConflict",
                     format!(

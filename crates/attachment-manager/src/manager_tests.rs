@@ -346,22 +346,20 @@ async fn an_unverified_second_node_is_refused_with_what_was_missing() {
     );
 }
 
-#[tokio::test]
-async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
+/// A manager rebuilt from a cluster that shows the volume `v` attached to
+/// `nodes`, its PV bound to the claim `vms/disk`.
+async fn rebuilt_attached_to(nodes: &[&str]) -> Env {
     let e = env();
+    let seen: Vec<_> = nodes
+        .iter()
+        .map(|n| crate::kube_store::SeenAttachment {
+            node: n.to_string(),
+            since: Timestamp::UNIX_EPOCH,
+            attached: true,
+        })
+        .collect();
     let state = crate::kube_store::rebuild_volume(
-        &[
-            crate::kube_store::SeenAttachment {
-                node: "a".into(),
-                since: Timestamp::UNIX_EPOCH,
-                attached: true,
-            },
-            crate::kube_store::SeenAttachment {
-                node: "b".into(),
-                since: Timestamp::UNIX_EPOCH,
-                attached: true,
-            },
-        ],
+        &seen,
         &Default::default(),
         false,
         Duration::from_secs(300),
@@ -375,6 +373,12 @@ async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
         conflict: state.conflict,
     });
     e.m.rebuild().await.unwrap();
+    e
+}
+
+#[tokio::test]
+async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
+    let e = rebuilt_attached_to(&["a", "b"]).await;
     assert_eq!(e.m.holders("v"), vec!["a", "b"]);
     assert_eq!(e.m.metrics.rebuild_conflicts.get(), 1);
     assert_eq!(reasons(&e), vec!["AttachConflictOnRebuild"]);
@@ -384,6 +388,35 @@ async fn a_rebuilt_conflict_is_kept_fenced_reported_and_counted() {
     // One side leaving resolves it.
     e.m.unpublish("v", "b").await.unwrap();
     assert_eq!(e.m.holders("v"), vec!["a"]);
+}
+
+#[tokio::test]
+async fn a_volume_whose_context_names_no_claim_gets_its_events_on_the_claim_its_pv_is_bound_to() {
+    // A volume another driver attached (its provisioner passed no claim in
+    // the volume context), rebuilt with the claim from its PV's claimRef.
+    let e = rebuilt_attached_to(&["a"]).await;
+    let bare = |node| PublishRequest {
+        pvc: None,
+        ..req("v", node, AccessKind::SingleNode)
+    };
+    let d = e.m.publish(bare("b")).await.unwrap();
+    assert!(matches!(d, PublishDecision::Refused(_)), "{d:?}");
+    e.m.unpublish("v", "a").await.unwrap();
+    let d = e.m.publish(bare("b")).await.unwrap();
+    assert!(
+        matches!(
+            d,
+            PublishDecision::Attached {
+                handoff: Some(_),
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(reasons(&e), vec!["AttachConflict", "Handoff"]);
+    for ev in lock(&e.events.seen).iter() {
+        assert_eq!(ev.pvc, Some(("vms".into(), "disk".into())), "{}", ev.reason);
+    }
 }
 
 #[tokio::test]
