@@ -124,7 +124,10 @@ pub fn classify(out: &Output) -> Result<()> {
     } else {
         truncate(&reason.join("; "))
     };
-    if code == EXIT_NOT_READY {
+    // A script's own "not ready", and the shell's "command not found"
+    // (127) or "not executable" (126): a host without lvm2 must never read
+    // as a host without the volume.
+    if matches!(code, EXIT_NOT_READY | 126 | 127) {
         return Err(Error::Failed(text));
     }
     let lower = text.to_ascii_lowercase();
@@ -231,6 +234,15 @@ mod tests {
             "no nvmet configfs at /sys/kernel/config/nvmet: No such file or directory",
         );
         assert_eq!(e.kind(), "failed");
+    }
+
+    #[test]
+    fn a_missing_tool_is_a_failure_never_not_found() {
+        assert_eq!(failed(127, "sh: 1: lvs: not found").kind(), "failed");
+        assert_eq!(
+            failed(126, "sh: 1: /sbin/lvs: Permission denied").kind(),
+            "failed"
+        );
     }
 
     #[test]

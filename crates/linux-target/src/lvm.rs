@@ -170,6 +170,8 @@ impl PoolUsage {
 pub struct Lvm {
     pub vg: VgName,
     pub pool: PoolName,
+    /// Where LVM's device nodes are: `/dev`.
+    pub dev_root: String,
 }
 
 fn addtags(tags: &[String]) -> String {
@@ -186,7 +188,7 @@ impl Lvm {
 
     /// The block device of a volume.
     pub fn device(&self, lv: &VolumeName) -> String {
-        format!("/dev/{}/{}", self.vg, lv)
+        format!("{}/{}/{}", self.dev_root, self.vg, lv)
     }
 
     /// One volume's row; fails with "not found" when it is absent.
@@ -355,6 +357,7 @@ mod tests {
         let lvm = Lvm {
             vg: VgName::new("vg0").unwrap(),
             pool: PoolName::new("thin").unwrap(),
+            dev_root: "/dev".into(),
         };
         let v = VolumeName::new("pvc-1").unwrap();
         let s = VolumeName::new("snap-1").unwrap();

@@ -33,6 +33,7 @@ pub struct TargetConfig {
     /// Recorded on every volume made (`rds-csi.cluster=`).
     pub cluster: Option<ClusterId>,
     configfs: String,
+    dev_root: String,
 }
 
 impl TargetConfig {
@@ -44,6 +45,7 @@ impl TargetConfig {
             nqn_prefix: NqnPrefix::default(),
             cluster: None,
             configfs: DEFAULT_CONFIGFS.to_string(),
+            dev_root: "/dev".to_string(),
         }
     }
 
@@ -51,6 +53,13 @@ impl TargetConfig {
     pub fn with_configfs(mut self, root: &str) -> Result<Self> {
         check_path("configfs root", root)?;
         self.configfs = root.to_string();
+        Ok(self)
+    }
+
+    /// Another directory for LVM's device nodes than `/dev` (a test's).
+    pub fn with_dev_root(mut self, root: &str) -> Result<Self> {
+        check_path("device root", root)?;
+        self.dev_root = root.to_string();
         Ok(self)
     }
 
@@ -153,6 +162,7 @@ impl LinuxTarget {
         let lvm = Lvm {
             vg: config.vg.clone(),
             pool: config.pool.clone(),
+            dev_root: config.dev_root.clone(),
         };
         let nvmet = Nvmet {
             root: config.configfs.clone(),
