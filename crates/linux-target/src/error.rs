@@ -140,6 +140,9 @@ pub fn classify(out: &Output) -> Result<()> {
             "insufficient suitable",
         ]) {
             Error::NoSpace(text)
+        } else if has(&["target(s) not detected", "execvp failed"]) {
+            // A kernel module or a tool missing on the host.
+            Error::Failed(text)
         } else if has(&["volume group \"", "cannot process volume group"]) && has(&["not found"]) {
             // The volume group itself missing is the host's set-up, not an
             // absent volume: never "already deleted".
@@ -205,6 +208,11 @@ mod tests {
             ("  Invalid argument for --addtag: a,b\n  Error during parsing of command line.", "invalid"),
             ("  Volume group \"nosuchvg\" not found\n  Cannot process volume group nosuchvg", "failed"),
             ("sudo: a password is required", "failed"),
+            (
+                "  /sbin/modprobe: execvp failed: No such file or directory\n  /sbin/modprobe failed: 2\n  \
+                 snapshot: Required device-mapper target(s) not detected in your kernel.",
+                "failed",
+            ),
             ("", "failed"),
         ];
         for (text, kind) in cases {

@@ -174,6 +174,13 @@ pub struct Lvm {
     pub dev_root: String,
 }
 
+/// A size as LVM takes it in bytes: it refuses any that is not a whole
+/// number of 512-byte sectors ("Size is not a multiple of 512"), so round
+/// up (LVM rounds further, to whole extents).
+fn size_arg(size_bytes: u64) -> String {
+    format!("{}B", size_bytes.div_ceil(512).saturating_mul(512))
+}
+
 fn addtags(tags: &[String]) -> String {
     tags.iter()
         .map(|t| format!(" --addtag {}", quote(t)))
@@ -212,7 +219,8 @@ impl Lvm {
     /// A new thin volume of `size_bytes` in the pool.
     pub fn create(&self, lv: &VolumeName, size_bytes: u64, tags: &[String]) -> String {
         format!(
-            "lvcreate --yes -V {size_bytes}B -T {} -n {}{}",
+            "lvcreate --yes -V {} -T {} -n {}{}",
+            size_arg(size_bytes),
             quote(&format!("{}/{}", self.vg, self.pool)),
             quote(lv.as_str()),
             addtags(tags)
@@ -253,7 +261,7 @@ impl Lvm {
 
     /// Grows a volume to `size_bytes`.
     pub fn extend(&self, lv: &VolumeName, size_bytes: u64) -> String {
-        format!("lvextend -L {size_bytes}B {}", self.path(lv))
+        format!("lvextend -L {} {}", size_arg(size_bytes), self.path(lv))
     }
 
     /// Removes a volume (its nvmet export must be gone: an open volume is
@@ -378,6 +386,9 @@ mod tests {
             .extend(&v, 2 << 30)
             .contains("lvextend -L 2147483648B vg0/pvc-1"));
         assert!(lvm.remove(&v).contains("lvremove --yes vg0/pvc-1"));
+        // LVM takes only whole sectors.
+        assert!(lvm.create(&v, 10_000_000, &[]).contains("-V 10000384B"));
+        assert!(lvm.extend(&v, 1).contains("-L 512B"));
         assert_eq!(lvm.retag(&v, &[], &[]), None);
         assert_eq!(lvm.device(&v), "/dev/vg0/pvc-1");
     }
