@@ -1,9 +1,13 @@
 //! The target on this machine's real lvm2 and kernel NVMe target, through
 //! a local shell (no SSH): a volume group on a loop device with a thin
 //! pool, volumes, snapshots and clones that read back the right bytes, and
-//! exports in the real configfs. Needs root, lvm2 with device-mapper thin
-//! support, loop devices, and the nvmet configfs tree; run it where those
-//! are (the QEMU guest tier) with `--ignored`.
+//! exports in the real configfs, and a fence seen from two connected
+//! hosts. Needs root, lvm2 (and thin_check), loop devices, the modules
+//! dm-thin-pool, dm-snapshot (lvcreate asks for it even for thin
+//! snapshots), nvmet, nvmet-tcp and nvme-tcp, configfs mounted, and
+//! nvme-cli; run it where those are (a QEMU guest) with `--ignored
+//! --test-threads=1`. On Debian 12's 6.1 kernel under TCG both tests pass
+//! in about a minute.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -168,4 +172,81 @@ async fn volumes_snapshots_clones_and_exports_on_real_lvm_thin_and_nvmet() {
     t.delete_volume(&vol("pvc-2")).await.unwrap();
     t.delete_volume(&vol("snap-1")).await.unwrap();
     assert!(t.list_volumes().await.unwrap().is_empty());
+}
+
+/// The state of each NVMe controller connected to `nqn`, by host NQN.
+fn controllers(nqn: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/sys/class/nvme")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let attr = |name: &str| {
+            std::fs::read_to_string(entry.path().join(name))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        if attr("subsysnqn") == nqn {
+            out.push((attr("hostnqn"), attr("state")));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_for(what: &str, nqn: &str, ok: impl Fn(&[(String, String)]) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = controllers(nqn);
+        if ok(&now) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {now:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root, lvm2 with dm-thin, the nvmet and nvme-tcp modules and nvme-cli"]
+async fn a_fence_cuts_the_removed_host_and_the_allowed_host_reconnects() {
+    let _pool = Pool::new();
+    let t = target();
+    let v = vol("pvc-f");
+    t.create_volume(&v, 16 << 20).await.unwrap();
+    let a =
+        Nqn::new("nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-0000-0000-000000000000").unwrap();
+    let b =
+        Nqn::new("nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-0000-0000-000000000000").unwrap();
+    t.export(&v, &[a.clone(), b.clone()]).await.unwrap();
+    let nqn = t.nqn(&v).to_string();
+    // Two hosts from one machine: each from its own source address, or
+    // nvme-cli takes the second for the first already connected.
+    for (h, source) in [(&a, "127.0.0.2"), (&b, "127.0.0.3")] {
+        sh(&format!(
+            "nvme connect -t tcp -a 127.0.0.1 -s 4420 -w {source} -n {nqn} --hostnqn {h} --hostid {id} \
+             --reconnect-delay 1 --ctrl-loss-tmo 20",
+            id = h.as_str().rsplit(':').next().unwrap()
+        ));
+    }
+    let live = |s: &[(String, String)]| s.len() == 2 && s.iter().all(|(_, st)| st == "live");
+    wait_for("both hosts connect", &nqn, live);
+
+    let started = std::time::Instant::now();
+    t.revoke(&v, std::slice::from_ref(&a), true).await.unwrap();
+    let b_live = |s: &[(String, String)]| {
+        s.iter().any(|(h, st)| *h == b.to_string() && st == "live")
+            && s.iter().all(|(h, st)| *h != a.to_string() || st != "live")
+    };
+    // B is cut too, and back once it has reconnected; A is not let back.
+    wait_for("b reconnects, a stays out", &nqn, b_live);
+    println!("fence: b live again after {:?}", started.elapsed());
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after = controllers(&nqn);
+    assert!(b_live(&after), "five seconds later: {after:?}");
+    println!("fence: controllers 5 s later: {after:?}");
+
+    sh(&format!("nvme disconnect -n {nqn}"));
+    t.delete_volume(&v).await.unwrap();
 }
