@@ -1,93 +1,81 @@
 //! Errors of the Linux target and the classification of a shell command's
 //! result.
 //!
-//! The variants and their [`Error::kind`] labels are those of
-//! [`routeros::Error`], so the CSI layer maps both backends' errors to the
-//! same gRPC codes. Unlike RouterOS, a Linux command's exit status is
-//! reliable: zero is success whatever it printed (LVM warns on stderr on
-//! success), non-zero is failure and its stderr says which kind.
+//! An [`Error`] is a [`routeros::Error`] (the same kinds, the same
+//! [`Error::kind`] labels, so the CSI layer maps both backends' errors to
+//! the same gRPC codes through one table) that speaks of the target host
+//! rather than the RDS when shown. Unlike RouterOS, a Linux command's exit
+//! status is reliable: zero is success whatever it printed (LVM warns on
+//! stderr on success), non-zero is failure and its stderr says which kind.
 
-use std::time::Duration;
+use std::fmt;
 
+pub use routeros::Error as E;
 pub use routeros::ValidationError;
+
+use routeros::error::truncate;
 
 use crate::shell::Output;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("not found on the target host: {0}")]
-    NotFound(String),
-    #[error("not enough space on the target host: {0}")]
-    NoSpace(String),
-    #[error("the target host rejected the command as invalid: {0}")]
-    Invalid(String),
-    #[error("already exists on the target host: {0}")]
-    AlreadyExists(String),
-    #[error("in use on the target host: {0}")]
-    InUse(String),
-    #[error("command on the target host failed: {0}")]
-    Failed(String),
-    #[error("SSH authentication to the target host was refused for user {user:?}")]
-    AuthFailed { user: String },
-    #[error("target host key mismatch: expected {expected}, the server presented {actual}; refusing to connect")]
-    HostKeyMismatch { expected: String, actual: String },
-    #[error("target host unreachable: {0}")]
-    Unreachable(String),
-    #[error("command on the target host timed out after {0:?}; its outcome is unknown")]
-    Timeout(Duration),
-    #[error(transparent)]
-    Validation(#[from] ValidationError),
-    #[error("unexpected output from the target host: {0}")]
-    Protocol(String),
-    #[error("cannot load the SSH key: {0}")]
-    Key(String),
-}
+/// An error of the Linux target: its kind is the wrapped RouterOS error's.
+#[derive(Debug)]
+pub struct Error(pub E);
 
 impl Error {
     /// Whether retrying later may succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unreachable(_) | Error::Timeout(_))
+        self.0.is_transient()
     }
 
     /// A short stable label for metrics; the same as `routeros::Error`'s.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Error::NotFound(_) => "not_found",
-            Error::NoSpace(_) => "no_space",
-            Error::Invalid(_) => "invalid",
-            Error::AlreadyExists(_) => "already_exists",
-            Error::InUse(_) => "in_use",
-            Error::Failed(_) => "failed",
-            Error::AuthFailed { .. } => "auth_failed",
-            Error::HostKeyMismatch { .. } => "host_key_mismatch",
-            Error::Unreachable(_) => "unreachable",
-            Error::Timeout(_) => "timeout",
-            Error::Validation(_) => "validation",
-            Error::Protocol(_) => "protocol",
-            Error::Key(_) => "key",
+        self.0.kind()
+    }
+
+    /// The error as the RDS backend's, for code that maps those.
+    pub fn into_routeros(self) -> E {
+        self.0
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            E::NotFound(s) => write!(f, "not found on the target host: {s}"),
+            E::NoSpace(s) => write!(f, "not enough space on the target host: {s}"),
+            E::Invalid(s) => write!(f, "the target host rejected the command as invalid: {s}"),
+            E::AlreadyExists(s) => write!(f, "already exists on the target host: {s}"),
+            E::InUse(s) => write!(f, "in use on the target host: {s}"),
+            E::Failed(s) => write!(f, "command on the target host failed: {s}"),
+            E::AuthFailed { user } => {
+                write!(f, "SSH authentication to the target host was refused for user {user:?}")
+            }
+            E::HostKeyMismatch { expected, actual } => write!(
+                f,
+                "target host key mismatch: expected {expected}, the server presented {actual}; refusing to connect"
+            ),
+            E::Unreachable(s) => write!(f, "target host unreachable: {s}"),
+            E::Timeout(d) => {
+                write!(f, "command on the target host timed out after {d:?}; its outcome is unknown")
+            }
+            E::Validation(v) => v.fmt(f),
+            E::Protocol(s) => write!(f, "unexpected output from the target host: {s}"),
+            E::Key(s) => write!(f, "cannot load the SSH key: {s}"),
         }
     }
 }
 
-impl From<routeros::Error> for Error {
-    /// The SSH transport's errors, kind for kind.
-    fn from(e: routeros::Error) -> Self {
-        use routeros::Error as R;
-        match e {
-            R::NotFound(s) => Error::NotFound(s),
-            R::NoSpace(s) => Error::NoSpace(s),
-            R::Invalid(s) => Error::Invalid(s),
-            R::AlreadyExists(s) => Error::AlreadyExists(s),
-            R::InUse(s) => Error::InUse(s),
-            R::Failed(s) => Error::Failed(s),
-            R::AuthFailed { user } => Error::AuthFailed { user },
-            R::HostKeyMismatch { expected, actual } => Error::HostKeyMismatch { expected, actual },
-            R::Unreachable(s) => Error::Unreachable(s),
-            R::Timeout(d) => Error::Timeout(d),
-            R::Validation(v) => Error::Validation(v),
-            R::Protocol(s) => Error::Protocol(s),
-            R::Key(s) => Error::Key(s),
-        }
+impl std::error::Error for Error {}
+
+impl From<E> for Error {
+    fn from(e: E) -> Self {
+        Error(e)
+    }
+}
+
+impl From<ValidationError> for Error {
+    fn from(v: ValidationError) -> Self {
+        Error(E::Validation(v))
     }
 }
 
@@ -105,10 +93,10 @@ pub fn classify(out: &Output) -> Result<()> {
         Some(0) => return Ok(()),
         Some(code) => code,
         None => {
-            return Err(Error::Failed(format!(
+            return Err(Error(E::Failed(format!(
                 "ended without an exit status (killed by a signal?): {}",
                 truncate(out.stderr.trim())
-            )))
+            ))))
         }
     };
     // LVM's warnings (and the device-mapper chatter of hosts without it)
@@ -128,54 +116,42 @@ pub fn classify(out: &Output) -> Result<()> {
     // (127) or "not executable" (126): a host without lvm2 must never read
     // as a host without the volume.
     if matches!(code, EXIT_NOT_READY | 126 | 127) {
-        return Err(Error::Failed(text));
+        return Err(Error(E::Failed(text)));
     }
     let lower = text.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
-    Err(
+    Err(Error(
         if has(&[
             "insufficient free space",
             "no space left",
             "not enough space",
             "insufficient suitable",
         ]) {
-            Error::NoSpace(text)
+            E::NoSpace(text)
         } else if has(&["target(s) not detected", "execvp failed"]) {
             // A kernel module or a tool missing on the host.
-            Error::Failed(text)
+            E::Failed(text)
         } else if has(&["volume group \"", "cannot process volume group"]) && has(&["not found"]) {
             // The volume group itself missing is the host's set-up, not an
             // absent volume: never "already deleted".
-            Error::Failed(text)
+            E::Failed(text)
         } else if has(&["already exists", "file exists"]) {
-            Error::AlreadyExists(text)
+            E::AlreadyExists(text)
         } else if has(&[
             "failed to find",
             "not found",
             "no such file or directory",
             "does not exist",
         ]) {
-            Error::NotFound(text)
+            E::NotFound(text)
         } else if has(&["in use", "device or resource busy"]) {
-            Error::InUse(text)
+            E::InUse(text)
         } else if has(&["invalid", "error during parsing", "run `"]) {
-            Error::Invalid(text)
+            E::Invalid(text)
         } else {
-            Error::Failed(text)
+            E::Failed(text)
         },
-    )
-}
-
-fn truncate(s: &str) -> String {
-    const MAX: usize = 300;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    ))
 }
 
 #[cfg(test)]
@@ -264,10 +240,10 @@ mod tests {
 
     #[test]
     fn transport_errors_keep_their_kind() {
-        let e: Error = routeros::Error::Timeout(Duration::from_secs(1)).into();
+        let e: Error = E::Timeout(std::time::Duration::from_secs(1)).into();
         assert!(e.is_transient());
         assert_eq!(e.kind(), "timeout");
-        let e: Error = routeros::Error::Unreachable("x".into()).into();
+        let e: Error = E::Unreachable("x".into()).into();
         assert_eq!(e.kind(), "unreachable");
     }
 

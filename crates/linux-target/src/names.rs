@@ -25,24 +25,6 @@ const MAX_DM_NAME_LEN: usize = 127;
 /// mistake.
 pub const MAX_SIZE_BYTES: u64 = 1 << 60;
 
-pub(crate) fn invalid(
-    what: &'static str,
-    value: &str,
-    reason: impl Into<String>,
-) -> ValidationError {
-    // Cap the echoed value: a hostile megabyte string does not belong in
-    // logs and gRPC messages.
-    let mut shown: String = value.chars().take(80).collect();
-    if shown.len() < value.len() {
-        shown.push('…');
-    }
-    ValidationError {
-        what,
-        value: shown,
-        reason: reason.into(),
-    }
-}
-
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
 }
@@ -55,7 +37,7 @@ const LVM_RESERVED: &[&str] = &[
 
 /// Checks a name against the common alphabet and LVM's reserved words.
 fn check_name(what: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
-    let err = |r: &str| Err(invalid(what, s, r));
+    let err = |r: &str| Err(ValidationError::new(what, s, r));
     if s.is_empty() {
         return err("must not be empty");
     }
@@ -140,7 +122,7 @@ pub(crate) fn dm_name_len(vg: &VgName, lv: &VolumeName) -> usize {
 /// kernel in this volume group.
 pub(crate) fn check_fits(vg: &VgName, lv: &VolumeName) -> Result<(), ValidationError> {
     if dm_name_len(vg, lv) > MAX_DM_NAME_LEN {
-        return Err(invalid(
+        return Err(ValidationError::new(
             "volume id",
             lv.as_str(),
             format!("too long for a logical volume in volume group {vg:?}"),
@@ -170,7 +152,7 @@ pub struct Nqn(String);
 
 impl Nqn {
     pub fn new(s: &str) -> Result<Self, ValidationError> {
-        let err = |r: &str| Err(invalid("nqn", s, r));
+        let err = |r: &str| Err(ValidationError::new("nqn", s, r));
         if s.len() > MAX_NQN_LEN {
             return err("longer than 223 bytes");
         }
@@ -200,16 +182,16 @@ impl NqnPrefix {
     pub fn new(s: &str) -> Result<Self, ValidationError> {
         // Valid with the longest volume name after it, and ends at a ':'
         // or '.' so volume names cannot run into the authority.
-        Nqn::new(&format!("{s}x")).map_err(|e| invalid("nqn prefix", s, e.reason))?;
+        Nqn::new(&format!("{s}x")).map_err(|e| ValidationError::new("nqn prefix", s, e.reason))?;
         if s.len() + MAX_VOLUME_NAME_LEN > MAX_NQN_LEN {
-            return Err(invalid(
+            return Err(ValidationError::new(
                 "nqn prefix",
                 s,
                 "too long for a volume name after it",
             ));
         }
         if !s.ends_with(':') {
-            return Err(invalid("nqn prefix", s, "must end with ':'"));
+            return Err(ValidationError::new("nqn prefix", s, "must end with ':'"));
         }
         Ok(NqnPrefix(s.to_string()))
     }
@@ -246,10 +228,14 @@ pub struct PortSpec {
 impl PortSpec {
     pub fn new(id: u16, addr: IpAddr, service: u16) -> Result<Self, ValidationError> {
         if service == 0 {
-            return Err(invalid("nvme tcp port", "0", "must be 1..=65535"));
+            return Err(ValidationError::new(
+                "nvme tcp port",
+                "0",
+                "must be 1..=65535",
+            ));
         }
         if addr.is_unspecified() || addr.is_multicast() {
-            return Err(invalid(
+            return Err(ValidationError::new(
                 "nvme tcp address",
                 &addr.to_string(),
                 "must be a unicast address the target listens on",
@@ -270,17 +256,21 @@ impl PortSpec {
 /// Checks a volume size in bytes.
 pub fn check_size(bytes: u64) -> Result<u64, ValidationError> {
     if bytes == 0 {
-        return Err(invalid("size", "0", "must be at least 1 byte"));
+        return Err(ValidationError::new("size", "0", "must be at least 1 byte"));
     }
     if bytes > MAX_SIZE_BYTES {
-        return Err(invalid("size", &bytes.to_string(), "larger than 1 EiB"));
+        return Err(ValidationError::new(
+            "size",
+            &bytes.to_string(),
+            "larger than 1 EiB",
+        ));
     }
     Ok(bytes)
 }
 
 /// An absolute path made of name characters only: the configfs root.
 pub(crate) fn check_path(what: &'static str, s: &str) -> Result<(), ValidationError> {
-    let err = |r: &str| Err(invalid(what, s, r));
+    let err = |r: &str| Err(ValidationError::new(what, s, r));
     if !s.starts_with('/') || s.len() > 256 {
         return err("must be an absolute path of at most 256 bytes");
     }

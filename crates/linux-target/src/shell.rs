@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use routeros::Output;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, E};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -119,8 +119,8 @@ impl Shell for LocalShell {
             }
             let out = tokio::time::timeout(self.timeout, cmd.output())
                 .await
-                .map_err(|_| Error::Timeout(self.timeout))?
-                .map_err(|e| Error::Unreachable(format!("cannot run sh: {e}")))?;
+                .map_err(|_| Error(E::Timeout(self.timeout)))?
+                .map_err(|e| Error(E::Unreachable(format!("cannot run sh: {e}"))))?;
             Ok(Output {
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use routeros::ClusterId;
 use tracing::debug;
 
-use crate::error::{classify, Error, Result};
+use crate::error::{classify, Error, Result, E};
 use crate::lvm::{parse_lvs, parse_pool, script, Lv, Lvm};
 use crate::meta::Meta;
 use crate::names::{
@@ -209,13 +209,15 @@ impl LinuxTarget {
         cmds.push(&get);
         let out = self.run(name, &script(&cmds)).await?;
         self.one_volume(&out, lv)?.ok_or_else(|| {
-            Error::Protocol(format!("{lv} was not listed right after it was changed"))
+            Error(E::Protocol(format!(
+                "{lv} was not listed right after it was changed"
+            )))
         })
     }
 
     fn one_volume(&self, json: &str, lv: &VolumeName) -> Result<Option<Volume>> {
         Ok(parse_lvs(json)
-            .map_err(Error::Protocol)?
+            .map_err(|s| Error(E::Protocol(s)))?
             .into_iter()
             .filter_map(|l| Volume::from_lv(l, &self.config.pool))
             .find(|v| v.name == *lv))
@@ -230,7 +232,7 @@ impl LinuxTarget {
     pub async fn get_volume(&self, lv: &VolumeName) -> Result<Option<Volume>> {
         match self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await {
             Ok(out) => self.one_volume(&out, lv),
-            Err(Error::NotFound(_)) => Ok(None),
+            Err(Error(E::NotFound(_))) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -239,7 +241,7 @@ impl LinuxTarget {
     pub async fn list_volumes(&self) -> Result<Vec<Volume>> {
         let out = self.run("lvs_list", &script(&[&self.lvm.list()])).await?;
         Ok(parse_lvs(&out)
-            .map_err(Error::Protocol)?
+            .map_err(|s| Error(E::Protocol(s)))?
             .into_iter()
             .filter_map(|l| Volume::from_lv(l, &self.config.pool))
             .filter(Volume::is_ours)
@@ -251,7 +253,7 @@ impl LinuxTarget {
         let out = self
             .run("lvs_pool", &script(&[&self.lvm.pool_usage()]))
             .await?;
-        let u = parse_pool(&out).map_err(Error::Protocol)?;
+        let u = parse_pool(&out).map_err(|s| Error(E::Protocol(s)))?;
         Ok(Capacity {
             size_bytes: u.size_bytes,
             free_bytes: u.free_bytes(),
@@ -267,7 +269,7 @@ impl LinuxTarget {
         check_fits(&self.config.vg, lv)?;
         let create = self.lvm.create(lv, size_bytes, &self.new_meta().tags());
         match self.act_and_get("lvcreate_thin", &[&create], lv).await {
-            Err(Error::AlreadyExists(why)) => {
+            Err(Error(E::AlreadyExists(why))) => {
                 let existing = self.existing(lv, why).await?;
                 let plain = existing
                     .meta
@@ -285,7 +287,9 @@ impl LinuxTarget {
 
     /// The volume an "already exists" was about.
     async fn existing(&self, lv: &VolumeName, why: String) -> Result<Volume> {
-        self.get_volume(lv).await?.ok_or(Error::AlreadyExists(why))
+        self.get_volume(lv)
+            .await?
+            .ok_or(Error(E::AlreadyExists(why)))
     }
 
     /// Grows a volume to at least `size_bytes`; returns its size. Never
@@ -296,7 +300,11 @@ impl LinuxTarget {
             .get_volume(lv)
             .await?
             .filter(Volume::is_ours)
-            .ok_or_else(|| Error::NotFound(format!("no volume {lv} of this driver in the pool")))?;
+            .ok_or_else(|| {
+                Error(E::NotFound(format!(
+                    "no volume {lv} of this driver in the pool"
+                )))
+            })?;
         if v.size_bytes >= size_bytes {
             return Ok(v.size_bytes);
         }
@@ -319,7 +327,7 @@ impl LinuxTarget {
             .act_and_get("lvcreate_snapshot", &[&create], snap)
             .await
         {
-            Err(Error::AlreadyExists(why)) => {
+            Err(Error(E::AlreadyExists(why))) => {
                 let existing = self.existing(snap, why).await?;
                 let same =
                     existing.meta.as_ref().and_then(|m| m.snapshot_of.as_ref()) == Some(source);
@@ -351,7 +359,7 @@ impl LinuxTarget {
         };
         let create = self.lvm.clone_of(source, lv, &meta.tags());
         let made = match self.act_and_get("lvcreate_clone", &[&create], lv).await {
-            Err(Error::AlreadyExists(why)) => {
+            Err(Error(E::AlreadyExists(why))) => {
                 let existing = self.existing(lv, why).await?;
                 let same = existing.meta.as_ref().and_then(|m| m.clone_of.as_ref()) == Some(source);
                 if !(existing.is_ours() && same) {
@@ -383,11 +391,11 @@ impl LinuxTarget {
         orphaned_since: Option<Timestamp>,
     ) -> Result<()> {
         let out = self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await?;
-        let lvs = parse_lvs(&out).map_err(Error::Protocol)?;
+        let lvs = parse_lvs(&out).map_err(|s| Error(E::Protocol(s)))?;
         let current = lvs
             .iter()
             .find(|l| l.name == lv.as_str() && Meta::parse(&l.tags).is_some())
-            .ok_or_else(|| Error::NotFound(format!("no volume {lv} of this driver")))?;
+            .ok_or_else(|| Error(E::NotFound(format!("no volume {lv} of this driver"))))?;
         let want = Meta {
             retain,
             orphaned_since,
@@ -408,15 +416,15 @@ impl LinuxTarget {
             return Ok(());
         };
         if !v.is_ours() {
-            return Err(Error::Failed(format!(
+            return Err(Error(E::Failed(format!(
                 "{lv} is not a volume this driver made in pool {}; not removing it",
                 self.config.pool
-            )));
+            ))));
         }
         let unexport = self.nvmet.unexport(&self.nqn(lv));
         let remove = script(&[&self.lvm.remove(lv)]);
         match self.run("delete", &format!("{unexport}{remove}")).await {
-            Err(Error::NotFound(_)) => Ok(()),
+            Err(Error(E::NotFound(_))) => Ok(()),
             other => other.map(drop),
         }
     }
@@ -424,7 +432,7 @@ impl LinuxTarget {
     /// Reads the export of `nqn` back from the output of a script that
     /// ended with a read of it.
     fn read_export(&self, out: &str, nqn: &Nqn) -> Result<Option<Export>> {
-        let dump = parse_dump(out).map_err(Error::Protocol)?;
+        let dump = parse_dump(out).map_err(|s| Error(E::Protocol(s)))?;
         Ok(dump
             .subsystems
             .into_iter()
@@ -455,7 +463,7 @@ impl LinuxTarget {
         let e = self
             .act_and_read("nvmet_export", act, &nqn)
             .await?
-            .ok_or_else(|| Error::Protocol(format!("{nqn} is not listed after its export")))?;
+            .ok_or_else(|| Error(E::Protocol(format!("{nqn} is not listed after its export"))))?;
         let missing: Vec<&Nqn> = hosts
             .iter()
             .filter(|h| !e.allowed_hosts.iter().any(|a| a == h.as_str()))
@@ -465,9 +473,9 @@ impl LinuxTarget {
             || !e.on_port
             || !missing.is_empty()
         {
-            return Err(Error::Failed(format!(
+            return Err(Error(E::Failed(format!(
                 "the export of {lv} did not take as asked: {e:?}, hosts missing: {missing:?}"
-            )));
+            ))));
         }
         Ok(e)
     }
@@ -478,7 +486,7 @@ impl LinuxTarget {
         let act = self.nvmet.allow(&nqn, std::slice::from_ref(host));
         self.act_and_read("nvmet_allow", act, &nqn)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("{lv} is not exported")))
+            .ok_or_else(|| Error(E::NotFound(format!("{lv} is not exported"))))
     }
 
     /// Removes `hosts` from a volume's allowed hosts, so they cannot
@@ -515,7 +523,7 @@ impl LinuxTarget {
     pub async fn list_exports(&self) -> Result<Vec<Export>> {
         let select = Select::Prefix(self.config.nqn_prefix.as_str());
         let out = self.run("nvmet_list", &self.nvmet.read(select)).await?;
-        let dump = parse_dump(&out).map_err(Error::Protocol)?;
+        let dump = parse_dump(&out).map_err(|s| Error(E::Protocol(s)))?;
         Ok(dump
             .subsystems
             .into_iter()
@@ -542,8 +550,8 @@ fn conflict(existing: &Volume, wanted: &str) -> Error {
             (None, None) => format!("a volume of {} bytes", existing.size_bytes),
         },
     };
-    Error::AlreadyExists(format!(
+    Error(E::AlreadyExists(format!(
         "{} exists and is {what}, not {wanted}",
         existing.name
-    ))
+    )))
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, E};
 use crate::names::{Nqn, PoolName, PortSpec, VgName, VolumeName};
 use crate::shell::{fail, ok, FakeShell, Output};
 use crate::target::{LinuxTarget, TargetConfig};
@@ -130,7 +130,7 @@ async fn an_absent_volume_is_none_but_a_missing_volume_group_is_an_error() {
     });
     let e = target(&shell).get_volume(&vol("pvc-1")).await.unwrap_err();
     assert_eq!(e.kind(), "failed");
-    let shell = FakeShell::new(|_, _| Err(Error::Unreachable("down".into())));
+    let shell = FakeShell::new(|_, _| Err(Error(E::Unreachable("down".into()))));
     assert!(target(&shell)
         .get_volume(&vol("pvc-1"))
         .await

@@ -18,7 +18,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    pub(crate) fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
+    pub fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
         // Cap the echoed value so a hostile megabyte string does not end up
         // in logs and gRPC messages.
         let mut shown: String = value.chars().take(80).collect();
@@ -157,7 +157,8 @@ fn classify_line(line: &str) -> Option<Error> {
     )
 }
 
-fn truncate(s: &str) -> String {
+/// A command's message cut to a length fit for logs and gRPC statuses.
+pub fn truncate(s: &str) -> String {
     const MAX: usize = 300;
     if s.len() <= MAX {
         s.to_string()
