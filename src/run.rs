@@ -12,6 +12,7 @@ use attachment_manager::QueuedEvents;
 use attachment_manager::{
     AttachMetrics, EventSink, Manager, MigrationCheck, NoMigrations, NodeView, Policy, Store,
 };
+use csi_server::backend::RdsBackend;
 use csi_server::controller::{ControllerConfig, ControllerService, DEFAULT_MIGRATION_TIMEOUT};
 use csi_server::health::Health;
 use csi_server::identity::{valid_driver_name, IdentityService};
@@ -178,7 +179,12 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         key,
         Some(ClientMetrics::register(&registry)?),
     );
-    let backend = Arc::new(Rds::new(client.clone()));
+    // The orphan sweep reads RouterOS disks and files itself.
+    let rds = Rds::new(client.clone());
+    let backend = Arc::new(RdsBackend::new(
+        rds.clone(),
+        parts.config.defaults.volume_path_root.clone(),
+    ));
     let health = Health::register(&registry)?;
     let rpc_metrics = RpcMetrics::register(&registry)?;
     let policy = Policy {
@@ -223,7 +229,7 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
                 None => Box::new(LogOnly),
             };
             let (backend, pvs) = (
-                backend.clone(),
+                Arc::new(rds.clone()),
                 KubePvs::new(client.clone(), args.common.driver_name.clone()),
             );
             let (locks, recent) = (manager.locks().clone(), manager.recent_creates().clone());

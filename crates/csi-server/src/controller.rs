@@ -19,19 +19,16 @@ use attachment_manager::{
     AccessKind, Manager, ManagerError, NodeStatus, NodeView, PublishDecision, PublishRequest,
     Refusal, UnpublishDecision,
 };
-use routeros::{
-    ClusterId, CopyMethod, Disk, DiskComment, NewDisk, Nqn, PoolFilesystem, RosPath, Slot,
-    SlotPrefix,
-};
+use storage::{ClusterId, CopyMethod, IdPrefix, Nqn, VolumeId, VolumeMeta};
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 use vmi_grouper::KubeVirt;
 
-use crate::backend::{Backend, CopySpec, Leftovers, Placement};
+use crate::backend::{Backend, CopySpec, Export, NewVolume, Place, PoolInfo, Volume};
 use crate::metrics::RpcMetrics;
 use crate::params::{self, allocation_size, FsType, ParamDefaults, VolumeParams};
 use crate::proto::{self, controller_server::Controller};
-use crate::snapshot::{SnapshotInfo, VolumeLayout, SNAPSHOT_PREFIX, SUBVOLUME_IMAGE};
+use crate::snapshot::{SnapshotInfo, VolumeLayout, SNAPSHOT_PREFIX};
 
 /// Controller settings, from flags.
 #[derive(Debug, Clone)]
@@ -39,7 +36,7 @@ pub struct ControllerConfig {
     pub defaults: ParamDefaults,
     pub max_volume_bytes: u64,
     /// Only volumes whose ID starts with this prefix are created and listed.
-    pub volume_id_prefix: SlotPrefix,
+    pub volume_id_prefix: IdPrefix,
     pub nqn_prefix: String,
     /// Topology segment every volume is accessible from.
     pub topology: (String, String),
@@ -47,9 +44,10 @@ pub struct ControllerConfig {
 }
 
 impl ControllerConfig {
-    /// The pool's mount point, for capacity queries.
-    pub fn pool(&self) -> Slot {
-        Slot::new(self.defaults.volume_path_root.mount_point()).expect("validated root")
+    /// The pool volumes are made in, for capacity and what it can do (on
+    /// the RDS: the mount point of the volume path root).
+    pub fn pool(&self) -> String {
+        self.defaults.volume_path_root.mount_point().to_string()
     }
 }
 
@@ -73,8 +71,8 @@ pub struct ControllerService<B> {
     /// Written on every disk CreateVolume makes (`--cluster-id`); may
     /// become known only after start (read from the API server).
     cluster_id: Option<Arc<OnceLock<ClusterId>>>,
-    /// The pool's file system, read once (at start, or when first needed).
-    pool_fs: OnceLock<PoolFilesystem>,
+    /// What the pool can do, read once (at start, or when first needed).
+    pool_info: OnceLock<PoolInfo>,
     /// Byte copies running: target disk -> source volume. A source is not
     /// published while a copy reads it; refilled at start from the copy
     /// marks on the RDS.
@@ -109,24 +107,24 @@ impl<B: Backend> ControllerService<B> {
             grouper,
             metrics,
             cluster_id: None,
-            pool_fs: OnceLock::new(),
+            pool_info: OnceLock::new(),
             copies: Default::default(),
             known: Default::default(),
         }
     }
 
-    /// The pool's file system, read from the RDS the first time.
-    async fn pool_fs(&self) -> ControllerResult<PoolFilesystem> {
-        if let Some(fs) = self.pool_fs.get() {
-            return Ok(fs.clone());
+    /// What the pool can do, read from the backend the first time.
+    async fn pool_info(&self) -> ControllerResult<PoolInfo> {
+        if let Some(info) = self.pool_info.get() {
+            return Ok(info.clone());
         }
         let pool = self.config.pool();
-        let fs = self
+        let info = self
             .backend
-            .pool_filesystem(&pool)
+            .pool_info(&pool)
             .await
-            .map_err(Step::PoolFilesystem(pool).failed())?;
-        Ok(self.pool_fs.get_or_init(|| fs).clone())
+            .map_err(Step::PoolInfo(pool).failed())?;
+        Ok(self.pool_info.get_or_init(|| info).clone())
     }
 
     /// Reads the pool's file system and logs the copy methods it allows;
@@ -136,11 +134,11 @@ impl<B: Backend> ControllerService<B> {
         if let Err(e) = self.find_running_copies().await {
             tracing::warn!(error = %crate::error::chain(&e), "could not look for byte copies still running");
         }
-        match self.pool_fs().await {
-            Ok(fs) => {
-                self.metrics.set_copy_methods(&fs.methods());
-                let methods: Vec<&str> = fs.methods().iter().map(|m| m.as_str()).collect();
-                info!(pool = %self.config.pool(), filesystem = ?fs, methods = ?methods, "storage pool detected");
+        match self.pool_info().await {
+            Ok(pool) => {
+                self.metrics.set_copy_methods(&pool.methods);
+                let methods: Vec<&str> = pool.methods.iter().map(|m| m.as_str()).collect();
+                info!(pool = %self.config.pool(), kind = %pool.kind, methods = ?methods, "storage pool detected");
             }
             Err(e) => {
                 tracing::warn!(error = %crate::error::chain(&e), "could not read the storage pool's file system yet")
@@ -148,53 +146,44 @@ impl<B: Backend> ControllerService<B> {
         }
     }
 
-    /// What may be left of a disk whose entry is gone (`known` is `None`);
-    /// the pool is read only then.
-    async fn leftovers(&self, known: Option<&Disk>) -> ControllerResult<Leftovers> {
-        Ok(Leftovers {
-            search_root: self.config.defaults.volume_path_root.clone(),
-            subvolumes: known.is_none() && self.pool_fs().await? == PoolFilesystem::Btrfs,
-        })
-    }
-
-    /// The image path and placement of a new volume or snapshot `id`: in
-    /// the subvolume layout `/<pool>/<id>/volume.img` inside subvolume
-    /// `id` (refused unless the pool is Btrfs), else `<dir>/<id>.img`.
+    /// Where a new volume or snapshot `id` goes and where its data will
+    /// be: the subvolume layout is refused unless the pool allows it.
     async fn place(
         &self,
-        id: &Slot,
+        id: &VolumeId,
         layout: VolumeLayout,
-        dir: &RosPath,
-    ) -> ControllerResult<(RosPath, Placement)> {
-        let pool = self.config.pool();
-        let placed = match layout {
-            VolumeLayout::Flat => (dir.join(&format!("{id}.img")), Placement::Flat),
-            VolumeLayout::Subvolume => {
-                let fs = self.pool_fs().await?;
-                if fs != PoolFilesystem::Btrfs {
-                    return Err(ControllerError::LayoutNeedsBtrfs {
-                        pool,
-                        fs: format!("{fs:?}").to_lowercase(),
-                    });
-                }
-                (
-                    RosPath::new(&format!("/{pool}/{id}/{SUBVOLUME_IMAGE}")),
-                    Placement::Subvolume { fs: pool },
-                )
+        dir: &routeros::RosPath,
+    ) -> ControllerResult<(String, Place)> {
+        if layout != VolumeLayout::Flat {
+            let pool = self.pool_info().await?;
+            if !pool.allows(layout) {
+                return Err(ControllerError::LayoutNeedsBtrfs {
+                    pool: self.config.pool(),
+                    fs: pool.kind,
+                });
             }
+        }
+        let place = Place {
+            dir: dir.to_string(),
+            layout,
         };
-        let file = placed
-            .0
+        let location = self
+            .backend
+            .location(id, &place)
             .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
-        Ok((file, placed.1))
+        Ok((location, place))
     }
 
     /// Removes a volume or snapshot `id` (`known`: as just looked up) and
     /// its image, or what an earlier attempt left of them.
-    async fn remove(&self, id: &Slot, known: Option<&Disk>, step: Step) -> ControllerResult<()> {
-        let leftovers = self.leftovers(known).await?;
+    async fn remove(
+        &self,
+        id: &VolumeId,
+        known: Option<&Volume>,
+        step: Step,
+    ) -> ControllerResult<()> {
         self.backend
-            .delete_volume(id, known, &leftovers)
+            .delete_volume(id, known)
             .await
             .map_err(step.failed())?;
         self.forget_copy(id);
@@ -223,7 +212,7 @@ impl<B: Backend> ControllerService<B> {
 
     /// Looks a volume up on the backend: `None` only when the backend
     /// answered that it is absent.
-    async fn lookup(&self, slot: &Slot) -> ControllerResult<Option<Disk>> {
+    async fn lookup(&self, slot: &VolumeId) -> ControllerResult<Option<Volume>> {
         self.backend
             .get_volume(slot)
             .await
@@ -231,7 +220,7 @@ impl<B: Backend> ControllerService<B> {
     }
 
     /// A volume that must exist: NOT_FOUND otherwise.
-    async fn existing(&self, slot: &Slot) -> ControllerResult<Disk> {
+    async fn existing(&self, slot: &VolumeId) -> ControllerResult<Volume> {
         self.lookup(slot)
             .await?
             .ok_or_else(|| ControllerError::VolumeNotFound {
@@ -239,7 +228,7 @@ impl<B: Backend> ControllerService<B> {
             })
     }
 
-    fn lock(&self, volume: &Slot) -> ControllerResult<attachment_manager::VolumeGuard> {
+    fn lock(&self, volume: &VolumeId) -> ControllerResult<attachment_manager::VolumeGuard> {
         self.manager
             .locks()
             .try_lock(volume.as_str())
@@ -249,9 +238,9 @@ impl<B: Backend> ControllerService<B> {
     /// The volume ID in request field `field`: a valid slot with the
     /// configured prefix, so a disk this driver would not have created is
     /// never touched.
-    fn slot(&self, field: &'static str, id: &str) -> ControllerResult<Slot> {
+    fn slot(&self, field: &'static str, id: &str) -> ControllerResult<VolumeId> {
         ControllerError::require(field, id)?;
-        let slot = Slot::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
+        let slot = VolumeId::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
         if !self.config.volume_id_prefix.matches(slot.as_str()) {
             return Err(ControllerError::NotManaged {
                 field,
@@ -272,7 +261,7 @@ impl<B: Backend> ControllerService<B> {
         }
     }
 
-    fn volume_id(&self, id: &str) -> ControllerResult<Slot> {
+    fn volume_id(&self, id: &str) -> ControllerResult<VolumeId> {
         self.slot("volume_id", id)
     }
 
@@ -283,10 +272,10 @@ impl<B: Backend> ControllerService<B> {
         }]
     }
 
-    fn volume_of(&self, disk: &Disk, context: HashMap<String, String>) -> proto::Volume {
+    fn volume_of(&self, disk: &Volume, context: HashMap<String, String>) -> proto::Volume {
         proto::Volume {
             capacity_bytes: disk.size_bytes as i64,
-            volume_id: disk.slot.clone(),
+            volume_id: disk.id.clone(),
             volume_context: context,
             content_source: None,
             accessible_topology: self.topology(),
@@ -326,7 +315,7 @@ impl<B: Backend> ControllerService<B> {
             range.limit_bytes,
             self.config.max_volume_bytes,
         )?;
-        let (file, placement) = self.place(&slot, vp.layout, &vp.volume_path).await?;
+        let (file, place) = self.place(&slot, vp.layout, &vp.volume_path).await?;
         let nqn = Nqn::for_volume(&self.config.nqn_prefix, &slot)
             .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
 
@@ -340,17 +329,13 @@ impl<B: Backend> ControllerService<B> {
                 if let Some(progress) = snapshots::still_copying(&disk) {
                     return Err(ControllerError::CopyRunning {
                         volume: slot,
-                        from: disk
-                            .comment
-                            .copy_of
-                            .map(|s| s.to_string())
-                            .unwrap_or_default(),
+                        from: disk.meta.copy_of.map(|s| s.to_string()).unwrap_or_default(),
                         progress,
                     });
                 }
                 if let Some(differs) = Self::mismatch(&disk, &range, &file, &vp, &nqn) {
                     return Err(ControllerError::ExistsDifferently {
-                        volume: disk.slot,
+                        volume: disk.id,
                         differs,
                     });
                 }
@@ -360,8 +345,7 @@ impl<B: Backend> ControllerService<B> {
             None if source.is_some() => {
                 let made = snapshots::Made {
                     slot: &slot,
-                    file: &file,
-                    placement: &placement,
+                    place: &place,
                     nqn: &nqn,
                     port: vp.nvme_port,
                 };
@@ -373,22 +357,34 @@ impl<B: Backend> ControllerService<B> {
             }
             None => {
                 let cluster = self.cluster()?;
-                let spec = NewDisk {
-                    slot: slot.clone(),
-                    file: file.clone(),
+                let spec = NewVolume {
+                    id: slot.clone(),
                     size_bytes: size,
-                    port: vp.nvme_port,
-                    nqn: nqn.clone(),
-                    // Whose disk it is and since when, for the orphan sweep.
-                    comment: DiskComment::created(jiff::Timestamp::now(), cluster),
+                    export: Export {
+                        nqn: nqn.clone(),
+                        port: vp.nvme_port,
+                    },
+                    place: place.clone(),
+                    // Whose volume it is and since when, for the orphan sweep.
+                    meta: VolumeMeta::created(jiff::Timestamp::now(), cluster),
                 };
                 self.backend
-                    .create_volume(&spec, &placement)
+                    .create_volume(&spec)
                     .await
                     .map_err(Step::Create(slot.clone()).failed())?;
-                info!(volume = %slot, bytes = size, file = %file, "volume created");
+                info!(volume = %slot, bytes = size, location = %file, "volume created");
                 self.remember_layout(&slot, vp.layout);
-                spec.as_created()
+                Volume {
+                    id: slot.to_string(),
+                    size_bytes: size,
+                    location: Some(file),
+                    layout: vp.layout,
+                    nqn: Some(nqn.to_string()),
+                    port: Some(vp.nvme_port),
+                    exported: true,
+                    meta: spec.meta,
+                    busy: None,
+                }
             }
         };
         self.manager.recent_creates().note(slot.as_str());
@@ -402,9 +398,9 @@ impl<B: Backend> ControllerService<B> {
     /// How an existing volume differs from what CreateVolume asks for,
     /// if it does.
     fn mismatch(
-        disk: &Disk,
+        disk: &Volume,
         range: &proto::CapacityRange,
-        file: &RosPath,
+        file: &str,
         vp: &VolumeParams,
         nqn: &Nqn,
     ) -> Option<Mismatch> {
@@ -418,10 +414,10 @@ impl<B: Backend> ControllerService<B> {
                 limit: range.limit_bytes,
             });
         }
-        if let Some(at) = disk.file_path.as_ref().filter(|f| *f != file.as_str()) {
+        if let Some(at) = disk.location.as_ref().filter(|f| *f != file) {
             return Some(Mismatch::Path {
                 at: at.clone(),
-                wanted: file.clone(),
+                wanted: file.to_string(),
             });
         }
         let other_export = disk.port.is_some_and(|p| p != vp.nvme_port)
@@ -494,8 +490,7 @@ impl<B: Backend> ControllerService<B> {
                 });
             }
         }
-        let pool = Slot::new(vp.volume_path.mount_point())
-            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
+        let pool = vp.volume_path.mount_point().to_string();
         let cap = self
             .backend
             .capacity(&pool)

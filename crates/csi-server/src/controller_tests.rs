@@ -17,7 +17,7 @@ fn config() -> ControllerConfig {
     ControllerConfig {
         defaults: crate::params::tests::defaults(),
         max_volume_bytes: 64 << 30,
-        volume_id_prefix: SlotPrefix::new("pvc-").unwrap(),
+        volume_id_prefix: IdPrefix::new("pvc-").unwrap(),
         nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
         topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
         max_list_entries: 1000,
@@ -227,7 +227,7 @@ async fn a_one_and_a_half_gib_request_creates_at_least_one_and_a_half_gib() {
     let disk = ctl.backend.disks.lock().unwrap()["pvc-a"].clone();
     assert!(disk.size_bytes >= 3 << 29);
     assert_eq!(
-        disk.file_path.as_deref(),
+        disk.location.as_deref(),
         Some("/storage-pool/metal-csi/pvc-a.img")
     );
 }
@@ -620,7 +620,7 @@ async fn a_created_volume_carries_the_cluster_identity_once_it_is_known() {
     known.set(id.clone()).unwrap();
     let before = jiff::Timestamp::now().as_second();
     ctl.create("pvc-a", GIB).await.unwrap();
-    let comment = ctl.backend.disks.lock().unwrap()["pvc-a"].comment.clone();
+    let comment = ctl.backend.disks.lock().unwrap()["pvc-a"].meta.clone();
     assert_eq!(comment.cluster, Some(id));
     assert!(comment.created.unwrap().as_second() >= before);
     assert!(!comment.retain);

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{Gauge, IntGauge, Registry};
-use routeros::Slot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -84,7 +83,7 @@ impl Health {
     pub async fn run<B: Backend>(
         self,
         backend: Arc<B>,
-        pool: Slot,
+        pool: String,
         interval: Duration,
         timeout: Duration,
         cancel: CancellationToken,

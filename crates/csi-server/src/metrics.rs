@@ -57,7 +57,7 @@ impl RpcMetrics {
     }
 
     /// The copy methods the pool allows (controller, at start).
-    pub fn set_copy_methods(&self, methods: &[routeros::CopyMethod]) {
+    pub fn set_copy_methods(&self, methods: &[storage::CopyMethod]) {
         self.copy_methods.reset();
         for m in methods {
             self.copy_methods.with_label_values(&[m.as_str()]).set(1);

@@ -9,25 +9,25 @@
 //! `docs/snapshots.md`.
 
 use jiff::Timestamp;
-use routeros::{CopyMethod, Disk, Slot, SlotPrefix};
+use storage::{CopyMethod, IdPrefix, Volume, VolumeId};
 
 /// The first characters of every snapshot's slot, ours and the Go
 /// driver's. Volume IDs never start with it (CreateVolume refuses such a
 /// name), so no listing mistakes a snapshot for a volume.
-pub const SNAPSHOT_PREFIX: &str = routeros::SNAPSHOT_SLOT_PREFIX;
+pub const SNAPSHOT_PREFIX: &str = storage::SNAPSHOT_ID_PREFIX;
 
 /// The slot prefix to list snapshots with.
-pub fn snapshot_prefix() -> SlotPrefix {
-    SlotPrefix::new(SNAPSHOT_PREFIX).expect("a valid prefix")
+pub fn snapshot_prefix() -> IdPrefix {
+    IdPrefix::new(SNAPSHOT_PREFIX).expect("a valid prefix")
 }
 
 /// The snapshot ID for a CreateSnapshot request name: `snap-<uuid>`, the
 /// UUID version 5 of the name in the DNS namespace. The same name always
 /// gives the same ID (a retry finds what its first attempt made), and it is
 /// the ID the Go driver's older releases gave the same name.
-pub fn snapshot_id(name: &str) -> Slot {
+pub fn snapshot_id(name: &str) -> VolumeId {
     let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_DNS, name.as_bytes());
-    Slot::new(&format!("{SNAPSHOT_PREFIX}{id}")).expect("snap-<uuid> is a valid slot")
+    VolumeId::new(&format!("{SNAPSHOT_PREFIX}{id}")).expect("snap-<uuid> is a valid slot")
 }
 
 /// What the name of a snapshot the Go driver made tells:
@@ -35,7 +35,7 @@ pub fn snapshot_id(name: &str) -> Slot {
 /// when the suffix is a Unix time, when it was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoSnapshotName {
-    pub source: Slot,
+    pub source: VolumeId,
     pub created: Option<Timestamp>,
 }
 
@@ -69,50 +69,15 @@ pub fn parse_go_snapshot_name(slot: &str) -> Option<GoSnapshotName> {
         .filter(|s| (1_577_836_800..7_258_118_400).contains(s))
         .and_then(|s| Timestamp::from_second(s).ok());
     Some(GoSnapshotName {
-        source: Slot::new(&format!("pvc-{uuid}")).ok()?,
+        source: VolumeId::new(&format!("pvc-{uuid}")).ok()?,
         created,
     })
 }
 
-/// Where a volume's image lives (StorageClass `volumeLayout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VolumeLayout {
-    /// `<volumePath>/<volume-id>.img`: the Go driver's layout.
-    #[default]
-    Flat,
-    /// A Btrfs subvolume per volume: `/<pool>/<volume-id>/volume.img`.
-    Subvolume,
-}
-
-/// The image file name inside a volume's (or snapshot's) subvolume.
-pub use routeros::SUBVOLUME_IMAGE;
-
-impl VolumeLayout {
-    pub fn parse(s: &str) -> Option<VolumeLayout> {
-        match s {
-            "flat" => Some(VolumeLayout::Flat),
-            "subvolume" => Some(VolumeLayout::Subvolume),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VolumeLayout::Flat => "flat",
-            VolumeLayout::Subvolume => "subvolume",
-        }
-    }
-
-    /// The layout of an existing disk, from its image path: the subvolume
-    /// layout's `/<pool>/<id>/volume.img`, anything else flat.
-    pub fn of(disk: &Disk) -> VolumeLayout {
-        if disk.in_own_subvolume() {
-            VolumeLayout::Subvolume
-        } else {
-            VolumeLayout::Flat
-        }
-    }
-}
+/// Where a volume's image lives (StorageClass `volumeLayout`): `flat`,
+/// `<volumePath>/<volume-id>.img` (the Go driver's layout), or `subvolume`,
+/// a Btrfs subvolume per volume, `/<pool>/<volume-id>/volume.img`.
+pub use storage::Layout as VolumeLayout;
 
 /// A snapshot as ListSnapshots and CreateSnapshot report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,24 +104,24 @@ impl SnapshotInfo {
     /// with any `status` (a byte copy still running into it), or whose
     /// copy is not yet known complete (`copy-of` in its comment), is not
     /// ready.
-    pub fn from_disk(disk: &Disk) -> Option<SnapshotInfo> {
-        let copying = disk.status.is_some() || disk.comment.copy_of.is_some();
-        if let Some(l) = &disk.comment.snapshot {
+    pub fn from_volume(disk: &Volume) -> Option<SnapshotInfo> {
+        let copying = disk.busy.is_some() || disk.meta.copy_of.is_some();
+        if let Some(l) = &disk.meta.snapshot {
             return Some(SnapshotInfo {
-                id: disk.slot.clone(),
+                id: disk.id.clone(),
                 source: l.source.to_string(),
                 size_bytes: l.size_bytes.unwrap_or(disk.size_bytes),
-                created: disk.comment.created,
+                created: disk.meta.created,
                 method: l.method,
                 ready: !copying,
             });
         }
-        if !disk.comment.is_empty() {
+        if !disk.meta.is_empty() {
             return None;
         }
-        let go = parse_go_snapshot_name(&disk.slot)?;
+        let go = parse_go_snapshot_name(&disk.id)?;
         Some(SnapshotInfo {
-            id: disk.slot.clone(),
+            id: disk.id.clone(),
             source: go.source.to_string(),
             size_bytes: disk.size_bytes,
             created: go.created,
@@ -212,20 +177,21 @@ pub fn page(
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use routeros::{DiskComment, Lineage};
+    use storage::{Layout, Lineage, VolumeMeta};
 
     const GO_UUID: &str = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
 
-    fn disk(slot: &str, comment: DiskComment, path: &str) -> Disk {
-        Disk {
-            slot: slot.into(),
-            file_path: Some(path.into()),
+    fn disk(slot: &str, meta: VolumeMeta, path: &str) -> Volume {
+        Volume {
+            id: slot.into(),
+            location: Some(path.into()),
+            layout: Layout::Flat,
             size_bytes: 5 << 30,
             nqn: None,
             port: None,
             exported: false,
-            comment,
-            status: None,
+            meta,
+            busy: None,
         }
     }
 
@@ -284,19 +250,19 @@ mod tests {
         let at: Timestamp = "2026-12-07T11:00:00Z".parse().unwrap();
         let ours = disk(
             "snap-1",
-            DiskComment {
+            VolumeMeta {
                 created: Some(at),
                 snapshot: Some(Lineage {
-                    source: Slot::new("pvc-9").unwrap(),
+                    source: VolumeId::new("pvc-9").unwrap(),
                     size_bytes: Some(1 << 30),
                     method: CopyMethod::ByteCopy,
                 }),
-                ..DiskComment::default()
+                ..VolumeMeta::default()
             },
             "/storage-pool/metal-csi/snap-1.img",
         );
-        let s = SnapshotInfo::from_disk(&Disk {
-            status: Some("0 / 1 (0%)".into()),
+        let s = SnapshotInfo::from_volume(&Volume {
+            busy: Some("0 / 1 (0%)".into()),
             ..ours.clone()
         })
         .unwrap();
@@ -309,10 +275,10 @@ mod tests {
         let go_slot = format!("snap-{GO_UUID}-at-1739800000");
         let go = disk(
             &go_slot,
-            DiskComment::default(),
+            VolumeMeta::default(),
             "/storage-pool/metal-csi/x.img",
         );
-        let s = SnapshotInfo::from_disk(&go).unwrap();
+        let s = SnapshotInfo::from_volume(&go).unwrap();
         assert_eq!(s.source, format!("pvc-{GO_UUID}"));
         assert_eq!(
             (s.size_bytes, s.method, s.ready),
@@ -320,41 +286,24 @@ mod tests {
         );
 
         // Ours without a (whole) lineage, or by hand: not a snapshot we list.
-        let volume_comment = DiskComment::created(at, None);
+        let volume_comment = VolumeMeta::created(at, None);
         assert_eq!(
-            SnapshotInfo::from_disk(&disk(&go_slot, volume_comment, "/p/x.img")),
+            SnapshotInfo::from_volume(&disk(&go_slot, volume_comment, "/p/x.img")),
             None
         );
         assert_eq!(
-            SnapshotInfo::from_disk(&disk("snap-by-hand", DiskComment::default(), "/p/x.img")),
+            SnapshotInfo::from_volume(&disk("snap-by-hand", VolumeMeta::default(), "/p/x.img")),
             None
         );
     }
 
     #[test]
-    fn the_layout_of_a_disk_follows_from_where_its_image_is() {
-        let flat = disk(
-            "pvc-1",
-            DiskComment::default(),
-            "/storage-pool/metal-csi/pvc-1.img",
-        );
-        let sub = disk(
-            "pvc-1",
-            DiskComment::default(),
-            "/storage-pool/pvc-1/volume.img",
-        );
-        let other = disk(
-            "pvc-1",
-            DiskComment::default(),
-            "/storage-pool/pvc-2/volume.img",
-        );
-        assert_eq!(VolumeLayout::of(&flat), VolumeLayout::Flat);
-        assert_eq!(VolumeLayout::of(&sub), VolumeLayout::Subvolume);
-        assert_eq!(VolumeLayout::of(&other), VolumeLayout::Flat);
+    fn the_layout_parameter_reads_only_its_two_words() {
         assert_eq!(
             VolumeLayout::parse("subvolume"),
             Some(VolumeLayout::Subvolume)
         );
+        assert_eq!(VolumeLayout::parse("flat"), Some(VolumeLayout::Flat));
         assert_eq!(VolumeLayout::parse("Subvolume"), None);
     }
 

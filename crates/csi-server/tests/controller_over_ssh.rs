@@ -70,15 +70,13 @@ async fn a_lost_remove_answer_keeps_the_file_until_the_disk_is_seen_gone() {
     let e = Env::on_disk().await;
     e.create("pvc-lost", GIB).await.unwrap();
     let file = e.backing_file("pvc-lost");
+    let backend =
+        csi_server::backend::RdsBackend::new(e.rds.clone(), RosPath::new("/storage-pool").unwrap());
     let slot = routeros::Slot::new("pvc-lost").unwrap();
-    let known = e.rds.get_disk(&slot).await.unwrap().unwrap();
+    let known = backend.get_volume(&slot).await.unwrap().unwrap();
     // The remove acts, but its answer never completes.
     e.sim.faults().cut_after_exit_next(1);
-    let leftovers = csi_server::backend::Leftovers {
-        search_root: RosPath::new("/storage-pool").unwrap(),
-        subvolumes: true,
-    };
-    let err = e.rds.delete_volume(&slot, Some(&known), &leftovers).await;
+    let err = backend.delete_volume(&slot, Some(&known)).await;
     assert!(err.unwrap_err().is_transient());
     assert!(e.sim.disks().is_empty(), "the remove did act");
     assert!(file.exists(), "no file removal on an unconfirmed remove");

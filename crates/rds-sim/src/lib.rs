@@ -226,6 +226,9 @@ pub struct DiskInfo {
     pub comment: String,
     /// A `/disk copy` running into this disk.
     pub copy: Option<DiskCopy>,
+    /// How many times `nvme-tcp-export` was turned off: each time every
+    /// live session of the disk was dropped.
+    pub export_cuts: u64,
 }
 
 /// `SHA256:<base64 without padding>`, the form `ssh-keygen -lf` prints.

@@ -6,7 +6,8 @@
 //! `/sys/kernel/config/nvmet`):
 //!
 //! ```text
-//! subsystems/<nqn>/attr_allow_any_host = 1
+//! subsystems/<nqn>/attr_allow_any_host = 1 (0 with an allow-list)
+//! subsystems/<nqn>/allowed_hosts/<host nqn> -> hosts/<host nqn>
 //! subsystems/<nqn>/namespaces/1/{device_path = <backing file>, enable = 1}
 //! ports/<id>/{addr_trtype = tcp, addr_adrfam, addr_traddr, addr_trsvcid}
 //! ports/<id>/subsystems/<nqn> -> subsystems/<nqn>
@@ -26,6 +27,8 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+mod hosts;
 
 /// Where the kernel target's configfs tree usually is.
 pub const DEFAULT_CONFIGFS: &str = "/sys/kernel/config/nvmet";
@@ -70,6 +73,7 @@ enum Group {
     Subsystem,
     Namespace,
     Port,
+    Host,
 }
 
 impl Group {
@@ -78,6 +82,7 @@ impl Group {
             Group::Subsystem => &["namespaces", "allowed_hosts"],
             Group::Namespace => &[],
             Group::Port => &["subsystems", "referrals", "ana_groups"],
+            Group::Host => &[],
         }
     }
 
@@ -86,6 +91,7 @@ impl Group {
             Group::Subsystem => &["attr_allow_any_host"],
             Group::Namespace => &["device_path", "enable", "buffered_io", "revalidate_size"],
             Group::Port => &["addr_trtype", "addr_adrfam", "addr_traddr", "addr_trsvcid"],
+            Group::Host => &[],
         }
     }
 }
@@ -95,6 +101,15 @@ enum Undo {
     Rmdir(PathBuf, Group),
     Disable(PathBuf),
     Unlink(PathBuf),
+    Link {
+        link: PathBuf,
+        target: PathBuf,
+    },
+    Attr {
+        dir: PathBuf,
+        name: &'static str,
+        value: String,
+    },
 }
 
 #[derive(Debug)]
@@ -190,6 +205,8 @@ impl Nvmet {
                 Undo::Rmdir(path, group) => self.rmgroup(path, *group),
                 Undo::Disable(ns) => fs::write(ns.join("enable"), "0"),
                 Undo::Unlink(link) => fs::remove_file(link),
+                Undo::Link { link, target } => std::os::unix::fs::symlink(target, link),
+                Undo::Attr { dir, name, value } => write_attr(dir, name, value),
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "rds-sim: nvmet rollback step failed");
@@ -197,9 +214,16 @@ impl Nvmet {
         }
     }
 
-    /// Creates subsystem `nqn` (any host allowed) with namespace 1 on
-    /// `device` and links it to the TCP port `addr:port`. All or nothing.
-    pub(crate) fn export(&self, nqn: &str, port: u16, device: &Path) -> io::Result<()> {
+    /// Creates subsystem `nqn` allowing `hosts` (empty: any host) with
+    /// namespace 1 on `device` and links it to the TCP port `addr:port`.
+    /// All or nothing.
+    pub(crate) fn export(
+        &self,
+        nqn: &str,
+        port: u16,
+        device: &Path,
+        hosts: &[String],
+    ) -> io::Result<()> {
         check_nqn(nqn)?;
         let sub = self.subsystem(nqn);
         if sub.exists() {
@@ -209,7 +233,7 @@ impl Nvmet {
             ));
         }
         let mut done = Vec::new();
-        match self.export_steps(nqn, port, device, &sub, &mut done) {
+        match self.export_steps(nqn, port, device, hosts, &mut done) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.undo(done);
@@ -223,12 +247,14 @@ impl Nvmet {
         nqn: &str,
         port: u16,
         device: &Path,
-        sub: &Path,
+        hosts: &[String],
         done: &mut Vec<Undo>,
     ) -> io::Result<()> {
-        self.mkgroup(sub, Group::Subsystem)?;
-        done.push(Undo::Rmdir(sub.to_path_buf(), Group::Subsystem));
-        write_attr(sub, "attr_allow_any_host", "1")?;
+        let sub = self.subsystem(nqn);
+        self.mkgroup(&sub, Group::Subsystem)?;
+        done.push(Undo::Rmdir(sub, Group::Subsystem));
+        // Before the port link: no moment in which any host may connect.
+        self.restrict(nqn, hosts, done)?;
         let ns = self.namespace(nqn);
         self.mkgroup(&ns, Group::Namespace)?;
         done.push(Undo::Rmdir(ns.clone(), Group::Namespace));
@@ -313,8 +339,10 @@ impl Nvmet {
             return Ok(());
         }
         let mut unlinked = Vec::new();
-        let result = self.unexport_steps(nqn, &sub, &mut unlinked);
+        let mut undo_hosts = Vec::new();
+        let result = self.unexport_steps(nqn, &sub, &mut unlinked, &mut undo_hosts);
         if result.is_err() {
+            self.undo(undo_hosts);
             // Put the export back the way it was, as far as it goes.
             let ns = self.namespace(nqn);
             if ns.exists() {
@@ -327,7 +355,13 @@ impl Nvmet {
         result
     }
 
-    fn unexport_steps(&self, nqn: &str, sub: &Path, unlinked: &mut Vec<PathBuf>) -> io::Result<()> {
+    fn unexport_steps(
+        &self,
+        nqn: &str,
+        sub: &Path,
+        unlinked: &mut Vec<PathBuf>,
+        undo_hosts: &mut Vec<Undo>,
+    ) -> io::Result<()> {
         let mut empty_ports = Vec::new();
         for entry in fs::read_dir(self.root.join("ports"))? {
             let port_dir = entry?.path();
@@ -345,7 +379,13 @@ impl Nvmet {
             write_attr(&ns, "enable", "0")?;
             self.rmgroup(&ns, Group::Namespace)?;
         }
+        let hosts = self.allowed_hosts(nqn)?;
+        for host in &hosts {
+            self.unlink_host(sub, host, undo_hosts)?;
+        }
         self.rmgroup(sub, Group::Subsystem)?;
+        undo_hosts.clear();
+        self.drop_unused_hosts(&hosts);
         // Only now: a port is no use to the export any more once it is gone.
         for port_dir in empty_ports {
             if let Err(e) = self.rmgroup(&port_dir, Group::Port) {
@@ -460,8 +500,9 @@ mod tests {
 
     const NQN: &str = "nqn.2000-02.com.mikrotik:pvc-1";
 
-    fn fake() -> (tempfile::TempDir, Nvmet) {
+    pub(super) fn fake() -> (tempfile::TempDir, Nvmet) {
         let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("hosts")).unwrap();
         fs::create_dir(dir.path().join("subsystems")).unwrap();
         fs::create_dir(dir.path().join("ports")).unwrap();
         let n = Nvmet::open(&NvmetConfig {
@@ -473,7 +514,7 @@ mod tests {
         (dir, n)
     }
 
-    fn names(dir: &Path) -> Vec<String> {
+    pub(super) fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -496,7 +537,8 @@ mod tests {
     #[test]
     fn export_writes_subsystem_namespace_and_port() {
         let (dir, n) = fake();
-        n.export(NQN, 4420, Path::new("/data/pvc-1.img")).unwrap();
+        n.export(NQN, 4420, Path::new("/data/pvc-1.img"), &[])
+            .unwrap();
         let sub = dir.path().join("subsystems").join(NQN);
         assert_eq!(read_attr(&sub, "attr_allow_any_host").unwrap(), "1");
         let ns = sub.join("namespaces/1");
@@ -512,7 +554,9 @@ mod tests {
         assert_eq!(fs::read_link(link).unwrap(), sub);
         // The same NQN twice is refused and changes nothing.
         assert_eq!(
-            n.export(NQN, 4420, Path::new("/x")).unwrap_err().kind(),
+            n.export(NQN, 4420, Path::new("/x"), &[])
+                .unwrap_err()
+                .kind(),
             io::ErrorKind::AlreadyExists
         );
         assert_eq!(read_attr(&ns, "device_path").unwrap(), "/data/pvc-1.img");
@@ -522,9 +566,9 @@ mod tests {
     fn ports_are_shared_per_address_and_port_and_kept_while_used() {
         let (dir, n) = fake();
         let ports = dir.path().join("ports");
-        n.export("nqn.x:a", 4420, Path::new("/a")).unwrap();
-        n.export("nqn.x:b", 4420, Path::new("/b")).unwrap();
-        n.export("nqn.x:c", 4421, Path::new("/c")).unwrap();
+        n.export("nqn.x:a", 4420, Path::new("/a"), &[]).unwrap();
+        n.export("nqn.x:b", 4420, Path::new("/b"), &[]).unwrap();
+        n.export("nqn.x:c", 4421, Path::new("/c"), &[]).unwrap();
         assert_eq!(names(&ports), ["1", "2"]);
         assert_eq!(names(&ports.join("1/subsystems")), ["nqn.x:a", "nqn.x:b"]);
         assert_eq!(names(&ports.join("2/subsystems")), ["nqn.x:c"]);
@@ -542,7 +586,7 @@ mod tests {
     #[test]
     fn a_port_someone_else_uses_is_kept() {
         let (dir, n) = fake();
-        n.export("nqn.x:a", 4420, Path::new("/a")).unwrap();
+        n.export("nqn.x:a", 4420, Path::new("/a"), &[]).unwrap();
         // Another subsystem, set up by hand, linked to the same port.
         let other = dir.path().join("subsystems/nqn.other");
         fs::create_dir(&other).unwrap();
@@ -558,19 +602,19 @@ mod tests {
         // The port cannot be made: `ports` is not a directory.
         fs::remove_dir(dir.path().join("ports")).unwrap();
         fs::write(dir.path().join("ports"), "").unwrap();
-        let err = n.export(NQN, 4420, Path::new("/a")).unwrap_err();
+        let err = n.export(NQN, 4420, Path::new("/a"), &[]).unwrap_err();
         assert!(!err.to_string().is_empty());
         assert!(names(&dir.path().join("subsystems")).is_empty());
         // And a failure on the very first step too.
         fs::remove_dir(dir.path().join("subsystems")).unwrap();
         fs::write(dir.path().join("subsystems"), "").unwrap();
-        assert!(n.export(NQN, 4420, Path::new("/a")).is_err());
+        assert!(n.export(NQN, 4420, Path::new("/a"), &[]).is_err());
     }
 
     #[test]
     fn revalidate_pokes_the_namespace() {
         let (dir, n) = fake();
-        n.export(NQN, 4420, Path::new("/a")).unwrap();
+        n.export(NQN, 4420, Path::new("/a"), &[]).unwrap();
         n.revalidate(NQN).unwrap();
         let ns = dir.path().join("subsystems").join(NQN).join("namespaces/1");
         assert_eq!(read_attr(&ns, "revalidate_size").unwrap(), "1");
@@ -579,8 +623,8 @@ mod tests {
     #[test]
     fn port_down_and_up_restores_the_links() {
         let (dir, n) = fake();
-        n.export("nqn.x:a", 4420, Path::new("/a")).unwrap();
-        n.export("nqn.x:b", 4420, Path::new("/b")).unwrap();
+        n.export("nqn.x:a", 4420, Path::new("/a"), &[]).unwrap();
+        n.export("nqn.x:b", 4420, Path::new("/b"), &[]).unwrap();
         assert_eq!(n.port_down(4420).unwrap(), 1);
         assert!(names(&dir.path().join("ports")).is_empty());
         assert_eq!(
@@ -600,9 +644,9 @@ mod tests {
     #[test]
     fn stale_exports_of_our_data_dir_are_cleared_and_others_kept() {
         let (dir, n) = fake();
-        n.export("nqn.x:old", 4420, Path::new("/data/pool/old.img"))
+        n.export("nqn.x:old", 4420, Path::new("/data/pool/old.img"), &[])
             .unwrap();
-        n.export("nqn.other:root", 4420, Path::new("/dev/sda"))
+        n.export("nqn.other:root", 4420, Path::new("/dev/sda"), &[])
             .unwrap();
         let removed = n.clear_stale(Path::new("/data/pool")).unwrap();
         assert_eq!(removed, ["nqn.x:old"]);
@@ -617,7 +661,10 @@ mod tests {
     fn nqns_that_are_not_one_path_component_are_refused() {
         let (_dir, n) = fake();
         for bad in ["", ".", "..", "a/b", "a\nb"] {
-            assert!(n.export(bad, 4420, Path::new("/a")).is_err(), "{bad:?}");
+            assert!(
+                n.export(bad, 4420, Path::new("/a"), &[]).is_err(),
+                "{bad:?}"
+            );
             assert!(n.unexport(bad).is_err(), "{bad:?}");
         }
     }

@@ -132,6 +132,7 @@ fn disk(slot: &str, made: Option<(&str, Duration)>) -> Disk {
         exported: true,
         comment,
         status: None,
+        allowed_hosts: None,
     }
 }
 

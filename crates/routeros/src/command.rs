@@ -6,20 +6,17 @@
 //! command. Validation is deliberately narrower than what RouterOS accepts:
 //! anything outside the allowed alphabet is refused, not escaped.
 
+use crate::access::{encode_allowed_hosts, HostNqn, ALLOW_HOST_PROPERTY};
 use crate::error::ValidationError;
 
 pub use crate::comment::{ClusterId, CopyMethod, DiskComment, Lineage};
+use storage::names::is_name_char;
+pub use storage::names::{MAX_ID_LEN as MAX_SLOT_LEN, MAX_NQN_LEN};
+/// The volume ID is the disk's slot; the ID prefix lists the driver's
+/// disks (`slot~"^prefix"`). Both are validated in the `storage` crate.
+pub use storage::{IdPrefix as SlotPrefix, Nqn, VolumeId as Slot};
 
-/// Longest slot (volume ID) accepted. Kubernetes PV names are at most 253
-/// characters but provisioner-made names are `pvc-<uuid>` (40).
-pub const MAX_SLOT_LEN: usize = 128;
-/// NVMe limits an NQN to 223 bytes.
-pub const MAX_NQN_LEN: usize = 223;
 const MAX_PATH_LEN: usize = 512;
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
-}
 
 /// `as_str` and `Display` of validated text newtypes: the text exactly as
 /// it goes on a command line.
@@ -38,60 +35,10 @@ macro_rules! command_text {
         }
     )+};
 }
+
 pub(crate) use command_text;
 
-command_text!(Slot, SlotPrefix, RosPath, Nqn);
-
-/// A disk slot: the volume ID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Slot(String);
-
-impl Slot {
-    pub fn new(s: &str) -> Result<Self, ValidationError> {
-        let err = |r: &str| Err(ValidationError::new("volume id", s, r));
-        if s.is_empty() {
-            return err("must not be empty");
-        }
-        if s.len() > MAX_SLOT_LEN {
-            return err(&format!("longer than {MAX_SLOT_LEN} characters"));
-        }
-        if !s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-            return err("must start with a letter or digit");
-        }
-        if !s.chars().all(is_name_char) {
-            return err("only letters, digits, '-', '_' and '.' are allowed");
-        }
-        Ok(Slot(s.to_string()))
-    }
-}
-
-/// A prefix of slots used to list the driver's volumes (`slot~"^prefix"`).
-/// Dots are refused because `~` is a regular expression match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotPrefix(String);
-
-impl SlotPrefix {
-    pub fn new(s: &str) -> Result<Self, ValidationError> {
-        if s.len() > MAX_SLOT_LEN {
-            return Err(ValidationError::new("volume id prefix", s, "too long"));
-        }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ValidationError::new(
-                "volume id prefix",
-                s,
-                "only letters, digits, '-' and '_' are allowed",
-            ));
-        }
-        Ok(SlotPrefix(s.to_string()))
-    }
-
-    pub fn matches(&self, slot: &str) -> bool {
-        slot.starts_with(&self.0)
-    }
-}
+command_text!(RosPath);
 
 /// An absolute RouterOS file path such as `/storage-pool/metal-csi`,
 /// normalized (no `.`/`..`, no empty components, no trailing slash).
@@ -162,32 +109,6 @@ impl RosPath {
     /// The first component: the pool's mount point.
     pub fn mount_point(&self) -> &str {
         self.file_name().split('/').next().unwrap_or_default()
-    }
-}
-
-/// An NVMe Qualified Name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Nqn(String);
-
-impl Nqn {
-    pub fn new(s: &str) -> Result<Self, ValidationError> {
-        let err = |r: &str| Err(ValidationError::new("nqn", s, r));
-        if !s.starts_with("nqn.") {
-            return err("must start with 'nqn.'");
-        }
-        if s.len() > MAX_NQN_LEN {
-            return err("longer than 223 bytes");
-        }
-        if !s.chars().all(|c| is_name_char(c) || c == ':') {
-            return err("only letters, digits, '-', '_', '.' and ':' are allowed");
-        }
-        Ok(Nqn(s.to_string()))
-    }
-
-    /// The NQN for a volume under a prefix such as
-    /// `nqn.2000-02.com.mikrotik:` (the existing driver's convention).
-    pub fn for_volume(prefix: &str, slot: &Slot) -> Result<Self, ValidationError> {
-        Nqn::new(&format!("{prefix}{slot}"))
     }
 }
 
@@ -274,6 +195,18 @@ pub enum Command {
     DiskSetComment {
         slot: Slot,
         comment: DiskComment,
+    },
+    /// Sets the disk's host allow-list (`nvme-tcp-server-allow-host-name`)
+    /// to exactly these hosts (`None`: any host; empty: no host).
+    DiskSetAllowedHosts {
+        slot: Slot,
+        hosts: Option<Vec<HostNqn>>,
+    },
+    /// Turns the disk's NVMe/TCP export on or off, keeping its port, NQN
+    /// and allow-list.
+    DiskSetExport {
+        slot: Slot,
+        export: bool,
     },
     FileList {
         under: RosPath,
@@ -388,6 +321,14 @@ impl Command {
             Command::DiskSetComment { slot, comment } => {
                 format!("/disk set [find slot=\"{slot}\"] comment=\"{comment}\"")
             }
+            Command::DiskSetAllowedHosts { slot, hosts } => format!(
+                "/disk set [find slot=\"{slot}\"] {ALLOW_HOST_PROPERTY}=\"{}\"",
+                encode_allowed_hosts(hosts.as_deref())
+            ),
+            Command::DiskSetExport { slot, export } => format!(
+                "/disk set [find slot=\"{slot}\"] nvme-tcp-export={}",
+                if *export { "yes" } else { "no" }
+            ),
             Command::FileList { under } => {
                 format!("/file print detail where name~\"^{}/\"", under.file_name())
             }
@@ -418,6 +359,8 @@ impl Command {
             Command::DiskResize { .. } => "disk_resize",
             Command::DiskRemove { .. } => "disk_remove",
             Command::DiskSetComment { .. } => "disk_set_comment",
+            Command::DiskSetAllowedHosts { .. } => "disk_set_allowed_hosts",
+            Command::DiskSetExport { .. } => "disk_set_export",
             Command::FileList { .. } => "file_list",
             Command::FileRemove { .. } => "file_remove",
             Command::FileFind { .. } => "file_find",

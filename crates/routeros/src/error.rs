@@ -7,31 +7,7 @@
 
 use std::time::Duration;
 
-/// An input that would not be safe or valid to send to RouterOS. Raised
-/// before any command leaves the process.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} {value:?} is invalid: {reason}")]
-pub struct ValidationError {
-    pub what: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
-impl ValidationError {
-    pub fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        // Cap the echoed value so a hostile megabyte string does not end up
-        // in logs and gRPC messages.
-        let mut shown: String = value.chars().take(80).collect();
-        if shown.len() < value.len() {
-            shown.push('…');
-        }
-        ValidationError {
-            what,
-            value: shown,
-            reason: reason.into(),
-        }
-    }
-}
+pub use storage::ValidationError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,6 +37,28 @@ pub enum Error {
     Protocol(String),
     #[error("cannot load the SSH key: {0}")]
     Key(String),
+}
+
+/// A RouterOS failure in the categories every backend reports.
+impl From<Error> for storage::Error {
+    fn from(e: Error) -> storage::Error {
+        use storage::ErrorKind as K;
+        let kind = match &e {
+            Error::NotFound(_) => K::NotFound,
+            Error::NoSpace(_) => K::NoSpace,
+            Error::AlreadyExists(_) => K::AlreadyExists,
+            Error::InUse(_) => K::InUse,
+            Error::Validation(_) => K::InvalidInput,
+            Error::Unreachable(_) | Error::AuthFailed { .. } | Error::HostKeyMismatch { .. } => {
+                K::Unavailable
+            }
+            Error::Timeout(_) => K::Timeout,
+            Error::Invalid(_) | Error::Failed(_) | Error::Protocol(_) | Error::Key(_) => {
+                K::Internal
+            }
+        };
+        storage::Error::new(kind, e)
+    }
 }
 
 impl Error {

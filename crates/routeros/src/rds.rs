@@ -4,6 +4,7 @@
 //! no matching record; any transport error stays an error, so a caller can
 //! never mistake "unreachable" for "not there" and create a duplicate.
 
+use crate::access::{HostAccess, ALLOW_HOST_PROPERTY};
 use crate::client::Client;
 use crate::command::{Command, Nqn, RosPath, Slot, SlotPrefix};
 use crate::comment::DiskComment;
@@ -30,6 +31,9 @@ pub struct Disk {
     /// is running into has its progress (see [`Disk::copy_progress`]).
     /// Any status at all means the disk is not settled.
     pub status: Option<String>,
+    /// Who may connect (`nvme-tcp-server-allow-host-name`); `None` when the
+    /// record does not show the property (a disk that is not exported).
+    pub allowed_hosts: Option<HostAccess>,
 }
 
 /// The first characters of every snapshot's slot, this driver's and the Go
@@ -88,6 +92,7 @@ impl Disk {
                 .get("status")
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
+            allowed_hosts: r.get(ALLOW_HOST_PROPERTY).map(HostAccess::parse),
             slot,
         })
     }
@@ -135,6 +140,7 @@ impl NewDisk {
             exported: true,
             comment: self.comment.clone(),
             status: None,
+            allowed_hosts: Some(HostAccess::Any),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! that, something failed.
 
 use attachment_manager::{ClusterError, ManagerError, Refusal};
-use routeros::{RosPath, Slot, SlotPrefix};
+use storage::{ErrorKind, IdPrefix, VolumeId};
 use tonic::{Code, Status};
 
 use crate::error::chain;
@@ -23,8 +23,8 @@ pub enum ControllerError {
     #[error("{field}: {volume} does not start with the configured volume ID prefix {:?} (--volume-id-prefix); this driver does not manage it", prefix.as_str())]
     NotManaged {
         field: &'static str,
-        volume: Slot,
-        prefix: SlotPrefix,
+        volume: VolumeId,
+        prefix: IdPrefix,
     },
     /// A StorageClass parameter is malformed or unknown.
     #[error(transparent)]
@@ -42,7 +42,7 @@ pub enum ControllerError {
     // ------------------------------------------------ the volume on the RDS
     /// The volume does not exist on the RDS.
     #[error("volume {volume} not found")]
-    VolumeNotFound { volume: Slot },
+    VolumeNotFound { volume: VolumeId },
     /// CreateVolume of a volume that exists unlike the request.
     #[error("volume {volume} exists {differs}")]
     ExistsDifferently { volume: String, differs: Mismatch },
@@ -52,7 +52,10 @@ pub enum ControllerError {
     ClusterIdUnknown,
     /// DeleteVolume of a volume some node still holds.
     #[error("volume {volume} is still published to {}", nodes.join(", "))]
-    StillPublished { volume: Slot, nodes: Vec<String> },
+    StillPublished {
+        volume: VolumeId,
+        nodes: Vec<String>,
+    },
 
     // ------------------------------------------------ snapshots and copies
     /// The source of a snapshot, restore or clone does not exist.
@@ -61,17 +64,17 @@ pub enum ControllerError {
     /// CreateSnapshot of a name whose snapshot exists for another volume.
     #[error("snapshot {snapshot} already exists, of volume {source_volume}, not of {asked}")]
     SnapshotOfOtherVolume {
-        snapshot: Slot,
+        snapshot: VolumeId,
         source_volume: String,
-        asked: Slot,
+        asked: VolumeId,
     },
     /// A disk holds the snapshot's slot but is not a snapshot this driver
     /// can read.
     #[error("disk {id} exists on the RDS but is not a snapshot this driver made or can read (no lineage in its comment, not a Go driver snapshot name)")]
-    NotASnapshot { id: Slot },
+    NotASnapshot { id: VolumeId },
     /// A restore from a snapshot whose data is not complete yet.
     #[error("snapshot {snapshot} is not ready yet")]
-    SnapshotNotReady { snapshot: Slot },
+    SnapshotNotReady { snapshot: VolumeId },
     /// A restore or clone asked for less than its source holds.
     #[error(
         "{source_id} holds {needed} bytes; a volume made from it cannot have only {requested}"
@@ -83,27 +86,30 @@ pub enum ControllerError {
     },
     /// The subvolume layout on a pool that is not Btrfs.
     #[error("volumeLayout subvolume needs a Btrfs pool; pool {pool} is {fs}")]
-    LayoutNeedsBtrfs { pool: Slot, fs: String },
+    LayoutNeedsBtrfs { pool: String, fs: String },
     /// A byte copy of a volume that is attached: the copy would not be
     /// point in time.
     #[error("volume {volume} is attached to {}; a byte copy needs it detached (use a subvolume or copy-from class, or stop what uses it)", nodes.join(", "))]
-    SourceAttached { volume: Slot, nodes: Vec<String> },
+    SourceAttached {
+        volume: VolumeId,
+        nodes: Vec<String>,
+    },
     /// ControllerPublish of a volume a byte copy is reading.
     #[error(
         "volume {volume} is being copied into {into}; it can be attached when the copy is done"
     )]
-    SourceBeingCopied { volume: Slot, into: String },
+    SourceBeingCopied { volume: VolumeId, into: String },
     /// A volume made by a byte copy that is still running.
     #[error("volume {volume} is still being copied from {from}: {progress}")]
     CopyRunning {
-        volume: Slot,
+        volume: VolumeId,
         from: String,
         progress: String,
     },
     /// A copy method this source, target or pool cannot do.
     #[error("copy method {method} cannot be used here: {reason}")]
     MethodUnavailable {
-        method: routeros::CopyMethod,
+        method: storage::CopyMethod,
         reason: String,
     },
 
@@ -154,10 +160,10 @@ pub enum ControllerError {
     Attachments(#[from] ManagerError),
     /// The volume is held by this node with an incompatible capability.
     #[error("volume {volume} is already published to node {node} with an incompatible capability")]
-    PublishedIncompatibly { volume: Slot, node: String },
+    PublishedIncompatibly { volume: VolumeId, node: String },
     /// The attachment rules refused the node.
     #[error("volume {volume}: {refusal}")]
-    Refused { volume: Slot, refusal: Refusal },
+    Refused { volume: VolumeId, refusal: Refusal },
 
     // ------------------------------------------------ the RDS
     /// A call to the backend failed; `step` says which.
@@ -165,7 +171,7 @@ pub enum ControllerError {
     Backend {
         step: Step,
         #[source]
-        source: routeros::Error,
+        source: storage::Error,
     },
 }
 
@@ -179,7 +185,7 @@ pub enum Mismatch {
         limit: i64,
     },
     #[error("at {at}, not at the requested {wanted}")]
-    Path { at: String, wanted: RosPath },
+    Path { at: String, wanted: String },
     #[error("with a different NVMe/TCP export")]
     Export,
 }
@@ -188,38 +194,38 @@ pub enum Mismatch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Step {
     #[error("look up volume {0}")]
-    Lookup(Slot),
+    Lookup(VolumeId),
     #[error("create volume {0}")]
-    Create(Slot),
+    Create(VolumeId),
     #[error("delete volume {0}")]
-    Delete(Slot),
+    Delete(VolumeId),
     #[error("expand volume {volume} to {bytes} bytes")]
-    Expand { volume: Slot, bytes: u64 },
+    Expand { volume: VolumeId, bytes: u64 },
     #[error("list volumes")]
     List,
     #[error("read capacity of pool {0}")]
-    Capacity(Slot),
-    #[error("read the file system of pool {0}")]
-    PoolFilesystem(Slot),
+    Capacity(String),
+    #[error("read what pool {0} can do")]
+    PoolInfo(String),
     #[error("look up {0}")]
-    LookupSource(Slot),
+    LookupSource(VolumeId),
     #[error("copy {from} to {to} by {method}")]
     Copy {
         from: String,
-        to: Slot,
-        method: routeros::CopyMethod,
+        to: VolumeId,
+        method: storage::CopyMethod,
     },
     #[error("delete snapshot {0}")]
-    DeleteSnapshot(Slot),
+    DeleteSnapshot(VolumeId),
     #[error("record that the copy into {0} is complete")]
-    MarkCopied(Slot),
+    MarkCopied(VolumeId),
     #[error("list snapshots")]
     ListSnapshots,
 }
 
 impl Step {
     /// Wraps a backend error with this step.
-    pub fn failed(self) -> impl FnOnce(routeros::Error) -> ControllerError {
+    pub fn failed(self) -> impl FnOnce(storage::Error) -> ControllerError {
         move |source| ControllerError::Backend { step: self, source }
     }
 }
@@ -278,21 +284,20 @@ impl ControllerError {
     }
 }
 
-fn backend_code(e: &routeros::Error) -> Code {
-    use routeros::Error as E;
-    match e {
-        E::NotFound(_) => Code::NotFound,
-        E::NoSpace(_) => Code::ResourceExhausted,
-        E::AlreadyExists(_) => Code::AlreadyExists,
-        E::InUse(_) => Code::FailedPrecondition,
-        E::Validation(_) => Code::InvalidArgument,
-        // The RDS being unreachable, refusing our key or presenting another
-        // host key all mean "the backend cannot be used right now".
-        E::Unreachable(_) | E::AuthFailed { .. } | E::HostKeyMismatch { .. } => Code::Unavailable,
-        E::Timeout(_) => Code::DeadlineExceeded,
-        // RouterOS refusing a command we validated is a driver bug or an
-        // unsupported RouterOS version, not the caller's fault.
-        E::Invalid(_) | E::Failed(_) | E::Protocol(_) | E::Key(_) => Code::Internal,
+fn backend_code(e: &storage::Error) -> Code {
+    match e.kind() {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::NoSpace => Code::ResourceExhausted,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::InUse => Code::FailedPrecondition,
+        ErrorKind::InvalidInput => Code::InvalidArgument,
+        // Unreachable, refusing our credentials or presenting another host
+        // key all mean "the backend cannot be used right now".
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Timeout => Code::DeadlineExceeded,
+        // The backend refusing a command we validated is a driver bug or an
+        // unsupported server version, not the caller's fault.
+        ErrorKind::Internal => Code::Internal,
     }
 }
 
@@ -310,7 +315,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn backend_errors_map_to_the_codes_the_sidecars_expect() {
+    fn rds_errors_map_to_the_codes_the_sidecars_expect() {
         use routeros::Error as E;
         let cases = [
             (E::NotFound("x".into()), Code::NotFound),
@@ -329,7 +334,8 @@ mod tests {
             (E::InUse("x".into()), Code::FailedPrecondition),
         ];
         for (e, code) in cases {
-            let status: Status = Step::Create(Slot::new("pvc-1").unwrap()).failed()(e).into();
+            let status: Status =
+                Step::Create(VolumeId::new("pvc-1").unwrap()).failed()(e.into()).into();
             assert_eq!(status.code(), code);
         }
     }
@@ -339,7 +345,7 @@ mod tests {
         use ControllerError as C;
         let cluster = || ClusterError::Injected("the API server is away".into());
         let node = || "node-a".to_string();
-        let slot = || Slot::new("pvc-1").unwrap();
+        let slot = || VolumeId::new("pvc-1").unwrap();
         let cases = [
             (
                 C::invalid("name", "must not be empty"),
@@ -348,8 +354,8 @@ mod tests {
             (
                 C::NotManaged {
                     field: "volume_id",
-                    volume: Slot::new("other-1").unwrap(),
-                    prefix: SlotPrefix::new("pvc-").unwrap(),
+                    volume: VolumeId::new("other-1").unwrap(),
+                    prefix: IdPrefix::new("pvc-").unwrap(),
                 },
                 Code::InvalidArgument,
             ),
@@ -409,7 +415,7 @@ mod tests {
             ),
             (
                 C::SnapshotOfOtherVolume {
-                    snapshot: Slot::new("snap-1").unwrap(),
+                    snapshot: VolumeId::new("snap-1").unwrap(),
                     source_volume: "pvc-2".into(),
                     asked: slot(),
                 },
@@ -425,20 +431,20 @@ mod tests {
             ),
             (
                 C::LayoutNeedsBtrfs {
-                    pool: Slot::new("storage-pool").unwrap(),
+                    pool: "storage-pool".into(),
                     fs: "xfs".into(),
                 },
                 Code::InvalidArgument,
             ),
             (
                 C::NotASnapshot {
-                    id: Slot::new("snap-1").unwrap(),
+                    id: VolumeId::new("snap-1").unwrap(),
                 },
                 Code::FailedPrecondition,
             ),
             (
                 C::SnapshotNotReady {
-                    snapshot: Slot::new("snap-1").unwrap(),
+                    snapshot: VolumeId::new("snap-1").unwrap(),
                 },
                 Code::Unavailable,
             ),
@@ -459,8 +465,8 @@ mod tests {
 
     #[test]
     fn status_messages_carry_the_whole_cause_chain() {
-        let status: Status = Step::Create(Slot::new("pvc-1").unwrap()).failed()(
-            routeros::Error::NoSpace("failure: not enough space".into()),
+        let status: Status = Step::Create(VolumeId::new("pvc-1").unwrap()).failed()(
+            routeros::Error::NoSpace("failure: not enough space".into()).into(),
         )
         .into();
         assert_eq!(

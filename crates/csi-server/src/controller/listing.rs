@@ -6,7 +6,7 @@ use super::*;
 impl<B: Backend> ControllerService<B> {
     /// The context a volume reports when only the backend record is known
     /// (ListVolumes, ControllerGetVolume).
-    pub(super) fn context_from_disk(&self, disk: &Disk) -> HashMap<String, String> {
+    pub(super) fn context_from_disk(&self, disk: &Volume) -> HashMap<String, String> {
         let mut c = HashMap::new();
         c.insert(
             params::ctx::NVME_ADDRESS.into(),
@@ -40,7 +40,7 @@ impl<B: Backend> ControllerService<B> {
             "" => None,
             t => Some(
                 t.strip_prefix(TOKEN_PREFIX)
-                    .filter(|s| Slot::new(s).is_ok())
+                    .filter(|s| VolumeId::new(s).is_ok())
                     .ok_or_else(|| ControllerError::ForeignToken {
                         token: t.to_string(),
                     })?
@@ -54,18 +54,18 @@ impl<B: Backend> ControllerService<B> {
             .map_err(Step::List.failed())?;
         // With an empty volume prefix the listing holds snapshots too.
         disks.retain(|d| !d.is_snapshot());
-        disks.sort_by(|a, b| a.slot.cmp(&b.slot));
+        disks.sort_by(|a, b| a.id.cmp(&b.id));
         let limit = match req.max_entries {
             0 => self.config.max_list_entries,
             n => (n as usize).min(self.config.max_list_entries),
         };
-        let page: Vec<Disk> = disks
+        let page: Vec<Volume> = disks
             .into_iter()
-            .filter(|d| after.as_deref().is_none_or(|a| d.slot.as_str() > a))
+            .filter(|d| after.as_deref().is_none_or(|a| d.id.as_str() > a))
             .take(limit + 1)
             .collect();
         let next_token = if page.len() > limit {
-            format!("{TOKEN_PREFIX}{}", page[limit - 1].slot)
+            format!("{TOKEN_PREFIX}{}", page[limit - 1].id)
         } else {
             String::new()
         };
@@ -74,7 +74,7 @@ impl<B: Backend> ControllerService<B> {
             .take(limit)
             .map(|d| proto::list_volumes_response::Entry {
                 status: Some(proto::list_volumes_response::VolumeStatus {
-                    published_node_ids: self.manager.holders(&d.slot),
+                    published_node_ids: self.manager.holders(&d.id),
                     volume_condition: None,
                 }),
                 volume: Some(self.volume_of(&d, self.context_from_disk(&d))),

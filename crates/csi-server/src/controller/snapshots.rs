@@ -9,14 +9,17 @@
 //! completes a subvolume snapshot whose disk was not yet added).
 
 use super::*;
+use crate::backend::SnapshotSpec;
 use crate::params::{parse_copy_method, P_COPY_METHOD};
 use crate::snapshot::{self, snapshot_id, snapshot_prefix};
+use routeros::RosPath;
+use storage::ErrorKind;
 
 /// The content source of a CreateVolume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Source {
-    Snapshot(Slot),
-    Volume(Slot),
+    Snapshot(VolumeId),
+    Volume(VolumeId),
 }
 
 impl Source {
@@ -28,7 +31,7 @@ impl Source {
         let Some(source) = source else {
             return Ok(None);
         };
-        let (field, id, make): (_, _, fn(Slot) -> Source) = match &source.r#type {
+        let (field, id, make): (_, _, fn(VolumeId) -> Source) = match &source.r#type {
             Some(Type::Snapshot(s)) => (
                 "volume_content_source.snapshot",
                 &s.snapshot_id,
@@ -43,7 +46,7 @@ impl Source {
             }
         };
         ControllerError::require(field, id)?;
-        let slot = Slot::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
+        let slot = VolumeId::new(id).map_err(|e| ControllerError::invalid(field, e.to_string()))?;
         Ok(Some(make(slot)))
     }
 
@@ -62,7 +65,7 @@ impl Source {
         Ok(())
     }
 
-    fn slot(&self) -> &Slot {
+    fn slot(&self) -> &VolumeId {
         match self {
             Source::Snapshot(s) | Source::Volume(s) => s,
         }
@@ -76,12 +79,10 @@ impl Source {
     }
 }
 
-/// What a restore or clone makes: the new volume's slot, image, placement
-/// and export.
+/// What a restore or clone makes: the new volume's ID, place and export.
 pub(super) struct Made<'a> {
-    pub slot: &'a Slot,
-    pub file: &'a RosPath,
-    pub placement: &'a Placement,
+    pub slot: &'a VolumeId,
+    pub place: &'a Place,
     pub nqn: &'a Nqn,
     pub port: u16,
 }
@@ -164,8 +165,8 @@ pub(super) struct Known {
 }
 
 /// How far a byte copy into `disk` is, while it is not known complete.
-pub(super) fn still_copying(disk: &Disk) -> Option<String> {
-    match (&disk.status, &disk.comment.copy_of) {
+pub(super) fn still_copying(disk: &Volume) -> Option<String> {
+    match (&disk.busy, &disk.meta.copy_of) {
         (Some(status), _) => Some(status.clone()),
         (None, Some(_)) => Some("starting".into()),
         (None, None) => None,
@@ -174,7 +175,7 @@ pub(super) fn still_copying(disk: &Disk) -> Option<String> {
 
 impl<B: Backend> ControllerService<B> {
     /// The disk a byte copy from `volume` is running into, if one is.
-    pub(super) fn copying_from(&self, volume: &Slot) -> Option<String> {
+    pub(super) fn copying_from(&self, volume: &VolumeId) -> Option<String> {
         let copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
         copies
             .iter()
@@ -183,7 +184,7 @@ impl<B: Backend> ControllerService<B> {
     }
 
     /// A copy target being deleted: its copy no longer holds its source.
-    pub(super) fn forget_copy(&self, into: &Slot) {
+    pub(super) fn forget_copy(&self, into: &VolumeId) {
         self.copies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -195,18 +196,18 @@ impl<B: Backend> ControllerService<B> {
     }
 
     /// Forgets a deleted volume or snapshot.
-    pub(super) fn forget(&self, id: &Slot) {
+    pub(super) fn forget(&self, id: &VolumeId) {
         let mut known = self.known();
         known.layouts.remove(id.as_str());
         known.not_ready.remove(id.as_str());
     }
 
     /// A volume's layout, which never changes once it is made.
-    pub(super) fn remember_layout(&self, volume: &Slot, layout: VolumeLayout) {
+    pub(super) fn remember_layout(&self, volume: &VolumeId, layout: VolumeLayout) {
         self.known().layouts.insert(volume.to_string(), layout);
     }
 
-    fn note_copy(&self, into: &Slot, from: &Slot) {
+    fn note_copy(&self, into: &VolumeId, from: &VolumeId) {
         self.copies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -215,7 +216,7 @@ impl<B: Backend> ControllerService<B> {
 
     /// Refuses a byte copy of a volume some node holds: the copy would not
     /// be point in time.
-    fn check_detached(&self, volume: &Slot) -> ControllerResult<()> {
+    fn check_detached(&self, volume: &VolumeId) -> ControllerResult<()> {
         let nodes = self.manager.holders(volume.as_str());
         if nodes.is_empty() {
             Ok(())
@@ -230,15 +231,15 @@ impl<B: Backend> ControllerService<B> {
     /// At start: the byte copies still running on the RDS, so their
     /// sources stay unpublished until they finish.
     pub(super) async fn find_running_copies(&self) -> ControllerResult<()> {
-        let all = SlotPrefix::new("").expect("the empty prefix");
+        let all = IdPrefix::new("").expect("the empty prefix");
         let disks = self
             .backend
             .list_volumes(&all)
             .await
             .map_err(Step::ListSnapshots.failed())?;
         for d in disks {
-            if let (Some(from), Some(_)) = (&d.comment.copy_of, &d.status) {
-                if let Ok(into) = Slot::new(&d.slot) {
+            if let (Some(from), Some(_)) = (&d.meta.copy_of, &d.busy) {
+                if let Ok(into) = VolumeId::new(&d.id) {
                     self.note_copy(&into, from);
                 }
             }
@@ -253,15 +254,15 @@ impl<B: Backend> ControllerService<B> {
     /// disk and starting the copy) starts the copy again: the source has
     /// not changed since (it stays unpublished meanwhile), so copying it
     /// again is safe.
-    pub(super) async fn settle_copy(&self, mut disk: Disk) -> ControllerResult<Disk> {
-        let Some(from) = disk.comment.copy_of.clone() else {
+    pub(super) async fn settle_copy(&self, mut disk: Volume) -> ControllerResult<Volume> {
+        let Some(from) = disk.meta.copy_of.clone() else {
             return Ok(disk);
         };
-        if disk.status.is_some() {
+        if disk.busy.is_some() {
             return Ok(disk);
         }
         let into =
-            Slot::new(&disk.slot).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
+            VolumeId::new(&disk.id).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
         let started_here = self
             .copies
             .lock()
@@ -269,16 +270,16 @@ impl<B: Backend> ControllerService<B> {
             .remove(into.as_str())
             .is_some();
         if started_here {
-            let comment = DiskComment {
+            let comment = VolumeMeta {
                 copy_of: None,
-                ..disk.comment.clone()
+                ..disk.meta.clone()
             };
             self.backend
-                .set_comment(&into, &comment)
+                .set_meta(&into, &comment)
                 .await
                 .map_err(Step::MarkCopied(into.clone()).failed())?;
             info!(disk = %into, from = %from, "byte copy complete");
-            disk.comment = comment;
+            disk.meta = comment;
         } else {
             self.check_detached(&from)?;
             let step = Step::Copy {
@@ -292,7 +293,7 @@ impl<B: Backend> ControllerService<B> {
                 .map_err(step.failed())?;
             self.note_copy(&into, &from);
             info!(disk = %into, from = %from, "byte copy started again");
-            disk.status = Some("starting".into());
+            disk.busy = Some("starting".into());
         }
         Ok(disk)
     }
@@ -315,7 +316,10 @@ impl<B: Backend> ControllerService<B> {
         // A volume in the subvolume layout needs no lookup first: two
         // commands while the guest may be frozen. A volume known to be flat
         // does not try.
-        let subvolumes = self.pool_fs.get() == Some(&PoolFilesystem::Btrfs);
+        let subvolumes = self
+            .pool_info
+            .get()
+            .is_some_and(|p| p.allows(VolumeLayout::Subvolume));
         let flat = self.known().layouts.get(source.as_str()) == Some(&VolumeLayout::Flat);
         if subvolumes && !flat && matches!(asked, None | Some(CopyMethod::Subvolume)) {
             if let Some(made) = self.snapshot_subvolume_directly(&id, &source).await? {
@@ -331,7 +335,7 @@ impl<B: Backend> ControllerService<B> {
                 None => Err(ControllerError::VolumeNotFound { volume: source }),
             };
         };
-        let layout = VolumeLayout::of(&volume);
+        let layout = volume.layout;
         self.remember_layout(&source, layout);
         let method = choose_method(layout, layout, asked)?;
         if method == CopyMethod::ByteCopy {
@@ -339,7 +343,7 @@ impl<B: Backend> ControllerService<B> {
         }
         // A copy-from snapshot of a subvolume volume must not sit inside
         // the volume's subvolume (it would go with the volume).
-        let dir = match (layout, volume.file_path.as_deref().map(RosPath::new)) {
+        let dir = match (layout, volume.location.as_deref().map(RosPath::new)) {
             (VolumeLayout::Flat, Some(Ok(file))) => file.parent(),
             _ => self.config.defaults.volume_path.clone(),
         };
@@ -347,33 +351,30 @@ impl<B: Backend> ControllerService<B> {
             CopyMethod::Subvolume => VolumeLayout::Subvolume,
             _ => VolumeLayout::Flat,
         };
-        let (file, placement) = self.place(&id, target_layout, &dir).await?;
+        let (_, place) = self.place(&id, target_layout, &dir).await?;
         let (created, comment) = self.snapshot_comment(&source, Some(volume.size_bytes), method)?;
         let spec = CopySpec {
             source: volume,
             target: id.clone(),
             method,
-            file,
-            placement,
+            place,
             export: None,
-            comment,
+            meta: comment,
         };
         let step = Step::Copy {
             from: source.to_string(),
             to: id.clone(),
             method,
         };
-        match self.backend.copy_disk(&spec).await {
+        match self.backend.copy(&spec).await {
             Ok(()) => {}
             // The name's snapshot exists already (a retry, or a name reused
             // for another volume): what it is decides.
-            Err(routeros::Error::AlreadyExists(_)) => {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 if let Some(disk) = self.lookup(&id).await? {
                     return self.existing_snapshot(disk, &source).await;
                 }
-                return Err(step.failed()(routeros::Error::AlreadyExists(
-                    id.to_string(),
-                )));
+                return Err(step.failed()(e));
             }
             Err(e) => return Err(step.failed()(e)),
         }
@@ -401,21 +402,21 @@ impl<B: Backend> ControllerService<B> {
     /// known complete.
     fn snapshot_comment(
         &self,
-        source: &Slot,
+        source: &VolumeId,
         size_bytes: Option<u64>,
         method: CopyMethod,
-    ) -> ControllerResult<(jiff::Timestamp, DiskComment)> {
+    ) -> ControllerResult<(jiff::Timestamp, VolumeMeta)> {
         let created = whole_seconds_now();
-        let comment = DiskComment {
+        let comment = VolumeMeta {
             created: Some(created),
             cluster: self.cluster()?,
-            snapshot: Some(routeros::Lineage {
+            snapshot: Some(storage::Lineage {
                 source: source.clone(),
                 size_bytes,
                 method,
             }),
             copy_of: (method == CopyMethod::ByteCopy).then(|| source.clone()),
-            ..DiskComment::default()
+            ..VolumeMeta::default()
         };
         Ok((created, comment))
     }
@@ -427,26 +428,22 @@ impl<B: Backend> ControllerService<B> {
     /// for the snapshot waits for the creation time only.
     async fn snapshot_subvolume_directly(
         &self,
-        id: &Slot,
-        source: &Slot,
+        id: &VolumeId,
+        source: &VolumeId,
     ) -> ControllerResult<Option<proto::CreateSnapshotResponse>> {
-        let pool = self.config.pool();
-        let file = RosPath::new(&format!("/{pool}/{id}/{SUBVOLUME_IMAGE}"))
-            .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
         let (created, comment) = self.snapshot_comment(source, None, CopyMethod::Subvolume)?;
         let step = Step::Copy {
             from: source.to_string(),
             to: id.clone(),
             method: CopyMethod::Subvolume,
         };
-        let snap = crate::backend::SubvolumeSnapshot {
-            fs: pool,
+        let snap = SnapshotSpec {
+            pool: self.config.pool(),
             source: source.clone(),
             target: id.clone(),
-            file,
-            comment,
+            meta: comment,
         };
-        match self.backend.snapshot_subvolume(&snap).await {
+        match self.backend.snapshot_volume(&snap).await {
             Ok(false) => Ok(None),
             Ok(true) => {
                 info!(snapshot = %id, volume = %source, method = %CopyMethod::Subvolume, "snapshot created");
@@ -461,9 +458,9 @@ impl<B: Backend> ControllerService<B> {
                     }),
                 }))
             }
-            Err(routeros::Error::AlreadyExists(what)) => match self.lookup(id).await? {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => match self.lookup(id).await? {
                 Some(disk) => self.existing_snapshot(disk, source).await.map(Some),
-                None => Err(step.failed()(routeros::Error::AlreadyExists(what))),
+                None => Err(step.failed()(e)),
             },
             Err(e) => Err(step.failed()(e)),
         }
@@ -474,12 +471,12 @@ impl<B: Backend> ControllerService<B> {
     /// snapshot is ready).
     async fn existing_snapshot(
         &self,
-        disk: Disk,
-        source: &Slot,
+        disk: Volume,
+        source: &VolumeId,
     ) -> ControllerResult<proto::CreateSnapshotResponse> {
         let id =
-            Slot::new(&disk.slot).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
-        let info = SnapshotInfo::from_disk(&disk)
+            VolumeId::new(&disk.id).map_err(|e| ControllerError::invalid("name", e.to_string()))?;
+        let info = SnapshotInfo::from_volume(&disk)
             .ok_or(ControllerError::NotASnapshot { id: id.clone() })?;
         if info.source != source.as_str() {
             return Err(ControllerError::SnapshotOfOtherVolume {
@@ -489,7 +486,7 @@ impl<B: Backend> ControllerService<B> {
             });
         }
         let disk = self.settle_copy(disk).await?;
-        let info = SnapshotInfo::from_disk(&disk).ok_or(ControllerError::NotASnapshot { id })?;
+        let info = SnapshotInfo::from_volume(&disk).ok_or(ControllerError::NotASnapshot { id })?;
         if info.ready {
             self.known().not_ready.remove(&info.id);
         }
@@ -504,14 +501,14 @@ impl<B: Backend> ControllerService<B> {
     ) -> ControllerResult<proto::DeleteSnapshotResponse> {
         ControllerError::require("snapshot_id", &req.snapshot_id)?;
         // An ID this driver cannot have issued names nothing to delete.
-        let id = match Slot::new(&req.snapshot_id) {
+        let id = match VolumeId::new(&req.snapshot_id) {
             Ok(id) if id.as_str().starts_with(SNAPSHOT_PREFIX) => id,
             _ => return Ok(proto::DeleteSnapshotResponse {}),
         };
         let _guard = self.lock(&id)?;
         let known = self.lookup(&id).await?;
         if let Some(disk) = &known {
-            if SnapshotInfo::from_disk(disk).is_none() {
+            if SnapshotInfo::from_volume(disk).is_none() {
                 return Err(ControllerError::NotASnapshot { id });
             }
         }
@@ -535,12 +532,12 @@ impl<B: Backend> ControllerService<B> {
         } else {
             // One snapshot asked for: one lookup. An ID this driver could
             // not have issued lists nothing.
-            match Slot::new(&req.snapshot_id) {
+            match VolumeId::new(&req.snapshot_id) {
                 Ok(id) => self.lookup(&id).await?.into_iter().collect(),
                 Err(_) => Vec::new(),
             }
         };
-        let infos = disks.iter().filter_map(SnapshotInfo::from_disk).collect();
+        let infos = disks.iter().filter_map(SnapshotInfo::from_volume).collect();
         let (page, next_token) = snapshot::page(
             infos,
             &req.snapshot_id,
@@ -572,7 +569,7 @@ impl<B: Backend> ControllerService<B> {
         range: &proto::CapacityRange,
         size: u64,
         vp: &VolumeParams,
-    ) -> ControllerResult<Disk> {
+    ) -> ControllerResult<Volume> {
         let from = source.slot();
         let not_found = || ControllerError::SourceNotFound {
             kind: source.kind(),
@@ -586,7 +583,7 @@ impl<B: Backend> ControllerService<B> {
             .ok_or_else(not_found)?;
         match source {
             Source::Snapshot(id) => {
-                let info = SnapshotInfo::from_disk(&disk).ok_or_else(not_found)?;
+                let info = SnapshotInfo::from_volume(&disk).ok_or_else(not_found)?;
                 if !info.ready {
                     return Err(ControllerError::SnapshotNotReady {
                         snapshot: id.clone(),
@@ -610,7 +607,7 @@ impl<B: Backend> ControllerService<B> {
                 requested: size,
             });
         };
-        let method = choose_method(VolumeLayout::of(&disk), vp.layout, vp.copy_method)?;
+        let method = choose_method(disk.layout, vp.layout, vp.copy_method)?;
         let byte_copy = method == CopyMethod::ByteCopy;
         if byte_copy {
             self.check_detached(from)?;
@@ -619,15 +616,20 @@ impl<B: Backend> ControllerService<B> {
             source: disk,
             target: made.slot.clone(),
             method,
-            file: made.file.clone(),
-            placement: made.placement.clone(),
-            export: Some((size, made.port, made.nqn.clone())),
-            comment: DiskComment {
+            place: made.place.clone(),
+            export: Some((
+                size,
+                Export {
+                    nqn: made.nqn.clone(),
+                    port: made.port,
+                },
+            )),
+            meta: VolumeMeta {
                 copy_of: byte_copy.then(|| from.clone()),
-                ..DiskComment::created(jiff::Timestamp::now(), self.cluster()?)
+                ..VolumeMeta::created(jiff::Timestamp::now(), self.cluster()?)
             },
         };
-        self.backend.copy_disk(&spec).await.map_err(
+        self.backend.copy(&spec).await.map_err(
             Step::Copy {
                 from: from.to_string(),
                 to: made.slot.clone(),
@@ -646,15 +648,21 @@ impl<B: Backend> ControllerService<B> {
                 progress: "started".into(),
             });
         }
-        Ok(NewDisk {
-            slot: made.slot.clone(),
-            file: made.file.clone(),
+        let location = self
+            .backend
+            .location(made.slot, made.place)
+            .map_err(|e| ControllerError::invalid("volumePath", e.to_string()))?;
+        Ok(Volume {
+            id: made.slot.to_string(),
             size_bytes: size,
-            port: made.port,
-            nqn: made.nqn.clone(),
-            comment: spec.comment,
-        }
-        .as_created())
+            location: Some(location),
+            layout: made.place.layout,
+            nqn: Some(made.nqn.to_string()),
+            port: Some(made.port),
+            exported: true,
+            meta: spec.meta,
+            busy: None,
+        })
     }
 }
 

@@ -22,7 +22,7 @@ pub fn volume_id(id: &str) -> Result<String, NodeError> {
     if id.is_empty() {
         return Err(NodeError::invalid("volume_id", "must not be empty"));
     }
-    routeros::Slot::new(id)
+    storage::VolumeId::new(id)
         .map(|s| s.to_string())
         .map_err(|e| NodeError::invalid("volume_id", e.to_string()))
 }

@@ -68,7 +68,10 @@ pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
     cfg.backoff_initial = Duration::from_millis(10);
     cfg.backoff_max = Duration::from_millis(50);
     let rds = Rds::new(Client::new(cfg, key, None));
-    let backend = Arc::new(rds.clone());
+    let backend = Arc::new(csi_server::backend::RdsBackend::new(
+        rds.clone(),
+        RosPath::new("/storage-pool").unwrap(),
+    ));
     let config = ControllerConfig {
         defaults: ParamDefaults {
             nvme_address: "192.0.2.10".into(),

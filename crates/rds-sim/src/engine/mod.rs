@@ -88,6 +88,25 @@ impl Disk {
     fn file_name(&self) -> &str {
         self.file_path.strip_prefix('/').unwrap_or(&self.file_path)
     }
+
+    /// The hosts allowed to connect (empty: any host).
+    fn allowed_hosts(&self) -> Vec<String> {
+        host_list(&self.allow_host)
+    }
+}
+
+/// The host NQNs of an `nvme-tcp-server-allow-host-name` value, as the
+/// simulator reads the property: a comma-separated list (checked by
+/// `select`), sorted and without repeats.
+fn host_list(value: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = value
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 #[derive(Debug, Clone)]
@@ -367,8 +386,9 @@ impl Engine {
         } else {
             (port, nqn.map(str::to_string))
         };
+        let hosts = host_list(allow_host);
         if let (true, Some(port), Some(nqn)) = (export, port, &nqn) {
-            if let Err(reply) = self.export(&pool, &name, nqn, port) {
+            if let Err(reply) = self.export(&pool, &name, nqn, port, &hosts) {
                 if !adopt {
                     let _ = self.store.remove_file(&pool, &name);
                 }
@@ -398,6 +418,7 @@ impl Engine {
             created: now,
             comment,
             copy: None,
+            export_cuts: 0,
         });
         Ok(Reply::ok(String::new()))
     }
@@ -469,6 +490,9 @@ impl Engine {
             }
             let mut disk = state.disks[i].clone();
             if let Some(export) = export {
+                if disk.export && !export {
+                    disk.export_cuts += 1;
+                }
                 disk.export = export;
                 if export {
                     disk.port.get_or_insert(DEFAULT_PORT);
@@ -495,9 +519,16 @@ impl Engine {
         Ok(Reply::ok(String::new()))
     }
 
-    /// Creates the kernel target export of a disk, if the simulator makes
-    /// real exports.
-    fn export(&self, pool: &str, name: &str, nqn: &str, port: u16) -> Result<(), Reply> {
+    /// Creates the kernel target export of a disk, open to `hosts` (empty:
+    /// any host), if the simulator makes real exports.
+    fn export(
+        &self,
+        pool: &str,
+        name: &str,
+        nqn: &str,
+        port: u16,
+        hosts: &[String],
+    ) -> Result<(), Reply> {
         let Some(nvmet) = &self.nvmet else {
             return Ok(());
         };
@@ -506,7 +537,7 @@ impl Engine {
             .path(pool, name)
             .ok_or_else(|| Reply::failure("nvme-tcp export needs file storage"))?;
         nvmet
-            .export(nqn, port, &path)
+            .export(nqn, port, &path, hosts)
             .map_err(|e| Reply::failure(&format!("could not export over nvme-tcp: {e}")))
     }
 
@@ -542,17 +573,27 @@ impl Engine {
     }
 
     /// Moves a disk's export from `old` settings to `new` ones (export on or
-    /// off, another port or NQN). On failure the old export is put back.
+    /// off, another port or NQN: live sessions drop). Another allow-list
+    /// alone only changes who may connect from now on: sessions stay. On
+    /// failure the old export is put back.
     fn reexport(&self, pool: &str, old: &Disk, new: &Disk) -> Result<(), Reply> {
         let (before, after) = (self.exported(old), self.exported(new));
+        let hosts = new.allowed_hosts();
         if before == after {
-            return Ok(());
+            return match (&self.nvmet, &after) {
+                (Some(nvmet), Some((nqn, _))) if old.allowed_hosts() != hosts => {
+                    nvmet.set_hosts(nqn, &hosts).map_err(|e| {
+                        Reply::failure(&format!("could not change nvme-tcp allowed hosts: {e}"))
+                    })
+                }
+                _ => Ok(()),
+            };
         }
         self.unexport(old)?;
         if let Some((nqn, port)) = &after {
-            if let Err(reply) = self.export(pool, new.file_name(), nqn, *port) {
+            if let Err(reply) = self.export(pool, new.file_name(), nqn, *port, &hosts) {
                 if let Some((nqn, port)) = &before {
-                    let _ = self.export(pool, old.file_name(), nqn, *port);
+                    let _ = self.export(pool, old.file_name(), nqn, *port, &old.allowed_hosts());
                 }
                 return Err(reply);
             }
@@ -583,7 +624,7 @@ impl Engine {
                 // All or nothing: put back the exports already removed.
                 for d in torn_down {
                     if let Some((nqn, port)) = self.exported(d) {
-                        let _ = self.export(&pool, d.file_name(), &nqn, port);
+                        let _ = self.export(&pool, d.file_name(), &nqn, port, &d.allowed_hosts());
                     }
                 }
                 return Err(reply);

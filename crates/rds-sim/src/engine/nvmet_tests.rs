@@ -180,3 +180,60 @@ fn port_down_and_up_keep_the_disks() {
     assert_eq!(entries(&f.cfs.join("subsystems")), 0);
     assert_eq!(entries(&f.cfs.join("ports")), 0);
 }
+
+#[test]
+fn the_allow_list_reaches_the_kernel_target_without_dropping_sessions() {
+    let f = fixture();
+    fs::create_dir_all(f.cfs.join("hosts")).unwrap();
+    let (a, b) = ("nqn.h:a", "nqn.h:b");
+    let add = format!("{ADD} nvme-tcp-server-allow-host-name={a}");
+    assert_eq!(run(&f.engine, &add).stdout, "");
+    let sub = f.cfs.join("subsystems/nqn.x:pvc-1");
+    let allowed = |sub: &Path| {
+        let mut v: Vec<String> = fs::read_dir(sub.join("allowed_hosts"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(attr(&sub.join("attr_allow_any_host")), "0");
+    assert_eq!(allowed(&sub), [a]);
+
+    // A new list: the port link (and so every session) stays.
+    let port_link = f.cfs.join("ports/1/subsystems/nqn.x:pvc-1");
+    let linked = fs::symlink_metadata(&port_link)
+        .unwrap()
+        .modified()
+        .unwrap();
+    let set = format!("/disk set pvc-1 nvme-tcp-server-allow-host-name=\"{b},{a}\"");
+    assert_eq!(run(&f.engine, &set).stdout, "");
+    assert_eq!(allowed(&sub), [a, b]);
+    assert_eq!(
+        fs::symlink_metadata(&port_link)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        linked
+    );
+
+    // The cut: off removes the export (the port unlink drops sessions), on
+    // brings it back with the same list.
+    assert_eq!(
+        run(&f.engine, "/disk set pvc-1 nvme-tcp-export=no").stdout,
+        ""
+    );
+    assert!(!sub.exists());
+    assert_eq!(
+        run(&f.engine, "/disk set pvc-1 nvme-tcp-export=yes").stdout,
+        ""
+    );
+    assert_eq!(allowed(&sub), [a, b]);
+    assert!(port_link.exists());
+
+    // Empty again: any host.
+    let set = "/disk set pvc-1 nvme-tcp-server-allow-host-name=\"\"";
+    assert_eq!(run(&f.engine, set).stdout, "");
+    assert_eq!(attr(&sub.join("attr_allow_any_host")), "1");
+    assert!(allowed(&sub).is_empty());
+}

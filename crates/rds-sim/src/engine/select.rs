@@ -229,8 +229,29 @@ impl<'a> Args<'a> {
             export: self.flag("nvme-tcp-export")?,
             port: self.port("nvme-tcp-server-port")?,
             nqn: self.text("nvme-tcp-server-nqn")?,
-            allow_host: self.text("nvme-tcp-server-allow-host-name")?,
+            allow_host: self.host_list("nvme-tcp-server-allow-host-name")?,
         })
+    }
+
+    /// A comma-separated list of host NQNs, or empty for any host. Each
+    /// entry is `nqn.` then letters, digits, `-`, `_`, `.` or `:`, at most
+    /// 223 bytes; anything else (spaces, quotes, an empty entry) is refused
+    /// as RouterOS refuses a value it cannot take.
+    pub(super) fn host_list(&self, key: &str) -> Result<Option<&'a str>, Reply> {
+        let Some(value) = self.text(key)? else {
+            return Ok(None);
+        };
+        let host_ok = |h: &str| {
+            h.starts_with("nqn.")
+                && h.len() <= 223
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        };
+        if value.is_empty() || value.split(',').all(host_ok) {
+            Ok(Some(value))
+        } else {
+            Err(Reply::invalid_value(key))
+        }
     }
 
     pub(super) fn port(&self, key: &str) -> Result<Option<u16>, Reply> {

@@ -231,3 +231,68 @@ fn monitor_traffic_once_prints_rates() {
         "failure: no such item\r\n"
     );
 }
+
+#[test]
+fn the_host_allow_list_is_kept_printed_and_survives_an_export_toggle() {
+    let e = engine();
+    assert_eq!(add(&e, "pvc-1", "1G").stdout, "");
+    let a = "nqn.2014-08.org.nvmexpress:uuid:a";
+    let b = "nqn.2014-08.org.nvmexpress:uuid:b";
+    // The print wraps long values; joined back, as a reader does.
+    let shown = |e: &Engine| {
+        run(e, "/disk print detail where slot=\"pvc-1\"")
+            .stdout
+            .replace("\r\n    ", "")
+    };
+    assert!(shown(&e).contains("nvme-tcp-server-allow-host-name=\"\""));
+    let set =
+        format!("/disk set [find slot=\"pvc-1\"] nvme-tcp-server-allow-host-name=\"{a},{b}\"");
+    assert_eq!(run(&e, &set).stdout, "");
+    let out = shown(&e);
+    assert!(
+        out.contains(&format!("nvme-tcp-server-allow-host-name=\"{a},{b}\"")),
+        "{out}"
+    );
+
+    // Off and on again: the list stays, and the cut is counted.
+    assert_eq!(run(&e, "/disk set pvc-1 nvme-tcp-export=no").stdout, "");
+    assert!(
+        !shown(&e).contains("allow-host-name"),
+        "hidden while not exported"
+    );
+    assert_eq!(run(&e, "/disk set pvc-1 nvme-tcp-export=yes").stdout, "");
+    let disk = e.lock().disks[0].clone();
+    assert_eq!((disk.export, disk.export_cuts), (true, 1));
+    assert_eq!(disk.allow_host, format!("{a},{b}"));
+    // Turning on what is on already cuts nothing.
+    assert_eq!(run(&e, "/disk set pvc-1 nvme-tcp-export=yes").stdout, "");
+    assert_eq!(e.lock().disks[0].export_cuts, 1);
+}
+
+#[test]
+fn an_allow_list_that_is_not_host_nqns_is_refused_and_changes_nothing() {
+    let e = engine();
+    assert_eq!(add(&e, "pvc-1", "1G").stdout, "");
+    for bad in [
+        "\"nqn.x a\"",
+        "\"nqn.x,,nqn.y\"",
+        "\"nqn.x,\"",
+        "iqn.2000-01.x",
+        "\"nqn.x;y\"",
+    ] {
+        let r = run(
+            &e,
+            &format!("/disk set pvc-1 nvme-tcp-server-allow-host-name={bad}"),
+        );
+        assert_eq!(
+            r.stderr, "invalid value for argument nvme-tcp-server-allow-host-name\r\n",
+            "{bad}: {r:?}"
+        );
+        assert_eq!(e.lock().disks[0].allow_host, "", "{bad}");
+    }
+    // Emptying the list is how any host is allowed again.
+    assert_eq!(
+        run(&e, "/disk set pvc-1 nvme-tcp-server-allow-host-name=\"\"").stdout,
+        ""
+    );
+}

@@ -1,15 +1,16 @@
-//! The comment the driver keeps on each disk it creates: which cluster made
-//! it and when, and what the orphan sweep learned about it (its
+//! What the driver records with each volume and snapshot it makes: which
+//! cluster made it and when, a snapshot's lineage, a byte copy not yet
+//! known complete, and what the orphan sweep learned about it (its
 //! PersistentVolume's reclaim policy was Retain; since when it has had no
-//! PersistentVolume). RouterOS keeps nothing else per disk that survives a
-//! controller restart.
+//! PersistentVolume). The backend keeps it beside the volume (on the RDS,
+//! the disk's comment, the only per-disk text RouterOS keeps across a
+//! controller restart), in the one-line text form of [`VolumeMeta::render`].
 
 use std::fmt;
 
 use jiff::Timestamp;
 
-use crate::command::{command_text, Slot};
-use crate::error::ValidationError;
+use crate::names::{text, ValidationError, VolumeId};
 
 /// The first word of every comment the driver writes on a disk. The
 /// comment is the only place RouterOS keeps the driver's records.
@@ -49,7 +50,7 @@ impl ClusterId {
     }
 }
 
-command_text!(ClusterId);
+text!(ClusterId);
 
 /// How a snapshot's data was copied from its volume (`method=` in the
 /// comment); see `docs/snapshots.md` for what each guarantees.
@@ -98,7 +99,7 @@ impl fmt::Display for CopyMethod {
 /// `created`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lineage {
-    pub source: Slot,
+    pub source: VolumeId,
     pub size_bytes: Option<u64>,
     pub method: CopyMethod,
 }
@@ -113,7 +114,7 @@ pub struct Lineage {
 /// the quoted `comment="..."` argument. The fields that keep data safe
 /// (`cluster`, `retain`) come first, in case a long comment is ever cut.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DiskComment {
+pub struct VolumeMeta {
     /// When CreateVolume made the disk.
     pub created: Option<Timestamp>,
     /// The cluster that made it. `None`: no identity (made by hand, by the
@@ -124,7 +125,7 @@ pub struct DiskComment {
     /// A byte copy (`/disk copy`) from this disk into this one was started
     /// and is not yet known to be complete: until the mark is cleared the
     /// disk's data is not to be trusted, whatever its `status` says.
-    pub copy_of: Option<Slot>,
+    pub copy_of: Option<VolumeId>,
     /// The disk's PersistentVolume had reclaim policy Retain when the orphan
     /// sweep last saw it: never deleted by the sweep.
     pub retain: bool,
@@ -136,19 +137,19 @@ fn render_time(at: Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-impl DiskComment {
+impl VolumeMeta {
     /// The comment of a disk CreateVolume makes now.
     pub fn created(at: Timestamp, cluster: Option<ClusterId>) -> Self {
-        DiskComment {
+        VolumeMeta {
             created: Some(at),
             cluster,
-            ..DiskComment::default()
+            ..VolumeMeta::default()
         }
     }
 
     /// Nothing recorded: no comment is written.
     pub fn is_empty(&self) -> bool {
-        *self == DiskComment::default()
+        *self == VolumeMeta::default()
     }
 
     /// The comment text (without quotes).
@@ -189,12 +190,12 @@ impl DiskComment {
     /// no identity: the orphan sweep then neither rewrites it (which could
     /// drop a `retain=yes` it failed to read) nor deletes the disk.
     /// Total: never panics, whatever the input.
-    pub fn parse(comment: &str) -> Option<DiskComment> {
+    pub fn parse(comment: &str) -> Option<VolumeMeta> {
         let rest = comment.trim().strip_prefix(COMMENT_TAG)?;
         if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
             return None;
         }
-        let mut c = DiskComment::default();
+        let mut c = VolumeMeta::default();
         let mut clusters = Vec::new();
         let (mut source, mut size, mut method) = (None, None, None);
         for word in rest.split_whitespace() {
@@ -210,10 +211,10 @@ impl DiskComment {
                 }
                 "retain" => c.retain |= value == "yes",
                 "cluster" => clusters.push(ClusterId::new(value).ok()),
-                "snapshot-of" => source = source.or_else(|| Slot::new(value).ok()),
+                "snapshot-of" => source = source.or_else(|| VolumeId::new(value).ok()),
                 "size" => size = size.or(Some(value.parse::<u64>().ok())),
                 "method" => method = method.or_else(|| CopyMethod::parse(value)),
-                "copy-of" => c.copy_of = c.copy_of.take().or_else(|| Slot::new(value).ok()),
+                "copy-of" => c.copy_of = c.copy_of.take().or_else(|| VolumeId::new(value).ok()),
                 _ => {}
             }
         }
@@ -244,7 +245,7 @@ impl DiskComment {
     }
 }
 
-impl fmt::Display for DiskComment {
+impl fmt::Display for VolumeMeta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render())
     }
@@ -286,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_comment_reads_back_what_was_written() {
-        let c = DiskComment {
+        let c = VolumeMeta {
             created: Some(at("2026-11-22T07:10:05Z")),
             cluster: Some(ClusterId::new(UID).unwrap()),
             snapshot: None,
@@ -301,12 +302,12 @@ mod tests {
                  orphaned-since=2026-11-23T08:00:00Z"
             )
         );
-        assert_eq!(DiskComment::parse(&c.render()), Some(c));
+        assert_eq!(VolumeMeta::parse(&c.render()), Some(c));
     }
 
     #[test]
     fn the_older_comment_has_a_creation_time_and_no_identity() {
-        let c = DiskComment::parse("rds-csi created=2026-11-22T07:10:05Z").unwrap();
+        let c = VolumeMeta::parse("rds-csi created=2026-11-22T07:10:05Z").unwrap();
         assert_eq!(c.created, Some(at("2026-11-22T07:10:05Z")));
         assert_eq!(c.cluster, None);
         assert!(!c.retain);
@@ -316,13 +317,13 @@ mod tests {
     #[test]
     fn comments_the_driver_did_not_write_are_none() {
         for other in ["", "made by hand", "rds-csix created=1", "csi created=x"] {
-            assert_eq!(DiskComment::parse(other), None, "{other:?}");
+            assert_eq!(VolumeMeta::parse(other), None, "{other:?}");
         }
     }
 
     #[test]
     fn bad_values_leave_their_field_unknown_and_unknown_words_are_skipped() {
-        let c = DiskComment::parse(
+        let c = VolumeMeta::parse(
             "rds-csi created=yesterday cluster=a\"b retain=maybe future=1 lone \
              orphaned-since=2026-11-23T08:00:00Z",
         )
@@ -339,11 +340,11 @@ mod tests {
             "rds-csi created=2026-12-07T11:00:00Z cluster={UID} snapshot-of=pvc-1 \
              size=1073741824 method=subvolume"
         );
-        let c = DiskComment::parse(&text).unwrap();
+        let c = VolumeMeta::parse(&text).unwrap();
         assert_eq!(
             c.snapshot,
             Some(Lineage {
-                source: Slot::new("pvc-1").unwrap(),
+                source: VolumeId::new("pvc-1").unwrap(),
                 size_bytes: Some(1 << 30),
                 method: CopyMethod::Subvolume,
             })
@@ -354,7 +355,7 @@ mod tests {
         let sized_by_disk = format!(
             "rds-csi created=2026-12-07T11:00:00Z cluster={UID} snapshot-of=pvc-1 method=subvolume"
         );
-        let c = DiskComment::parse(&sized_by_disk).unwrap();
+        let c = VolumeMeta::parse(&sized_by_disk).unwrap();
         assert_eq!(c.snapshot.unwrap().size_bytes, None);
     }
 
@@ -366,7 +367,7 @@ mod tests {
             format!("rds-csi cluster={UID} snapshot-of=a]b size=10 method=copy"),
             format!("rds-csi cluster={UID} snapshot-of=pvc-1 size=10 method=magic"),
         ] {
-            let c = DiskComment::parse(&bad).unwrap();
+            let c = VolumeMeta::parse(&bad).unwrap();
             assert_eq!(c.snapshot, None, "{bad:?}");
             assert_eq!(c.cluster, None, "{bad:?}");
         }
@@ -374,7 +375,7 @@ mod tests {
 
     #[test]
     fn two_different_clusters_in_one_comment_are_no_identity() {
-        let c = DiskComment::parse("rds-csi cluster=a cluster=b").unwrap();
+        let c = VolumeMeta::parse("rds-csi cluster=a cluster=b").unwrap();
         assert_eq!(c.cluster, None);
     }
 
@@ -384,10 +385,10 @@ mod tests {
             "rds-csi created=2026-11-22T07:10:05Z cluster={UID} retain=yes \
              orphaned-since=2026-11-23T08:00:00Z"
         );
-        assert!(DiskComment::parse(&full).unwrap().cluster.is_some());
+        assert!(VolumeMeta::parse(&full).unwrap().cluster.is_some());
         // Extra spaces or a line break between words change nothing.
         let spaced = full.replace(' ', "  \n ");
-        assert!(DiskComment::parse(&spaced).unwrap().cluster.is_some());
+        assert!(VolumeMeta::parse(&spaced).unwrap().cluster.is_some());
         for bad in [
             // Cut short in the middle of a field: the retain mark is lost.
             format!("rds-csi created=2026-11-22T07:10:05Z cluster={UID} ret"),
@@ -396,11 +397,11 @@ mod tests {
             format!("rds-csi cluster={UID} cluster={UID}"),
             format!("rds-csi created=2026-11-22T07:10:05.5Z cluster={UID}"),
         ] {
-            let c = DiskComment::parse(&bad).unwrap();
+            let c = VolumeMeta::parse(&bad).unwrap();
             assert_eq!(c.cluster, None, "{bad:?}");
         }
         // Set by hand to hand an older disk to a cluster: exact, so owned.
-        let c = DiskComment::parse(&format!("rds-csi cluster={UID}")).unwrap();
+        let c = VolumeMeta::parse(&format!("rds-csi cluster={UID}")).unwrap();
         assert_eq!(c.cluster, Some(ClusterId::new(UID).unwrap()));
     }
 
@@ -415,13 +416,13 @@ mod tests {
             ],
         )
             .prop_map(|(source, size_bytes, method)| Lineage {
-                source: Slot::new(&source).unwrap(),
+                source: VolumeId::new(&source).unwrap(),
                 size_bytes,
                 method,
             })
     }
 
-    fn comments() -> impl Strategy<Value = DiskComment> {
+    fn comments() -> impl Strategy<Value = VolumeMeta> {
         (
             proptest::option::of(0i64..253_402_300_799),
             proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
@@ -431,11 +432,11 @@ mod tests {
             proptest::option::of(0i64..253_402_300_799),
         )
             .prop_map(
-                |(created, cluster, snapshot, copy_of, retain, since)| DiskComment {
+                |(created, cluster, snapshot, copy_of, retain, since)| VolumeMeta {
                     created: created.map(|s| Timestamp::from_second(s).unwrap()),
                     cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
                     snapshot,
-                    copy_of: copy_of.map(|c| Slot::new(&c).unwrap()),
+                    copy_of: copy_of.map(|c| VolumeId::new(&c).unwrap()),
                     retain,
                     orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
                 },
@@ -451,13 +452,13 @@ mod tests {
                 .all(|ch| ch.is_ascii_alphanumeric() || "-_.:= ".contains(ch));
             prop_assert!(clean, "{}", text);
             prop_assert!(!text.contains("  "));
-            prop_assert_eq!(DiskComment::parse(&text), Some(c));
+            prop_assert_eq!(VolumeMeta::parse(&text), Some(c));
         }
 
         #[test]
         fn the_comment_parser_never_panics(s in any::<String>()) {
-            let _ = DiskComment::parse(&s);
-            let _ = DiskComment::parse(&format!("rds-csi {s}"));
+            let _ = VolumeMeta::parse(&s);
+            let _ = VolumeMeta::parse(&format!("rds-csi {s}"));
         }
 
         #[test]
