@@ -188,30 +188,46 @@ impl Client {
 
     /// Runs one command and classifies its output.
     pub async fn run(&self, command: &Command) -> Result<Output> {
-        let started = Instant::now();
-        let line = command.render();
-        let result = self.run_raw(&line).await.and_then(|out| {
+        self.timed(command.name(), &command.render(), |out| {
             classify(&out.stdout, &out.stderr, out.exit_status)?;
             Ok(out)
-        });
+        })
+        .await
+    }
+
+    /// Runs a plain command line (for a POSIX shell on a Linux host, not
+    /// RouterOS) on the same connection, channels and deadline, and returns
+    /// what it printed with its exit status, unclassified: only a transport
+    /// failure (unreachable, timed out, output cut off) is an error here, a
+    /// non-zero exit status is the caller's to judge. `name` labels the
+    /// metrics, where a non-zero exit status counts as `failed`.
+    /// The caller must have validated and quoted every part of `line`.
+    pub async fn exec(&self, name: &'static str, line: &str) -> Result<Output> {
+        self.timed(name, line, Ok).await
+    }
+
+    /// Runs `line`, passes its output through `check`, and records the
+    /// outcome and duration under `name`.
+    async fn timed(
+        &self,
+        name: &'static str,
+        line: &str,
+        check: impl FnOnce(Output) -> Result<Output>,
+    ) -> Result<Output> {
+        let started = Instant::now();
+        let result = self.run_raw(line).await.and_then(check);
         let elapsed = started.elapsed();
         if let Some(m) = &self.inner.metrics {
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.kind(),
-            };
             m.commands
-                .with_label_values(&[command.name(), outcome])
+                .with_label_values(&[name, outcome(&result)])
                 .inc();
             m.duration
-                .with_label_values(&[command.name()])
+                .with_label_values(&[name])
                 .observe(elapsed.as_secs_f64());
         }
         match &result {
-            Ok(_) => debug!(command = command.name(), ?elapsed, "RouterOS command done"),
-            Err(e) => {
-                debug!(command = command.name(), ?elapsed, error = %e, "RouterOS command failed")
-            }
+            Ok(_) => debug!(command = name, ?elapsed, "SSH command done"),
+            Err(e) => debug!(command = name, ?elapsed, error = %e, "SSH command failed"),
         }
         result
     }
@@ -459,6 +475,17 @@ impl ChannelEnd {
     }
 }
 
+/// The metrics label of a command's result: `ok`, `failed` for output
+/// with a non-zero exit status (only `exec` returns such output: `run`
+/// classifies it as an error), or the error's kind.
+fn outcome(result: &Result<Output>) -> &'static str {
+    match result {
+        Ok(out) if out.exit_status.is_some_and(|s| s != 0) => "failed",
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    }
+}
+
 /// Exponential backoff with full jitter over the upper half, so many
 /// clients restarting together do not reconnect in lockstep.
 fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
@@ -509,6 +536,20 @@ mod tests {
                 assert!(end.check().is_ok(), "{end:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_nonzero_exit_status_is_counted_as_failed_and_only_that() {
+        let out = |exit_status| {
+            Ok(Output {
+                exit_status,
+                ..Default::default()
+            })
+        };
+        assert_eq!(outcome(&out(Some(0))), "ok");
+        assert_eq!(outcome(&out(None)), "ok");
+        assert_eq!(outcome(&out(Some(5))), "failed");
+        assert_eq!(outcome(&Err(Error::Timeout(Duration::ZERO))), "timeout");
     }
 
     #[test]

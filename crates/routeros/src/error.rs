@@ -155,7 +155,8 @@ fn classify_line(line: &str) -> Option<Error> {
     )
 }
 
-fn truncate(s: &str) -> String {
+/// A command's message cut to a length fit for logs and gRPC statuses.
+pub fn truncate(s: &str) -> String {
     const MAX: usize = 300;
     if s.len() <= MAX {
         s.to_string()

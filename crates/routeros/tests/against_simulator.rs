@@ -431,3 +431,19 @@ async fn many_concurrent_commands_share_one_connection() {
     assert_eq!(sim.stats().connections, 1);
     assert_eq!(sim.stats().commands, 64);
 }
+
+#[tokio::test]
+async fn exec_returns_a_failed_command_s_output_instead_of_an_error() {
+    let (_sim, rds) = setup().await;
+    let out = rds.client().exec("probe", "/nonsense").await.unwrap();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("bad command name"), "{out:?}");
+    let slot = Slot::new("nope").unwrap();
+    let listed = rds
+        .client()
+        .exec("probe", &Command::DiskGet { slot }.render())
+        .await
+        .unwrap();
+    assert_eq!(listed.exit_status, Some(0), "{listed:?}");
+    assert!(listed.stdout.trim().is_empty(), "{listed:?}");
+}

@@ -1,0 +1,253 @@
+//! What the driver records on each logical volume it makes, as LVM tags:
+//! the same facts an RDS disk keeps in its comment (which cluster made it
+//! and when, a snapshot's volume, the orphan sweep's marks), plus a clone's
+//! source.
+//!
+//! One tag per fact: `rds-csi` marks the volume as the driver's, then
+//! `rds-csi.created=<time>`, `rds-csi.cluster=<id>`,
+//! `rds-csi.snapshot-of=<volume>`, `rds-csi.clone-of=<volume>`,
+//! `rds-csi.retain` and `rds-csi.orphaned-since=<time>`. Every character
+//! is one LVM allows in a tag (letters, digits, `_ + . - / = ! : & #`).
+//! Tags are a set changed one at a time (`--addtag`/`--deltag`), so
+//! marking a volume never rewrites the facts it does not change.
+
+use jiff::Timestamp;
+use routeros::ClusterId;
+
+use crate::names::VolumeName;
+
+/// The tag on every logical volume the driver made.
+pub const TAG: &str = "rds-csi";
+const CREATED: &str = "rds-csi.created=";
+const CLUSTER: &str = "rds-csi.cluster=";
+const SNAPSHOT_OF: &str = "rds-csi.snapshot-of=";
+const CLONE_OF: &str = "rds-csi.clone-of=";
+const RETAIN: &str = "rds-csi.retain";
+const ORPHANED: &str = "rds-csi.orphaned-since=";
+
+/// The driver's records on one volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// When it was made.
+    pub created: Option<Timestamp>,
+    /// The cluster that made it; `None` when none or more than one is
+    /// recorded.
+    pub cluster: Option<ClusterId>,
+    /// Set on a snapshot: the volume it is a snapshot of. LVM forgets a
+    /// thin snapshot's origin when the origin is removed; this does not.
+    pub snapshot_of: Option<VolumeName>,
+    /// Set on a volume made from a snapshot or another volume.
+    pub clone_of: Option<VolumeName>,
+    /// Its PersistentVolume's reclaim policy was Retain when the orphan
+    /// sweep last saw it.
+    pub retain: bool,
+    /// When the orphan sweep first saw it without a PersistentVolume.
+    pub orphaned_since: Option<Timestamp>,
+}
+
+fn render_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Meta {
+    /// The records of a volume made now.
+    pub fn created(at: Timestamp, cluster: Option<ClusterId>) -> Meta {
+        Meta {
+            created: Some(at),
+            cluster,
+            ..Meta::default()
+        }
+    }
+
+    /// The tags, the marker first.
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags = vec![TAG.to_string()];
+        if let Some(at) = self.created {
+            tags.push(format!("{CREATED}{}", render_time(at)));
+        }
+        if let Some(id) = &self.cluster {
+            tags.push(format!("{CLUSTER}{id}"));
+        }
+        if let Some(v) = &self.snapshot_of {
+            tags.push(format!("{SNAPSHOT_OF}{v}"));
+        }
+        if let Some(v) = &self.clone_of {
+            tags.push(format!("{CLONE_OF}{v}"));
+        }
+        tags.extend(self.mark_tags());
+        tags
+    }
+
+    /// The tags of the orphan sweep's marks alone.
+    fn mark_tags(&self) -> Vec<String> {
+        let mut tags = Vec::new();
+        if self.retain {
+            tags.push(RETAIN.to_string());
+        }
+        if let Some(at) = self.orphaned_since {
+            tags.push(format!("{ORPHANED}{}", render_time(at)));
+        }
+        tags
+    }
+
+    /// Reads a volume's tags (as `lvs` prints them, comma-separated).
+    /// `None` without the marker: not the driver's. A value that does not
+    /// parse leaves its fact unknown; two different clusters are no
+    /// cluster. Total: never panics.
+    pub fn parse(tags: &str) -> Option<Meta> {
+        let tags: Vec<&str> = tags.split(',').map(str::trim).collect();
+        if !tags.contains(&TAG) {
+            return None;
+        }
+        let mut m = Meta::default();
+        let mut clusters = Vec::new();
+        for tag in tags {
+            if let Some(v) = tag.strip_prefix(CREATED) {
+                m.created = m.created.or_else(|| v.parse().ok());
+            } else if let Some(v) = tag.strip_prefix(CLUSTER) {
+                clusters.push(ClusterId::new(v).ok());
+            } else if let Some(v) = tag.strip_prefix(SNAPSHOT_OF) {
+                m.snapshot_of = m.snapshot_of.or_else(|| VolumeName::new(v).ok());
+            } else if let Some(v) = tag.strip_prefix(CLONE_OF) {
+                m.clone_of = m.clone_of.or_else(|| VolumeName::new(v).ok());
+            } else if tag == RETAIN {
+                m.retain = true;
+            } else if let Some(v) = tag.strip_prefix(ORPHANED) {
+                m.orphaned_since = m.orphaned_since.or_else(|| v.parse().ok());
+            }
+        }
+        m.cluster = match clusters.split_first() {
+            Some((first, rest)) if rest.iter().all(|c| c == first) => first.clone(),
+            _ => None,
+        };
+        Some(m)
+    }
+
+    /// The `--deltag`/`--addtag` changes that take `current` (as `lvs`
+    /// printed it) to these marks, leaving every other tag alone.
+    pub(crate) fn mark_changes(&self, current: &str) -> (Vec<String>, Vec<String>) {
+        let want = self.mark_tags();
+        let have: Vec<&str> = current
+            .split(',')
+            .map(str::trim)
+            .filter(|t| *t == RETAIN || t.starts_with(ORPHANED))
+            .collect();
+        let remove = have
+            .iter()
+            .filter(|t| !want.iter().any(|w| w == *t))
+            .map(|t| t.to_string())
+            .collect();
+        let add = want
+            .into_iter()
+            .filter(|w| !have.contains(&w.as_str()))
+            .collect();
+        (remove, add)
+    }
+}
+
+/// Whether a tag has only characters LVM accepts in tags.
+pub fn is_lvm_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 1024
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+.-/=!:&#".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tags_read_back_what_was_written() {
+        let m = Meta {
+            created: Some(at("2026-12-07T11:00:00Z")),
+            cluster: Some(ClusterId::new("0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").unwrap()),
+            snapshot_of: Some(VolumeName::new("pvc-1").unwrap()),
+            clone_of: None,
+            retain: true,
+            orphaned_since: Some(at("2026-12-08T00:00:00Z")),
+        };
+        let tags = m.tags();
+        assert_eq!(tags[0], "rds-csi");
+        assert!(tags.iter().all(|t| is_lvm_tag(t)), "{tags:?}");
+        // lvs prints tags sorted and comma-separated.
+        let mut sorted = tags.clone();
+        sorted.sort();
+        assert_eq!(Meta::parse(&sorted.join(",")), Some(m));
+    }
+
+    /// A volume as `lvs` listed it after `lvcreate --addtag` (lvm2 2.03.16).
+    #[test]
+    fn tags_as_lvs_printed_them_read() {
+        let m = Meta::parse("rds-csi,rds-csi.cluster=abc,rds-csi.created=2026-12-07T11:00:00Z")
+            .unwrap();
+        assert_eq!(m.created, Some(at("2026-12-07T11:00:00Z")));
+        assert_eq!(m.cluster.unwrap().as_str(), "abc");
+    }
+
+    #[test]
+    fn a_volume_without_the_marker_is_not_the_driver_s() {
+        assert_eq!(Meta::parse(""), None);
+        assert_eq!(Meta::parse("rds-csi.cluster=abc"), None);
+        assert_eq!(Meta::parse("other,rds-csix"), None);
+    }
+
+    #[test]
+    fn two_clusters_are_no_cluster_and_bad_values_are_unknown() {
+        let m =
+            Meta::parse("rds-csi,rds-csi.cluster=a,rds-csi.cluster=b,rds-csi.created=yesterday")
+                .unwrap();
+        assert_eq!(m.cluster, None);
+        assert_eq!(m.created, None);
+    }
+
+    #[test]
+    fn marking_changes_only_the_marks() {
+        let current = "rds-csi,rds-csi.cluster=a,rds-csi.orphaned-since=2026-12-01T00:00:00Z";
+        let m = Meta {
+            retain: true,
+            ..Meta::default()
+        };
+        let (remove, add) = m.mark_changes(current);
+        assert_eq!(remove, vec!["rds-csi.orphaned-since=2026-12-01T00:00:00Z"]);
+        assert_eq!(add, vec!["rds-csi.retain"]);
+        let (remove, add) = Meta::parse(current).unwrap().mark_changes(current);
+        assert!(remove.is_empty() && add.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn the_tag_parser_never_panics(s in any::<String>()) {
+            let _ = Meta::parse(&s);
+            let _ = Meta::parse(&format!("rds-csi,{s}"));
+            let _ = Meta::default().mark_changes(&s);
+        }
+
+        #[test]
+        fn every_tag_written_is_one_lvm_accepts(
+            created in proptest::option::of(0i64..253_402_300_799),
+            cluster in proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
+            source in proptest::option::of("[a-z0-9][a-z0-9.-]{0,99}"),
+            retain in any::<bool>(),
+        ) {
+            let m = Meta {
+                created: created.map(|s| Timestamp::from_second(s).unwrap()),
+                cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
+                snapshot_of: source.as_deref().and_then(|s| VolumeName::new(s).ok()),
+                clone_of: source.as_deref().and_then(|s| VolumeName::new(s).ok()),
+                retain,
+                orphaned_since: created.map(|s| Timestamp::from_second(s).unwrap()),
+            };
+            for t in m.tags() {
+                prop_assert!(is_lvm_tag(&t), "{}", t);
+            }
+            prop_assert_eq!(Meta::parse(&m.tags().join(",")), Some(m));
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The Linux target in the driver's terms: volumes, snapshots and clones
+//! as LVM thin volumes of one pool, exported one subsystem per volume with
+//! the hosts allowed to connect.
+//!
+//! Every operation validates its inputs before any command is built, is
+//! one or two round trips, and is idempotent: a retry of an operation that
+//! was cut off completes it, and doing it again when it is done is
+//! success (an "already exists" of the identical thing included). What is
+//! returned is always what the host reported back, never a local record.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use routeros::ClusterId;
+use tracing::debug;
+
+use crate::error::{classify, Error, Result, E};
+use crate::lvm::{parse_lvs, parse_pool, script, Lv, Lvm};
+use crate::meta::Meta;
+use crate::names::{
+    check_fits, check_path, check_size, Nqn, NqnPrefix, PoolName, PortSpec, VgName, VolumeName,
+};
+use crate::nvmet::{parse_dump, Nvmet, Select, SubsystemState, DEFAULT_CONFIGFS, NSID};
+use crate::shell::Shell;
+
+/// Where and how volumes are made and exported.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub vg: VgName,
+    pub pool: PoolName,
+    pub port: PortSpec,
+    pub nqn_prefix: NqnPrefix,
+    /// Recorded on every volume made (`rds-csi.cluster=`).
+    pub cluster: Option<ClusterId>,
+    configfs: String,
+    dev_root: String,
+}
+
+impl TargetConfig {
+    pub fn new(vg: VgName, pool: PoolName, port: PortSpec) -> Self {
+        TargetConfig {
+            vg,
+            pool,
+            port,
+            nqn_prefix: NqnPrefix::default(),
+            cluster: None,
+            configfs: DEFAULT_CONFIGFS.to_string(),
+            dev_root: "/dev".to_string(),
+        }
+    }
+
+    /// Another nvmet configfs root (a test's stand-in directory).
+    pub fn with_configfs(mut self, root: &str) -> Result<Self> {
+        check_path("configfs root", root)?;
+        self.configfs = root.to_string();
+        Ok(self)
+    }
+
+    /// Another directory for LVM's device nodes than `/dev` (a test's).
+    pub fn with_dev_root(mut self, root: &str) -> Result<Self> {
+        check_path("device root", root)?;
+        self.dev_root = root.to_string();
+        Ok(self)
+    }
+
+    pub fn configfs(&self) -> &str {
+        &self.configfs
+    }
+}
+
+/// A volume or snapshot as the host reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub name: VolumeName,
+    /// Exact size, rounded up by LVM to whole extents.
+    pub size_bytes: u64,
+    /// The driver's records; `None`: not made by the driver.
+    pub meta: Option<Meta>,
+    /// A thin volume of the configured pool.
+    pub in_pool: bool,
+    /// The thin volume it was snapshotted from, while that exists.
+    pub origin: Option<String>,
+    /// Its block device exists.
+    pub active: bool,
+}
+
+impl Volume {
+    fn from_lv(lv: Lv, pool: &PoolName) -> Option<Volume> {
+        Some(Volume {
+            name: VolumeName::new(&lv.name).ok()?,
+            size_bytes: lv.size_bytes,
+            meta: Meta::parse(&lv.tags),
+            in_pool: lv.is_thin() && lv.pool.as_deref() == Some(pool.as_str()),
+            active: lv.is_active(),
+            origin: lv.origin,
+        })
+    }
+
+    /// The driver's snapshot (not a volume to export or sweep).
+    pub fn is_snapshot(&self) -> bool {
+        self.meta.as_ref().is_some_and(|m| m.snapshot_of.is_some())
+    }
+
+    fn is_ours(&self) -> bool {
+        self.in_pool && self.meta.is_some()
+    }
+}
+
+/// The thin pool's capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    pub size_bytes: u64,
+    /// Data space not yet written. Thin volumes may together be larger.
+    pub free_bytes: u64,
+    /// Percent of the pool's metadata in use (full metadata stops it).
+    pub metadata_percent: f64,
+}
+
+/// A volume's export as configfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    pub nqn: String,
+    /// Host NQNs allowed to connect, sorted.
+    pub allowed_hosts: Vec<String>,
+    /// `attr_allow_any_host` is not `0`: any host may connect. The driver
+    /// never sets it; seeing it means someone else did.
+    pub any_host: bool,
+    /// Namespace 1's device while it is enabled.
+    pub device_path: Option<String>,
+    /// Linked to the configured port: reachable.
+    pub on_port: bool,
+}
+
+impl Export {
+    fn from_state(s: SubsystemState, port: &PortSpec) -> Export {
+        let device_path = s
+            .namespaces
+            .iter()
+            .find(|n| n.nsid == NSID.to_string() && n.enabled)
+            .map(|n| n.device_path.clone());
+        Export {
+            allowed_hosts: s.hosts,
+            any_host: s.allow_any_host != Some(false),
+            device_path,
+            on_port: s.ports.iter().any(|p| *p == port.id.to_string()),
+            nqn: s.nqn,
+        }
+    }
+}
+
+/// A Linux host as NVMe/TCP target.
+#[derive(Clone)]
+pub struct LinuxTarget {
+    shell: Arc<dyn Shell>,
+    config: TargetConfig,
+    lvm: Lvm,
+    nvmet: Nvmet,
+}
+
+impl LinuxTarget {
+    pub fn new(shell: Arc<dyn Shell>, config: TargetConfig) -> Self {
+        let lvm = Lvm {
+            vg: config.vg.clone(),
+            pool: config.pool.clone(),
+            dev_root: config.dev_root.clone(),
+        };
+        let nvmet = Nvmet {
+            root: config.configfs.clone(),
+            port: config.port,
+        };
+        LinuxTarget {
+            shell,
+            config,
+            lvm,
+            nvmet,
+        }
+    }
+
+    pub fn config(&self) -> &TargetConfig {
+        &self.config
+    }
+
+    /// The NQN a volume is exported as.
+    pub fn nqn(&self, volume: &VolumeName) -> Nqn {
+        self.config.nqn_prefix.nqn(volume)
+    }
+
+    /// Runs a script and returns its stdout, or its classified failure.
+    async fn run(&self, name: &'static str, script: &str) -> Result<String> {
+        let out = self.shell.run(name, script).await?;
+        let result = classify(&out).map(|()| out.stdout);
+        if let Err(e) = &result {
+            debug!(command = name, error = %e, "target host command failed");
+        }
+        result
+    }
+
+    /// Runs `act` then reads the volume back, in one round trip.
+    async fn act_and_get(
+        &self,
+        name: &'static str,
+        act: &[&str],
+        lv: &VolumeName,
+    ) -> Result<Volume> {
+        let get = self.lvm.get(lv);
+        // The acts' own chatter goes to stderr so stdout is the report.
+        let acts: Vec<String> = act.iter().map(|a| format!("{a} >&2")).collect();
+        let mut cmds: Vec<&str> = acts.iter().map(String::as_str).collect();
+        cmds.push(&get);
+        let out = self.run(name, &script(&cmds)).await?;
+        self.one_volume(&out, lv)?.ok_or_else(|| {
+            Error(E::Protocol(format!(
+                "{lv} was not listed right after it was changed"
+            )))
+        })
+    }
+
+    fn one_volume(&self, json: &str, lv: &VolumeName) -> Result<Option<Volume>> {
+        Ok(parse_lvs(json)
+            .map_err(|s| Error(E::Protocol(s)))?
+            .into_iter()
+            .filter_map(|l| Volume::from_lv(l, &self.config.pool))
+            .find(|v| v.name == *lv))
+    }
+
+    fn new_meta(&self) -> Meta {
+        Meta::created(Timestamp::now(), self.config.cluster.clone())
+    }
+
+    /// Looks a volume or snapshot up by name; `None` only when the host
+    /// answered that there is no such logical volume.
+    pub async fn get_volume(&self, lv: &VolumeName) -> Result<Option<Volume>> {
+        match self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await {
+            Ok(out) => self.one_volume(&out, lv),
+            Err(Error(E::NotFound(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The driver's volumes and snapshots in the pool.
+    pub async fn list_volumes(&self) -> Result<Vec<Volume>> {
+        let out = self.run("lvs_list", &script(&[&self.lvm.list()])).await?;
+        Ok(parse_lvs(&out)
+            .map_err(|s| Error(E::Protocol(s)))?
+            .into_iter()
+            .filter_map(|l| Volume::from_lv(l, &self.config.pool))
+            .filter(Volume::is_ours)
+            .collect())
+    }
+
+    /// The pool's capacity.
+    pub async fn capacity(&self) -> Result<Capacity> {
+        let out = self
+            .run("lvs_pool", &script(&[&self.lvm.pool_usage()]))
+            .await?;
+        let u = parse_pool(&out).map_err(|s| Error(E::Protocol(s)))?;
+        Ok(Capacity {
+            size_bytes: u.size_bytes,
+            free_bytes: u.free_bytes(),
+            metadata_percent: u.metadata_percent,
+        })
+    }
+
+    /// Makes a thin volume of at least `size_bytes`. An existing volume of
+    /// that name is success when it is the driver's plain volume in the
+    /// pool and at least that big, "already exists" otherwise.
+    pub async fn create_volume(&self, lv: &VolumeName, size_bytes: u64) -> Result<Volume> {
+        check_size(size_bytes)?;
+        check_fits(&self.config.vg, lv)?;
+        let create = self.lvm.create(lv, size_bytes, &self.new_meta().tags());
+        match self.act_and_get("lvcreate_thin", &[&create], lv).await {
+            Err(Error(E::AlreadyExists(why))) => {
+                let existing = self.existing(lv, why).await?;
+                let plain = existing
+                    .meta
+                    .as_ref()
+                    .is_some_and(|m| m.snapshot_of.is_none() && m.clone_of.is_none());
+                if existing.is_ours() && plain && existing.size_bytes >= size_bytes {
+                    Ok(existing)
+                } else {
+                    Err(conflict(&existing, "a volume of that size"))
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The volume an "already exists" was about.
+    async fn existing(&self, lv: &VolumeName, why: String) -> Result<Volume> {
+        self.get_volume(lv)
+            .await?
+            .ok_or(Error(E::AlreadyExists(why)))
+    }
+
+    /// Grows a volume to at least `size_bytes`; returns its size. Never
+    /// shrinks: a volume already that big is left as it is.
+    pub async fn expand_volume(&self, lv: &VolumeName, size_bytes: u64) -> Result<u64> {
+        check_size(size_bytes)?;
+        let v = self
+            .get_volume(lv)
+            .await?
+            .filter(Volume::is_ours)
+            .ok_or_else(|| {
+                Error(E::NotFound(format!(
+                    "no volume {lv} of this driver in the pool"
+                )))
+            })?;
+        if v.size_bytes >= size_bytes {
+            return Ok(v.size_bytes);
+        }
+        let grown = self
+            .act_and_get("lvextend", &[&self.lvm.extend(lv, size_bytes)], lv)
+            .await?;
+        Ok(grown.size_bytes)
+    }
+
+    /// Takes a thin snapshot of `source`. An existing snapshot of that
+    /// name is success when it is the driver's snapshot of `source`.
+    pub async fn create_snapshot(&self, snap: &VolumeName, source: &VolumeName) -> Result<Volume> {
+        check_fits(&self.config.vg, snap)?;
+        let meta = Meta {
+            snapshot_of: Some(source.clone()),
+            ..self.new_meta()
+        };
+        let create = self.lvm.snapshot(source, snap, &meta.tags());
+        match self
+            .act_and_get("lvcreate_snapshot", &[&create], snap)
+            .await
+        {
+            Err(Error(E::AlreadyExists(why))) => {
+                let existing = self.existing(snap, why).await?;
+                let same =
+                    existing.meta.as_ref().and_then(|m| m.snapshot_of.as_ref()) == Some(source);
+                if existing.is_ours() && same {
+                    Ok(existing)
+                } else {
+                    Err(conflict(&existing, &format!("a snapshot of {source}")))
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Makes a writable, active volume of at least `size_bytes` from a
+    /// snapshot or another volume (a thin snapshot of it, grown if asked
+    /// bigger). An existing one made from `source` is completed (activated,
+    /// grown) and returned.
+    pub async fn clone_volume(
+        &self,
+        lv: &VolumeName,
+        source: &VolumeName,
+        size_bytes: u64,
+    ) -> Result<Volume> {
+        check_size(size_bytes)?;
+        check_fits(&self.config.vg, lv)?;
+        let meta = Meta {
+            clone_of: Some(source.clone()),
+            ..self.new_meta()
+        };
+        let create = self.lvm.clone_of(source, lv, &meta.tags());
+        let made = match self.act_and_get("lvcreate_clone", &[&create], lv).await {
+            Err(Error(E::AlreadyExists(why))) => {
+                let existing = self.existing(lv, why).await?;
+                let same = existing.meta.as_ref().and_then(|m| m.clone_of.as_ref()) == Some(source);
+                if !(existing.is_ours() && same) {
+                    return Err(conflict(&existing, &format!("a volume made from {source}")));
+                }
+                existing
+            }
+            other => other?,
+        };
+        let mut finish = Vec::new();
+        if !made.active {
+            finish.push(self.lvm.activate(lv));
+        }
+        if made.size_bytes < size_bytes {
+            finish.push(self.lvm.extend(lv, size_bytes));
+        }
+        if finish.is_empty() {
+            return Ok(made);
+        }
+        let steps: Vec<&str> = finish.iter().map(String::as_str).collect();
+        self.act_and_get("lvchange_clone", &steps, lv).await
+    }
+
+    /// Records the orphan sweep's marks, leaving every other record alone.
+    pub async fn set_marks(
+        &self,
+        lv: &VolumeName,
+        retain: bool,
+        orphaned_since: Option<Timestamp>,
+    ) -> Result<()> {
+        let out = self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await?;
+        let lvs = parse_lvs(&out).map_err(|s| Error(E::Protocol(s)))?;
+        let current = lvs
+            .iter()
+            .find(|l| l.name == lv.as_str() && Meta::parse(&l.tags).is_some())
+            .ok_or_else(|| Error(E::NotFound(format!("no volume {lv} of this driver"))))?;
+        let want = Meta {
+            retain,
+            orphaned_since,
+            ..Meta::default()
+        };
+        let (remove, add) = want.mark_changes(&current.tags);
+        match self.lvm.retag(lv, &remove, &add) {
+            Some(cmd) => self.run("lvchange_tags", &script(&[&cmd])).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Unexports and removes a volume or snapshot. Gone already is
+    /// success; a logical volume of that name the driver did not make is
+    /// refused, never removed.
+    pub async fn delete_volume(&self, lv: &VolumeName) -> Result<()> {
+        let Some(v) = self.get_volume(lv).await? else {
+            return Ok(());
+        };
+        if !v.is_ours() {
+            return Err(Error(E::Failed(format!(
+                "{lv} is not a volume this driver made in pool {}; not removing it",
+                self.config.pool
+            ))));
+        }
+        let unexport = self.nvmet.unexport(&self.nqn(lv));
+        let remove = script(&[&self.lvm.remove(lv)]);
+        match self.run("delete", &format!("{unexport}{remove}")).await {
+            Err(Error(E::NotFound(_))) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Reads the export of `nqn` back from the output of a script that
+    /// ended with a read of it.
+    fn read_export(&self, out: &str, nqn: &Nqn) -> Result<Option<Export>> {
+        let dump = parse_dump(out).map_err(|s| Error(E::Protocol(s)))?;
+        Ok(dump
+            .subsystems
+            .into_iter()
+            .find(|s| s.nqn == nqn.as_str())
+            .map(|s| Export::from_state(s, &self.config.port)))
+    }
+
+    /// Runs `act` then reads the export back, in one round trip.
+    async fn act_and_read(
+        &self,
+        name: &'static str,
+        act: String,
+        nqn: &Nqn,
+    ) -> Result<Option<Export>> {
+        let read = self.nvmet.read(Select::One(nqn));
+        let out = self.run(name, &format!("{act}{read}")).await?;
+        self.read_export(&out, nqn)
+    }
+
+    /// Exports a volume on the port with no host but `hosts` allowed
+    /// (hosts already allowed stay; see [`LinuxTarget::revoke`]), and
+    /// checks what configfs then shows.
+    pub async fn export(&self, lv: &VolumeName, hosts: &[Nqn]) -> Result<Export> {
+        let nqn = self.nqn(lv);
+        let device = self.lvm.device(lv);
+        let path = format!("{}/{}", self.config.vg, lv);
+        let act = self.nvmet.export(&nqn, &device, &path, hosts);
+        let e = self
+            .act_and_read("nvmet_export", act, &nqn)
+            .await?
+            .ok_or_else(|| Error(E::Protocol(format!("{nqn} is not listed after its export"))))?;
+        let missing: Vec<&Nqn> = hosts
+            .iter()
+            .filter(|h| !e.allowed_hosts.iter().any(|a| a == h.as_str()))
+            .collect();
+        if e.any_host
+            || e.device_path.as_deref() != Some(device.as_str())
+            || !e.on_port
+            || !missing.is_empty()
+        {
+            return Err(Error(E::Failed(format!(
+                "the export of {lv} did not take as asked: {e:?}, hosts missing: {missing:?}"
+            ))));
+        }
+        Ok(e)
+    }
+
+    /// Admits one more host to an exported volume.
+    pub async fn allow_host(&self, lv: &VolumeName, host: &Nqn) -> Result<Export> {
+        let nqn = self.nqn(lv);
+        let act = self.nvmet.allow(&nqn, std::slice::from_ref(host));
+        self.act_and_read("nvmet_allow", act, &nqn)
+            .await?
+            .ok_or_else(|| Error(E::NotFound(format!("{lv} is not exported"))))
+    }
+
+    /// Removes `hosts` from a volume's allowed hosts, so they cannot
+    /// connect again, and when `cut`, ends every live connection to the
+    /// volume (the hosts still allowed reconnect by themselves). Without
+    /// `cut` a removed host keeps a connection it already has. A volume
+    /// not exported is success: nothing can connect to it.
+    pub async fn revoke(
+        &self,
+        lv: &VolumeName,
+        hosts: &[Nqn],
+        cut: bool,
+    ) -> Result<Option<Export>> {
+        let nqn = self.nqn(lv);
+        let act = self.nvmet.revoke(&nqn, hosts, cut);
+        self.act_and_read(
+            if cut { "nvmet_fence" } else { "nvmet_disallow" },
+            act,
+            &nqn,
+        )
+        .await
+    }
+
+    /// A volume's export; `None` when it is not exported.
+    pub async fn export_state(&self, lv: &VolumeName) -> Result<Option<Export>> {
+        let nqn = self.nqn(lv);
+        let out = self
+            .run("nvmet_read", &self.nvmet.read(Select::One(&nqn)))
+            .await?;
+        self.read_export(&out, &nqn)
+    }
+
+    /// Every export under the driver's NQN prefix.
+    pub async fn list_exports(&self) -> Result<Vec<Export>> {
+        let select = Select::Prefix(self.config.nqn_prefix.as_str());
+        let out = self.run("nvmet_list", &self.nvmet.read(select)).await?;
+        let dump = parse_dump(&out).map_err(|s| Error(E::Protocol(s)))?;
+        Ok(dump
+            .subsystems
+            .into_iter()
+            .map(|s| Export::from_state(s, &self.config.port))
+            .collect())
+    }
+
+    /// Removes a volume's export (its connections end). Not exported is
+    /// success.
+    pub async fn unexport(&self, lv: &VolumeName) -> Result<()> {
+        self.run("nvmet_unexport", &self.nvmet.unexport(&self.nqn(lv)))
+            .await
+            .map(drop)
+    }
+}
+
+fn conflict(existing: &Volume, wanted: &str) -> Error {
+    let what = match &existing.meta {
+        None => "not made by this driver".to_string(),
+        Some(_) if !existing.in_pool => "not a thin volume of the pool".to_string(),
+        Some(m) => match (&m.snapshot_of, &m.clone_of) {
+            (Some(s), _) => format!("a snapshot of {s}"),
+            (None, Some(c)) => format!("made from {c}, {} bytes", existing.size_bytes),
+            (None, None) => format!("a volume of {} bytes", existing.size_bytes),
+        },
+    };
+    Error(E::AlreadyExists(format!(
+        "{} exists and is {what}, not {wanted}",
+        existing.name
+    )))
+}
