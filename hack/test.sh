@@ -55,6 +55,8 @@ install_packages() {
   command -v curl >/dev/null || need+=(curl)
   python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
   command -v promtool >/dev/null || need+=(prometheus)
+  # linux-target's tests over a real OpenSSH server
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -85,8 +87,10 @@ unit_and_simulator_tests() {
   # Tests plain `cargo test` ignores for want of a tool this script provides
   # (promtool) or of root (node_on_a_real_kernel) run here too; the
   # real-kernel one only where the host can run it. The API-server and
-  # end-to-end tiers run in their own steps below.
-  local filter='not (binary(apiserver) | binary(e2e))'
+  # end-to-end tiers run in their own steps below, and linux-target's tests
+  # on real LVM thin volumes and the kernel NVMe target in the QEMU guest
+  # (tier 4: this host has no device-mapper or nvmet).
+  local filter='not (binary(apiserver) | binary(e2e) | (package(linux-target) & binary(real_host)))'
   [ -z "$real_kernel_skip" ] || filter="$filter & not binary(node_on_a_real_kernel)"
   cargo nextest run --workspace --run-ignored all --no-fail-fast --status-level pass \
     --final-status-level fail -E "$filter"
