@@ -168,8 +168,10 @@ pub struct ControllerArgs {
     /// such as `16T`).
     #[arg(long, env = "RDS_CSI_MAX_VOLUME_SIZE", default_value = "16T")]
     pub max_volume_size: String,
-    /// Node IDs that exist (repeat or comma-separate). Publishing to any
-    /// other node is NOT_FOUND. Empty: every node is taken to exist.
+    /// Node IDs that exist (repeat or comma-separate), each optionally
+    /// with its NVMe host NQN as `NODE=HOSTNQN` (standalone mode; what
+    /// --rds-fencing admits). Publishing to any other node is NOT_FOUND.
+    /// Empty: every node is taken to exist.
     #[arg(long = "node", env = "RDS_CSI_NODES", value_delimiter = ',')]
     pub nodes: Vec<String>,
     /// How often the backend health (and pool capacity) is polled.
@@ -196,6 +198,14 @@ pub struct ControllerArgs {
         default_value_t = false
     )]
     pub allow_unverified_migration: bool,
+    /// Fence at the RDS: each disk's NVMe/TCP export admits only the host
+    /// NQNs of the nodes that hold the volume (RouterOS's
+    /// nvme-tcp-server-allow-host-name), and a host that loses its place
+    /// has its sessions cut. Opt-in: the property's semantics on real
+    /// hardware are unverified (docs/attachments.md). Every node plugin
+    /// must record its host NQN on its Node first.
+    #[arg(long, env = "RDS_CSI_RDS_FENCING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rds_fencing: bool,
     /// Period of the stale-attachment sweep: it releases holders whose
     /// VolumeAttachment no longer exists and reports attachments on deleted
     /// or long NotReady nodes. It also runs at start and after every backend

@@ -72,6 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         standalone: true,
         attachment_grace_period: Duration::from_secs(30),
         allow_unverified_migration: false,
+        rds_fencing: false,
         vmi_grouper: false,
         attachment_reconcile_interval: Duration::from_secs(300),
         not_ready_threshold: Duration::from_secs(300),

@@ -181,10 +181,10 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     );
     // The orphan sweep reads RouterOS disks and files itself.
     let rds = Rds::new(client.clone());
-    let backend = Arc::new(RdsBackend::new(
-        rds.clone(),
-        parts.config.defaults.volume_path_root.clone(),
-    ));
+    let backend = Arc::new(
+        RdsBackend::new(rds.clone(), parts.config.defaults.volume_path_root.clone())
+            .with_fencing(args.rds_fencing),
+    );
     let health = Health::register(&registry)?;
     let rpc_metrics = RpcMetrics::register(&registry)?;
     let policy = Policy {
@@ -406,9 +406,24 @@ async fn cluster_parts(
         if args.nodes.is_empty() {
             warn!("no --node list given: every node ID is taken to exist");
         }
+        let mut names = Vec::new();
+        let mut host_nqns = Vec::new();
+        for node in &args.nodes {
+            match node.split_once('=') {
+                Some((name, nqn)) => {
+                    names.push(name.to_string());
+                    host_nqns.push((name, nqn));
+                }
+                None => names.push(node.clone()),
+            }
+        }
+        let nodes = StaticNodes::new(names);
+        for (name, nqn) in host_nqns {
+            nodes.set_host_nqn(name, nqn);
+        }
         return Ok(ClusterParts {
             kube: None,
-            nodes: Arc::new(StaticNodes::new(args.nodes.clone())),
+            nodes: Arc::new(nodes),
             store: Arc::new(MemoryStore::default()),
             migrations: Arc::new(NoMigrations),
             events: Arc::new(LogEvents::default()),

@@ -92,6 +92,15 @@ pub trait NodeView: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<crate::host_nqn::SharedHostNqn>, ClusterError>> {
         Box::pin(async { Ok(None) })
     }
+
+    /// The NVMe host NQN `node` reports (see [`crate::host_nqn`]); `None`
+    /// when it reports none or host NQNs are not known.
+    fn host_nqn<'a>(
+        &'a self,
+        _node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// One volume's state as rebuilt from the cluster.
@@ -223,6 +232,15 @@ impl NodeView for StaticNodes {
             map.iter().map(|(n, q)| (n.as_str(), Some(q.as_str()))),
         );
         Box::pin(async move { Ok(shared) })
+    }
+
+    fn host_nqn<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>> {
+        let map = self.host_nqns.lock().unwrap_or_else(|p| p.into_inner());
+        let nqn = map.get(node).cloned();
+        Box::pin(async move { Ok(nqn) })
     }
 }
 

@@ -592,6 +592,22 @@ impl NodeView for KubeNodes {
             ))
         })
     }
+
+    fn host_nqn<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>> {
+        Box::pin(async move {
+            self.wait_ready().await?;
+            let nodes = self.reader.state();
+            Ok(nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(node))
+                .and_then(|n| n.metadata.annotations.as_ref()?.get(HOST_NQN_ANNOTATION))
+                .map(|nqn| nqn.trim().to_string())
+                .filter(|nqn| !nqn.is_empty()))
+        })
+    }
 }
 
 /// Records events on the PVC named in the volume context.

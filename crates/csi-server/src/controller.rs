@@ -7,6 +7,7 @@
 
 mod capabilities;
 mod error;
+mod fencing;
 mod listing;
 mod publish;
 mod snapshots;
@@ -384,9 +385,12 @@ impl<B: Backend> ControllerService<B> {
                     exported: true,
                     meta: spec.meta,
                     busy: None,
+                    allowed_hosts: None,
                 }
             }
         };
+        let mut disk = disk;
+        self.fence_new(&mut disk).await?;
         self.manager.recent_creates().note(slot.as_str());
         let mut volume = self.volume_of(&disk, vp.volume_context(nqn.as_str()));
         volume.content_source = req.volume_content_source;

@@ -44,9 +44,35 @@ impl Ctl {
         ctl
     }
 
+    /// Over a backend that fences, with each node's host NQN recorded
+    /// (`nqn.2014-08.org.example:node-a`, ...).
+    async fn fencing() -> Self {
+        let backend = FakeBackend {
+            fencing: true,
+            ..FakeBackend::new()
+        };
+        let ctl = Self::over(
+            backend,
+            attachment_manager::Policy {
+                allow_unverified_second_node: true,
+                ..Default::default()
+            },
+        );
+        for node in ["node-a", "node-b", "node-c"] {
+            ctl.nodes
+                .set_host_nqn(node, &format!("nqn.2014-08.org.example:{node}"));
+        }
+        ctl.manager.rebuild().await.unwrap();
+        ctl
+    }
+
     /// Before the attachment state is rebuilt.
     fn unrebuilt(policy: attachment_manager::Policy) -> Self {
-        let backend = Arc::new(FakeBackend::new());
+        Self::over(FakeBackend::new(), policy)
+    }
+
+    fn over(backend: FakeBackend, policy: attachment_manager::Policy) -> Self {
+        let backend = Arc::new(backend);
         let nodes = Arc::new(StaticNodes::new(
             ["node-a", "node-b", "node-c"].map(String::from),
         ));
@@ -626,3 +652,6 @@ async fn a_created_volume_carries_the_cluster_identity_once_it_is_known() {
     assert!(!comment.retain);
     assert_eq!(comment.orphaned_since, None);
 }
+
+#[path = "controller_fencing_tests.rs"]
+mod fencing;

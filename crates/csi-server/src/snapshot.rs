@@ -192,6 +192,7 @@ mod tests {
             exported: false,
             meta,
             busy: None,
+            allowed_hosts: None,
         }
     }
 

@@ -147,6 +147,10 @@ pub struct Volume {
     /// What the backend says the volume is busy with (a byte copy running
     /// into it, with its progress); `None` when it is settled.
     pub busy: Option<String>,
+    /// The host NQNs that may connect, when the backend restricts them
+    /// (`Some(empty)`: no host); `None`: any host may, or the backend does
+    /// not say.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Volume {
@@ -242,6 +246,17 @@ pub struct Capabilities {
     pub clones: bool,
     /// ControllerExpandVolume.
     pub expansion: bool,
+    /// The backend admits only the hosts ControllerPublish names and can
+    /// cut the sessions of hosts it no longer admits
+    /// ([`Backend::set_allowed_hosts`], [`Backend::cut_sessions`]).
+    pub fencing: bool,
+}
+
+fn no_fencing() -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        "this backend does not restrict which hosts may connect",
+    )
 }
 
 pub trait Backend: Send + Sync + 'static {
@@ -292,4 +307,20 @@ pub trait Backend: Send + Sync + 'static {
     /// mark).
     fn set_meta(&self, id: &VolumeId, meta: &VolumeMeta)
         -> impl Future<Output = Result<()>> + Send;
+    /// Admits exactly `hosts` (empty: no host) to volume `id`'s export
+    /// from now on. Sessions already open stay open (see
+    /// [`Backend::cut_sessions`]). Only with [`Capabilities::fencing`].
+    fn set_allowed_hosts(
+        &self,
+        _id: &VolumeId,
+        _hosts: &[Nqn],
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Err(no_fencing()) }
+    }
+    /// Drops every open session to volume `id`'s export; the hosts still
+    /// admitted reconnect on their own. Only with
+    /// [`Capabilities::fencing`].
+    fn cut_sessions(&self, _id: &VolumeId) -> impl Future<Output = Result<()>> + Send {
+        async { Err(no_fencing()) }
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use storage::{
-    Backend, Capabilities, Capacity, CopySpec, Error, ErrorKind, IdPrefix, Layout, NewVolume,
+    Backend, Capabilities, Capacity, CopySpec, Error, ErrorKind, IdPrefix, Layout, NewVolume, Nqn,
     Place, PoolInfo, Result, SnapshotSpec, Volume, VolumeId, VolumeMeta,
 };
 
@@ -17,9 +17,14 @@ pub struct FakeBackend {
     pub calls: Mutex<Vec<String>>,
     /// The next calls fail with this error kind ("unreachable", "no_space").
     pub fail_next: Mutex<Vec<&'static str>>,
+    /// The next call whose record starts with the first string fails with
+    /// the second's kind.
+    pub fail_call: Mutex<Option<(&'static str, &'static str)>>,
     pub pool_size: u64,
     /// What `pool_info` answers (`None`: it fails).
     pub pool: Mutex<Option<PoolInfo>>,
+    /// Whether it fences (admits only the hosts it is told).
+    pub fencing: bool,
 }
 
 /// A Btrfs pool as the RDS backend reports it.
@@ -49,12 +54,19 @@ impl FakeBackend {
     }
 
     fn enter(&self, call: String) -> Result<()> {
+        let mut on = self.fail_call.lock().unwrap();
+        let matched = on.filter(|(prefix, _)| call.starts_with(prefix));
         self.calls.lock().unwrap().push(call);
         let mut f = self.fail_next.lock().unwrap();
-        if f.is_empty() {
-            return Ok(());
-        }
-        Err(match f.remove(0) {
+        let kind = match matched {
+            Some((_, kind)) => {
+                *on = None;
+                kind
+            }
+            None if f.is_empty() => return Ok(()),
+            None => f.remove(0),
+        };
+        Err(match kind {
             "no_space" => no_space(),
             "timeout" => Error::new(ErrorKind::Timeout, "injected timeout"),
             _ => Error::new(ErrorKind::Unavailable, "injected: unreachable"),
@@ -106,6 +118,7 @@ fn made(id: &VolumeId, size_bytes: u64, location: String, layout: Layout) -> Vol
         exported: false,
         meta: VolumeMeta::default(),
         busy: None,
+        allowed_hosts: None,
     }
 }
 
@@ -115,6 +128,7 @@ impl Backend for FakeBackend {
             snapshots: true,
             clones: true,
             expansion: true,
+            fencing: self.fencing,
         }
     }
 
@@ -222,6 +236,26 @@ impl Backend for FakeBackend {
                 Ok(())
             }
             None => Err(Self::not_found(id)),
+        }
+    }
+
+    async fn set_allowed_hosts(&self, id: &VolumeId, hosts: &[Nqn]) -> Result<()> {
+        let list: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        self.enter(format!("allow {id} [{}]", list.join(",")))?;
+        match self.disks.lock().unwrap().get_mut(id.as_str()) {
+            Some(d) => {
+                d.allowed_hosts = Some(list);
+                Ok(())
+            }
+            None => Err(Self::not_found(id)),
+        }
+    }
+
+    async fn cut_sessions(&self, id: &VolumeId) -> Result<()> {
+        self.enter(format!("cut {id}"))?;
+        match self.disks.lock().unwrap().contains_key(id.as_str()) {
+            true => Ok(()),
+            false => Err(Self::not_found(id)),
         }
     }
 

@@ -6,10 +6,12 @@
 
 use std::sync::OnceLock;
 
-use routeros::{Disk, NewDisk, PoolFilesystem, Rds, RosPath, Slot, SUBVOLUME_IMAGE};
+use routeros::{
+    Disk, HostAccess, HostNqn, NewDisk, PoolFilesystem, Rds, RosPath, Slot, SUBVOLUME_IMAGE,
+};
 use storage::{
     Backend, Capabilities, Capacity, CopyMethod, CopySpec, Error, ErrorKind, IdPrefix, Layout,
-    NewVolume, Place, PoolInfo, Result, SnapshotSpec, Volume, VolumeId, VolumeMeta,
+    NewVolume, Nqn, Place, PoolInfo, Result, SnapshotSpec, Volume, VolumeId, VolumeMeta,
 };
 
 /// One RDS: its client, and the directory below which every volume and
@@ -20,6 +22,10 @@ pub struct RdsBackend {
     root: RosPath,
     /// The root's pool file system, read the first time a delete needs it.
     pool_fs: OnceLock<PoolFilesystem>,
+    /// Whether volumes are fenced through the disks' host allow-list
+    /// (`nvme-tcp-server-allow-host-name`, whose semantics on real
+    /// hardware are unverified: opt-in).
+    fencing: bool,
 }
 
 impl RdsBackend {
@@ -28,7 +34,14 @@ impl RdsBackend {
             rds,
             root,
             pool_fs: OnceLock::new(),
+            fencing: false,
         }
+    }
+
+    /// Fences volumes through the disks' host allow-list.
+    pub fn with_fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
+        self
     }
 
     /// The RouterOS client, for what only the RDS offers.
@@ -82,6 +95,10 @@ pub fn volume_of(disk: Disk) -> Volume {
         exported: disk.exported,
         meta: disk.comment,
         busy: disk.status,
+        allowed_hosts: match disk.allowed_hosts {
+            None | Some(HostAccess::Any) => None,
+            Some(HostAccess::Only(hosts)) => Some(hosts.into_iter().collect()),
+        },
     }
 }
 
@@ -112,6 +129,7 @@ impl Backend for RdsBackend {
             snapshots: true,
             clones: true,
             expansion: true,
+            fencing: self.fencing,
         }
     }
 
@@ -282,6 +300,18 @@ impl Backend for RdsBackend {
 
     async fn set_meta(&self, id: &VolumeId, meta: &VolumeMeta) -> Result<()> {
         Ok(self.rds.set_disk_comment(id, meta).await?)
+    }
+
+    async fn set_allowed_hosts(&self, id: &VolumeId, hosts: &[Nqn]) -> Result<()> {
+        let hosts = hosts
+            .iter()
+            .map(|h| HostNqn::new(h.as_str()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(self.rds.set_allowed_hosts(id, &hosts).await?)
+    }
+
+    async fn cut_sessions(&self, id: &VolumeId) -> Result<()> {
+        Ok(self.rds.cut_sessions(id).await?)
     }
 }
 

@@ -136,6 +136,11 @@ pub enum ControllerError {
         #[source]
         source: ClusterError,
     },
+    /// Fencing admits a node by its NVMe host NQN, and this node reports
+    /// none (its node plugin has not recorded it on the Node yet) or one
+    /// that is no valid NQN.
+    #[error("node {node:?} reports no usable NVMe host NQN (Node annotation {}): {reason}; fencing admits hosts by it", attachment_manager::host_nqn::HOST_NQN_ANNOTATION)]
+    HostNqnUnusable { node: String, reason: String },
     /// The host NQNs of the nodes could not be read from the cluster.
     #[error("check the host NQN of node {node:?}")]
     HostNqnCheck {
@@ -221,6 +226,10 @@ pub enum Step {
     MarkCopied(VolumeId),
     #[error("list snapshots")]
     ListSnapshots,
+    #[error("admit only the hosts of its nodes to volume {0}")]
+    AllowHosts(VolumeId),
+    #[error("cut the open sessions to volume {0}")]
+    CutSessions(VolumeId),
 }
 
 impl Step {
@@ -274,6 +283,7 @@ impl ControllerError {
             C::ClusterIdUnknown
             | C::NodeCheck { .. }
             | C::HostNqnCheck { .. }
+            | C::HostNqnUnusable { .. }
             | C::VmLookup { .. } => Code::Unavailable,
             C::Attachments(e) => match e {
                 ManagerError::Busy(_) => Code::Aborted,

@@ -1,6 +1,7 @@
 //! ControllerPublishVolume and ControllerUnpublishVolume: who may attach a
 //! volume, decided by the attachment manager, and the node checks before it.
 
+use super::fencing::Cut;
 use super::*;
 
 impl<B: Backend> ControllerService<B> {
@@ -84,6 +85,10 @@ impl<B: Backend> ControllerService<B> {
             })
             .await
             .map_err(ControllerError::from)?;
+        let dropped_stale = match &decision {
+            PublishDecision::Attached { stale_cleared, .. } => !stale_cleared.is_empty(),
+            _ => false,
+        };
         match decision {
             PublishDecision::Attached { .. } | PublishDecision::AlreadyAttached => {}
             PublishDecision::Refused(Refusal::IncompatibleOnSameNode) => {
@@ -98,6 +103,18 @@ impl<B: Backend> ControllerService<B> {
                     refusal: r,
                 })
             }
+        }
+        if self.fencing() {
+            // Admit the new holder (and only the holders) before answering:
+            // the node connects right after. A holder dropped because its
+            // node is gone may still have a session: cut it.
+            let cut = if dropped_stale {
+                Cut::Always
+            } else {
+                Cut::IfAHostLeft
+            };
+            self.fence(&slot, disk.allowed_hosts.as_deref(), cut)
+                .await?;
         }
         info!(volume = %slot, node = %req.node_id, "volume published");
         let mut ctx = BTreeMap::new();
@@ -148,7 +165,37 @@ impl<B: Backend> ControllerService<B> {
                 }
             }
         }
+        // Also when the node held nothing: a retry after a failed fence.
+        if self.fencing() && !nodes.is_empty() {
+            self.fence_released(&slot, &nodes).await?;
+        }
         Ok(proto::ControllerUnpublishVolumeResponse {})
+    }
+
+    /// Takes the hosts of `released` nodes off volume `id`'s export. The
+    /// release is already recorded: a failure here fails the RPC, and the
+    /// sidecar's retry (the node no longer a holder) fences again.
+    async fn fence_released(&self, id: &VolumeId, released: &[String]) -> ControllerResult<()> {
+        // A volume already deleted admits nobody.
+        let Some(volume) = self.lookup(id).await? else {
+            return Ok(());
+        };
+        let mut gone = false;
+        for node in released {
+            let status = self.nodes.node_status(node).await.map_err(|source| {
+                ControllerError::NodeCheck {
+                    node: node.clone(),
+                    source,
+                }
+            })?;
+            gone |= status != NodeStatus::Present;
+        }
+        let cut = if gone || self.manager.holders(id.as_str()).is_empty() {
+            Cut::Always
+        } else {
+            Cut::Never
+        };
+        self.fence(id, volume.allowed_hosts.as_deref(), cut).await
     }
 }
 

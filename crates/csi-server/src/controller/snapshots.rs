@@ -662,6 +662,7 @@ impl<B: Backend> ControllerService<B> {
             exported: true,
             meta: spec.meta,
             busy: None,
+            allowed_hosts: None,
         })
     }
 }
