@@ -34,6 +34,8 @@ pub struct Env {
     pub _dir: tempfile::TempDir,
     /// Where the simulator keeps backing files, for [`Env::on_disk`].
     pub data: Option<tempfile::TempDir>,
+    /// The cluster's nodes as the controller sees them.
+    pub nodes: Arc<StaticNodes>,
 }
 
 impl Drop for Env {
@@ -48,6 +50,14 @@ pub async fn env(storage: Storage) -> Env {
 
 /// A controller against a simulator whose pool has file system `fs`.
 pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
+    env_with(storage, fs, false).await
+}
+
+/// [`env_on`], fencing through the disks' host allow-list when `fencing`
+/// (`--rds-fencing`), nodes `node-a` and `node-b` reporting host NQNs
+/// `nqn.2014-08.org.example:node-a` and `...:node-b`; with fencing, a
+/// second node of a raw-block multi-node volume is admitted unverified.
+pub async fn env_with(storage: Storage, fs: PoolFs, fencing: bool) -> Env {
     let key = testkit::sim::client_key();
     let sim = testkit::sim::start_with_key(
         &key,
@@ -68,10 +78,10 @@ pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
     cfg.backoff_initial = Duration::from_millis(10);
     cfg.backoff_max = Duration::from_millis(50);
     let rds = Rds::new(Client::new(cfg, key, None));
-    let backend = Arc::new(csi_server::backend::RdsBackend::new(
-        rds.clone(),
-        RosPath::new("/storage-pool").unwrap(),
-    ));
+    let backend = Arc::new(
+        csi_server::backend::RdsBackend::new(rds.clone(), RosPath::new("/storage-pool").unwrap())
+            .with_fencing(fencing),
+    );
     let config = ControllerConfig {
         defaults: ParamDefaults {
             nvme_address: "192.0.2.10".into(),
@@ -86,8 +96,16 @@ pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
         max_list_entries: 1000,
     };
     let nodes = Arc::new(StaticNodes::new(["node-a", "node-b"].map(String::from)));
+    for node in ["node-a", "node-b"] {
+        nodes.set_host_nqn(node, &format!("nqn.2014-08.org.example:{node}"));
+    }
     let manager = Arc::new(Manager::new(
-        Default::default(),
+        // The fencing tests take a second node for a raw-block volume as a
+        // migration without KubeVirt's evidence.
+        attachment_manager::Policy {
+            allow_unverified_second_node: fencing,
+            ..Default::default()
+        },
         Arc::new(MemoryStore::default()),
         nodes.clone(),
         Arc::new(NoMigrations),
@@ -98,7 +116,7 @@ pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
     let svc = ControllerService::new(
         config,
         backend,
-        nodes,
+        nodes.clone(),
         manager,
         None,
         RpcMetrics::unregistered(),
@@ -123,6 +141,7 @@ pub async fn env_on(storage: Storage, fs: PoolFs) -> Env {
         cancel,
         _dir: dir,
         data: None,
+        nodes,
     }
 }
 
