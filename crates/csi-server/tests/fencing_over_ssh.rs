@@ -83,20 +83,23 @@ fn block_rwx() -> proto::VolumeCapability {
 #[tokio::test]
 async fn a_forced_release_moves_the_allow_list_and_cuts_the_old_host() {
     let e = fenced().await;
-    e.create("pvc-f", GIB).await.unwrap();
+    let commands = e.commands_of(e.create("pvc-f", GIB)).await;
+    assert_eq!(commands, 4, "lookup, add, and the list (lookup, set)");
     let (list, _) = e.access("pvc-f");
     assert!(
         !list.is_empty() && !list.contains("example"),
         "a new volume admits no host: {list:?}"
     );
 
-    e.publish("pvc-f", "node-a", cap()).await.unwrap();
+    let commands = e.commands_of(e.publish("pvc-f", "node-a", cap())).await;
     assert_eq!(e.access("pvc-f"), (host("node-a"), 0));
+    assert_eq!(commands, 3, "lookup, then the list: lookup and set");
 
     // node-a is declared out of service while still connected: the next
     // publish releases it without an unpublish of its own.
     e.nodes.set("node-a", NodeStatus::OutOfService);
-    e.publish("pvc-f", "node-b", cap()).await.unwrap();
+    let commands = e.commands_of(e.publish("pvc-f", "node-b", cap())).await;
+    assert_eq!(commands, 6, "lookup, the list (2), the cut (lookup, off, on)");
     assert_eq!(
         e.access("pvc-f"),
         (host("node-b"), 1),
@@ -113,7 +116,8 @@ async fn an_unpublish_with_nobody_left_fences_everyone_out_and_cuts() {
     let e = fenced().await;
     e.create("pvc-u", GIB).await.unwrap();
     e.publish("pvc-u", "node-a", cap()).await.unwrap();
-    e.unpublish("pvc-u", "node-a").await.unwrap();
+    let commands = e.commands_of(e.unpublish("pvc-u", "node-a")).await;
+    assert_eq!(commands, 6, "lookup, the list (2), the cut (3)");
     let (list, cuts) = e.access("pvc-u");
     assert!(!list.contains("example"), "nobody admitted: {list:?}");
     assert_eq!(cuts, 1);
