@@ -28,7 +28,9 @@
 # `rds-csi node` flags), SANITY_ARGS (extra csi-sanity flags), BENCH_RUNS=10,
 # CLONE_MIB=1024 and CLONE_RUNS=3 (bench-clone: the volume's size in MiB,
 # the runs of each way), VM_SHARE_EXTRA (more files for the guest's
-# /share/bin), KEEP=1 (keep the initrd and the share in $OUT), NO_APT=1.
+# /share/bin), LINUX_TARGET_TESTS (linux-target's real_host test
+# executable for the `linux-target` scenario; default: built), KEEP=1
+# (keep the initrd and the share in $OUT), NO_APT=1.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/hack/vm
@@ -38,14 +40,16 @@ ACCEL=${ACCEL:-auto}
 SMP=${SMP:-1}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-840}
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-$((QEMU_TIMEOUT - 20))}
-ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat fence-rds sanity"
+ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat fence-rds linux-target sanity"
 # Kernel modules the guest loads (their dependencies come along).
-MODULES="configfs loop crc32c_generic crc32c-intel ext4 xfs nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp virtio_pci 9pnet_virtio 9p"
+MODULES="configfs loop crc32c_generic crc32c-intel ext4 xfs nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp virtio_pci 9pnet_virtio 9p
+dm-mod dm-thin-pool dm-snapshot"
 # Host programs copied into the guest with their shared libraries; busybox
 # provides the rest.
 TOOLS="nvme mke2fs e2fsck resize2fs tune2fs dumpe2fs mkfs.xfs xfs_growfs xfs_repair xfs_db xfs_io
-blkid mount umount findmnt lsblk blockdev losetup wipefs mountpoint fsck fsck.ext4 date dd truncate"
-BUILD_VERSION=2 # bump to rebuild every cached initramfs
+blkid mount umount findmnt lsblk blockdev losetup wipefs mountpoint fsck fsck.ext4 date dd truncate
+lvm pdata_tools sshd ssh-keygen ssh"
+BUILD_VERSION=3 # bump to rebuild every cached initramfs
 
 mode=test
 scenarios=()
@@ -87,6 +91,11 @@ ensure_packages() {
   command -v modprobe >/dev/null || need+=(kmod)
   command -v xz >/dev/null || need+=(xz-utils)
   command -v zstd >/dev/null || need+=(zstd)
+  # the Linux target in the guest: LVM thin pools, sshd for its SSH client
+  command -v lvm >/dev/null || need+=(lvm2)
+  command -v pdata_tools >/dev/null || need+=(thin-provisioning-tools)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
   [ ${#need[@]} = 0 ] && return 0
   log "apt-get install ${need[*]}"
   apt_install "${need[@]}" || return 1
@@ -114,7 +123,8 @@ kpkgver=$(apt-cache policy "$kpkg" 2>/dev/null | awk '/Candidate:/{print $2}')
 KDIR=$CACHE/kernel-$kver-$kpkgver
 
 build_kernel() {
-  [ -f "$KDIR/.done" ] && return 0
+  # .done holds the module list it was unpacked for
+  [ -f "$KDIR/.done" ] && [ "$(cat "$KDIR/.done")" = "$MODULES" ] && return 0
   local tmp deb rel line
   mkdir -p "$CACHE/debs"
   deb=$(ls "$CACHE/debs/${kpkg}_${kpkgver//:/%3a}_"*.deb 2>/dev/null | head -1)
@@ -143,7 +153,7 @@ build_kernel() {
       echo "$rel" >>"$KDIR/modules.order"
     done || return 1
   rm -rf "$tmp"
-  [ -s "$KDIR/modules.order" ] && touch "$KDIR/.done"
+  [ -s "$KDIR/modules.order" ] && echo "$MODULES" >"$KDIR/.done"
   # Only the current kernel stays cached.
   for d in "$CACHE"/kernel-*; do [ "$d" = "$KDIR" ] || rm -rf "$d"; done
   for f in "$CACHE"/debs/*.deb; do [ "$f" = "$deb" ] || rm -f "$f"; done
@@ -195,9 +205,41 @@ done
 key=$({
   echo "$BUILD_VERSION $kpkg $kpkgver $MODULES"
   printf '%s\n' "${tool_paths[@]}"
-  dpkg-query -W busybox-static nvme-cli e2fsprogs xfsprogs util-linux mount coreutils libc6 2>/dev/null
+  dpkg-query -W busybox-static nvme-cli e2fsprogs xfsprogs util-linux mount coreutils libc6 \
+    lvm2 thin-provisioning-tools openssh-server openssh-client 2>/dev/null
 } | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$key.cpio.gz
+
+# ------ the Linux target's tools (lvm2, thin-provisioning-tools, sshd)
+# lvm and pdata_tools are one program each, called by many names; LVM runs
+# without udev, dmeventd or metadata backups; sshd drops privileges to the
+# user sshd and keeps its privilege-separation directory in /run/sshd.
+linux_target_files() {
+  local r=$1 n
+  for n in $(find /usr/sbin -maxdepth 1 -type l -lname lvm -printf '%f\n'); do ln -sf lvm "$r/usr/sbin/$n"; done
+  for n in $(find /usr/sbin -maxdepth 1 -type l -lname pdata_tools -printf '%f\n'); do
+    ln -sf pdata_tools "$r/usr/sbin/$n"
+  done
+  mkdir -p "$r/etc/lvm" "$r/etc/ssh"
+  cat >"$r/etc/lvm/lvm.conf" <<'EOF'
+devices {
+    obtain_device_list_from_udev = 0
+    external_device_info_source = "none"
+    use_devicesfile = 0
+}
+activation {
+    udev_sync = 0
+    udev_rules = 0
+    monitoring = 0
+}
+backup {
+    backup = 0
+    archive = 0
+}
+EOF
+  echo "sshd:x:100:65534::/run/sshd:/usr/sbin/nologin" >>"$r/etc/passwd"
+  echo "nogroup:x:65534:" >>"$r/etc/group"
+}
 
 build_base() {
   [ -f "$BASE" ] && return 0
@@ -220,6 +262,7 @@ build_base() {
   ln -s /proc/self/mounts "$r/etc/mtab"
   echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"
   echo "root:x:0:" >"$r/etc/group"
+  linux_target_files "$r"
   local hostnqn
   hostnqn="nqn.2014-08.org.nvmexpress:uuid:$(cat /proc/sys/kernel/random/uuid)"
   echo "$hostnqn" >"$r/etc/nvme/hostnqn"
@@ -252,6 +295,21 @@ sanity=${CSI_SANITY:-$(command -v csi-sanity || true)}
 # VM_SHARE_EXTRA: more host files for the guest's /share/bin (first on PATH
 # after the shadows), e.g. a wrapper around rds-csi while debugging
 for f in ${VM_SHARE_EXTRA:-}; do cp "$f" "$share/bin/"; done
+# ------ the `linux-target` scenario: linux-target's real_host tests, built
+# here (debug) unless LINUX_TARGET_TESTS names the executable, shared as
+# linux-target-real_host
+if [[ " ${scenarios[*]} " == *" linux-target "* ]]; then
+  lt_tests=${LINUX_TARGET_TESTS:-}
+  if [ -z "$lt_tests" ]; then
+    log "cargo test -p linux-target --test real_host --no-run"
+    lt_tests=$(cd "$root" && cargo test -p linux-target --test real_host --no-run \
+      --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+  fi
+  for f in $lt_tests; do
+    n=$(basename "$f")
+    cp "$f" "$share/bin/linux-target-${n%-*}"
+  done
+fi
 
 ov=$(mktemp -d "$OUT/overlay.XXXXXX")
 mkdir -p "$ov/vm" "$ov/usr/lib"

@@ -235,3 +235,36 @@ target_port_up() {
         esac
     done <"$VM/port-$1.saved"
 }
+
+# ------------------------------------------------ the Linux target's sshd
+# start_sshd: OpenSSH's sshd on 127.0.0.1:22, as an nvmet storage host runs
+# it for the driver's SSH client: a host key made now, root admitting the
+# key $VM/ssh/client_ed25519 (made now too), the LVM tools on the
+# sessions' PATH. sshd_fingerprint prints the host key's SHA256 fingerprint.
+start_sshd() {
+    local d=$VM/ssh
+    alive sshd && return 0
+    mkdir -p $d /run/sshd /run/lock/lvm /root/.ssh
+    rm -f $d/host_ed25519* $d/client_ed25519*
+    ssh-keygen -q -t ed25519 -N "" -C vm-host -f $d/host_ed25519 </dev/null &&
+        ssh-keygen -q -t ed25519 -N "" -C rds-csi -f $d/client_ed25519 </dev/null || return 1
+    cp $d/client_ed25519.pub /root/.ssh/authorized_keys
+    cat >$d/sshd_config <<CONF
+ListenAddress 127.0.0.1
+Port 22
+HostKey $d/host_ed25519
+AuthorizedKeysFile /root/.ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $d/sshd.pid
+SetEnv PATH=/usr/sbin:/usr/bin:/sbin:/bin
+CONF
+    /usr/sbin/sshd -D -e -f $d/sshd_config 2>>$VM/sshd.log &
+    echo $! >$VM/sshd.pid
+    # listening: 127.0.0.1:22 in state LISTEN
+    wait_for 10 grep -q '0100007F:0016 00000000:0000 0A' /proc/net/tcp || { cat $VM/sshd.log; return 1; }
+}
+sshd_fingerprint() { ssh-keygen -lf $VM/ssh/host_ed25519.pub | cut -d' ' -f2; }
