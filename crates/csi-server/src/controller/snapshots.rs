@@ -304,6 +304,14 @@ impl<B: Backend> ControllerService<B> {
     ) -> ControllerResult<proto::CreateSnapshotResponse> {
         ControllerError::require("name", &req.name)?;
         let source = self.slot("source_volume_id", &req.source_volume_id)?;
+        // With an empty volume ID prefix every snapshot ID is also a
+        // managed ID: refuse it here as CreateVolume's clone path does.
+        if source.as_str().starts_with(SNAPSHOT_PREFIX) {
+            return Err(ControllerError::invalid(
+                "source_volume_id",
+                format!("{source} is a snapshot ID, not a volume"),
+            ));
+        }
         let asked = requested_method(&req.parameters)?;
         let id = snapshot_id(&req.name);
         let _guard = self.lock(&id)?;
