@@ -33,38 +33,6 @@ impl Env {
         (d.allow_host, d.export_cuts)
     }
 
-    async fn publish(
-        &self,
-        volume: &str,
-        node: &str,
-        cap: proto::VolumeCapability,
-    ) -> Result<(), tonic::Status> {
-        let req = proto::ControllerPublishVolumeRequest {
-            volume_id: volume.into(),
-            node_id: node.into(),
-            volume_capability: Some(cap),
-            ..Default::default()
-        };
-        self.client
-            .clone()
-            .controller_publish_volume(req)
-            .await
-            .map(drop)
-    }
-
-    async fn unpublish(&self, volume: &str, node: &str) -> Result<(), tonic::Status> {
-        let req = proto::ControllerUnpublishVolumeRequest {
-            volume_id: volume.into(),
-            node_id: node.into(),
-            ..Default::default()
-        };
-        self.client
-            .clone()
-            .controller_unpublish_volume(req)
-            .await
-            .map(drop)
-    }
-
     async fn block_volume(&self, name: &str) {
         let req = proto::CreateVolumeRequest {
             name: name.into(),

@@ -10,7 +10,7 @@ use std::fmt;
 
 use jiff::Timestamp;
 
-use crate::names::{text, ValidationError, VolumeId};
+use crate::names::{ValidationError, VolumeId};
 
 /// The first word of every comment the driver writes on a disk. The
 /// comment is the only place RouterOS keeps the driver's records.
@@ -50,7 +50,7 @@ impl ClusterId {
     }
 }
 
-text!(ClusterId);
+crate::text!(ClusterId);
 
 /// How a snapshot's data was copied from its volume (`method=` in the
 /// comment); see `docs/snapshots.md` for what each guarantees.
