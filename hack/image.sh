@@ -88,6 +88,9 @@ customize=(
   # nvme-cli's postinst writes a host NQN and host ID: every node running
   # this image would share them. The node plugin reads the host's own.
   'rm -f "$1/etc/nvme/hostnqn" "$1/etc/nvme/hostid"'
+  # mmdebstrap copies the build host's resolv.conf and hostname in; the
+  # container runtime mounts its own over these paths.
+  ': >"$1/etc/resolv.conf"; : >"$1/etc/hostname"'
   "echo '$NAME:x:$UID_GID:$UID_GID:$NAME:/nonexistent:/usr/sbin/nologin' >>\"\$1/etc/passwd\""
   "echo '$NAME:x:$UID_GID:' >>\"\$1/etc/group\""
   'mkdir -p "$1/usr/share/rds-csi"'
