@@ -73,4 +73,15 @@ def check_release(helm, chart, render_dir, render_archive, values, find, contain
         print(f"  helm package: {base}, {len(names)} files; default image {want}")
     for p in problems:
         print(f"  {p}: FAILED")
-    return not problems
+    return check_readme_image(open(os.path.join(ROOT, "README.md")).read()) and not problems
+
+
+def check_readme_image(readme_text):
+    """The README names the image the chart renders by default, and no
+    other version of it."""
+    version, name = crate_version(), image_sh("NAME")
+    named = set(re.findall(rf"\b{re.escape(name)}:(\d+\.\d+\.\d+\S*?)\b", readme_text))
+    if named != {version}:
+        print(f"  the README names the image versions {sorted(named)}, not just {version}: FAILED")
+        return False
+    return True

@@ -43,7 +43,7 @@ result() { # result NAME OK|reason
     echo "PASS image: $1"
     passed=$((passed + 1))
   else
-    echo "FAIL image: $1: $2"
+    echo "FAIL image: $1: ${2//$'\n'/ }"
     failed=$((failed + 1))
   fi
 }
@@ -204,12 +204,23 @@ controller_check() {
   pids+=($!)
   for _ in $(seq 100); do [ -S "$r$d/controller.sock" ] && break; sleep 0.1; done
   [ -S "$r$d/controller.sock" ] || { echo "no socket: $(tail -n 3 "$work/controller.log")"; return; }
-  pid=$(pgrep -f "^rds-csi controller --endpoint unix://$d/controller.sock" | head -1)
+  # down from the background job (a subshell, unshare, then the chroot's
+  # exec chain) to the rds-csi process
+  pid=${pids[-1]}
+  for _ in 1 2 3; do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = rds-csi ] && break
+    pid=$(pgrep -P "$pid" | head -1)
+  done
   uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
   [ "$uid" = "$chart_uid" ] || { echo "the controller runs as UID '$uid'"; return; }
-  out=$("$r/usr/local/bin/rds-csi" csi --endpoint "unix://$r$d/controller.sock" info 2>&1) || { echo "info: $out"; return; }
+  # Probe says ready once the controller's health check reached the RDS.
+  for _ in $(seq 50); do
+    out=$("$r/usr/local/bin/rds-csi" csi --endpoint "unix://$r$d/controller.sock" info 2>&1) || { echo "info: $out"; return; }
+    grep -qx 'ready: true' <<<"$out" && break
+    sleep 0.2
+  done
   grep -q "$version+$commit" <<<"$out" || { echo "GetPluginInfo names no $version+$commit: $out"; return; }
-  grep -qi 'ready' <<<"$out" || { echo "Probe: $out"; return; }
+  grep -qx 'ready: true' <<<"$out" || { echo "Probe never said ready: $out"; return; }
   out=$("$r/usr/local/bin/rds-csi" csi --endpoint "unix://$r$d/controller.sock" create pvc-image-check --size 1G 2>&1) ||
     { echo "CreateVolume: $out"; return; }
   out=$("$r/usr/local/bin/rds-csi" csi --endpoint "unix://$r$d/controller.sock" delete pvc-image-check 2>&1) ||
@@ -218,7 +229,7 @@ controller_check() {
 }
 # (not in a command substitution: that would wait for the background processes)
 controller_check >"$work/controller.result"
-result "controller as UID $chart_uid against the simulator: Probe, GetPluginInfo, CreateVolume, DeleteVolume" "$(tail -n 1 "$work/controller.result")"
+result "controller as UID $chart_uid against the simulator: Probe, GetPluginInfo, CreateVolume, DeleteVolume" "$(cat "$work/controller.result")"
 rm -rf "$r/tmp/check-controller"
 
 echo "image checks: $passed passed, $failed failed (rootfs kept in $r)"
