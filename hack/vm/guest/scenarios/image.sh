@@ -15,6 +15,17 @@ pid=$(cat $VM/node.pid)
 [ "$(readlink /proc/$pid/exe)" = $IMG/usr/local/bin/rds-csi ] || fail "the node plugin runs $(readlink /proc/$pid/exe)"
 log "node plugin: $(chroot $IMG /usr/local/bin/rds-csi --version) from $IMG"
 
+# grow_to_2g VOL TARGET: ControllerExpandVolume and NodeExpandVolume to 2 GiB;
+# df shows it
+grow_to_2g() {
+    local k0 k1
+    k0=$(df -k "$2" | awk 'NR==2{print $2}')
+    run csi expand $1 --size 2G
+    run ncsi node-expand $1 --volume-path "$2" --size 2G
+    k1=$(df -k "$2" | awk 'NR==2{print $2}')
+    [ "$k1" -gt $((k0 + 800 * 1024)) ] || fail "$1 did not grow: $k0 -> $k1 KiB"
+}
+
 v=pvc-image-ext4
 vol_up $v ext4
 t=$(tgt $v)
@@ -25,21 +36,13 @@ not_connected "$(vol_nqn $v)" || fail "still connected after NodeUnstage"
 stage $v --fs-type ext4
 publish $v "$t" --fs-type ext4
 verify_data "$t" || fail "checksums after restage"
-k0=$(df -k "$t" | awk 'NR==2{print $2}')
-run csi expand $v --size 2G
-run ncsi node-expand $v --volume-path "$t" --size 2G
-k1=$(df -k "$t" | awk 'NR==2{print $2}')
-[ "$k1" -gt $((k0 + 800 * 1024)) ] || fail "ext4 did not grow: $k0 -> $k1 KiB"
+grow_to_2g $v "$t"
 vol_down $v
 
 v=pvc-image-xfs
 vol_up $v xfs
 t=$(tgt $v)
 [ "$(fstype_at "$t")" = xfs ] || fail "target path is not xfs"
-k0=$(df -k "$t" | awk 'NR==2{print $2}')
-run csi expand $v --size 2G
-run ncsi node-expand $v --volume-path "$t" --size 2G
-k1=$(df -k "$t" | awk 'NR==2{print $2}')
-[ "$k1" -gt $((k0 + 800 * 1024)) ] || fail "xfs did not grow: $k0 -> $k1 KiB"
+grow_to_2g $v "$t"
 vol_down $v
 echo "$(chroot $IMG /usr/local/bin/rds-csi --version) from the image" >$NOTE
