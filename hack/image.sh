@@ -20,8 +20,8 @@
 #
 # Writes OUT/rds-csi-VERSION.tar (the archive), OUT/oci (the OCI layout),
 # OUT/image.env (name, version, commit, archive path for the checks and
-# hack/release.sh) and OUT/packages.txt. hack/image-check.sh tests the
-# archive.
+# hack/release.sh), OUT/packages.txt and OUT/mmdebstrap.log (its output).
+# hack/image-check.sh tests the archive.
 #
 # Environment: RDS_CSI_BIN (use this binary instead of building the release
 # one; its --version must name the commit), RDS_CSI_GIT_COMMIT (default: git
@@ -109,7 +109,8 @@ mmdebstrap --quiet --variant=essential --mode=root --format=tar \
   "$SUITE" "$work/debian.tar" \
   "deb $MIRROR/debian $SUITE main" \
   "deb $MIRROR/debian $SUITE-updates main" \
-  "deb $MIRROR/debian-security $SUITE-security main"
+  "deb $MIRROR/debian-security $SUITE-security main" >"$OUT/mmdebstrap.log" 2>&1 ||
+  { tail -n 40 "$OUT/mmdebstrap.log"; echo "mmdebstrap failed (log: $OUT/mmdebstrap.log)" >&2; exit 1; }
 tar -xOf "$work/debian.tar" ./usr/share/rds-csi/packages.txt >"$OUT/packages.txt"
 
 # The binary's own layer, with the clamped time and root ownership.

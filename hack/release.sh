@@ -46,7 +46,7 @@ python3 hack/chart-check.py --no-server >"$OUT/chart-check.log" 2>&1 ||
 log "the image: hack/image.sh, hack/image-check.sh"
 hack/image.sh "$OUT"
 hack/image-check.sh "$OUT"
-rm -rf "$OUT/bundle" "$OUT/oci" "$OUT/image.env"
+rm -rf "$OUT/bundle" "$OUT/oci" "$OUT/image.env" "$OUT/mmdebstrap.log"
 
 log "the chart: helm package, rendered manifests"
 python3 - "$OUT" <<'EOF'
