@@ -35,6 +35,11 @@ Checks:
                 (hack/kube-apiserver.sh, which allows privileged pods as real
                 clusters do).
   deploy        deploy/rds-csi.yaml is exactly what the chart renders
+  package       Chart.yaml version and appVersion are the crate version;
+                the default image is NAME:version of hack/image.sh; the
+                controller runs as the image's user, the node plugin as
+                root; `helm package` makes rds-csi-VERSION.tgz, which
+                renders exactly as the chart directory
   readme        the README's install section works as written: its values
                 file passes the schema and reaches the flags, and the
                 Secret, StorageClasses and PVC it names are the chart's
@@ -62,6 +67,7 @@ import traceback
 # left in hack/).
 sys.dont_write_bytecode = True
 from chart_flags import cli_flags
+from chart_package import check_release
 from chart_rbac import LEASE_NEEDS, PROVISIONER_SNAPSHOT_NEEDS, SNAPSHOTTER_NEEDS, granted, missing_grants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,11 +212,11 @@ KIND_ORDER = [
 ]
 
 
-def render(helm, values):
+def render(helm, values, chart_path=CHART):
     """All rendered documents as (source, text) in Helm's install order."""
     import yaml
 
-    with helm.Chart.load(CHART) as chart:
+    with helm.Chart.load(chart_path) as chart:
         out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     docs = []
     for source in sorted(out):
@@ -697,6 +703,11 @@ def check_flags(helm):
     return ok
 
 
+def check_package(helm):
+    return check_release(helm, CHART, lambda v: render(helm, v), lambda a, v: render(helm, v, a),
+                         DEPLOY_VALUES, find, container)
+
+
 def check_binary(helm):
     """The rendered args parse with the real binary ($RDS_CSI_BIN): clap
     reads every argument, value parsers included, before `--help` exits."""
@@ -847,6 +858,7 @@ def main():
         ("alert rules identical to docs/alerts/rds-csi.rules.yml", check_alerts),
         ("deploy/rds-csi.yaml is what the chart renders", check_deploy),
         ("README install section matches the chart", check_readme),
+        ("versions follow the crate; default image is hack/image.sh's; helm package", check_package),
     ]
     if os.environ.get("RDS_CSI_BIN"):
         checks.append(("rendered args parse with $RDS_CSI_BIN", check_binary))
