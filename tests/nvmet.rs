@@ -4,16 +4,15 @@
 //! `lvs` is a stand-in reporting a thin pool; the kernel target itself is
 //! the guest tier's (a real nvmet and LVM thin pool).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use testkit::free_port;
 use testkit::metrics::http_get;
+use testkit::sshd::{keygen, user, Sshd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
-const SSHD: &str = "/usr/sbin/sshd";
 
 /// A controller command with everything but the backend's flags; it never
 /// gets as far as connecting.
@@ -88,36 +87,6 @@ fn each_backend_refuses_the_other_s_flags_and_nvmet_asks_for_its_own() {
     }
 }
 
-struct Sshd {
-    child: Child,
-    addr: String,
-    fingerprint: String,
-    key: PathBuf,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keygen(path: &Path) -> String {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let fp = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(path.with_extension("pub"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8(fp.stdout).unwrap();
-    text.split(' ').nth(1).unwrap().to_string()
-}
-
 /// `lvs` as the host's would answer for a 10 GiB thin pool, 10 % used, with
 /// no volume in it yet.
 const LVS: &str = r#"#!/bin/sh
@@ -127,56 +96,20 @@ case "$*" in
 esac
 "#;
 
-/// sshd for the current user on a free loopback port, with the stand-in
-/// `lvs` first on the sessions' `PATH`.
-fn sshd(dir: &Path) -> Sshd {
+/// sshd for the current user admitting a fresh key (at `dir/client_key`),
+/// with the stand-in `lvs` first on the sessions' `PATH`.
+fn sshd(dir: &Path) -> (Sshd, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::fs::write(bin.join("lvs"), LVS).unwrap();
     std::fs::set_permissions(bin.join("lvs"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fingerprint = keygen(&dir.join("host_key"));
     let key = dir.join("client_key");
     keygen(&key);
-    std::fs::copy(key.with_extension("pub"), dir.join("authorized_keys")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-         PermitRootLogin prohibit-password\nPidFile {pid}\nSetEnv PATH={bin}:/usr/sbin:/usr/bin:/sbin:/bin\n",
-        hk = dir.join("host_key").display(),
-        ak = dir.join("authorized_keys").display(),
-        pid = dir.join("sshd.pid").display(),
-        bin = bin.display(),
-    );
-    std::fs::write(dir.join("sshd_config"), config).unwrap();
-    let _ = std::fs::create_dir_all("/run/sshd");
-    let child = Command::new(SSHD)
-        .args(["-D", "-e", "-f"])
-        .arg(dir.join("sshd_config"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
-        .spawn()
-        .expect("start sshd");
-    let addr = format!("127.0.0.1:{port}");
-    testkit::wait_for("sshd listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(&addr).ok()
-    });
-    Sshd {
-        child,
-        addr,
-        fingerprint,
-        key,
-    }
-}
-
-fn user() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+    let server = testkit::sshd::start(dir, &public, &[("PATH".into(), path)]);
+    (server, key)
 }
 
 fn csi(endpoint: &str, args: &[&str]) -> String {
@@ -198,12 +131,15 @@ fn csi(endpoint: &str, args: &[&str]) -> String {
 /// host's `lvs`, ready, Probe and GetCapacity answered from the pool.
 #[test]
 fn a_controller_on_the_nvmet_backend_starts_reads_the_pool_over_ssh_and_turns_ready() {
-    if !Path::new(SSHD).exists() {
-        eprintln!("skipped: needs OpenSSH's sshd at {SSHD} (apt-get install openssh-server)");
+    if !Path::new(testkit::sshd::SSHD).exists() {
+        eprintln!(
+            "skipped: needs OpenSSH's sshd at {} (apt-get install openssh-server)",
+            testkit::sshd::SSHD
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = sshd(dir.path());
+    let (server, key) = sshd(dir.path());
     let port = free_port();
     let sock = dir.path().join("csi.sock");
     let endpoint = format!("unix://{}", sock.display());
@@ -211,7 +147,7 @@ fn a_controller_on_the_nvmet_backend_starts_reads_the_pool_over_ssh_and_turns_re
         .args(["controller", "--endpoint", &endpoint])
         .args(["--rds-address", &server.addr, "--rds-user", &user()])
         .arg("--rds-key-file")
-        .arg(&server.key)
+        .arg(&key)
         .args(["--rds-host-key", &server.fingerprint])
         .args(NVMET)
         .args([

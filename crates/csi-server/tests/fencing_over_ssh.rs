@@ -99,7 +99,10 @@ async fn a_forced_release_moves_the_allow_list_and_cuts_the_old_host() {
     // publish releases it without an unpublish of its own.
     e.nodes.set("node-a", NodeStatus::OutOfService);
     let commands = e.commands_of(e.publish("pvc-f", "node-b", cap())).await;
-    assert_eq!(commands, 6, "lookup, the list (2), the cut (lookup, off, on)");
+    assert_eq!(
+        commands, 6,
+        "lookup, the list (2), the cut (lookup, off, on)"
+    );
     assert_eq!(
         e.access("pvc-f"),
         (host("node-b"), 1),

@@ -338,11 +338,9 @@ mod tests;
 
 #[cfg(test)]
 mod mapping_tests {
-    use jiff::Timestamp;
     use proptest::prelude::*;
-    use storage::ClusterId;
 
-    use super::tests::{backend, id, new_volume};
+    use super::tests::{backend, new_volume};
     use super::*;
     use crate::shell::{fail, FakeShell};
 
@@ -400,46 +398,11 @@ mod mapping_tests {
         }
     }
 
-    fn metas() -> impl Strategy<Value = VolumeMeta> {
-        let name = "[a-z0-9][a-z0-9.-]{0,40}"
-            .prop_filter("LVM reserves it", |s| VolumeName::new(s).is_ok());
-        let lineage = (
-            name.clone(),
-            proptest::option::of(any::<u64>()),
-            prop_oneof![
-                Just(CopyMethod::Subvolume),
-                Just(CopyMethod::CopyFrom),
-                Just(CopyMethod::ByteCopy)
-            ],
-        )
-            .prop_map(|(s, size_bytes, method)| Lineage {
-                source: id(&s),
-                size_bytes,
-                method,
-            });
-        (
-            proptest::option::of(0i64..253_402_300_799),
-            proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
-            proptest::option::of(lineage),
-            proptest::option::of(name),
-            any::<bool>(),
-            proptest::option::of(0i64..253_402_300_799),
-        )
-            .prop_map(
-                |(created, cluster, snapshot, copy_of, retain, since)| VolumeMeta {
-                    created: created.map(|s| Timestamp::from_second(s).unwrap()),
-                    cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
-                    snapshot,
-                    copy_of: copy_of.map(|c| id(&c)),
-                    retain,
-                    orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
-                },
-            )
-    }
-
     proptest! {
         #[test]
-        fn every_record_round_trips_through_lvm_tags(m in metas()) {
+        fn every_record_round_trips_through_lvm_tags(m in storage::meta::strategies::metas(
+            "[a-z0-9][a-z0-9.-]{0,40}".prop_filter("LVM reserves it", |s| VolumeName::new(s).is_ok())
+        )) {
             let tags = meta_of(&m).unwrap().tags();
             for t in &tags {
                 prop_assert!(crate::meta::is_lvm_tag(t), "{}", t);

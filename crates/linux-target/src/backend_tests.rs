@@ -12,11 +12,10 @@ use super::*;
 use crate::names::{PoolName, PortSpec, VgName};
 use crate::shell::{fail, ok, FakeShell, Output};
 use crate::target::TargetConfig;
+use crate::target_tests::{answering, lvs, ACTIVE, MISSING};
 
 const NQN: &str = "nqn.2000-02.com.mikrotik:pvc-1";
-const ACTIVE: &str = "Vwi-a-tz--";
 const SNAPSHOT: &str = "Vri---tz-k";
-const MISSING: &str = "  Failed to find logical volume \"vg0/x\"";
 
 pub(super) fn backend(shell: &FakeShell) -> NvmetBackend {
     let port = PortSpec::new(4420, "10.0.0.5".parse().unwrap(), 4420).unwrap();
@@ -36,18 +35,6 @@ fn host(s: &str) -> HostNqn {
     HostNqn::new(&format!("nqn.2014-08.org.nvmexpress:uuid:{s}")).unwrap()
 }
 
-/// An `lvs` report of thin volumes in pool `thin`: (name, size, tags, attr).
-fn lvs(rows: &[(&str, u64, &str, &str)]) -> String {
-    let rows: Vec<_> = rows
-        .iter()
-        .map(|(name, size, tags, attr)| {
-            serde_json::json!({"lv_name": name, "lv_size": size.to_string(), "origin": "",
-                "lv_tags": tags, "pool_lv": "thin", "lv_attr": attr})
-        })
-        .collect();
-    serde_json::json!({"report": [{"lv": rows}]}).to_string()
-}
-
 /// What the nvmet read script prints for volume `lv` exported on port
 /// 4420 admitting `hosts`.
 fn dump(lv: &str, hosts: &[&str]) -> String {
@@ -65,11 +52,6 @@ fn dump(lv: &str, hosts: &[&str]) -> String {
 }
 
 const NO_EXPORT: &str = "port 4420 trtype=tcp adrfam=ipv4 traddr=10.0.0.5 trsvcid=4420\n";
-
-/// A shell that answers by command name.
-fn answering(f: impl Fn(&str) -> Output + Send + Sync + 'static) -> FakeShell {
-    FakeShell::new(move |name, _| -> crate::Result<Output> { Ok(f(name)) })
-}
 
 /// A shell that answers by command name and keeps every script.
 fn scripted(f: impl Fn(&str, &str) -> Output + Send + Sync + 'static) -> FakeShell {
@@ -100,14 +82,7 @@ fn volume(name: &str, size: u64) -> Volume {
     Volume {
         id: name.into(),
         size_bytes: size,
-        location: Some(format!("/dev/vg0/{name}")),
-        layout: Layout::Subvolume,
-        nqn: None,
-        port: None,
-        exported: false,
-        meta: VolumeMeta::default(),
-        busy: None,
-        allowed_hosts: None,
+        ..Volume::default()
     }
 }
 
