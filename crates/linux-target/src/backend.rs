@@ -181,12 +181,24 @@ impl Backend for NvmetBackend {
         }
     }
 
+    /// A logical volume of that name the driver did not make in its pool
+    /// is refused (ALREADY_EXISTS), never reported as a volume: nothing
+    /// the driver does (export it, hand it to a node, delete it) may
+    /// reach it.
     async fn get_volume(&self, id: &VolumeId) -> Result<Option<Volume>> {
         let lv = self.name(id.as_str())?;
         let Some(v) = self.target.get_volume(&lv).await? else {
             return Ok(None);
         };
-        let export = if v.is_ours() && !v.is_snapshot() {
+        if !v.is_ours() {
+            return Err(Error(E::AlreadyExists(format!(
+                "{lv} exists on the target host but is not a volume this driver made in pool {}; \
+                 leaving it alone",
+                self.target.config().pool
+            )))
+            .into());
+        }
+        let export = if !v.is_snapshot() {
             self.target.export_state(&lv).await?
         } else {
             None

@@ -285,6 +285,24 @@ async fn an_absent_volume_is_none_and_a_snapshot_is_read_without_configfs() {
 }
 
 #[tokio::test]
+async fn a_logical_volume_the_driver_did_not_make_is_refused_never_exported() {
+    for (tags, pool) in [("", "thin"), ("rds-csi", "")] {
+        let row = serde_json::json!({"report": [{"lv": [{"lv_name": "pvc-1",
+            "lv_size": "1073741824", "origin": "", "lv_tags": tags, "pool_lv": pool,
+            "lv_attr": if pool.is_empty() { "-wi-a-----" } else { ACTIVE }}]}]})
+        .to_string();
+        let shell = answering(move |_| ok(&row));
+        let e = backend(&shell).get_volume(&id("pvc-1")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{tags} {pool}: {e}");
+        assert!(
+            e.to_string().contains("not a volume this driver made"),
+            "{e}"
+        );
+        assert_eq!(shell.names(), ["lvs_get"], "configfs is not even read");
+    }
+}
+
+#[tokio::test]
 async fn the_fence_list_is_made_exactly_the_hosts_given() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
