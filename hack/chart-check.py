@@ -142,6 +142,9 @@ ALL_OPTIONS = merged(
         "sidecars": {"snapshotter": {"extraArgs": ["--worker-threads=4"]}},
     },
 )
+# The nvmet backend: a Linux host's thin pool and kernel NVMe target.
+NVMET = merged(ALL_OPTIONS, {"controller": {"backend": "nvmet", "nvmet": {
+    "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.10.10.7", "sudo": True}}})
 SNAPSHOTS_OFF = merged(DEPLOY_VALUES, {"snapshots": {"enabled": False}, "cdi": {"storageProfiles": True}})
 
 # Each must be refused by values.schema.json.
@@ -183,6 +186,13 @@ BAD_VALUES = [
      {"storageClasses": {"block": {"parameters": {"volumeLayout": "subvolume", "copyMethod": "copy"}}}}),
     ("class cloneStrategy unknown", {"storageClasses": {"ext4": {"cloneStrategy": "clone"}}}),
     ("cdi cloneStrategy unknown", {"cdi": {"cloneStrategy": "host-assisted"}}),
+    ("backend unknown", {"controller": {"backend": "lvm"}}),
+    ("nvmet without its thin pool",
+     {"controller": {"backend": "nvmet", "nvmet": {"volumeGroup": "vg0", "listenAddress": "10.0.0.7"}}}),
+    ("nvmet settings with the rds backend", {"controller": {"nvmet": {"volumeGroup": "vg0"}}}),
+    ("rds fencing with the nvmet backend",
+     {"controller": {"backend": "nvmet", "rdsFencing": True,
+                     "nvmet": {"volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.0.0.7"}}}),
 ]
 GOOD_VALUES = [
     ("deploy values", {}),
@@ -197,6 +207,8 @@ GOOD_VALUES = [
     ("copyMethod without volumeLayout (flat is the default)", {"storageClasses": {"block": {"parameters": {"copyMethod": "copy"}}}}),
     ("not the default VolumeSnapshotClass", {"snapshots": {"volumeSnapshotClass": {"isDefault": False}}}),
     ("CDI clone strategies", {"cdi": {"cloneStrategy": "copy"}, "storageClasses": {"ext4": {"cloneStrategy": "csi-clone"}}}),
+    ("nvmet backend", {"controller": {"backend": "nvmet", "nvmet": {
+        "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "fd00::7", "port": 4421}}}),
 ]
 
 # Helm's install order (pkg/release/util/kind_sorter.go), enough for this chart.
@@ -680,7 +692,7 @@ def check_flags(helm):
                                "controller": {"standalone": True, "kubeconfig": "/etc/kubeconfig"},
                                "node": {"kubeconfig": "/etc/kubeconfig"}})
     have = {"controller": set(), "node": set()}
-    for values in (ALL_OPTIONS, lab):
+    for values in (ALL_OPTIONS, lab, NVMET):
         docs = render(helm, values)
         for kind, sub in (("StatefulSet", "controller"), ("DaemonSet", "node")):
             args = container(find(docs, kind)[0]["spec"]["template"]["spec"], "rds-csi")["args"]
