@@ -35,6 +35,11 @@ Checks:
                 (hack/kube-apiserver.sh, which allows privileged pods as real
                 clusters do).
   deploy        deploy/rds-csi.yaml is exactly what the chart renders
+  package       Chart.yaml version and appVersion are the crate version;
+                the default image is NAME:version of hack/image.sh; the
+                controller runs as the image's user, the node plugin as
+                root; `helm package` makes rds-csi-VERSION.tgz, which
+                renders exactly as the chart directory
   readme        the README's install section works as written: its values
                 file passes the schema and reaches the flags, and the
                 Secret, StorageClasses and PVC it names are the chart's
@@ -62,6 +67,7 @@ import traceback
 # left in hack/).
 sys.dont_write_bytecode = True
 from chart_flags import cli_flags
+from chart_package import check_release
 from chart_rbac import LEASE_NEEDS, PROVISIONER_SNAPSHOT_NEEDS, SNAPSHOTTER_NEEDS, granted, missing_grants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +142,9 @@ ALL_OPTIONS = merged(
         "sidecars": {"snapshotter": {"extraArgs": ["--worker-threads=4"]}},
     },
 )
+# The nvmet backend: a Linux host's thin pool and kernel NVMe target.
+NVMET = merged(ALL_OPTIONS, {"controller": {"backend": "nvmet", "nvmet": {
+    "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.10.10.7", "sudo": True}}})
 SNAPSHOTS_OFF = merged(DEPLOY_VALUES, {"snapshots": {"enabled": False}, "cdi": {"storageProfiles": True}})
 
 # Each must be refused by values.schema.json.
@@ -177,6 +186,13 @@ BAD_VALUES = [
      {"storageClasses": {"block": {"parameters": {"volumeLayout": "subvolume", "copyMethod": "copy"}}}}),
     ("class cloneStrategy unknown", {"storageClasses": {"ext4": {"cloneStrategy": "clone"}}}),
     ("cdi cloneStrategy unknown", {"cdi": {"cloneStrategy": "host-assisted"}}),
+    ("backend unknown", {"controller": {"backend": "lvm"}}),
+    ("nvmet without its thin pool",
+     {"controller": {"backend": "nvmet", "nvmet": {"volumeGroup": "vg0", "listenAddress": "10.0.0.7"}}}),
+    ("nvmet settings with the rds backend", {"controller": {"nvmet": {"volumeGroup": "vg0"}}}),
+    ("rds fencing with the nvmet backend",
+     {"controller": {"backend": "nvmet", "rdsFencing": True,
+                     "nvmet": {"volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.0.0.7"}}}),
 ]
 GOOD_VALUES = [
     ("deploy values", {}),
@@ -191,6 +207,8 @@ GOOD_VALUES = [
     ("copyMethod without volumeLayout (flat is the default)", {"storageClasses": {"block": {"parameters": {"copyMethod": "copy"}}}}),
     ("not the default VolumeSnapshotClass", {"snapshots": {"volumeSnapshotClass": {"isDefault": False}}}),
     ("CDI clone strategies", {"cdi": {"cloneStrategy": "copy"}, "storageClasses": {"ext4": {"cloneStrategy": "csi-clone"}}}),
+    ("nvmet backend", {"controller": {"backend": "nvmet", "nvmet": {
+        "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "fd00::7", "port": 4421}}}),
 ]
 
 # Helm's install order (pkg/release/util/kind_sorter.go), enough for this chart.
@@ -206,11 +224,11 @@ KIND_ORDER = [
 ]
 
 
-def render(helm, values):
+def render(helm, values, chart_path=CHART):
     """All rendered documents as (source, text) in Helm's install order."""
     import yaml
 
-    with helm.Chart.load(CHART) as chart:
+    with helm.Chart.load(chart_path) as chart:
         out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     docs = []
     for source in sorted(out):
@@ -674,7 +692,7 @@ def check_flags(helm):
                                "controller": {"standalone": True, "kubeconfig": "/etc/kubeconfig"},
                                "node": {"kubeconfig": "/etc/kubeconfig"}})
     have = {"controller": set(), "node": set()}
-    for values in (ALL_OPTIONS, lab):
+    for values in (ALL_OPTIONS, lab, NVMET):
         docs = render(helm, values)
         for kind, sub in (("StatefulSet", "controller"), ("DaemonSet", "node")):
             args = container(find(docs, kind)[0]["spec"]["template"]["spec"], "rds-csi")["args"]
@@ -695,6 +713,11 @@ def check_flags(helm):
         if not unknown and not unset:
             print(f"  {sub}: all {len(want[sub])} flags of src/cli.rs map to values, no others")
     return ok
+
+
+def check_package(helm):
+    return check_release(helm, CHART, lambda v: render(helm, v), lambda a, v: render(helm, v, a),
+                         DEPLOY_VALUES, find, container)
 
 
 def check_binary(helm):
@@ -847,6 +870,7 @@ def main():
         ("alert rules identical to docs/alerts/rds-csi.rules.yml", check_alerts),
         ("deploy/rds-csi.yaml is what the chart renders", check_deploy),
         ("README install section matches the chart", check_readme),
+        ("versions follow the crate; default image is hack/image.sh's; helm package", check_package),
     ]
     if os.environ.get("RDS_CSI_BIN"):
         checks.append(("rendered args parse with $RDS_CSI_BIN", check_binary))

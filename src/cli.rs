@@ -37,7 +37,8 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the CSI identity and controller services (talks to the RDS).
+    /// Run the CSI identity and controller services (talks to the storage
+    /// server: an RDS, or a Linux host with --backend nvmet).
     Controller(Box<ControllerArgs>),
     /// Run the CSI identity and node services (on every node).
     Node(Box<NodeArgs>),
@@ -108,46 +109,58 @@ pub struct NamingArgs {
 pub struct ControllerArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// RDS SSH address, `host` or `host:port` (port 22 by default).
+    /// Which storage server the volumes live on: `rds`, a MikroTik RDS
+    /// (RouterOS disks; Go-compatible volume IDs), or `nvmet`, a Linux
+    /// host's LVM thin pool exported through the kernel NVMe target (see
+    /// the --nvmet-* flags). The --rds-* SSH flags (address, user, key,
+    /// host key, sessions, timeouts) name the storage server's SSH for
+    /// either.
+    #[arg(long, env = "RDS_CSI_BACKEND", value_enum, default_value_t = BackendKind::Rds)]
+    pub backend: BackendKind,
+    /// The storage server's SSH address, `host` or `host:port` (port 22 by
+    /// default): the RDS, or the Linux host with --backend nvmet.
     #[arg(long, env = "RDS_ADDRESS")]
     pub rds_address: String,
-    /// RDS SSH user.
+    /// The storage server's SSH user (with --backend nvmet: root, or a user
+    /// allowed `sudo -n sh` with --nvmet-sudo).
     #[arg(long, env = "RDS_USER", default_value = "csi")]
     pub rds_user: String,
-    /// OpenSSH private key file for the RDS user.
+    /// OpenSSH private key file for the storage server's SSH user.
     #[arg(long, env = "RDS_KEY_FILE")]
     pub rds_key_file: PathBuf,
-    /// Pinned SHA-256 fingerprint of the RDS host key (`SHA256:...`, as
-    /// printed by `ssh-keygen -lf`). Required unless host-key checking is
-    /// explicitly disabled.
+    /// Pinned SHA-256 fingerprint of the storage server's SSH host key
+    /// (`SHA256:...`, as printed by `ssh-keygen -lf`). Required unless
+    /// host-key checking is explicitly disabled.
     #[arg(
         long,
         env = "RDS_HOST_KEY",
         conflicts_with = "rds_insecure_skip_host_key_check"
     )]
     pub rds_host_key: Option<String>,
-    /// Accept any RDS host key. Insecure: anyone on the path can
-    /// impersonate the RDS. For labs only.
+    /// Accept any storage server host key. Insecure: anyone on the path
+    /// can impersonate the server. For labs only.
     #[arg(
         long,
         env = "RDS_INSECURE_SKIP_HOST_KEY_CHECK",
         default_value_t = false
     )]
     pub rds_insecure_skip_host_key_check: bool,
-    /// Concurrent SSH channels on the one connection to the RDS.
+    /// Concurrent SSH channels on the one connection to the storage server.
     #[arg(long, env = "RDS_MAX_SESSIONS", default_value_t = 8)]
     pub rds_max_sessions: usize,
-    /// Deadline for one RouterOS command.
+    /// Deadline for one command on the storage server.
     #[arg(long, env = "RDS_COMMAND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub rds_command_timeout: Duration,
     /// Deadline for connecting and authenticating.
     #[arg(long, env = "RDS_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub rds_connect_timeout: Duration,
     /// NVMe/TCP target address given to nodes (default: the host of
-    /// --rds-address). StorageClass `nvmeAddress` overrides it.
+    /// --rds-address; with --backend nvmet, --nvmet-listen-address).
+    /// StorageClass `nvmeAddress` overrides it.
     #[arg(long, env = "RDS_NVME_ADDRESS")]
     pub nvme_address: Option<String>,
-    /// Default NVMe/TCP port. StorageClass `nvmePort` overrides it.
+    /// Default NVMe/TCP port. StorageClass `nvmePort` overrides it. With
+    /// --backend nvmet, --nvmet-port is the only port.
     #[arg(long, env = "RDS_NVME_PORT", default_value_t = 4420)]
     pub nvme_port: u16,
     /// Default directory of backing files. StorageClass `volumePath`
@@ -164,6 +177,8 @@ pub struct ControllerArgs {
     pub volume_path_root: Option<String>,
     #[command(flatten)]
     pub naming: NamingArgs,
+    #[command(flatten)]
+    pub nvmet: NvmetArgs,
     /// Largest volume CreateVolume and expansion accept (bytes or a size
     /// such as `16T`).
     #[arg(long, env = "RDS_CSI_MAX_VOLUME_SIZE", default_value = "16T")]
@@ -249,6 +264,39 @@ pub struct ControllerArgs {
     /// '-', '_' or '.', a letter or digit at both ends.
     #[arg(long, env = "RDS_CSI_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+}
+
+/// `--backend`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A MikroTik RDS over RouterOS.
+    Rds,
+    /// A Linux host: LVM thin volumes exported by the kernel NVMe target.
+    Nvmet,
+}
+
+/// Where `--backend nvmet` makes and exports volumes, on the Linux host
+/// the --rds-* SSH flags reach.
+#[derive(Args, Debug, Clone)]
+pub struct NvmetArgs {
+    /// The LVM volume group of the thin pool (--backend nvmet).
+    #[arg(long, env = "RDS_CSI_NVMET_VOLUME_GROUP")]
+    pub nvmet_volume_group: Option<String>,
+    /// The LVM thin pool volumes are made in (--backend nvmet).
+    #[arg(long, env = "RDS_CSI_NVMET_THIN_POOL")]
+    pub nvmet_thin_pool: Option<String>,
+    /// The IP address the kernel NVMe target listens on (its port's
+    /// traddr), which nodes connect to (--backend nvmet).
+    #[arg(long, env = "RDS_CSI_NVMET_LISTEN_ADDRESS")]
+    pub nvmet_listen_address: Option<std::net::IpAddr>,
+    /// The NVMe/TCP port the kernel target listens on; also the ID of its
+    /// configfs port (--backend nvmet).
+    #[arg(long, env = "RDS_CSI_NVMET_PORT", default_value_t = 4420)]
+    pub nvmet_port: u16,
+    /// Run the host's commands through `sudo -n` (the SSH user is not
+    /// root) (--backend nvmet).
+    #[arg(long, env = "RDS_CSI_NVMET_SUDO", default_value_t = false, action = clap::ArgAction::Set)]
+    pub nvmet_sudo: bool,
 }
 
 #[derive(Args, Debug, Clone)]

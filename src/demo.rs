@@ -11,7 +11,7 @@ use csi_server::proto::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CommonArgs, ControllerArgs, DemoArgs, NamingArgs};
+use crate::cli::{BackendKind, CommonArgs, ControllerArgs, DemoArgs, NamingArgs, NvmetArgs};
 use crate::client::{
     at_least, capability, connect, describe_snapshot, describe_volume, expand_request, key_values,
     CapArgs, SourceArgs,
@@ -43,6 +43,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let endpoint = format!("unix://{}", dir.join("csi.sock").display());
     let cancel = CancellationToken::new();
     let controller_args = ControllerArgs {
+        backend: BackendKind::Rds,
+        nvmet: NvmetArgs {
+            nvmet_volume_group: None,
+            nvmet_thin_pool: None,
+            nvmet_listen_address: None,
+            nvmet_port: 4420,
+            nvmet_sudo: false,
+        },
         common: CommonArgs {
             endpoint: endpoint.clone(),
             driver_name: "rds.csi.srvlab.io".into(),

@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod demo;
+mod nvmet;
 mod run;
 
 fn main() -> std::process::ExitCode {

@@ -12,7 +12,7 @@ use attachment_manager::QueuedEvents;
 use attachment_manager::{
     AttachMetrics, EventSink, Manager, MigrationCheck, NoMigrations, NodeView, Policy, Store,
 };
-use csi_server::backend::RdsBackend;
+use csi_server::backend::{Backend, RdsBackend};
 use csi_server::controller::{ControllerConfig, ControllerService, DEFAULT_MIGRATION_TIMEOUT};
 use csi_server::health::Health;
 use csi_server::identity::{valid_driver_name, IdentityService};
@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::{
-    CommonArgs, ControllerArgs, EventsMode, FormatRecordMode, NodeArgs, OrphanMode, SimArgs,
-    VERSION,
+    BackendKind, CommonArgs, ControllerArgs, EventsMode, FormatRecordMode, NodeArgs, OrphanMode,
+    SimArgs, VERSION,
 };
 
 pub const TOPOLOGY_KEY: &str = "rds.csi.srvlab.io/rds";
@@ -132,9 +132,15 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
     let volume_path = volume_path
         .under(&root)
         .context("--volume-path must lie under --volume-path-root")?;
+    crate::nvmet::check_flags(args)?;
+    // With nvmet, nodes connect where the kernel target listens.
+    let (default_address, nvme_port) = match args.backend {
+        BackendKind::Rds => (host, args.nvme_port),
+        BackendKind::Nvmet => crate::nvmet::listen(args)?,
+    };
     let nvme_address = csi_server::params::parse_address(
         "--nvme-address",
-        args.nvme_address.as_deref().unwrap_or(&host),
+        args.nvme_address.as_deref().unwrap_or(&default_address),
     )
     .map_err(|e| anyhow::anyhow!("{e} (set --nvme-address)"))?;
     let max_volume_bytes = routeros::parse_size(&args.max_volume_size)
@@ -154,7 +160,7 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
         config: ControllerConfig {
             defaults: ParamDefaults {
                 nvme_address,
-                nvme_port: args.nvme_port,
+                nvme_port,
                 volume_path,
                 volume_path_root: root,
             },
@@ -179,12 +185,38 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         key,
         Some(ClientMetrics::register(&registry)?),
     );
-    // The orphan sweep reads RouterOS disks and files itself.
-    let rds = Rds::new(client.clone());
-    let backend = Arc::new(
-        RdsBackend::new(rds.clone(), parts.config.defaults.volume_path_root.clone())
-            .with_fencing(args.rds_fencing),
-    );
+    let result = match args.backend {
+        BackendKind::Rds => {
+            // The orphan sweep reads RouterOS disks and files itself.
+            let rds = Rds::new(client.clone());
+            let backend = Arc::new(
+                RdsBackend::new(rds.clone(), parts.config.defaults.volume_path_root.clone())
+                    .with_fencing(args.rds_fencing),
+            );
+            serve_controller(&args, &parts, registry, backend, Some(rds), &cancel).await
+        }
+        BackendKind::Nvmet => {
+            let backend = Arc::new(crate::nvmet::backend(&args, client.clone())?);
+            if args.orphan_reconciler {
+                info!("orphan volume sweep off: it reads RouterOS disks and files, and the nvmet backend has neither");
+            }
+            serve_controller(&args, &parts, registry, backend, None, &cancel).await
+        }
+    };
+    client.close().await;
+    result
+}
+
+/// The controller over `backend` until `cancel`; `rds`: the RDS's client
+/// for the orphan sweep, which only the RDS backend has.
+async fn serve_controller<B: Backend>(
+    args: &ControllerArgs,
+    parts: &ControllerParts,
+    registry: Registry,
+    backend: Arc<B>,
+    rds: Option<Rds>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     let health = Health::register(&registry)?;
     let rpc_metrics = RpcMetrics::register(&registry)?;
     let policy = Policy {
@@ -192,10 +224,10 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         allow_unverified_second_node: args.allow_unverified_migration,
     };
     let mut watchers = tokio::task::JoinSet::new();
-    let cluster = cluster_parts(&args, &mut watchers).await?;
+    let cluster = cluster_parts(args, &mut watchers).await?;
     // Known now (flag, standalone) or once the API server answers.
     let identity = Arc::new(OnceLock::new());
-    if let Some(id) = known_cluster_id(&parts, cluster.kube.is_none())? {
+    if let Some(id) = known_cluster_id(parts, cluster.kube.is_none())? {
         let _ = identity.set(id);
     }
     let nodes = cluster.nodes.clone();
@@ -222,7 +254,7 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         ));
         watchers.spawn(stale.run(cancel.clone()));
         let mut orphans = None;
-        if args.orphan_reconciler {
+        if let (true, Some(rds)) = (args.orphan_reconciler, &rds) {
             use reconciler::orphans::{KubePvs, LogOnly, OrphanReport, PodEvents};
             let report: Box<dyn OrphanReport> = match PodEvents::from_env(client.clone()) {
                 Some(events) => Box::new(events),
@@ -305,7 +337,8 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     info!(
         version = VERSION,
         endpoint = %path.display(),
-        rds = %parts.client.address,
+        backend = ?args.backend,
+        server = %parts.client.address,
         driver = %args.common.driver_name,
         "controller started"
     );
@@ -318,7 +351,7 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
         cancel.clone(),
     );
     let result = tokio::try_join!(
-        serve_csi_and_metrics(router, listener, metrics_addr, registry, health, &cancel),
+        serve_csi_and_metrics(router, listener, metrics_addr, registry, health, cancel),
         async {
             health_task.await;
             Ok(())
@@ -333,7 +366,6 @@ pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyh
     cancel.cancel();
     watchers.shutdown().await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), event_queue.flush()).await;
-    client.close().await;
     let _ = std::fs::remove_file(&path);
     result.map(drop)
 }

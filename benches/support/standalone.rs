@@ -36,6 +36,18 @@ impl Controller {
         key: &Path,
         max_sessions: Option<u32>,
     ) -> BoxResult<Controller> {
+        let sessions = max_sessions.map(|n| format!("--rds-max-sessions={n}"));
+        Self::start_with(dir, name, sim, key, sessions.as_slice()).await
+    }
+
+    /// [`Controller::start`] with more flags.
+    pub async fn start_with(
+        dir: &Path,
+        name: &str,
+        sim: &SimHandle,
+        key: &Path,
+        flags: &[String],
+    ) -> BoxResult<Controller> {
         let sock = dir.join(format!("{name}.sock"));
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let mut cmd = controller_command(&sock, sim, key);
@@ -44,10 +56,8 @@ impl Controller {
             .arg("--volume-id-prefix")
             .arg(PREFIX)
             // No Kubernetes here: attachment state in memory.
-            .arg("--standalone");
-        if let Some(n) = max_sessions {
-            cmd.arg("--rds-max-sessions").arg(n.to_string());
-        }
+            .arg("--standalone")
+            .args(flags);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

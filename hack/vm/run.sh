@@ -30,7 +30,10 @@
 # the runs of each way), VM_SHARE_EXTRA (more files for the guest's
 # /share/bin), LINUX_TARGET_TESTS (linux-target's real_host test
 # executable for the `linux-target` scenario; default: built), KEEP=1
-# (keep the initrd and the share in $OUT), NO_APT=1.
+# (keep the initrd and the share in $OUT), NO_APT=1,
+# RDS_CSI_IMAGE_ROOTFS (the image's root filesystem, unpacked by
+# hack/image-check.sh: shared read-only into the guest, where the `image`
+# scenario runs the node plugin from it; added to the default scenarios).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/hack/vm
@@ -61,7 +64,16 @@ for a in "$@"; do
     *) scenarios+=("$a") ;;
   esac
 done
-[ ${#scenarios[@]} -gt 0 ] || read -ra scenarios <<<"$ALL_SCENARIOS"
+IMAGE_ROOTFS=${RDS_CSI_IMAGE_ROOTFS:-}
+if [ -n "$IMAGE_ROOTFS" ]; then
+  [ -x "$IMAGE_ROOTFS/usr/local/bin/rds-csi" ] ||
+    { echo "FAIL vm-harness: RDS_CSI_IMAGE_ROOTFS=$IMAGE_ROOTFS has no usr/local/bin/rds-csi"; exit 1; }
+  IMAGE_ROOTFS=$(cd "$IMAGE_ROOTFS" && pwd)
+fi
+if [ ${#scenarios[@]} -eq 0 ]; then
+  read -ra scenarios <<<"$ALL_SCENARIOS"
+  [ -n "$IMAGE_ROOTFS" ] && scenarios+=(image)
+fi
 # the clone benchmark keeps a volume and a full copy of it in guest memory
 if [ "$mode" = bench-clone ]; then MEM=${MEM:-6144}; else MEM=${MEM:-1024}; fi
 
@@ -329,6 +341,7 @@ KVER=$kver
 MODE=$mode
 SCENARIOS="${scenarios[*]}"
 GUEST_TIMEOUT=$GUEST_TIMEOUT
+IMAGE_ROOTFS=$([ -n "$IMAGE_ROOTFS" ] && echo 1 || echo 0)
 NODE_ARGS="${NODE_ARGS:-}"
 SANITY_ARGS="${SANITY_ARGS:-}"
 BENCH_RUNS=${BENCH_RUNS:-10}
@@ -368,6 +381,8 @@ run_qemu() {
     -kernel "$KDIR/vmlinuz" -initrd "$OUT/initrd.img"
     -append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init"
     -virtfs "local,path=$share,mount_tag=share,security_model=none,readonly=on,id=share")
+  [ -n "$IMAGE_ROOTFS" ] &&
+    cmd+=(-virtfs "local,path=$IMAGE_ROOTFS,mount_tag=image,security_model=none,readonly=on,id=image")
   echo "${cmd[*]}" >"$OUT/qemu-cmd.txt"
   timeout -k 5 "$QEMU_TIMEOUT" "${cmd[@]}" </dev/null >"$OUT/qemu.stderr" 2>&1 &
   QPID=$!

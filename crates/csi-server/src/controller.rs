@@ -85,6 +85,7 @@ pub struct ControllerService<B> {
     known: std::sync::Mutex<snapshots::Known>,
 }
 
+use capabilities::Offer;
 pub use capabilities::{validate_capabilities, Caps};
 pub use error::{ControllerError, ControllerResult, Mismatch, Step};
 
@@ -516,6 +517,7 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::ControllerExpandVolumeRequest,
     ) -> ControllerResult<proto::ControllerExpandVolumeResponse> {
+        self.offers(Offer::Expansion)?;
         let slot = self.volume_id(&req.volume_id)?;
         let range = req
             .capacity_range

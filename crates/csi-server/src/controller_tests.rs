@@ -72,6 +72,14 @@ impl Ctl {
     }
 
     fn over(backend: FakeBackend, policy: attachment_manager::Policy) -> Self {
+        Self::with(backend, policy, config())
+    }
+
+    fn with(
+        backend: FakeBackend,
+        policy: attachment_manager::Policy,
+        config: ControllerConfig,
+    ) -> Self {
         let backend = Arc::new(backend);
         let nodes = Arc::new(StaticNodes::new(
             ["node-a", "node-b", "node-c"].map(String::from),
@@ -85,7 +93,7 @@ impl Ctl {
             attachment_manager::AttachMetrics::unregistered(),
         ));
         let svc = ControllerService::new(
-            config(),
+            config,
             backend.clone(),
             nodes.clone(),
             manager.clone(),
@@ -655,3 +663,83 @@ async fn a_created_volume_carries_the_cluster_identity_once_it_is_known() {
 
 #[path = "controller_fencing_tests.rs"]
 mod fencing;
+
+#[tokio::test]
+async fn a_snapshot_id_is_never_a_snapshot_source_even_without_a_volume_prefix() {
+    // csi-sanity runs the driver with an empty prefix: every ID is managed.
+    let ctl = Ctl::with(
+        FakeBackend::new(),
+        Default::default(),
+        ControllerConfig {
+            volume_id_prefix: IdPrefix::new("").unwrap(),
+            ..config()
+        },
+    );
+    ctl.manager.rebuild().await.unwrap();
+    let req = proto::CreateSnapshotRequest {
+        source_volume_id: "snap-0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3".into(),
+        name: "snapshot-of-a-snapshot".into(),
+        ..Default::default()
+    };
+    let err = Controller::create_snapshot(&ctl.svc, Request::new(req))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(ctl.backend.calls().is_empty(), "refused before any command");
+}
+
+#[tokio::test]
+async fn a_backend_without_snapshots_clones_or_expansion_is_offered_without_them() {
+    use proto::controller_service_capability::rpc::Type as T;
+    let backend = FakeBackend {
+        plain: true,
+        ..FakeBackend::new()
+    };
+    let ctl = Ctl::over(backend, Default::default());
+    ctl.manager.rebuild().await.unwrap();
+    let caps = Controller::controller_get_capabilities(
+        &ctl.svc,
+        Request::new(proto::ControllerGetCapabilitiesRequest {}),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let offered: Vec<i32> = caps
+        .capabilities
+        .iter()
+        .filter_map(|c| {
+            let proto::controller_service_capability::Type::Rpc(r) = c.r#type.as_ref()?;
+            Some(r.r#type)
+        })
+        .collect();
+    for absent in [
+        T::CreateDeleteSnapshot,
+        T::ListSnapshots,
+        T::CloneVolume,
+        T::ExpandVolume,
+    ] {
+        assert!(!offered.contains(&(absent as i32)), "{absent:?} offered");
+    }
+    assert!(offered.contains(&(T::PublishUnpublishVolume as i32)));
+
+    ctl.create("pvc-a", GIB).await.unwrap();
+    assert_eq!(code(ctl.expand(2 * GIB, None).await), Code::Unimplemented);
+    let snap = proto::CreateSnapshotRequest {
+        source_volume_id: "pvc-a".into(),
+        name: "s".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(Controller::create_snapshot(&ctl.svc, Request::new(snap)).await),
+        Code::Unimplemented
+    );
+    let mut clone = create_req("pvc-b", GIB);
+    clone.volume_content_source = Some(proto::VolumeContentSource {
+        r#type: Some(proto::volume_content_source::Type::Volume(
+            proto::volume_content_source::VolumeSource {
+                volume_id: "pvc-a".into(),
+            },
+        )),
+    });
+    assert_eq!(code(ctl.create_req(clone).await), Code::Unimplemented);
+}

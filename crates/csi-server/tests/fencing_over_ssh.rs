@@ -33,38 +33,6 @@ impl Env {
         (d.allow_host, d.export_cuts)
     }
 
-    async fn publish(
-        &self,
-        volume: &str,
-        node: &str,
-        cap: proto::VolumeCapability,
-    ) -> Result<(), tonic::Status> {
-        let req = proto::ControllerPublishVolumeRequest {
-            volume_id: volume.into(),
-            node_id: node.into(),
-            volume_capability: Some(cap),
-            ..Default::default()
-        };
-        self.client
-            .clone()
-            .controller_publish_volume(req)
-            .await
-            .map(drop)
-    }
-
-    async fn unpublish(&self, volume: &str, node: &str) -> Result<(), tonic::Status> {
-        let req = proto::ControllerUnpublishVolumeRequest {
-            volume_id: volume.into(),
-            node_id: node.into(),
-            ..Default::default()
-        };
-        self.client
-            .clone()
-            .controller_unpublish_volume(req)
-            .await
-            .map(drop)
-    }
-
     async fn block_volume(&self, name: &str) {
         let req = proto::CreateVolumeRequest {
             name: name.into(),
@@ -99,7 +67,10 @@ async fn a_forced_release_moves_the_allow_list_and_cuts_the_old_host() {
     // publish releases it without an unpublish of its own.
     e.nodes.set("node-a", NodeStatus::OutOfService);
     let commands = e.commands_of(e.publish("pvc-f", "node-b", cap())).await;
-    assert_eq!(commands, 6, "lookup, the list (2), the cut (lookup, off, on)");
+    assert_eq!(
+        commands, 6,
+        "lookup, the list (2), the cut (lookup, off, on)"
+    );
     assert_eq!(
         e.access("pvc-f"),
         (host("node-b"), 1),

@@ -375,22 +375,6 @@ async fn a_go_driver_snapshot_is_listed_restored_and_deleted() {
     e.assert_empty_but(&[&volume, "pvc-from-go"]);
 }
 
-impl Env {
-    async fn publish(&self, volume: &str, node: &str) -> Result<(), tonic::Status> {
-        let req = proto::ControllerPublishVolumeRequest {
-            volume_id: volume.into(),
-            node_id: node.into(),
-            volume_capability: Some(cap()),
-            ..Default::default()
-        };
-        self.client
-            .clone()
-            .controller_publish_volume(req)
-            .await
-            .map(drop)
-    }
-}
-
 const BYTE_COPY: &[(&str, &str)] = &[("copyMethod", "copy")];
 
 #[tokio::test]
@@ -407,7 +391,7 @@ async fn a_byte_copy_snapshot_is_ready_only_once_its_bytes_have_landed() {
     assert!(!snap.ready_to_use, "{snap:?}");
     assert!(!e.list_snapshots("pvc-slow").await[0].ready_to_use);
     // While the copy reads the volume, nobody may attach it.
-    let err = e.publish("pvc-slow", "node-a").await.unwrap_err();
+    let err = e.publish("pvc-slow", "node-a", cap()).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("being copied"), "{}", err.message());
     let again = e
@@ -434,7 +418,7 @@ async fn a_byte_copy_snapshot_is_ready_only_once_its_bytes_have_landed() {
         read_at(&e.image(&snap.snapshot_id), 512, 12),
         b"copied-bytes"
     );
-    e.publish("pvc-slow", "node-a").await.unwrap();
+    e.publish("pvc-slow", "node-a", cap()).await.unwrap();
 }
 
 #[tokio::test]
@@ -475,7 +459,7 @@ async fn a_byte_copy_clone_answers_unavailable_until_its_copy_is_done() {
 async fn a_byte_copy_of_an_attached_volume_is_refused_and_makes_nothing() {
     let e = Env::on_disk().await;
     e.create("pvc-busy", GIB).await.unwrap();
-    e.publish("pvc-busy", "node-a").await.unwrap();
+    e.publish("pvc-busy", "node-a", cap()).await.unwrap();
     let err = e
         .snapshot_with("snapshot-busy", "pvc-busy", BYTE_COPY)
         .await

@@ -7,10 +7,12 @@
 //! (`shell`: SSH through the `routeros` crate's client, or local), the
 //! LVM scripts and `lvs` parser (`lvm`), the configfs scripts and listing
 //! parser (`nvmet`), the driver's records as LVM tags (`meta`), error
-//! classification (`error`) and the API in the driver's terms (`target`).
+//! classification (`error`), the API in the driver's terms (`target`) and
+//! that API behind the driver's storage backend trait (`backend`).
 //! It knows nothing of CSI or Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod error;
 pub mod lvm;
 pub mod meta;
@@ -19,6 +21,7 @@ pub mod nvmet;
 pub mod shell;
 pub mod target;
 
+pub use backend::NvmetBackend;
 pub use error::{Error, Result, ValidationError};
 pub use meta::Meta;
 pub use names::{Nqn, NqnPrefix, PoolName, PortSpec, VgName, VolumeName, DEFAULT_NQN_PREFIX};

@@ -5,14 +5,17 @@
 //!
 //! One tag per fact: `rds-csi` marks the volume as the driver's, then
 //! `rds-csi.created=<time>`, `rds-csi.cluster=<id>`,
-//! `rds-csi.snapshot-of=<volume>`, `rds-csi.clone-of=<volume>`,
-//! `rds-csi.retain` and `rds-csi.orphaned-since=<time>`. Every character
+//! `rds-csi.snapshot-of=<volume>` with `rds-csi.size=<bytes>` (the
+//! volume's size when the snapshot was taken) and `rds-csi.method=<how>`,
+//! `rds-csi.clone-of=<volume>`, `rds-csi.copy-of=<volume>` (a copy not yet
+//! known complete), `rds-csi.retain` and `rds-csi.orphaned-since=<time>`. Every character
 //! is one LVM allows in a tag (letters, digits, `_ + . - / = ! : & #`).
 //! Tags are a set changed one at a time (`--addtag`/`--deltag`), so
 //! marking a volume never rewrites the facts it does not change.
 
 use jiff::Timestamp;
 use routeros::ClusterId;
+use storage::CopyMethod;
 
 use crate::names::VolumeName;
 
@@ -22,6 +25,9 @@ const CREATED: &str = "rds-csi.created=";
 const CLUSTER: &str = "rds-csi.cluster=";
 const SNAPSHOT_OF: &str = "rds-csi.snapshot-of=";
 const CLONE_OF: &str = "rds-csi.clone-of=";
+const SIZE: &str = "rds-csi.size=";
+const METHOD: &str = "rds-csi.method=";
+const COPY_OF: &str = "rds-csi.copy-of=";
 const RETAIN: &str = "rds-csi.retain";
 const ORPHANED: &str = "rds-csi.orphaned-since=";
 
@@ -36,8 +42,15 @@ pub struct Meta {
     /// Set on a snapshot: the volume it is a snapshot of. LVM forgets a
     /// thin snapshot's origin when the origin is removed; this does not.
     pub snapshot_of: Option<VolumeName>,
+    /// With `snapshot_of`: the volume's size when the snapshot was taken
+    /// (`None`: the snapshot's own size says it).
+    pub size: Option<u64>,
+    /// With `snapshot_of`: how the data was copied.
+    pub method: Option<CopyMethod>,
     /// Set on a volume made from a snapshot or another volume.
     pub clone_of: Option<VolumeName>,
+    /// A copy into this volume not yet known complete.
+    pub copy_of: Option<VolumeName>,
     /// Its PersistentVolume's reclaim policy was Retain when the orphan
     /// sweep last saw it.
     pub retain: bool,
@@ -71,8 +84,17 @@ impl Meta {
         if let Some(v) = &self.snapshot_of {
             tags.push(format!("{SNAPSHOT_OF}{v}"));
         }
+        if let Some(n) = self.size {
+            tags.push(format!("{SIZE}{n}"));
+        }
+        if let Some(m) = self.method {
+            tags.push(format!("{METHOD}{m}"));
+        }
         if let Some(v) = &self.clone_of {
             tags.push(format!("{CLONE_OF}{v}"));
+        }
+        if let Some(v) = &self.copy_of {
+            tags.push(format!("{COPY_OF}{v}"));
         }
         tags.extend(self.mark_tags());
         tags
@@ -110,6 +132,12 @@ impl Meta {
                 m.snapshot_of = m.snapshot_of.or_else(|| VolumeName::new(v).ok());
             } else if let Some(v) = tag.strip_prefix(CLONE_OF) {
                 m.clone_of = m.clone_of.or_else(|| VolumeName::new(v).ok());
+            } else if let Some(v) = tag.strip_prefix(COPY_OF) {
+                m.copy_of = m.copy_of.or_else(|| VolumeName::new(v).ok());
+            } else if let Some(v) = tag.strip_prefix(SIZE) {
+                m.size = m.size.or_else(|| v.parse().ok());
+            } else if let Some(v) = tag.strip_prefix(METHOD) {
+                m.method = m.method.or_else(|| CopyMethod::parse(v));
             } else if tag == RETAIN {
                 m.retain = true;
             } else if let Some(v) = tag.strip_prefix(ORPHANED) {
@@ -126,23 +154,40 @@ impl Meta {
     /// The `--deltag`/`--addtag` changes that take `current` (as `lvs`
     /// printed it) to these marks, leaving every other tag alone.
     pub(crate) fn mark_changes(&self, current: &str) -> (Vec<String>, Vec<String>) {
-        let want = self.mark_tags();
-        let have: Vec<&str> = current
-            .split(',')
-            .map(str::trim)
-            .filter(|t| *t == RETAIN || t.starts_with(ORPHANED))
-            .collect();
-        let remove = have
-            .iter()
-            .filter(|t| !want.iter().any(|w| w == *t))
-            .map(|t| t.to_string())
-            .collect();
-        let add = want
-            .into_iter()
-            .filter(|w| !have.contains(&w.as_str()))
-            .collect();
-        (remove, add)
+        let marks = |t: &str| t == RETAIN || t.starts_with(ORPHANED);
+        changes(current, self.mark_tags(), marks)
     }
+
+    /// The `--deltag`/`--addtag` changes that take `current` to exactly
+    /// these records, leaving tags that are not the driver's alone.
+    pub(crate) fn changes(&self, current: &str) -> (Vec<String>, Vec<String>) {
+        let ours = |t: &str| t == TAG || t.starts_with("rds-csi.");
+        changes(current, self.tags(), ours)
+    }
+}
+
+/// The changes that take the tags of `current` that `owned` selects to
+/// `want`.
+fn changes(
+    current: &str,
+    want: Vec<String>,
+    owned: impl Fn(&str) -> bool,
+) -> (Vec<String>, Vec<String>) {
+    let have: Vec<&str> = current
+        .split(',')
+        .map(str::trim)
+        .filter(|t| owned(t))
+        .collect();
+    let remove = have
+        .iter()
+        .filter(|t| !want.iter().any(|w| w == *t))
+        .map(|t| t.to_string())
+        .collect();
+    let add = want
+        .into_iter()
+        .filter(|w| !have.contains(&w.as_str()))
+        .collect();
+    (remove, add)
 }
 
 /// Whether a tag has only characters LVM accepts in tags.
@@ -169,7 +214,10 @@ mod tests {
             created: Some(at("2026-12-07T11:00:00Z")),
             cluster: Some(ClusterId::new("0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").unwrap()),
             snapshot_of: Some(VolumeName::new("pvc-1").unwrap()),
+            size: Some(1 << 30),
+            method: Some(CopyMethod::CopyFrom),
             clone_of: None,
+            copy_of: Some(VolumeName::new("pvc-0").unwrap()),
             retain: true,
             orphaned_since: Some(at("2026-12-08T00:00:00Z")),
         };
@@ -221,12 +269,25 @@ mod tests {
         assert!(remove.is_empty() && add.is_empty());
     }
 
+    #[test]
+    fn replacing_the_records_changes_only_the_driver_s_tags() {
+        let current = "other,rds-csi,rds-csi.clone-of=snap-1,rds-csi.copy-of=pvc-0,rds-csi.retain";
+        let want = Meta {
+            clone_of: Some(VolumeName::new("snap-1").unwrap()),
+            ..Meta::default()
+        };
+        let (remove, add) = want.changes(current);
+        assert_eq!(remove, vec!["rds-csi.copy-of=pvc-0", "rds-csi.retain"]);
+        assert!(add.is_empty(), "{add:?}");
+    }
+
     proptest! {
         #[test]
         fn the_tag_parser_never_panics(s in any::<String>()) {
             let _ = Meta::parse(&s);
             let _ = Meta::parse(&format!("rds-csi,{s}"));
             let _ = Meta::default().mark_changes(&s);
+            let _ = Meta::default().changes(&s);
         }
 
         #[test]
@@ -235,12 +296,21 @@ mod tests {
             cluster in proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
             source in proptest::option::of("[a-z0-9][a-z0-9.-]{0,99}"),
             retain in any::<bool>(),
+            size in proptest::option::of(any::<u64>()),
+            method in proptest::option::of(prop_oneof![
+                Just(CopyMethod::Subvolume),
+                Just(CopyMethod::CopyFrom),
+                Just(CopyMethod::ByteCopy)
+            ]),
         ) {
             let m = Meta {
                 created: created.map(|s| Timestamp::from_second(s).unwrap()),
                 cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
                 snapshot_of: source.as_deref().and_then(|s| VolumeName::new(s).ok()),
+                size,
+                method,
                 clone_of: source.as_deref().and_then(|s| VolumeName::new(s).ok()),
+                copy_of: source.as_deref().and_then(|s| VolumeName::new(s).ok()),
                 retain,
                 orphaned_since: created.map(|s| Timestamp::from_second(s).unwrap()),
             };

@@ -226,10 +226,17 @@ fi; done
 
     /// Exports `device` (the volume `lv_path`, `vg/lv`, activated first if
     /// it is not) as subsystem `nqn` with namespace 1, admitting `hosts`
-    /// (others already admitted stay), and links it to the port. Refuses
-    /// (never rewrites) a namespace enabled on another device or a port in
-    /// use with another address.
-    pub fn export(&self, nqn: &Nqn, device: &str, lv_path: &str, hosts: &[Nqn]) -> String {
+    /// (others already admitted stay; with `exact` they are removed), and
+    /// links it to the port. Refuses (never rewrites) a namespace enabled
+    /// on another device or a port in use with another address.
+    pub fn export(
+        &self,
+        nqn: &Nqn,
+        device: &str,
+        lv_path: &str,
+        hosts: &[Nqn],
+        exact: bool,
+    ) -> String {
         let p = &self.port;
         let dev = quote(device);
         let port_attr = |attr: &str, value: &str| {
@@ -248,7 +255,7 @@ fi; done
 if [ ! -b {dev} ]; then echo {dev}\" is not a block device\" >&2; exit {EXIT_NOT_READY}; fi
 [ -d \"$S\" ] || mkdir \"$S\"
 [ \"$(cat \"$S/attr_allow_any_host\" 2>/dev/null)\" = 0 ] || echo 0 > \"$S/attr_allow_any_host\"
-{allow}\
+{allow}{only}\
 N=\"$S/namespaces/{NSID}\"
 [ -d \"$N\" ] || mkdir \"$N\"
 if [ \"$(cat \"$N/enable\" 2>/dev/null)\" = 1 ]; then
@@ -267,12 +274,29 @@ P=\"$R/ports/{id}\"
             subsystem = Self::subsystem(nqn),
             lv = quote(lv_path),
             allow = Self::allow_steps(hosts),
+            only = if exact {
+                Self::only_steps(hosts)
+            } else {
+                String::new()
+            },
             id = p.id,
             trtype = port_attr("addr_trtype", "tcp"),
             adrfam = port_attr("addr_adrfam", p.adrfam()),
             traddr = port_attr("addr_traddr", &p.addr.to_string()),
             trsvcid = port_attr("addr_trsvcid", &p.service.to_string()),
             nqn = quote(nqn.as_str()),
+        )
+    }
+
+    /// The step that removes every allowed host of `$S` but `hosts`.
+    fn only_steps(hosts: &[Nqn]) -> String {
+        let keep: String = hosts
+            .iter()
+            .map(|h| format!("{}) ;; ", quote(h.as_str())))
+            .collect();
+        format!(
+            "for h in \"$S\"/allowed_hosts/*; do if [ -L \"$h\" ]; then \
+             case \"${{h##*/}}\" in {keep}*) rm \"$h\" ;; esac; fi; done\n"
         )
     }
 

@@ -101,7 +101,7 @@ impl Volume {
         self.meta.as_ref().is_some_and(|m| m.snapshot_of.is_some())
     }
 
-    fn is_ours(&self) -> bool {
+    pub fn is_ours(&self) -> bool {
         self.in_pool && self.meta.is_some()
     }
 }
@@ -178,6 +178,11 @@ impl LinuxTarget {
 
     pub fn config(&self) -> &TargetConfig {
         &self.config
+    }
+
+    /// The block device of a volume (`/dev/<vg>/<lv>`).
+    pub fn device(&self, volume: &VolumeName) -> String {
+        self.lvm.device(volume)
     }
 
     /// The NQN a volume is exported as.
@@ -265,9 +270,28 @@ impl LinuxTarget {
     /// that name is success when it is the driver's plain volume in the
     /// pool and at least that big, "already exists" otherwise.
     pub async fn create_volume(&self, lv: &VolumeName, size_bytes: u64) -> Result<Volume> {
+        self.create_volume_with(lv, size_bytes, self.new_meta())
+            .await
+    }
+
+    /// [`LinuxTarget::create_volume`] recording `meta` (without snapshot
+    /// or clone sources: a plain volume has none).
+    pub async fn create_volume_with(
+        &self,
+        lv: &VolumeName,
+        size_bytes: u64,
+        meta: Meta,
+    ) -> Result<Volume> {
         check_size(size_bytes)?;
         check_fits(&self.config.vg, lv)?;
-        let create = self.lvm.create(lv, size_bytes, &self.new_meta().tags());
+        let meta = Meta {
+            snapshot_of: None,
+            size: None,
+            method: None,
+            clone_of: None,
+            ..meta
+        };
+        let create = self.lvm.create(lv, size_bytes, &meta.tags());
         match self.act_and_get("lvcreate_thin", &[&create], lv).await {
             Err(Error(E::AlreadyExists(why))) => {
                 let existing = self.existing(lv, why).await?;
@@ -317,10 +341,22 @@ impl LinuxTarget {
     /// Takes a thin snapshot of `source`. An existing snapshot of that
     /// name is success when it is the driver's snapshot of `source`.
     pub async fn create_snapshot(&self, snap: &VolumeName, source: &VolumeName) -> Result<Volume> {
+        self.create_snapshot_with(snap, source, self.new_meta())
+            .await
+    }
+
+    /// [`LinuxTarget::create_snapshot`] recording `meta` (its
+    /// `snapshot_of` set to `source`).
+    pub async fn create_snapshot_with(
+        &self,
+        snap: &VolumeName,
+        source: &VolumeName,
+        meta: Meta,
+    ) -> Result<Volume> {
         check_fits(&self.config.vg, snap)?;
         let meta = Meta {
             snapshot_of: Some(source.clone()),
-            ..self.new_meta()
+            ..meta
         };
         let create = self.lvm.snapshot(source, snap, &meta.tags());
         match self
@@ -351,11 +387,27 @@ impl LinuxTarget {
         source: &VolumeName,
         size_bytes: u64,
     ) -> Result<Volume> {
+        self.clone_volume_with(lv, source, size_bytes, self.new_meta())
+            .await
+    }
+
+    /// [`LinuxTarget::clone_volume`] recording `meta` (its `clone_of` set
+    /// to `source`; no snapshot lineage: a clone is a volume).
+    pub async fn clone_volume_with(
+        &self,
+        lv: &VolumeName,
+        source: &VolumeName,
+        size_bytes: u64,
+        meta: Meta,
+    ) -> Result<Volume> {
         check_size(size_bytes)?;
         check_fits(&self.config.vg, lv)?;
         let meta = Meta {
             clone_of: Some(source.clone()),
-            ..self.new_meta()
+            snapshot_of: None,
+            size: None,
+            method: None,
+            ..meta
         };
         let create = self.lvm.clone_of(source, lv, &meta.tags());
         let made = match self.act_and_get("lvcreate_clone", &[&create], lv).await {
@@ -408,6 +460,28 @@ impl LinuxTarget {
         }
     }
 
+    /// Replaces the driver's records of a volume with `meta` (a clone's
+    /// source is kept when `meta` names none), leaving tags that are not
+    /// the driver's alone.
+    pub async fn set_records(&self, lv: &VolumeName, meta: &Meta) -> Result<()> {
+        let out = self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await?;
+        let lvs = parse_lvs(&out).map_err(|s| Error(E::Protocol(s)))?;
+        let (current, had) = lvs
+            .iter()
+            .find(|l| l.name == lv.as_str())
+            .and_then(|l| Some((l, Meta::parse(&l.tags)?)))
+            .ok_or_else(|| Error(E::NotFound(format!("no volume {lv} of this driver"))))?;
+        let want = Meta {
+            clone_of: meta.clone_of.clone().or(had.clone_of),
+            ..meta.clone()
+        };
+        let (remove, add) = want.changes(&current.tags);
+        match self.lvm.retag(lv, &remove, &add) {
+            Some(cmd) => self.run("lvchange_tags", &script(&[&cmd])).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// Unexports and removes a volume or snapshot. Gone already is
     /// success; a logical volume of that name the driver did not make is
     /// refused, never removed.
@@ -428,116 +502,6 @@ impl LinuxTarget {
             other => other.map(drop),
         }
     }
-
-    /// Reads the export of `nqn` back from the output of a script that
-    /// ended with a read of it.
-    fn read_export(&self, out: &str, nqn: &Nqn) -> Result<Option<Export>> {
-        let dump = parse_dump(out).map_err(|s| Error(E::Protocol(s)))?;
-        Ok(dump
-            .subsystems
-            .into_iter()
-            .find(|s| s.nqn == nqn.as_str())
-            .map(|s| Export::from_state(s, &self.config.port)))
-    }
-
-    /// Runs `act` then reads the export back, in one round trip.
-    async fn act_and_read(
-        &self,
-        name: &'static str,
-        act: String,
-        nqn: &Nqn,
-    ) -> Result<Option<Export>> {
-        let read = self.nvmet.read(Select::One(nqn));
-        let out = self.run(name, &format!("{act}{read}")).await?;
-        self.read_export(&out, nqn)
-    }
-
-    /// Exports a volume on the port with no host but `hosts` allowed
-    /// (hosts already allowed stay; see [`LinuxTarget::revoke`]), and
-    /// checks what configfs then shows.
-    pub async fn export(&self, lv: &VolumeName, hosts: &[Nqn]) -> Result<Export> {
-        let nqn = self.nqn(lv);
-        let device = self.lvm.device(lv);
-        let path = format!("{}/{}", self.config.vg, lv);
-        let act = self.nvmet.export(&nqn, &device, &path, hosts);
-        let e = self
-            .act_and_read("nvmet_export", act, &nqn)
-            .await?
-            .ok_or_else(|| Error(E::Protocol(format!("{nqn} is not listed after its export"))))?;
-        let missing: Vec<&Nqn> = hosts
-            .iter()
-            .filter(|h| !e.allowed_hosts.iter().any(|a| a == h.as_str()))
-            .collect();
-        if e.any_host
-            || e.device_path.as_deref() != Some(device.as_str())
-            || !e.on_port
-            || !missing.is_empty()
-        {
-            return Err(Error(E::Failed(format!(
-                "the export of {lv} did not take as asked: {e:?}, hosts missing: {missing:?}"
-            ))));
-        }
-        Ok(e)
-    }
-
-    /// Admits one more host to an exported volume.
-    pub async fn allow_host(&self, lv: &VolumeName, host: &Nqn) -> Result<Export> {
-        let nqn = self.nqn(lv);
-        let act = self.nvmet.allow(&nqn, std::slice::from_ref(host));
-        self.act_and_read("nvmet_allow", act, &nqn)
-            .await?
-            .ok_or_else(|| Error(E::NotFound(format!("{lv} is not exported"))))
-    }
-
-    /// Removes `hosts` from a volume's allowed hosts, so they cannot
-    /// connect again, and when `cut`, ends every live connection to the
-    /// volume (the hosts still allowed reconnect by themselves). Without
-    /// `cut` a removed host keeps a connection it already has. A volume
-    /// not exported is success: nothing can connect to it.
-    pub async fn revoke(
-        &self,
-        lv: &VolumeName,
-        hosts: &[Nqn],
-        cut: bool,
-    ) -> Result<Option<Export>> {
-        let nqn = self.nqn(lv);
-        let act = self.nvmet.revoke(&nqn, hosts, cut);
-        self.act_and_read(
-            if cut { "nvmet_fence" } else { "nvmet_disallow" },
-            act,
-            &nqn,
-        )
-        .await
-    }
-
-    /// A volume's export; `None` when it is not exported.
-    pub async fn export_state(&self, lv: &VolumeName) -> Result<Option<Export>> {
-        let nqn = self.nqn(lv);
-        let out = self
-            .run("nvmet_read", &self.nvmet.read(Select::One(&nqn)))
-            .await?;
-        self.read_export(&out, &nqn)
-    }
-
-    /// Every export under the driver's NQN prefix.
-    pub async fn list_exports(&self) -> Result<Vec<Export>> {
-        let select = Select::Prefix(self.config.nqn_prefix.as_str());
-        let out = self.run("nvmet_list", &self.nvmet.read(select)).await?;
-        let dump = parse_dump(&out).map_err(|s| Error(E::Protocol(s)))?;
-        Ok(dump
-            .subsystems
-            .into_iter()
-            .map(|s| Export::from_state(s, &self.config.port))
-            .collect())
-    }
-
-    /// Removes a volume's export (its connections end). Not exported is
-    /// success.
-    pub async fn unexport(&self, lv: &VolumeName) -> Result<()> {
-        self.run("nvmet_unexport", &self.nvmet.unexport(&self.nqn(lv)))
-            .await
-            .map(drop)
-    }
 }
 
 fn conflict(existing: &Volume, wanted: &str) -> Error {
@@ -555,3 +519,6 @@ fn conflict(existing: &Volume, wanted: &str) -> Error {
         existing.name
     )))
 }
+
+#[path = "target_export.rs"]
+mod export;

@@ -26,7 +26,7 @@ fn host(s: &str) -> Nqn {
 }
 
 /// An `lvs` report of thin volumes in pool `thin`: (name, size, tags, attr).
-fn lvs(rows: &[(&str, u64, &str, &str)]) -> String {
+pub(crate) fn lvs(rows: &[(&str, u64, &str, &str)]) -> String {
     let rows: Vec<_> = rows
         .iter()
         .map(|(name, size, tags, attr)| {
@@ -37,12 +37,12 @@ fn lvs(rows: &[(&str, u64, &str, &str)]) -> String {
     serde_json::json!({"report": [{"lv": rows}]}).to_string()
 }
 
-const ACTIVE: &str = "Vwi-a-tz--";
+pub(crate) const ACTIVE: &str = "Vwi-a-tz--";
 const EXISTS: &str = "  Logical Volume \"x\" already exists in volume group \"vg0\"";
-const MISSING: &str = "  Failed to find logical volume \"vg0/x\"";
+pub(crate) const MISSING: &str = "  Failed to find logical volume \"vg0/x\"";
 
 /// A shell that answers by command name.
-fn answering(f: impl Fn(&str) -> Output + Send + Sync + 'static) -> FakeShell {
+pub(crate) fn answering(f: impl Fn(&str) -> Output + Send + Sync + 'static) -> FakeShell {
     FakeShell::new(move |name, _| -> Result<Output> { Ok(f(name)) })
 }
 

@@ -171,3 +171,24 @@ async fn a_host_without_the_nvmet_tree_is_a_failure_not_an_absent_export() {
     assert_eq!(e.kind(), "failed");
     assert!(e.to_string().contains("is the nvmet module loaded"), "{e}");
 }
+
+#[tokio::test]
+async fn an_exact_export_admits_only_the_hosts_given_and_remakes_a_lost_export() {
+    let s = StandIn::new();
+    s.block_device("pvc-1");
+    let t = s.target(Arc::new(s.shell()));
+    t.export(&vol(), &[host("a"), host("b")]).await.unwrap();
+    let e = t.export_exactly(&vol(), &[host("b")]).await.unwrap();
+    assert_eq!(e.allowed_hosts, [host("b").to_string()]);
+    assert!(e.on_port && !e.any_host);
+    let e = t.export_exactly(&vol(), &[]).await.unwrap();
+    assert!(e.allowed_hosts.is_empty(), "{e:?}");
+    assert!(e.on_port, "a volume admitting no host stays exported");
+    // configfs emptied (a reboot of the host): the export is made anew.
+    t.unexport(&vol()).await.unwrap();
+    let e = t.export_exactly(&vol(), &[host("a")]).await.unwrap();
+    assert_eq!(e.allowed_hosts, [host("a").to_string()]);
+    assert!(e.on_port && e.device_path.is_some());
+    // The host entries themselves stay for other subsystems.
+    assert!(s.exists(&format!("hosts/{}", host("b"))));
+}

@@ -5,106 +5,18 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::StandIn;
 use linux_target::{Nqn, Privilege, SshShell, VolumeName};
 use routeros::{Client, ClientConfig, ClientMetrics, HostKeyPolicy};
 use russh::keys::{Algorithm, PrivateKey};
+use testkit::sshd::{user, Sshd};
 
-const SSHD: &str = "/usr/sbin/sshd";
-
-struct Sshd {
-    child: Child,
-    addr: String,
-    fingerprint: String,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts sshd for the current user on a free loopback port, admitting
-/// `key`, with `env` set in every session.
+/// sshd admitting `key`, with `env` set in every session.
 fn sshd(dir: &Path, key: &PrivateKey, env: &[(String, String)]) -> Sshd {
-    let host_key = dir.join("host_key");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&host_key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let fp = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(dir.join("host_key.pub"))
-        .output()
-        .unwrap();
-    let fingerprint = String::from_utf8(fp.stdout)
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        dir.join("authorized_keys"),
-        key.public_key().to_openssh().unwrap(),
-    )
-    .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let set_env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-         PermitRootLogin prohibit-password\nPidFile {pid}\n{set_env}",
-        hk = host_key.display(),
-        ak = dir.join("authorized_keys").display(),
-        pid = dir.join("sshd.pid").display(),
-        set_env = if set_env.is_empty() {
-            String::new()
-        } else {
-            format!("SetEnv {}\n", set_env.join(" "))
-        },
-    );
-    std::fs::write(dir.join("sshd_config"), config).unwrap();
-    // Privilege separation wants this directory when run as root.
-    let _ = std::fs::create_dir_all("/run/sshd");
-    let child = Command::new(SSHD)
-        .args(["-D", "-e", "-f"])
-        .arg(dir.join("sshd_config"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
-        .spawn()
-        .expect("start sshd");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
-            panic!("sshd did not listen on {addr}: {log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sshd {
-        child,
-        addr,
-        fingerprint,
-    }
-}
-
-fn user() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    testkit::sshd::start(dir, &key.public_key().to_openssh().unwrap(), env)
 }
 
 fn host(s: &str) -> Nqn {

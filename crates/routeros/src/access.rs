@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::command::{command_text, Command, Nqn, Slot};
+use crate::command::{Command, Nqn, Slot};
 use crate::error::{Error, Result, ValidationError};
 use crate::rds::{Disk, Rds};
 
@@ -29,7 +29,7 @@ const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
 /// The RouterOS property holding a disk's allow-list.
 pub const ALLOW_HOST_PROPERTY: &str = "nvme-tcp-server-allow-host-name";
 
-command_text!(HostNqn);
+storage::text!(HostNqn);
 
 /// A host (initiator) NQN that may go on an allow-list: `nqn.` then
 /// letters, digits, `-`, `_`, `.` and `:` (so never a comma, quote or

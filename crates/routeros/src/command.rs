@@ -18,27 +18,8 @@ pub use storage::{IdPrefix as SlotPrefix, Nqn, VolumeId as Slot};
 
 const MAX_PATH_LEN: usize = 512;
 
-/// `as_str` and `Display` of validated text newtypes: the text exactly as
-/// it goes on a command line.
-macro_rules! command_text {
-    ($($name:ident),+) => {$(
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    )+};
-}
-
-pub(crate) use command_text;
-
-command_text!(RosPath);
+// The text exactly as it goes on a command line.
+storage::text!(RosPath);
 
 /// An absolute RouterOS file path such as `/storage-pool/metal-csi`,
 /// normalized (no `.`/`..`, no empty components, no trailing slash).

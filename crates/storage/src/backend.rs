@@ -129,7 +129,7 @@ impl Layout {
 }
 
 /// A volume or snapshot as the backend reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Volume {
     pub id: String,
     pub size_bytes: u64,

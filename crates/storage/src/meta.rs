@@ -10,7 +10,7 @@ use std::fmt;
 
 use jiff::Timestamp;
 
-use crate::names::{text, ValidationError, VolumeId};
+use crate::names::{ValidationError, VolumeId};
 
 /// The first word of every comment the driver writes on a disk. The
 /// comment is the only place RouterOS keeps the driver's records.
@@ -50,7 +50,7 @@ impl ClusterId {
     }
 }
 
-text!(ClusterId);
+crate::text!(ClusterId);
 
 /// How a snapshot's data was copied from its volume (`method=` in the
 /// comment); see `docs/snapshots.md` for what each guarantees.
@@ -251,6 +251,59 @@ impl fmt::Display for VolumeMeta {
     }
 }
 
+/// Arbitrary records, for property tests here and in every backend that
+/// stores them (feature `strategies`).
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies {
+    use jiff::Timestamp;
+    use proptest::prelude::*;
+
+    use super::{ClusterId, CopyMethod, Lineage, VolumeMeta};
+    use crate::names::VolumeId;
+
+    /// Records whose volume IDs (lineage source, copy source) are drawn
+    /// from `names`, times in whole seconds (as they are kept).
+    pub fn metas<S>(names: S) -> impl Strategy<Value = VolumeMeta>
+    where
+        S: Strategy<Value = String> + Clone,
+    {
+        let id = |s: String| VolumeId::new(&s).expect("the strategy gives valid IDs");
+        let lineage = (
+            names.clone(),
+            proptest::option::of(any::<u64>()),
+            prop_oneof![
+                Just(CopyMethod::Subvolume),
+                Just(CopyMethod::CopyFrom),
+                Just(CopyMethod::ByteCopy)
+            ],
+        )
+            .prop_map(move |(source, size_bytes, method)| Lineage {
+                source: id(source),
+                size_bytes,
+                method,
+            });
+        let time = || proptest::option::of(0i64..253_402_300_799);
+        (
+            time(),
+            proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
+            proptest::option::of(lineage),
+            proptest::option::of(names),
+            any::<bool>(),
+            time(),
+        )
+            .prop_map(
+                move |(created, cluster, snapshot, copy_of, retain, since)| VolumeMeta {
+                    created: created.map(|s| Timestamp::from_second(s).unwrap()),
+                    cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
+                    snapshot,
+                    copy_of: copy_of.map(id),
+                    retain,
+                    orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
+                },
+            )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,47 +458,11 @@ mod tests {
         assert_eq!(c.cluster, Some(ClusterId::new(UID).unwrap()));
     }
 
-    fn lineages() -> impl Strategy<Value = Lineage> {
-        (
-            "[a-z0-9][a-z0-9.-]{0,40}",
-            proptest::option::of(any::<u64>()),
-            prop_oneof![
-                Just(CopyMethod::Subvolume),
-                Just(CopyMethod::CopyFrom),
-                Just(CopyMethod::ByteCopy)
-            ],
-        )
-            .prop_map(|(source, size_bytes, method)| Lineage {
-                source: VolumeId::new(&source).unwrap(),
-                size_bytes,
-                method,
-            })
-    }
-
-    fn comments() -> impl Strategy<Value = VolumeMeta> {
-        (
-            proptest::option::of(0i64..253_402_300_799),
-            proptest::option::of("[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"),
-            proptest::option::of(lineages()),
-            proptest::option::of("[a-z0-9][a-z0-9.-]{0,40}"),
-            any::<bool>(),
-            proptest::option::of(0i64..253_402_300_799),
-        )
-            .prop_map(
-                |(created, cluster, snapshot, copy_of, retain, since)| VolumeMeta {
-                    created: created.map(|s| Timestamp::from_second(s).unwrap()),
-                    cluster: cluster.map(|c| ClusterId::new(&c).unwrap()),
-                    snapshot,
-                    copy_of: copy_of.map(|c| VolumeId::new(&c).unwrap()),
-                    retain,
-                    orphaned_since: since.map(|s| Timestamp::from_second(s).unwrap()),
-                },
-            )
-    }
-
     proptest! {
         #[test]
-        fn rendered_comments_hold_no_routeros_syntax_and_read_back(c in comments()) {
+        fn rendered_comments_hold_no_routeros_syntax_and_read_back(
+            c in strategies::metas("[a-z0-9][a-z0-9.-]{0,40}")
+        ) {
             let text = c.render();
             let clean = text
                 .chars()

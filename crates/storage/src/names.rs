@@ -43,8 +43,10 @@ impl ValidationError {
     }
 }
 
-/// `as_str` and `Display` of validated text newtypes: the text exactly as
-/// validated.
+/// `as_str` and `Display` of validated text newtypes (a tuple struct over
+/// a `String`): the text exactly as validated. Exported for the backend
+/// crates' own names.
+#[macro_export]
 macro_rules! text {
     ($($name:ident),+) => {$(
         impl $name {
@@ -60,9 +62,7 @@ macro_rules! text {
         }
     )+};
 }
-pub(crate) use text;
-
-text!(VolumeId, IdPrefix, Nqn);
+crate::text!(VolumeId, IdPrefix, Nqn);
 
 /// A volume's or snapshot's ID: also its name on the backend (the RDS
 /// disk slot, the LVM volume name).

@@ -14,7 +14,8 @@
 //!   (`kubevirt-crds.json`, the one definition `hack/local-cluster.py`
 //!   applies too) and its objects: VMIs, migrations, virt-launcher labels;
 //! - [`wait`]: polling with a deadline, and free ports;
-//! - [`metrics`]: HTTP scrapes and reading a metric's value.
+//! - [`metrics`]: HTTP scrapes and reading a metric's value;
+//! - [`sshd`]: an OpenSSH server on loopback for the Linux target's tests.
 //!
 //! Boundary: of the driver's own crates it uses only csi-server's generated
 //! CSI types (csi-server's integration tests use the kit, and link the same
@@ -26,6 +27,7 @@ pub mod kube;
 pub mod kubevirt;
 pub mod metrics;
 pub mod sim;
+pub mod sshd;
 pub mod wait;
 
 pub use wait::{eventually, free_port, wait_for};

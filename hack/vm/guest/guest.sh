@@ -54,6 +54,7 @@ cleanup_scenario() {
     done
     for p in $CFS/ports/*; do [ -d "$p" ] && [ -z "$(ls "$p/subsystems")" ] && rmdir "$p"; done
     rm -rf $VM/shadow $WORK/staging $WORK/pods
+    [ -f $VM/node.image ] && image_node_stop
     alive node || start_node
 }
 

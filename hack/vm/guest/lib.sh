@@ -236,6 +236,48 @@ target_port_up() {
     done <"$VM/port-$1.saved"
 }
 
+# ------------------------------------------ the node plugin from the image
+# The image's root filesystem (hack/image.sh, unpacked by
+# hack/image-check.sh) arrives read-only at $IMG over 9p when run.sh is given
+# RDS_CSI_IMAGE_ROOTFS. image_node_start runs the node plugin from it in a
+# chroot, with what the chart mounts into its pod: /dev, /sys, /proc, the
+# host's /etc/nvme, and the kubelet directory (here $WORK) with
+# bidirectional propagation, so its mounts show on the host side. Only the
+# image's binary and tools are on its PATH.
+IMG=/image
+IMG_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+image_node_start() {
+    stop_node
+    : >$VM/node.image # guest.sh's cleanup puts the usual node plugin back
+    /usr/bin/mount -t proc proc $IMG/proc &&
+        /usr/bin/mount --rbind /sys $IMG/sys &&
+        /usr/bin/mount --rbind /dev $IMG/dev &&
+        /usr/bin/mount --bind /etc/nvme $IMG/etc/nvme &&
+        /usr/bin/mount -t tmpfs tmpfs $IMG/run && mkdir -p $IMG$VM &&
+        /usr/bin/mount --bind $VM $IMG$VM &&
+        /usr/bin/mount -t tmpfs tmpfs $IMG/tmp &&
+        /usr/bin/mount -t tmpfs tmpfs $IMG/var && mkdir -p $IMG$WORK &&
+        { /usr/bin/mountpoint -q $WORK || /usr/bin/mount --bind $WORK $WORK; } &&
+        /usr/bin/mount --make-shared $WORK &&
+        /usr/bin/mount --bind $WORK $IMG$WORK || return 1
+    rm -f $VM/node.sock
+    # shellcheck disable=SC2086 # a list of flags
+    chroot $IMG /usr/bin/env -i PATH=$IMG_PATH NO_COLOR=1 rds-csi node --endpoint "$NODE_EP" \
+        --node-id $NODE_ID --metrics-address off --staging-root $WORK ${NODE_ARGS:-} 2>>$VM/node.log &
+    echo $! >$VM/node.pid
+    wait_for 60 test -S $VM/node.sock
+}
+image_node_stop() {
+    stop_node
+    local m
+    for m in $WORK /var /tmp /run /etc/nvme /dev /sys /proc; do
+        /usr/bin/umount -l $IMG$m 2>/dev/null
+    done
+    /usr/bin/mount --make-private $WORK 2>/dev/null
+    rm -f $VM/node.image
+    start_node
+}
+
 # ------------------------------------------------ the Linux target's sshd
 # start_sshd: OpenSSH's sshd on 127.0.0.1:22, as an nvmet storage host runs
 # it for the driver's SSH client: a host key made now, root admitting the

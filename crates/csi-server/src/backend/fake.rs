@@ -25,6 +25,8 @@ pub struct FakeBackend {
     pub pool: Mutex<Option<PoolInfo>>,
     /// Whether it fences (admits only the hosts it is told).
     pub fencing: bool,
+    /// Declares no snapshots, clones or expansion (a plain backend).
+    pub plain: bool,
 }
 
 /// A Btrfs pool as the RDS backend reports it.
@@ -125,9 +127,9 @@ fn made(id: &VolumeId, size_bytes: u64, location: String, layout: Layout) -> Vol
 impl Backend for FakeBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            snapshots: true,
-            clones: true,
-            expansion: true,
+            snapshots: !self.plain,
+            clones: !self.plain,
+            expansion: !self.plain,
             fencing: self.fencing,
         }
     }

@@ -34,32 +34,64 @@ impl<B: Backend> ControllerService<B> {
         })
     }
 
-    /// The controller RPCs this driver offers (ControllerGetCapabilities).
+    /// The controller RPCs this driver offers (ControllerGetCapabilities):
+    /// the core ones always, snapshots, clones and expansion as the
+    /// backend declares them.
     pub(super) async fn service_capabilities(
         &self,
         _req: proto::ControllerGetCapabilitiesRequest,
     ) -> ControllerResult<proto::ControllerGetCapabilitiesResponse> {
         use proto::controller_service_capability::{rpc::Type as T, Rpc, Type};
-        let capabilities = [
+        let backend = self.backend.capabilities();
+        let mut rpcs = vec![
             T::CreateDeleteVolume,
             T::PublishUnpublishVolume,
             T::ListVolumes,
             T::GetCapacity,
-            T::ExpandVolume,
             T::GetVolume,
             T::ListVolumesPublishedNodes,
             T::SingleNodeMultiWriter,
-            T::CreateDeleteSnapshot,
-            T::ListSnapshots,
-            T::CloneVolume,
-        ]
-        .map(|rpc| proto::ControllerServiceCapability {
-            r#type: Some(Type::Rpc(Rpc { r#type: rpc as i32 })),
-        });
-        Ok(proto::ControllerGetCapabilitiesResponse {
-            capabilities: capabilities.to_vec(),
-        })
+        ];
+        if backend.expansion {
+            rpcs.push(T::ExpandVolume);
+        }
+        if backend.snapshots {
+            rpcs.extend([T::CreateDeleteSnapshot, T::ListSnapshots]);
+        }
+        if backend.clones {
+            rpcs.push(T::CloneVolume);
+        }
+        let capabilities = rpcs
+            .into_iter()
+            .map(|rpc| proto::ControllerServiceCapability {
+                r#type: Some(Type::Rpc(Rpc { r#type: rpc as i32 })),
+            })
+            .collect();
+        Ok(proto::ControllerGetCapabilitiesResponse { capabilities })
     }
+
+    /// Refuses (UNIMPLEMENTED) what the backend does not declare.
+    pub(super) fn offers(&self, offer: Offer) -> ControllerResult<()> {
+        let caps = self.backend.capabilities();
+        let (offered, what) = match offer {
+            Offer::Snapshots => (caps.snapshots, "snapshots"),
+            Offer::Clones => (caps.clones, "cloning a volume"),
+            Offer::Expansion => (caps.expansion, "volume expansion"),
+        };
+        if offered {
+            Ok(())
+        } else {
+            Err(ControllerError::NotOffered { what })
+        }
+    }
+}
+
+/// What a backend may or may not offer.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Offer {
+    Snapshots,
+    Clones,
+    Expansion,
 }
 
 /// What a set of volume capabilities asks for.

@@ -50,6 +50,10 @@ pub enum ControllerError {
     /// on its disk is known.
     #[error("the cluster identity (--cluster-id, by default the kube-system namespace UID) is not known yet")]
     ClusterIdUnknown,
+    /// An RPC or request the backend cannot serve (its declared
+    /// capabilities leave it out of ControllerGetCapabilities).
+    #[error("{what} is not offered by this storage backend")]
+    NotOffered { what: &'static str },
     /// DeleteVolume of a volume some node still holds.
     #[error("volume {volume} is still published to {}", nodes.join(", "))]
     StillPublished {
@@ -280,6 +284,7 @@ impl ControllerError {
             | C::NodeOutOfService { .. }
             | C::SharedHostNqn { .. }
             | C::Refused { .. } => Code::FailedPrecondition,
+            C::NotOffered { .. } => Code::Unimplemented,
             C::ClusterIdUnknown
             | C::NodeCheck { .. }
             | C::HostNqnCheck { .. }

@@ -53,6 +53,10 @@ impl Source {
     /// A source volume must be one this driver manages (and no snapshot
     /// passed off as a volume); checked before the RDS is asked anything.
     pub(super) fn check<B: Backend>(&self, ctl: &ControllerService<B>) -> ControllerResult<()> {
+        ctl.offers(match self {
+            Source::Snapshot(_) => Offer::Snapshots,
+            Source::Volume(_) => Offer::Clones,
+        })?;
         if let Source::Volume(id) = self {
             ctl.slot("volume_content_source.volume", id.as_str())?;
             if id.as_str().starts_with(SNAPSHOT_PREFIX) {
@@ -302,8 +306,17 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::CreateSnapshotRequest,
     ) -> ControllerResult<proto::CreateSnapshotResponse> {
+        self.offers(Offer::Snapshots)?;
         ControllerError::require("name", &req.name)?;
         let source = self.slot("source_volume_id", &req.source_volume_id)?;
+        // With an empty volume ID prefix every snapshot ID is also a
+        // managed ID: refuse it here as CreateVolume's clone path does.
+        if source.as_str().starts_with(SNAPSHOT_PREFIX) {
+            return Err(ControllerError::invalid(
+                "source_volume_id",
+                format!("{source} is a snapshot ID, not a volume"),
+            ));
+        }
         let asked = requested_method(&req.parameters)?;
         let id = snapshot_id(&req.name);
         let _guard = self.lock(&id)?;
@@ -499,6 +512,7 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::DeleteSnapshotRequest,
     ) -> ControllerResult<proto::DeleteSnapshotResponse> {
+        self.offers(Offer::Snapshots)?;
         ControllerError::require("snapshot_id", &req.snapshot_id)?;
         // An ID this driver cannot have issued names nothing to delete.
         let id = match VolumeId::new(&req.snapshot_id) {
@@ -522,6 +536,7 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::ListSnapshotsRequest,
     ) -> ControllerResult<proto::ListSnapshotsResponse> {
+        self.offers(Offer::Snapshots)?;
         let max = usize::try_from(req.max_entries)
             .map_err(|_| ControllerError::invalid("max_entries", "must not be negative"))?;
         let disks = if req.snapshot_id.is_empty() {

@@ -238,6 +238,32 @@ impl Env {
         self.create_with(name, bytes, &[]).await
     }
 
+    pub async fn publish(
+        &self,
+        volume: &str,
+        node: &str,
+        cap: proto::VolumeCapability,
+    ) -> Result<(), tonic::Status> {
+        let req = proto::ControllerPublishVolumeRequest {
+            volume_id: volume.into(),
+            node_id: node.into(),
+            volume_capability: Some(cap),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        client.controller_publish_volume(req).await.map(drop)
+    }
+
+    pub async fn unpublish(&self, volume: &str, node: &str) -> Result<(), tonic::Status> {
+        let req = proto::ControllerUnpublishVolumeRequest {
+            volume_id: volume.into(),
+            node_id: node.into(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        client.controller_unpublish_volume(req).await.map(drop)
+    }
+
     pub async fn delete(&self, id: &str) -> Result<(), tonic::Status> {
         let req = proto::DeleteVolumeRequest {
             volume_id: id.into(),
