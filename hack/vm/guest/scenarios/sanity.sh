@@ -3,7 +3,8 @@
 # summary counts the snapshot specs (CreateSnapshot, DeleteSnapshot,
 # ListSnapshots, CreateVolume from a snapshot or a volume) on their own:
 # none passing fails the scenario, as it would mean the capabilities are no
-# longer advertised and csi-sanity skipped them.
+# longer advertised and csi-sanity skipped them. SANITY_CONTROLLER: another
+# controller's socket (the nvmet-backend scenario runs this file with it).
 # timeout: 600
 . /vm/lib.sh
 command -v csi-sanity >/dev/null || { echo "csi-sanity not shared into the guest"; exit 77; }
@@ -15,7 +16,7 @@ NODE_ARGS="--volume-id-prefix sanity-" restart_node
 set +e
 csi-sanity \
     --csi.endpoint "$VM/node.sock" \
-    --csi.controllerendpoint "$VM/controller.sock" \
+    --csi.controllerendpoint "${SANITY_CONTROLLER:-$VM/controller.sock}" \
     --csi.stagingdir $WORK/sanity/staging \
     --csi.mountdir $WORK/sanity/mount \
     --csi.testvolumesize 1073741824 \
