@@ -386,7 +386,8 @@ impl<B: Backend> ControllerService<B> {
                     exported: true,
                     meta: spec.meta,
                     busy: None,
-                    allowed_hosts: None,
+                    // A fencing backend made it admitting nobody.
+                    allowed_hosts: self.fencing().then(Vec::new),
                 }
             }
         };

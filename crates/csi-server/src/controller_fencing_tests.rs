@@ -160,3 +160,33 @@ async fn without_fencing_the_backend_is_never_asked_about_hosts() {
     );
     assert_eq!(ctl.admitted("pvc-a"), None);
 }
+
+#[tokio::test]
+async fn a_repeated_create_of_a_published_volume_keeps_its_holder_admitted() {
+    let ctl = Ctl::fencing().await;
+    ctl.create("pvc-a", GIB).await.unwrap();
+    ctl.publish("pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    ctl.create("pvc-a", GIB).await.unwrap();
+    assert_eq!(ctl.admitted("pvc-a"), Some(vec![host("node-a")]));
+}
+
+#[tokio::test]
+async fn a_volume_made_before_fencing_was_on_is_narrowed_to_its_holders_at_create() {
+    let ctl = Ctl::fencing().await;
+    ctl.create("pvc-a", GIB).await.unwrap();
+    ctl.publish("pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    // As if made without fencing: any host may connect.
+    ctl.backend
+        .disks
+        .lock()
+        .unwrap()
+        .get_mut("pvc-a")
+        .unwrap()
+        .allowed_hosts = None;
+    ctl.create("pvc-a", GIB).await.unwrap();
+    assert_eq!(ctl.admitted("pvc-a"), Some(vec![host("node-a")]));
+}

@@ -267,6 +267,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Where a volume or snapshot `id` placed at `place` keeps its data, in
     /// the words of [`Volume::location`]. Pure: asks the server nothing.
     fn location(&self, id: &VolumeId, place: &Place) -> Result<String>;
+    /// Makes and exports a volume. With [`Capabilities::fencing`] it
+    /// admits no host until [`Backend::set_allowed_hosts`] names some.
     fn create_volume(&self, spec: &NewVolume) -> impl Future<Output = Result<()>> + Send;
     /// Removes a volume or snapshot and its data. `known` is the volume as
     /// looked up just before, or `None` if it was already gone, in which
@@ -290,7 +292,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes `spec.target` a copy of `spec.source`. A retry after a copy
     /// that was half made completes it. With [`CopyMethod::ByteCopy`] the
     /// copy runs on in the background after this returns (see
-    /// [`Backend::start_copy`]).
+    /// [`Backend::start_copy`]). An exported copy admits no host with
+    /// [`Capabilities::fencing`], as [`Backend::create_volume`].
     fn copy(&self, spec: &CopySpec) -> impl Future<Output = Result<()>> + Send;
     /// A read-only snapshot without looking the volume up first:
     /// `Ok(false)` when the volume's layout does not allow it (or there is

@@ -157,6 +157,7 @@ impl Backend for FakeBackend {
             port: Some(spec.export.port),
             exported: true,
             meta: spec.meta.clone(),
+            allowed_hosts: self.fencing.then(Vec::new),
             ..made(&spec.id, spec.size_bytes, location, spec.place.layout)
         })
     }
@@ -279,6 +280,7 @@ impl Backend for FakeBackend {
             volume.nqn = Some(e.nqn.to_string());
             volume.port = Some(e.port);
             volume.exported = true;
+            volume.allowed_hosts = self.fencing.then(Vec::new);
         }
         self.insert(volume)
     }

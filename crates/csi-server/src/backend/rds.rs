@@ -78,6 +78,81 @@ impl RdsBackend {
     }
 }
 
+impl RdsBackend {
+    /// With fencing, a new exported disk admits no host until it is
+    /// published (RouterOS's default, an empty list, admits any).
+    async fn admit_nobody(&self, id: &Slot) -> Result<()> {
+        if self.fencing {
+            self.rds.set_allowed_hosts(id, &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the copy [`Backend::copy`] asks for.
+    async fn copy_disk(&self, spec: &CopySpec) -> Result<()> {
+        let rds = &self.rds;
+        let source = Slot::new(&spec.source.id)?;
+        let (file, fs) = self.image(&spec.target, &spec.place)?;
+        if let (Some(fs), CopyMethod::Subvolume) = (&fs, spec.method) {
+            // A snapshot is read-only; a restore or clone is writable.
+            ensure_subvolume(rds, fs, &spec.target, Some(&source), spec.export.is_none()).await?;
+            let export = spec.export.as_ref().map(|(_, e)| (e.port, e.nqn.clone()));
+            rds.adopt_file(&spec.target, &file, export, &spec.meta)
+                .await?;
+            return match &spec.export {
+                Some((size, _)) if *size > spec.source.size_bytes => {
+                    Ok(rds.resize_disk(&spec.target, *size).await?)
+                }
+                _ => Ok(()),
+            };
+        }
+        if let Some(fs) = &fs {
+            ensure_subvolume(rds, fs, &spec.target, None, false).await?;
+        }
+        let export = spec
+            .export
+            .as_ref()
+            .map(|(size, e)| (*size, e.port, e.nqn.clone()));
+        match spec.method {
+            CopyMethod::CopyFrom => Ok(rds
+                .copy_from(&source, &spec.target, &file, export, &spec.meta)
+                .await?),
+            CopyMethod::ByteCopy => {
+                match export {
+                    Some((size_bytes, port, nqn)) => {
+                        rds.create_disk(&NewDisk {
+                            slot: spec.target.clone(),
+                            file,
+                            size_bytes,
+                            port,
+                            nqn,
+                            comment: spec.meta.clone(),
+                        })
+                        .await?
+                    }
+                    None => {
+                        rds.add_unexported_disk(
+                            &spec.target,
+                            &file,
+                            spec.source.size_bytes,
+                            &spec.meta,
+                        )
+                        .await?
+                    }
+                }
+                Ok(rds.start_byte_copy(&source, &spec.target).await?)
+            }
+            CopyMethod::Subvolume => Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "a subvolume snapshot of {} needs both disks in the subvolume layout",
+                    spec.source.id
+                ),
+            )),
+        }
+    }
+}
+
 /// A disk as the CSI layer sees it.
 pub fn volume_of(disk: Disk) -> Volume {
     let layout = if disk.in_own_subvolume() {
@@ -146,8 +221,7 @@ impl Backend for RdsBackend {
         if let Some(fs) = fs {
             ensure_subvolume(&self.rds, &fs, &spec.id, None, false).await?;
         }
-        Ok(self
-            .rds
+        self.rds
             .create_disk(&NewDisk {
                 slot: spec.id.clone(),
                 file,
@@ -156,7 +230,8 @@ impl Backend for RdsBackend {
                 nqn: spec.export.nqn.clone(),
                 comment: spec.meta.clone(),
             })
-            .await?)
+            .await?;
+        self.admit_nobody(&spec.id).await
     }
 
     async fn delete_volume(&self, id: &VolumeId, known: Option<&Volume>) -> Result<()> {
@@ -221,65 +296,10 @@ impl Backend for RdsBackend {
     }
 
     async fn copy(&self, spec: &CopySpec) -> Result<()> {
-        let rds = &self.rds;
-        let source = Slot::new(&spec.source.id)?;
-        let (file, fs) = self.image(&spec.target, &spec.place)?;
-        if let (Some(fs), CopyMethod::Subvolume) = (&fs, spec.method) {
-            // A snapshot is read-only; a restore or clone is writable.
-            ensure_subvolume(rds, fs, &spec.target, Some(&source), spec.export.is_none()).await?;
-            let export = spec.export.as_ref().map(|(_, e)| (e.port, e.nqn.clone()));
-            rds.adopt_file(&spec.target, &file, export, &spec.meta)
-                .await?;
-            return match &spec.export {
-                Some((size, _)) if *size > spec.source.size_bytes => {
-                    Ok(rds.resize_disk(&spec.target, *size).await?)
-                }
-                _ => Ok(()),
-            };
-        }
-        if let Some(fs) = &fs {
-            ensure_subvolume(rds, fs, &spec.target, None, false).await?;
-        }
-        let export = spec
-            .export
-            .as_ref()
-            .map(|(size, e)| (*size, e.port, e.nqn.clone()));
-        match spec.method {
-            CopyMethod::CopyFrom => Ok(rds
-                .copy_from(&source, &spec.target, &file, export, &spec.meta)
-                .await?),
-            CopyMethod::ByteCopy => {
-                match export {
-                    Some((size_bytes, port, nqn)) => {
-                        rds.create_disk(&NewDisk {
-                            slot: spec.target.clone(),
-                            file,
-                            size_bytes,
-                            port,
-                            nqn,
-                            comment: spec.meta.clone(),
-                        })
-                        .await?
-                    }
-                    None => {
-                        rds.add_unexported_disk(
-                            &spec.target,
-                            &file,
-                            spec.source.size_bytes,
-                            &spec.meta,
-                        )
-                        .await?
-                    }
-                }
-                Ok(rds.start_byte_copy(&source, &spec.target).await?)
-            }
-            CopyMethod::Subvolume => Err(Error::new(
-                ErrorKind::Internal,
-                format!(
-                    "a subvolume snapshot of {} needs both disks in the subvolume layout",
-                    spec.source.id
-                ),
-            )),
+        self.copy_disk(spec).await?;
+        match spec.export {
+            Some(_) => self.admit_nobody(&spec.target).await,
+            None => Ok(()),
         }
     }
 

@@ -108,18 +108,18 @@ impl<B: Backend> ControllerService<B> {
         Ok(())
     }
 
-    /// A new volume admits no host until it is published.
+    /// A volume CreateVolume returns admits only its holders (nobody,
+    /// for a new one): a volume that still admits any host (made before
+    /// fencing was on, or a retry that finds one half made) is narrowed.
     pub(super) async fn fence_new(&self, volume: &mut Volume) -> ControllerResult<()> {
-        if !self.fencing() || volume.allowed_hosts.as_ref().is_some_and(Vec::is_empty) {
+        if !self.fencing() || volume.allowed_hosts.is_some() {
             return Ok(());
         }
         let id = VolumeId::new(&volume.id)
             .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
-        self.backend
-            .set_allowed_hosts(&id, &[])
-            .await
-            .map_err(Step::AllowHosts(id.clone()).failed())?;
-        volume.allowed_hosts = Some(Vec::new());
+        self.fence(&id, None, Cut::Never).await?;
+        let hosts = self.holder_hosts(&id).await?;
+        volume.allowed_hosts = Some(hosts.iter().map(Nqn::to_string).collect());
         Ok(())
     }
 }

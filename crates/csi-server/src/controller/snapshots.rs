@@ -677,7 +677,7 @@ impl<B: Backend> ControllerService<B> {
             exported: true,
             meta: spec.meta,
             busy: None,
-            allowed_hosts: None,
+            allowed_hosts: self.fencing().then(Vec::new),
         })
     }
 }
