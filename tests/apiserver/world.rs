@@ -191,7 +191,17 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let channel = testkit::grpc::unix_channel(sock).await.unwrap();
+        // The socket file appears at bind(), a moment before listen():
+        // a connect in between is refused. Retry within the same deadline.
+        let channel = loop {
+            match testkit::grpc::unix_channel(sock.clone()).await {
+                Ok(channel) => break channel,
+                Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot connect to the controller socket: {e}"),
+            }
+        };
         Controller {
             child,
             csi: ControllerClient::new(channel.clone()),
