@@ -172,6 +172,11 @@ fn a_controller_on_the_nvmet_backend_starts_reads_the_pool_over_ssh_and_turns_re
     assert!(cap.contains("9663676416"), "90 % of 10 GiB free: {cap}");
     let caps = csi(&endpoint, &["capabilities"]);
     assert!(caps.contains("CREATE_DELETE_SNAPSHOT"), "{caps}");
+    // The pool is read in the background at start, over its own SSH round
+    // trip: wait for its log line before stopping.
+    testkit::wait_for("the pool detected", Duration::from_secs(30), || {
+        logs().contains(r#""kind":"lvm-thin""#).then_some(())
+    });
     sigterm(&child).unwrap();
     let status = child.wait().unwrap();
     let logs = logs();
