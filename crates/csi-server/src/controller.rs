@@ -83,6 +83,10 @@ pub struct ControllerService<B> {
     /// snapshots it answered not ready yet (their next ask looks them up
     /// first). Empty after a restart, which only costs commands.
     known: std::sync::Mutex<snapshots::Known>,
+    /// Volumes whose open sessions must be cut and whose cut has not yet
+    /// succeeded: a retry cuts even though the list it finds is already
+    /// right. Lost on restart (docs/attachments.md#fencing-at-the-target).
+    pending_cuts: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 use capabilities::Offer;
@@ -112,6 +116,7 @@ impl<B: Backend> ControllerService<B> {
             pool_info: OnceLock::new(),
             copies: Default::default(),
             known: Default::default(),
+            pending_cuts: Default::default(),
         }
     }
 

@@ -190,3 +190,33 @@ async fn a_volume_made_before_fencing_was_on_is_narrowed_to_its_holders_at_creat
     ctl.create("pvc-a", GIB).await.unwrap();
     assert_eq!(ctl.admitted("pvc-a"), Some(vec![host("node-a")]));
 }
+
+#[tokio::test]
+async fn a_cut_that_failed_is_made_by_the_retry_even_though_the_list_is_already_right() {
+    let ctl = Ctl::fencing().await;
+    ctl.create("pvc-a", GIB).await.unwrap();
+    ctl.publish("pvc-a", "node-a", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    ctl.nodes.set("node-a", NodeStatus::OutOfService);
+    // The list moves to node-b; the cut of node-a's session fails.
+    *ctl.backend.fail_call.lock().unwrap() = Some(("cut", "unreachable"));
+    let err = ctl
+        .publish("pvc-a", "node-b", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(ctl.admitted("pvc-a"), Some(vec![host("node-b")]));
+    assert_eq!(ctl.cuts("pvc-a"), 1, "tried once");
+    // The attacher's retry: node-b already holds it and the list is right,
+    // but the cut is still owed.
+    ctl.publish("pvc-a", "node-b", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    assert_eq!(ctl.cuts("pvc-a"), 2);
+    // Once made, it is not made again.
+    ctl.publish("pvc-a", "node-b", mount(Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    assert_eq!(ctl.cuts("pvc-a"), 2);
+}

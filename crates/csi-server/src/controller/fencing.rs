@@ -67,14 +67,16 @@ impl<B: Backend> ControllerService<B> {
 
     /// Makes volume `id`'s export admit exactly the hosts of its holders
     /// (`current`: what it admits now, as just looked up), then cuts open
-    /// sessions as `cut` says. Either failing fails the RPC: the sidecar
-    /// retries, and the retry finds the list and cuts again.
+    /// sessions as `cut` says; returns the hosts admitted. Either failing
+    /// fails the RPC: the sidecar retries, and the retry, finding the list
+    /// already right, still cuts (the cut is remembered as pending until
+    /// it succeeds).
     pub(super) async fn fence(
         &self,
         id: &VolumeId,
         current: Option<&[String]>,
         cut: Cut,
-    ) -> ControllerResult<()> {
+    ) -> ControllerResult<BTreeSet<Nqn>> {
         let want = self.holder_hosts(id).await?;
         let wanted: BTreeSet<&str> = want.iter().map(Nqn::as_str).collect();
         let have: Option<BTreeSet<&str>> =
@@ -93,19 +95,28 @@ impl<B: Backend> ControllerService<B> {
             .filter(|h| !wanted.contains(*h))
             .copied()
             .collect();
-        let cut_now = match cut {
-            Cut::Always => true,
-            Cut::IfAHostLeft => !left.is_empty(),
-            Cut::Never => false,
-        };
+        // A cut that failed before is owed whatever this call would do.
+        let owed = self.pending_cuts().contains(id.as_str());
+        let cut_now = owed
+            || match cut {
+                Cut::Always => true,
+                Cut::IfAHostLeft => !left.is_empty(),
+                Cut::Never => false,
+            };
         if cut_now {
+            self.pending_cuts().insert(id.to_string());
             self.backend
                 .cut_sessions(id)
                 .await
                 .map_err(Step::CutSessions(id.clone()).failed())?;
+            self.pending_cuts().remove(id.as_str());
             info!(volume = %id, removed = ?left, admitted = ?wanted, "open sessions cut; admitted hosts reconnect");
         }
-        Ok(())
+        Ok(want)
+    }
+
+    fn pending_cuts(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.pending_cuts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A volume CreateVolume returns admits only its holders (nobody,
@@ -117,8 +128,7 @@ impl<B: Backend> ControllerService<B> {
         }
         let id = VolumeId::new(&volume.id)
             .map_err(|e| ControllerError::invalid("name", e.to_string()))?;
-        self.fence(&id, None, Cut::Never).await?;
-        let hosts = self.holder_hosts(&id).await?;
+        let hosts = self.fence(&id, None, Cut::Never).await?;
         volume.allowed_hosts = Some(hosts.iter().map(Nqn::to_string).collect());
         Ok(())
     }

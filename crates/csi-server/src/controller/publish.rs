@@ -195,7 +195,9 @@ impl<B: Backend> ControllerService<B> {
         } else {
             Cut::Never
         };
-        self.fence(id, volume.allowed_hosts.as_deref(), cut).await
+        self.fence(id, volume.allowed_hosts.as_deref(), cut)
+            .await
+            .map(drop)
     }
 }
 
