@@ -32,19 +32,7 @@ pub const POOL_KIND: &str = "lvm-thin";
 /// The Linux target's failures in the categories every backend reports.
 impl From<Error> for StorageError {
     fn from(e: Error) -> StorageError {
-        let kind = match &e.0 {
-            E::NotFound(_) => ErrorKind::NotFound,
-            E::NoSpace(_) => ErrorKind::NoSpace,
-            E::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            E::InUse(_) => ErrorKind::InUse,
-            E::Validation(_) => ErrorKind::InvalidInput,
-            E::Unreachable(_) | E::AuthFailed { .. } | E::HostKeyMismatch { .. } | E::Key(_) => {
-                ErrorKind::Unavailable
-            }
-            E::Timeout(_) => ErrorKind::Timeout,
-            E::Invalid(_) | E::Failed(_) | E::Protocol(_) => ErrorKind::Internal,
-        };
-        StorageError::new(kind, e)
+        StorageError::new(e.0.storage_kind(), e)
     }
 }
 

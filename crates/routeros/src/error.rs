@@ -42,26 +42,32 @@ pub enum Error {
 /// A RouterOS failure in the categories every backend reports.
 impl From<Error> for storage::Error {
     fn from(e: Error) -> storage::Error {
+        storage::Error::new(e.storage_kind(), e)
+    }
+}
+
+impl Error {
+    /// The category every backend reports this failure in; one mapping
+    /// for every backend reached over this client (the RDS, a Linux host).
+    pub fn storage_kind(&self) -> storage::ErrorKind {
         use storage::ErrorKind as K;
-        let kind = match &e {
+        match self {
             Error::NotFound(_) => K::NotFound,
             Error::NoSpace(_) => K::NoSpace,
             Error::AlreadyExists(_) => K::AlreadyExists,
             Error::InUse(_) => K::InUse,
             Error::Validation(_) => K::InvalidInput,
-            Error::Unreachable(_) | Error::AuthFailed { .. } | Error::HostKeyMismatch { .. } => {
-                K::Unavailable
-            }
+            // The server cannot be used right now (a key that cannot be
+            // loaded only ever shows at start).
+            Error::Unreachable(_)
+            | Error::AuthFailed { .. }
+            | Error::HostKeyMismatch { .. }
+            | Error::Key(_) => K::Unavailable,
             Error::Timeout(_) => K::Timeout,
-            Error::Invalid(_) | Error::Failed(_) | Error::Protocol(_) | Error::Key(_) => {
-                K::Internal
-            }
-        };
-        storage::Error::new(kind, e)
+            Error::Invalid(_) | Error::Failed(_) | Error::Protocol(_) => K::Internal,
+        }
     }
-}
 
-impl Error {
     /// Whether retrying later may succeed without anyone changing anything:
     /// the RDS could not be reached or did not answer in time.
     pub fn is_transient(&self) -> bool {
