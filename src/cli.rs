@@ -67,6 +67,12 @@ pub struct CommonArgs {
     /// `rds.csi.srvlab.io/rds`).
     #[arg(long, env = "RDS_CSI_RDS_NAME", default_value = "default")]
     pub rds_name: String,
+    /// More storage servers beside the default one (JSON; see
+    /// docs/configuration.md#several-backends). The controller serves
+    /// them; the node plugin reports which it can reach and treats their
+    /// volumes' subsystems as the driver's. Give both the same file.
+    #[arg(long, env = "RDS_CSI_BACKENDS_FILE")]
+    pub backends_file: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -306,6 +312,11 @@ pub struct NodeArgs {
     /// This node's ID, normally the Kubernetes node name.
     #[arg(long, env = "NODE_ID")]
     pub node_id: String,
+    /// How long the node waits, at start, for each backend of
+    /// --backends-file to accept a TCP connection on its NVMe/TCP port
+    /// before it reports the backend unreachable.
+    #[arg(long, env = "RDS_CSI_BACKEND_PROBE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub backend_probe_timeout: Duration,
     /// Most volumes this node accepts (0: no limit).
     #[arg(long, env = "RDS_CSI_MAX_VOLUMES", default_value_t = 0)]
     pub max_volumes: i64,

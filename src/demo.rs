@@ -56,6 +56,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             driver_name: "rds.csi.srvlab.io".into(),
             metrics_address: "off".into(),
             rds_name: "default".into(),
+            backends_file: None,
         },
         rds_address: sim.addr().to_string(),
         rds_user: "csi".into(),

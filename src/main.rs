@@ -2,6 +2,7 @@
 //! Subcommands: `controller`, `node`, `sim`, `demo`, `csi`.
 #![forbid(unsafe_code)]
 
+mod backends;
 mod cli;
 mod client;
 mod demo;

@@ -12,7 +12,8 @@ use attachment_manager::QueuedEvents;
 use attachment_manager::{
     AttachMetrics, EventSink, Manager, MigrationCheck, NoMigrations, NodeView, Policy, Store,
 };
-use csi_server::backend::{Backend, RdsBackend};
+use csi_server::backend::RdsBackend;
+use csi_server::backends::Backends;
 use csi_server::controller::{ControllerConfig, ControllerService, DEFAULT_MIGRATION_TIMEOUT};
 use csi_server::health::Health;
 use csi_server::identity::{valid_driver_name, IdentityService};
@@ -29,6 +30,7 @@ use routeros::{ClientConfig, ClientMetrics, ClusterId, HostKeyPolicy, Rds, RosPa
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backends::AnyBackend;
 use crate::cli::{
     BackendKind, CommonArgs, ControllerArgs, EventsMode, FormatRecordMode, NodeArgs, OrphanMode,
     SimArgs, VERSION,
@@ -80,7 +82,7 @@ fn check_common(c: &CommonArgs) -> anyhow::Result<()> {
 }
 
 /// `host` or `host:port` → `host:port`, and the bare host.
-fn split_address(addr: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn split_address(addr: &str) -> anyhow::Result<(String, String)> {
     if addr.is_empty() {
         bail!("--rds-address must not be empty");
     }
@@ -170,55 +172,124 @@ pub fn controller_parts(args: &ControllerArgs) -> anyhow::Result<ControllerParts
             nqn_prefix: args.naming.nqn_prefix.clone(),
             topology: (TOPOLOGY_KEY.into(), args.common.rds_name.clone()),
             max_list_entries: 1000,
+            qualifier: String::new(),
         },
         client,
         cluster_id,
     })
 }
 
-pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    let parts = controller_parts(&args)?;
-    let key = routeros::load_key(&args.rds_key_file).context("--rds-key-file")?;
-    let registry = Registry::new();
-    let client = routeros::Client::new(
-        parts.client.clone(),
-        key,
-        Some(ClientMetrics::register(&registry)?),
-    );
-    let result = match args.backend {
-        BackendKind::Rds => {
-            // The orphan sweep reads RouterOS disks and files itself.
-            let rds = Rds::new(client.clone());
-            let backend = Arc::new(
-                RdsBackend::new(rds.clone(), parts.config.defaults.volume_path_root.clone())
-                    .with_fencing(args.rds_fencing),
-            );
-            serve_controller(&args, &parts, registry, backend, Some(rds), &cancel).await
-        }
-        BackendKind::Nvmet => {
-            let backend = Arc::new(crate::nvmet::backend(&args, client.clone())?);
-            if args.orphan_reconciler {
-                info!("orphan volume sweep off: it reads RouterOS disks and files, and the nvmet backend has neither");
-            }
-            serve_controller(&args, &parts, registry, backend, None, &cancel).await
-        }
+/// One backend of the controller, ready to serve.
+struct MemberParts {
+    name: String,
+    args: ControllerArgs,
+    parts: ControllerParts,
+    backend: Arc<AnyBackend>,
+    /// Where its metrics go: labelled `backend=<name>` when there are
+    /// several backends.
+    scope: Registry,
+}
+
+/// The default backend's flags and parts, then each backend of
+/// `--backends-file`'s with its name in its volume IDs and its own
+/// topology key.
+fn all_parts(args: &ControllerArgs) -> anyhow::Result<Vec<(ControllerArgs, ControllerParts)>> {
+    let default = controller_parts(args).context("the default backend")?;
+    let mut all = vec![(args.clone(), default)];
+    let Some(path) = &args.common.backends_file else {
+        return Ok(all);
     };
-    client.close().await;
+    for entry in crate::backends::read(path, &args.common.rds_name)? {
+        let a = entry.controller_args(args);
+        let mut parts = controller_parts(&a)
+            .with_context(|| format!("backend {} of --backends-file", entry.name))?;
+        let qualifier = csi_server::backends::qualifier(&entry.name, false);
+        parts.config.volume_id_prefix =
+            SlotPrefix::new(&format!("{qualifier}{}", args.naming.volume_id_prefix))
+                .with_context(|| format!("backend {}: volume ID prefix", entry.name))?;
+        parts.config.qualifier = qualifier;
+        parts.config.topology = (crate::backends::topology_key(&entry.name), "true".into());
+        all.push((a, parts));
+    }
+    Ok(all)
+}
+
+pub async fn controller(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let all = all_parts(&args)?;
+    let registry = Registry::new();
+    let mut members = Vec::new();
+    let mut clients = Vec::new();
+    // The orphan sweep reads the default RDS's disks and files itself.
+    let mut sweep_rds = None;
+    // With several backends each one's metrics carry `backend=<name>`;
+    // one backend's are as they always were, without the label.
+    let several = all.len() > 1;
+    for (i, (a, parts)) in all.into_iter().enumerate() {
+        let name = a.common.rds_name.clone();
+        let scope = match several {
+            true => csi_server::metrics::scoped(&registry, "backend", &name)?,
+            false => registry.clone(),
+        };
+        let key = routeros::load_key(&a.rds_key_file)
+            .with_context(|| format!("backend {name}: --rds-key-file"))?;
+        let client = routeros::Client::new(
+            parts.client.clone(),
+            key,
+            Some(ClientMetrics::register(&scope)?),
+        );
+        clients.push(client.clone());
+        let backend = match a.backend {
+            BackendKind::Rds => {
+                let rds = Rds::new(client);
+                if i == 0 {
+                    sweep_rds = Some(rds.clone());
+                }
+                AnyBackend::Rds(
+                    RdsBackend::new(rds, parts.config.defaults.volume_path_root.clone())
+                        .with_fencing(a.rds_fencing),
+                )
+            }
+            BackendKind::Nvmet => AnyBackend::Nvmet(Box::new(crate::nvmet::backend(&a, client)?)),
+        };
+        members.push(MemberParts {
+            name,
+            args: a,
+            parts,
+            backend: Arc::new(backend),
+            scope,
+        });
+    }
+    if args.orphan_reconciler && sweep_rds.is_none() {
+        info!("orphan volume sweep off: it reads RouterOS disks and files, and the default backend is not an RDS");
+    }
+    if args.orphan_reconciler && members.len() > 1 {
+        info!("the orphan volume sweep covers the default backend only");
+    }
+    let result = serve_controller(&args, members, registry, sweep_rds, &cancel).await;
+    for client in clients {
+        client.close().await;
+    }
     result
 }
 
-/// The controller over `backend` until `cancel`; `rds`: the RDS's client
-/// for the orphan sweep, which only the RDS backend has.
-async fn serve_controller<B: Backend>(
+/// The controller over its backends until `cancel`; `rds`: the default
+/// RDS's client for the orphan sweep, when the default backend is one.
+async fn serve_controller(
     args: &ControllerArgs,
-    parts: &ControllerParts,
+    members: Vec<MemberParts>,
     registry: Registry,
-    backend: Arc<B>,
     rds: Option<Rds>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let health = Health::register(&registry)?;
-    let rpc_metrics = RpcMetrics::register(&registry)?;
+    let parts = &members[0].parts;
+    let healths = members
+        .iter()
+        .map(|m| Health::register(&m.scope).map(|h| h.named(&m.name)))
+        .collect::<prometheus::Result<Vec<_>>>()?;
+    let health = match healths.len() {
+        1 => healths[0].clone(),
+        _ => Health::any_of(&healths)?,
+    };
     let policy = Policy {
         grace_period: args.attachment_grace_period,
         allow_unverified_second_node: args.allow_unverified_migration,
@@ -250,7 +321,8 @@ async fn serve_controller<B: Backend>(
                 not_ready_after: args.not_ready_threshold,
             },
             reconciler::ReconcilerMetrics::register(&registry)?,
-            health.recovered(),
+            // Sweeps after the default backend comes back.
+            healths[0].recovered(),
         ));
         watchers.spawn(stale.run(cancel.clone()));
         let mut orphans = None;
@@ -310,46 +382,71 @@ async fn serve_controller<B: Backend>(
             }
         });
     }
-    let pool = parts.config.pool();
-    let controller = Arc::new(
-        ControllerService::new(
-            parts.config.clone(),
-            backend.clone(),
-            nodes,
-            manager.clone(),
-            cluster.grouper,
-            rpc_metrics,
-        )
-        .with_cluster_id(identity),
-    );
-    // Which copy methods the pool allows, read in the background so an
-    // unreachable RDS does not hold up the socket.
-    tokio::spawn({
-        let controller = controller.clone();
-        async move { controller.detect_pool().await }
-    });
+    let mut services = Vec::new();
+    let mut health_tasks = Vec::new();
+    let mut rpc_metrics = Vec::new();
+    for (m, health) in members.iter().zip(&healths) {
+        let metrics = RpcMetrics::register(&m.scope)?;
+        rpc_metrics.push(metrics.clone());
+        let service = Arc::new(
+            ControllerService::new(
+                m.parts.config.clone(),
+                m.backend.clone(),
+                nodes.clone(),
+                manager.clone(),
+                cluster.grouper.clone(),
+                metrics,
+            )
+            .with_cluster_id(identity.clone()),
+        );
+        // Which copy methods the pool allows, read in the background so an
+        // unreachable server does not hold up the socket.
+        tokio::spawn({
+            let service = service.clone();
+            async move { service.detect_pool().await }
+        });
+        health_tasks.push(health.clone().run(
+            m.backend.clone(),
+            m.parts.config.pool(),
+            args.health_interval,
+            m.parts.client.command_timeout,
+            cancel.clone(),
+        ));
+        info!(
+            backend = %m.name,
+            kind = ?m.args.backend,
+            server = %m.parts.client.address,
+            volume_id_prefix = %m.parts.config.volume_id_prefix,
+            topology = %format!("{}={}", m.parts.config.topology.0, m.parts.config.topology.1),
+            "backend configured"
+        );
+        services.push(csi_server::backends::Member {
+            name: m.name.clone(),
+            service,
+        });
+    }
+    // What is refused before a backend is chosen: counted without a
+    // backend label (one backend's metrics have none anyway).
+    let router_metrics = match members.len() {
+        1 => rpc_metrics.swap_remove(0),
+        _ => RpcMetrics::register(&registry)?,
+    };
+    let controller = Backends::new(services, router_metrics)?;
     let identity = IdentityService::new(&args.common.driver_name, VERSION, true, health.clone());
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
-        .add_service(ControllerServer::from_arc(controller));
+        .add_service(ControllerServer::new(controller));
     let path = server::socket_path(&args.common.endpoint)?;
     let listener = server::bind_unix(&path)?;
     info!(
         version = VERSION,
         endpoint = %path.display(),
-        backend = ?args.backend,
-        server = %parts.client.address,
+        backends = members.len(),
         driver = %args.common.driver_name,
         "controller started"
     );
     let metrics_addr = args.common.metrics_addr()?;
-    let health_task = health.clone().run(
-        backend,
-        pool,
-        args.health_interval,
-        parts.client.command_timeout,
-        cancel.clone(),
-    );
+    let health_task = futures::future::join_all(health_tasks);
     let result = tokio::try_join!(
         serve_csi_and_metrics(router, listener, metrics_addr, registry, health, cancel),
         async {
@@ -684,9 +781,35 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
     }
     let prefix = nvme::NqnPrefix::new(&args.naming.nqn_prefix)
         .map_err(|e| anyhow::anyhow!("--nqn-prefix: {e}"))?;
-    let prefix = prefix
+    let mut prefix = prefix
         .with_volume_prefix(&args.naming.volume_id_prefix)
         .map_err(|e| anyhow::anyhow!("--volume-id-prefix: {e}"))?;
+    let mut topology = vec![(TOPOLOGY_KEY.to_string(), args.common.rds_name.clone())];
+    if let Some(path) = &args.common.backends_file {
+        let others = crate::backends::read(path, &args.common.rds_name)?;
+        // Their volumes' subsystems are the driver's whether or not the
+        // node reaches them now: a connection made before stays managed.
+        for e in &others {
+            let q = csi_server::backends::qualifier(&e.name, false);
+            prefix = prefix
+                .also_owning(&format!("{q}{}", args.naming.volume_id_prefix))
+                .map_err(|err| anyhow::anyhow!("backend {}: {err}", e.name))?;
+        }
+        let reached = crate::backends::reachable(&others, args.backend_probe_timeout).await;
+        for e in &others {
+            match &reached[&e.name] {
+                Ok(()) => {
+                    info!(backend = %e.name, "backend reachable: its volumes may be scheduled here");
+                    topology.push((crate::backends::topology_key(&e.name), "true".into()));
+                }
+                Err(err) => warn!(
+                    backend = %e.name,
+                    error = %format!("{err:#}"),
+                    "backend unreachable at start: its volumes are not scheduled on this node until the node plugin restarts and reaches it"
+                ),
+            }
+        }
+    }
     // A missing or shared host NQN makes the target mix the sessions of
     // different nodes: refuse to start rather than connect (see
     // docs/safety.md#duplicate-host-nqns).
@@ -733,7 +856,7 @@ pub async fn node(args: NodeArgs, cancel: CancellationToken) -> anyhow::Result<(
         NodeConfig {
             node_id: args.node_id.clone(),
             max_volumes: args.max_volumes,
-            topology: (TOPOLOGY_KEY.into(), args.common.rds_name.clone()),
+            topology,
             state_dir: state_dir.clone(),
             staging_root: args.staging_root.clone(),
             max_ctrl_loss_tmo: args.max_ctrl_loss_tmo,

@@ -177,7 +177,7 @@ fn node_service_without_record(
         NodeConfig {
             node_id: node.to_string(),
             max_volumes: 0,
-            topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
+            topology: vec![("rds.csi.srvlab.io/rds".into(), "default".into())],
             state_dir: "/var/lib/kubelet/plugins/rds/volumes".into(),
             staging_root: "/var/lib/kubelet".into(),
             max_ctrl_loss_tmo: None,

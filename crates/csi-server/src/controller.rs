@@ -42,6 +42,11 @@ pub struct ControllerConfig {
     /// Topology segment every volume is accessible from.
     pub topology: (String, String),
     pub max_list_entries: usize,
+    /// What every volume and snapshot ID of this backend starts with
+    /// before the volume prefix or `snap-`: empty for the default backend
+    /// (Go-compatible IDs), `<name>-` for the other named backends of one
+    /// controller, so an ID alone says where its volume lives.
+    pub qualifier: String,
 }
 
 impl ControllerConfig {
@@ -49,6 +54,28 @@ impl ControllerConfig {
     /// the RDS: the mount point of the volume path root).
     pub fn pool(&self) -> String {
         self.defaults.volume_path_root.mount_point().to_string()
+    }
+
+    /// The ID CreateSnapshot gives request name `name` on this backend.
+    pub fn snapshot_id(&self, name: &str) -> VolumeId {
+        let id = crate::snapshot::snapshot_id(name);
+        if self.qualifier.is_empty() {
+            return id;
+        }
+        VolumeId::new(&format!("{}{id}", self.qualifier))
+            .expect("a qualifier and snap-<uuid> make a valid ID")
+    }
+
+    /// Whether `id` is a snapshot ID of this backend's.
+    pub fn is_snapshot_id(&self, id: &str) -> bool {
+        id.strip_prefix(self.qualifier.as_str())
+            .is_some_and(|rest| rest.starts_with(SNAPSHOT_PREFIX))
+    }
+
+    /// What this backend's snapshot IDs start with, to list them.
+    pub fn snapshot_prefix(&self) -> IdPrefix {
+        IdPrefix::new(&format!("{}{SNAPSHOT_PREFIX}", self.qualifier))
+            .expect("a qualifier and snap- make a valid prefix")
     }
 }
 
@@ -118,6 +145,11 @@ impl<B: Backend> ControllerService<B> {
             known: Default::default(),
             pending_cuts: Default::default(),
         }
+    }
+
+    /// The settings it was made with.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
     }
 
     /// What the pool can do, read from the backend the first time.
@@ -293,8 +325,9 @@ impl<B: Backend> ControllerService<B> {
         &self,
         req: proto::CreateVolumeRequest,
     ) -> ControllerResult<proto::CreateVolumeResponse> {
-        let slot = self.slot("name", &req.name)?;
-        if slot.as_str().starts_with(SNAPSHOT_PREFIX) {
+        ControllerError::require("name", &req.name)?;
+        let slot = self.slot("name", &format!("{}{}", self.config.qualifier, req.name))?;
+        if req.name.starts_with(SNAPSHOT_PREFIX) {
             return Err(ControllerError::invalid(
                 "name",
                 format!("{SNAPSHOT_PREFIX} is reserved for snapshot IDs"),
@@ -442,10 +475,14 @@ impl<B: Backend> ControllerService<B> {
             return Ok(());
         }
         let (k, v) = &self.config.topology;
-        let reachable = req
-            .requisite
-            .iter()
-            .any(|t| t.segments.get(k).is_none_or(|val| val == v));
+        // A segment without the key says nothing about the default backend
+        // (nodes of older releases); another backend's key is reported only
+        // by the nodes that reach it, so its absence means "not from here".
+        let named = !self.config.qualifier.is_empty();
+        let reachable = req.requisite.iter().any(|t| match t.segments.get(k) {
+            Some(val) => val == v,
+            None => !named,
+        });
         if reachable {
             Ok(())
         } else {

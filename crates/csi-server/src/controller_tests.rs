@@ -21,6 +21,7 @@ fn config() -> ControllerConfig {
         nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
         topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
         max_list_entries: 1000,
+        qualifier: String::new(),
     }
 }
 

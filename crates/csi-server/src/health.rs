@@ -19,6 +19,10 @@ use crate::metrics::registered;
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// Of a controller with several backends ([`Health::any_of`]): theirs.
+    members: Vec<Arc<AtomicBool>>,
+    /// The backend's name in logs, with several backends.
+    name: Option<String>,
     /// Notified each time the backend becomes reachable (also the first
     /// time), so reconcilers can sweep after an outage.
     recovered: Arc<tokio::sync::Notify>,
@@ -37,6 +41,8 @@ impl Health {
         )?;
         Ok(Health {
             ready: Arc::new(AtomicBool::new(false)),
+            members: Vec::new(),
+            name: None,
             recovered: Arc::new(tokio::sync::Notify::new()),
             up: int_gauge(
                 "rds_csi_backend_up",
@@ -58,8 +64,29 @@ impl Health {
         h
     }
 
+    /// Names the backend in its log lines.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// The readiness of a controller with several backends: ready while
+    /// any of them is reachable. One server down must not make Kubernetes
+    /// restart the controller that serves the others; which one is down is
+    /// in `rds_csi_backend_up{backend}`, and its own RPCs answer
+    /// UNAVAILABLE.
+    pub fn any_of(members: &[Health]) -> prometheus::Result<Health> {
+        let mut h = Self::register(&Registry::new())?;
+        h.members = members.iter().map(|m| m.ready.clone()).collect();
+        Ok(h)
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        if self.members.is_empty() {
+            self.ready.load(Ordering::Relaxed)
+        } else {
+            self.members.iter().any(|m| m.load(Ordering::Relaxed))
+        }
     }
 
     pub fn recovered(&self) -> Arc<tokio::sync::Notify> {
@@ -72,9 +99,9 @@ impl Health {
         if was != ok {
             if ok {
                 self.recovered.notify_one();
-                info!("backend is reachable; reporting ready");
+                info!(backend = self.name.as_deref(), "backend is reachable");
             } else {
-                warn!("backend is unreachable; reporting not ready");
+                warn!(backend = self.name.as_deref(), "backend is unreachable");
             }
         }
     }
@@ -101,11 +128,15 @@ impl Health {
                     self.record(true);
                 }
                 Ok(Err(e)) => {
-                    warn!(error = %e, "backend health check failed");
+                    warn!(backend = self.name.as_deref(), error = %e, "backend health check failed");
                     self.record(false);
                 }
                 Err(_) => {
-                    warn!(?timeout, "backend health check timed out");
+                    warn!(
+                        backend = self.name.as_deref(),
+                        ?timeout,
+                        "backend health check timed out"
+                    );
                     self.record(false);
                 }
             }
@@ -114,5 +145,27 @@ impl Health {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_backends_are_ready_while_any_is_reachable() {
+        let (a, b) = (
+            Health::register(&Registry::new()).unwrap(),
+            Health::register(&Registry::new()).unwrap(),
+        );
+        let all = Health::any_of(&[a.clone(), b.clone()]).unwrap();
+        assert!(!all.is_ready(), "nothing checked yet");
+        a.record(true);
+        assert!(all.is_ready());
+        a.record(false);
+        b.record(true);
+        assert!(all.is_ready());
+        b.record(false);
+        assert!(!all.is_ready());
     }
 }

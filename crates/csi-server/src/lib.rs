@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod backends;
 pub mod controller;
 pub mod error;
 pub mod health;

@@ -16,6 +16,42 @@ pub fn registered<M: Collector + Clone + 'static>(
     Ok(metric)
 }
 
+/// A registry whose metrics all carry the label `label=value` (one per
+/// backend: `backend="lab2"`), gathered with `parent`'s: the same metric
+/// names, told apart by the label, in one scrape.
+pub fn scoped(parent: &Registry, label: &str, value: &str) -> prometheus::Result<Registry> {
+    let labels = std::collections::HashMap::from([(label.to_string(), value.to_string())]);
+    let child = Registry::new_custom(None, Some(labels.clone()))?;
+    // A registry is known by its descriptors: one naming the label value
+    // keeps two scopes apart. It describes no metric of its own.
+    let desc = prometheus::core::Desc::new(
+        "rds_csi_metric_scope".into(),
+        "A group of metrics that share a label.".into(),
+        vec![],
+        labels,
+    )?;
+    parent.register(Box::new(Scope {
+        registry: child.clone(),
+        desc,
+    }))?;
+    Ok(child)
+}
+
+struct Scope {
+    registry: Registry,
+    desc: prometheus::core::Desc,
+}
+
+impl Collector for Scope {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+}
+
 #[derive(Clone)]
 pub struct RpcMetrics {
     calls: IntCounterVec,
@@ -99,5 +135,32 @@ impl RpcTimer {
             .duration
             .with_label_values(&[self.method])
             .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{Encoder, IntGauge, TextEncoder};
+
+    #[test]
+    fn scoped_registries_label_their_metrics_and_are_scraped_as_one() {
+        let parent = Registry::new();
+        for (backend, up) in [("a", 1), ("b", 0)] {
+            let scope = scoped(&parent, "backend", backend).unwrap();
+            let g = registered(&scope, IntGauge::new("x_up", "Up.").unwrap()).unwrap();
+            g.set(up);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&parent.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("x_up{backend=\"a\"} 1"), "{text}");
+        assert!(text.contains("x_up{backend=\"b\"} 0"), "{text}");
+        assert_eq!(text.matches("# TYPE x_up").count(), 1, "{text}");
+        assert!(!text.contains("rds_csi_metric_scope"), "{text}");
+        // The same scope twice would count its metrics twice.
+        assert!(scoped(&parent, "backend", "a").is_err());
     }
 }

@@ -90,7 +90,9 @@ pub use orphans::{OrphanCleanup, OrphanReport};
 pub struct NodeConfig {
     pub node_id: String,
     pub max_volumes: i64,
-    pub topology: (String, String),
+    /// The node's topology segments: the default backend's, and one for
+    /// each other backend it can reach.
+    pub topology: Vec<(String, String)>,
     /// Where the node keeps one record per staged volume.
     pub state_dir: PathBuf,
     /// Kubelet's root directory: the orphan cleaner looks for device nodes
@@ -537,12 +539,11 @@ node_service! {
         &self,
         _r: Request<proto::NodeGetInfoRequest>,
     ) -> Result<Response<proto::NodeGetInfoResponse>, Status> {
-        let (k, v) = &self.inner.config.topology;
         Ok(Response::new(proto::NodeGetInfoResponse {
             node_id: self.inner.config.node_id.clone(),
             max_volumes_per_node: self.inner.config.max_volumes,
             accessible_topology: Some(proto::Topology {
-                segments: HashMap::from([(k.clone(), v.clone())]),
+                segments: self.inner.config.topology.iter().cloned().collect(),
             }),
         }))
     }

@@ -9,17 +9,12 @@
 //! `docs/snapshots.md`.
 
 use jiff::Timestamp;
-use storage::{CopyMethod, IdPrefix, Volume, VolumeId};
+use storage::{CopyMethod, Volume, VolumeId};
 
 /// The first characters of every snapshot's slot, ours and the Go
 /// driver's. Volume IDs never start with it (CreateVolume refuses such a
 /// name), so no listing mistakes a snapshot for a volume.
 pub const SNAPSHOT_PREFIX: &str = storage::SNAPSHOT_ID_PREFIX;
-
-/// The slot prefix to list snapshots with.
-pub fn snapshot_prefix() -> IdPrefix {
-    IdPrefix::new(SNAPSHOT_PREFIX).expect("a valid prefix")
-}
 
 /// The snapshot ID for a CreateSnapshot request name: `snap-<uuid>`, the
 /// UUID version 5 of the name in the DNS namespace. The same name always

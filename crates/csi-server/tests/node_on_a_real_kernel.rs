@@ -237,7 +237,7 @@ fn service(h: &Arc<Host>) -> NodeService<LoopExec, RealSys> {
         NodeConfig {
             node_id: "n".into(),
             max_volumes: 0,
-            topology: ("k".into(), "v".into()),
+            topology: vec![("k".into(), "v".into())],
             state_dir: h.p("state"),
             staging_root: h.p("kubelet"),
             max_ctrl_loss_tmo: None,

@@ -44,6 +44,9 @@ fn trunc(s: &str) -> String {
 pub struct NqnPrefix {
     nqn: String,
     volume: String,
+    /// The volume-ID prefixes of the other backends of the same driver
+    /// (`lab2-pvc-`), whose subsystems are the driver's too.
+    also: Vec<String>,
 }
 
 impl NqnPrefix {
@@ -72,6 +75,7 @@ impl NqnPrefix {
         Ok(NqnPrefix {
             nqn: s.to_string(),
             volume: String::new(),
+            also: Vec::new(),
         })
     }
 
@@ -87,22 +91,38 @@ impl NqnPrefix {
         Ok(self)
     }
 
+    /// Also owns the volumes whose ID starts with `volume_prefix`: another
+    /// backend's of the same driver.
+    pub fn also_owning(mut self, volume_prefix: &str) -> Result<Self, String> {
+        let other = self.clone().with_volume_prefix(volume_prefix)?;
+        self.also.push(other.volume);
+        Ok(self)
+    }
+
     /// The NQN prefix alone; a volume's NQN is this and the volume ID.
     pub fn as_str(&self) -> &str {
         &self.nqn
     }
 
-    /// What an owned NQN starts with: the NQN prefix and the volume-ID
-    /// prefix.
+    /// What an owned NQN starts with: the NQN prefix and a volume-ID
+    /// prefix (several joined by " or ").
     pub fn owned_prefix(&self) -> String {
-        format!("{}{}", self.nqn, self.volume)
+        std::iter::once(&self.volume)
+            .chain(&self.also)
+            .map(|v| format!("{}{v}", self.nqn))
+            .collect::<Vec<_>>()
+            .join(" or ")
     }
 
     /// Whether this driver owns the subsystem `nqn`.
     pub fn owns(&self, nqn: &str) -> bool {
-        nqn.strip_prefix(self.nqn.as_str())
-            .and_then(|id| id.strip_prefix(self.volume.as_str()))
-            .is_some_and(|rest| !rest.is_empty())
+        let Some(id) = nqn.strip_prefix(self.nqn.as_str()) else {
+            return false;
+        };
+        std::iter::once(&self.volume).chain(&self.also).any(|v| {
+            id.strip_prefix(v.as_str())
+                .is_some_and(|rest| !rest.is_empty())
+        })
     }
 
     /// The NQN the controller gives a volume: the prefix and the volume ID.
@@ -314,6 +334,25 @@ mod tests {
         assert!(!p.owns("nqn.2014-08.org.nvmexpress:uuid:1"));
         assert!(!p.owns("nqn.2000-02.com.mikrotik"));
         assert_eq!(p.volume_nqn("pvc-1"), "nqn.2000-02.com.mikrotik:pvc-1");
+    }
+
+    #[test]
+    fn other_backends_volumes_are_owned_too_and_nothing_else() {
+        let p = NqnPrefix::new("nqn.2000-02.com.mikrotik:")
+            .unwrap()
+            .with_volume_prefix("pvc-")
+            .unwrap()
+            .also_owning("lab2-pvc-")
+            .unwrap();
+        assert!(p.owns("nqn.2000-02.com.mikrotik:pvc-1"));
+        assert!(p.owns("nqn.2000-02.com.mikrotik:lab2-pvc-1"));
+        assert!(!p.owns("nqn.2000-02.com.mikrotik:lab3-pvc-1"));
+        assert!(!p.owns("nqn.2000-02.com.mikrotik:lab2-pvc-"));
+        assert_eq!(
+            p.owned_prefix(),
+            "nqn.2000-02.com.mikrotik:pvc- or nqn.2000-02.com.mikrotik:lab2-pvc-"
+        );
+        assert!(p.also_owning("").is_err());
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct FakeBackend {
     pub fencing: bool,
     /// Declares no snapshots, clones or expansion (a plain backend).
     pub plain: bool,
+    /// While set, every call fails as an unreachable server's would.
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 /// A Btrfs pool as the RDS backend reports it.
@@ -56,6 +58,10 @@ impl FakeBackend {
     }
 
     fn enter(&self, call: String) -> Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            self.calls.lock().unwrap().push(call);
+            return Err(Error::new(ErrorKind::Unavailable, "injected: server down"));
+        }
         let mut on = self.fail_call.lock().unwrap();
         let matched = on.filter(|(prefix, _)| call.starts_with(prefix));
         self.calls.lock().unwrap().push(call);

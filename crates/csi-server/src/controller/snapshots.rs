@@ -11,7 +11,7 @@
 use super::*;
 use crate::backend::SnapshotSpec;
 use crate::params::{parse_copy_method, P_COPY_METHOD};
-use crate::snapshot::{self, snapshot_id, snapshot_prefix};
+use crate::snapshot;
 use routeros::RosPath;
 use storage::ErrorKind;
 
@@ -59,7 +59,7 @@ impl Source {
         })?;
         if let Source::Volume(id) = self {
             ctl.slot("volume_content_source.volume", id.as_str())?;
-            if id.as_str().starts_with(SNAPSHOT_PREFIX) {
+            if ctl.config.is_snapshot_id(id.as_str()) {
                 return Err(ControllerError::invalid(
                     "volume_content_source.volume",
                     format!("{id} is a snapshot ID; name it as a snapshot source"),
@@ -311,14 +311,14 @@ impl<B: Backend> ControllerService<B> {
         let source = self.slot("source_volume_id", &req.source_volume_id)?;
         // With an empty volume ID prefix every snapshot ID is also a
         // managed ID: refuse it here as CreateVolume's clone path does.
-        if source.as_str().starts_with(SNAPSHOT_PREFIX) {
+        if self.config.is_snapshot_id(source.as_str()) {
             return Err(ControllerError::invalid(
                 "source_volume_id",
                 format!("{source} is a snapshot ID, not a volume"),
             ));
         }
         let asked = requested_method(&req.parameters)?;
-        let id = snapshot_id(&req.name);
+        let id = self.config.snapshot_id(&req.name);
         let _guard = self.lock(&id)?;
         // Asked again after a not-ready answer: look at the snapshot first.
         if self.known().not_ready.contains(id.as_str()) {
@@ -516,7 +516,7 @@ impl<B: Backend> ControllerService<B> {
         ControllerError::require("snapshot_id", &req.snapshot_id)?;
         // An ID this driver cannot have issued names nothing to delete.
         let id = match VolumeId::new(&req.snapshot_id) {
-            Ok(id) if id.as_str().starts_with(SNAPSHOT_PREFIX) => id,
+            Ok(id) if self.config.is_snapshot_id(id.as_str()) => id,
             _ => return Ok(proto::DeleteSnapshotResponse {}),
         };
         let _guard = self.lock(&id)?;
@@ -541,7 +541,7 @@ impl<B: Backend> ControllerService<B> {
             .map_err(|_| ControllerError::invalid("max_entries", "must not be negative"))?;
         let disks = if req.snapshot_id.is_empty() {
             self.backend
-                .list_volumes(&snapshot_prefix())
+                .list_volumes(&self.config.snapshot_prefix())
                 .await
                 .map_err(Step::ListSnapshots.failed())?
         } else {

@@ -94,6 +94,7 @@ pub async fn env_with(storage: Storage, fs: PoolFs, fencing: bool) -> Env {
         nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
         topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
         max_list_entries: 1000,
+        qualifier: String::new(),
     };
     let nodes = Arc::new(StaticNodes::new(["node-a", "node-b"].map(String::from)));
     for node in ["node-a", "node-b"] {

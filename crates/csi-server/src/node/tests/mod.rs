@@ -61,7 +61,7 @@ fn env_with(recorded: Arc<LogEvents>, events: NodeEvents) -> Env {
         NodeConfig {
             node_id: "worker-1".into(),
             max_volumes: 0,
-            topology: ("rds.csi.srvlab.io/rds".into(), "default".into()),
+            topology: vec![("rds.csi.srvlab.io/rds".into(), "default".into())],
             state_dir: STATE.into(),
             staging_root: "/var/lib/kubelet".into(),
             max_ctrl_loss_tmo: None,
