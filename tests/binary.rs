@@ -659,3 +659,83 @@ fn without_kubernetes_the_node_says_the_format_record_is_off_and_on_refuses_to_s
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// The CSI client against `dir/csi.sock`: its stdout, or its stderr as
+/// the error.
+fn csi(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let endpoint = format!("unix://{}", dir.join("csi.sock").display());
+    let out = Command::new(BIN)
+        .args(["csi", "--endpoint", &endpoint])
+        .args(args)
+        .output()
+        .unwrap();
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+#[test]
+#[ignore = "needs promtool (Debian: prometheus); hack/test.sh installs it and runs this"]
+fn a_second_backend_has_its_own_health_metrics_and_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path());
+    let lab2 = start_sim(&dir.path().join("lab2"));
+    let file = dir.path().join("backends.json");
+    let entry = serde_json::json!({"backends": [{
+        "name": "lab2",
+        "rds-address": lab2.addr,
+        "rds-key-file": lab2.key,
+        "rds-host-key": lab2.fingerprint,
+    }]});
+    std::fs::write(&file, entry.to_string()).unwrap();
+    let port = free_port();
+    let backends_file = file.to_string_lossy().into_owned();
+    let mut ctl = controller(&sim, dir.path(), port, &["--backends-file", &backends_file])
+        .spawn()
+        .unwrap();
+    wait_readyz("ready", port, 200);
+    let made = csi(dir.path(), &["create", "pvc-1", "--param", "backend=lab2"]).unwrap();
+    assert!(made.contains("created lab2-pvc-1"), "{made}");
+    csi(dir.path(), &["create", "pvc-2"]).unwrap();
+    let listed = csi(dir.path(), &["list"]).unwrap();
+    assert!(
+        listed.contains("lab2-pvc-1") && listed.contains("pvc-2"),
+        "{listed}"
+    );
+    let (_, scrape) = http_get(port, "/metrics").unwrap();
+    let body = scrape.split("\r\n\r\n").nth(1).unwrap_or_default();
+    for want in [
+        "rds_csi_backend_up{backend=\"default\"} 1",
+        "rds_csi_backend_up{backend=\"lab2\"} 1",
+        "rds_csi_rpc_total{code=\"OK\",method=\"CreateVolume\",backend=\"lab2\"} 1",
+        "rds_csi_ssh_connected{backend=\"lab2\"} 1",
+    ] {
+        assert!(body.contains(want), "{want} missing:\n{body}");
+    }
+    promtool_check_metrics(body);
+
+    // lab2 goes away: the controller stays ready (the default backend
+    // answers), says which backend is down, and only lab2's volumes fail.
+    let mut lab2 = lab2;
+    let _ = lab2.child.kill();
+    let _ = lab2.child.wait();
+    wait_for("lab2 reported down", || {
+        http_get(port, "/metrics")
+            .filter(|(_, b)| b.contains("rds_csi_backend_up{backend=\"lab2\"} 0"))
+    });
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+    let err = csi(dir.path(), &["delete", "lab2-pvc-1"]).unwrap_err();
+    assert!(err.contains("Unavailable"), "{err}");
+    let err = csi(dir.path(), &["create", "pvc-3", "--param", "backend=lab2"]).unwrap_err();
+    assert!(err.contains("Unavailable"), "{err}");
+    csi(dir.path(), &["create", "pvc-4"]).unwrap();
+    csi(dir.path(), &["delete", "pvc-4"]).unwrap();
+    // Both down: not ready.
+    let mut sim = sim;
+    let _ = sim.child.kill();
+    let _ = sim.child.wait();
+    wait_readyz("not ready", port, 503);
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+}
