@@ -1019,6 +1019,8 @@ def check_binary_backends(helm, binary):
 
         def key(name):
             path = os.path.join(d, f"key-{name}")
+            if os.path.exists(path):
+                return path
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "chart-check", "-f", path],
                            check=True, capture_output=True)
             return path
@@ -1040,8 +1042,13 @@ def check_binary_backends(helm, binary):
                               staging_root=d, state_dir=os.path.join(d, "state"))
             return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
 
+        def plain(text):
+            """The log without its colours (the plain format has them
+            even when stderr is not a terminal)."""
+            return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
         r = node(good)
-        probed = {n: [l for l in r.stderr.splitlines() if "reachable" in l and re.search(rf"\bbackend={n}\b", l)]
+        probed = {n: [l for l in plain(r.stderr).splitlines() if "reachable" in l and re.search(rf"\bbackend={n}\b", l)]
                   for n in names}
         expect(r.returncode != 0 and "missing-hostnqn" in r.stderr and "--backends-file" not in r.stderr,
                f"node: reads the file and stops at the missing host NQN file (rc {r.returncode}): {r.stderr.strip()[-600:]}")
@@ -1075,7 +1082,7 @@ def check_binary_backends(helm, binary):
             return p.returncode, open(log_path).read()
 
         rc, log = controller(good, True)
-        configured = {n: [l for l in log.splitlines() if "backend configured" in l and re.search(rf"\bbackend={n}\b", l)]
+        configured = {n: [l for l in plain(log).splitlines() if "backend configured" in l and re.search(rf"\bbackend={n}\b", l)]
                       for n in ["default", *names]}
         expect("controller started" in log, f"controller: starts with the file (rc {rc}): {log.strip()[-800:]}")
         expect(all(configured.values()), f"controller: configures every backend: {configured}")
@@ -1088,8 +1095,13 @@ def check_binary_backends(helm, binary):
         rc, log = controller(misspelt, False)
         expect(rc != 0 and "--backends-file" in log and "rds-adress" in log,
                f"controller: refuses a misspelt key (rc {rc}): {log.strip()[-400:]}")
+        # Its error lists the keys the binary knows: the chart sets each.
+        known = set(re.findall(r"`([a-z-]+)`", plain(log).partition("expected one of")[2]))
+        chart = {k for e in WANT_BACKENDS_JSON["backends"] for k in e}
+        expect(known and known == chart, f"the binary's file keys {sorted(known)}, the chart's {sorted(chart)}")
         if not expect.problems:
-            print(f"  controls: the rendered key path {want}... is the one read; a misspelt key is refused by both")
+            print(f"  controls: the rendered key path {want}... is the one read; a misspelt key is refused by both; "
+                  f"the chart sets all {len(known)} keys the binary knows")
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return expect.report()
