@@ -14,14 +14,27 @@ Checks:
                 and the default; the controller ServiceAccount may do what
                 the sidecar does; CDI StorageProfiles clone with csi-clone
                 when snapshots are on, copy when off, overrides win
+  backends      charts/rds-csi/examples/two-backends.yaml (and it plus an
+                RDS backend with every option) passes the schema; the
+                ConfigMap's backends.json holds exactly the expected
+                entries, whose key files are where the controller mounts
+                the backends' Secrets; the node plugin gets the file but no
+                Secret; both get --backends-file and a checksum that
+                changes with the file; backend classes carry `backend`;
+                duplicate names are refused; without backends nothing of
+                this is rendered
   flags         the controller and node args use exactly the flags that
                 src/cli.rs defines (every flag settable, no unknown flag)
   binary        with $RDS_CSI_BIN set, the rendered controller and node
-                args parse with that binary
+                args parse with that binary, and so does the rendered
+                backends.json: the node reads it and probes every
+                backend's portal, the controller loads every backend's key
+                from the path the file names and starts serving them all;
+                a file with a misspelt key is refused by both
   alerts        the chart's copy of the alert rules equals
                 docs/alerts/rds-csi.rules.yml, and so does the rendered
                 PrometheusRule
-  dry-run       every rendered object (all options on) is accepted by
+  dry-run       every rendered object (all options on; two backends) is accepted by
                 `kubectl apply --dry-run=server` against a real
                 kube-apiserver (hack/kube-apiserver.sh). ServiceMonitor,
                 PrometheusRule and StorageProfile are checked after
@@ -61,6 +74,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import traceback
 
 # hack/chart_rbac.py and chart_flags.py, beside this script (no __pycache__
@@ -88,6 +102,9 @@ DEPLOY_VALUES = {
     }
 }
 REGENERATE = "hack/chart-check.py --write"
+# Values for two backends: an RDS (the default) and a Linux host (nvmet).
+TWO_BACKENDS = os.path.join(CHART, "examples", "two-backends.yaml")
+BACKENDS_DIR = "/etc/rds-csi/backends"
 
 
 def ensure_modules():
@@ -146,7 +163,53 @@ ALL_OPTIONS = merged(
 NVMET = merged(ALL_OPTIONS, {"controller": {"backend": "nvmet", "nvmet": {
     "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.10.10.7", "sudo": True}}})
 SNAPSHOTS_OFF = merged(DEPLOY_VALUES, {"snapshots": {"enabled": False}, "cdi": {"storageProfiles": True}})
+# A second RDS with every option a backend has; beside the example's nvmet
+# host it covers every key of the backends file.
+LAB3 = {
+    "name": "lab3", "backend": "rds", "address": "[fd00::6]:2222", "user": "admin",
+    "insecureSkipHostKeyCheck": True, "sshKey": {"secretName": "rds-csi-ssh-key-lab3", "secretKey": "key"},
+    "maxSessions": 4, "nvmeAddress": "10.10.10.6", "nvmePort": 4421, "volumePath": "/pool2/csi",
+    "volumePathRoot": "/pool2", "rdsFencing": True,
+    "storageClasses": [
+        {"name": "rds-csi-lab3-block-rwx", "volumeBindingMode": "Immediate", "allowVolumeExpansion": False,
+         "reclaimPolicy": "Retain", "parameters": {"migrationTimeoutSeconds": "600"}, "cloneStrategy": "copy",
+         "claimPropertySets": [{"accessModes": ["ReadWriteMany"], "volumeMode": "Block"}]},
+        {"name": "rds-csi-lab3-off", "enabled": False},
+    ],
+}
+# What backends.json must hold for the example plus LAB3, key for key: what
+# a value leaves out stays out (the flag default applies), and every key
+# file is under BACKENDS_DIR/<name>/.
+WANT_BACKENDS_JSON = {"backends": [
+    {"name": "linux1", "backend": "nvmet", "rds-address": "10.0.0.7", "rds-user": "csi",
+     "rds-host-key": "SHA256:REPLACE0WITH0LINUX10HOST0KEY0FINGERPRINT000",
+     "rds-key-file": f"{BACKENDS_DIR}/linux1/id_ed25519",
+     "nvmet-volume-group": "vg0", "nvmet-thin-pool": "thin", "nvmet-listen-address": "10.10.10.7",
+     "nvmet-port": 4420, "nvmet-sudo": True},
+    {"name": "lab3", "backend": "rds", "rds-address": "[fd00::6]:2222", "rds-user": "admin",
+     "rds-insecure-skip-host-key-check": True, "rds-key-file": f"{BACKENDS_DIR}/lab3/key",
+     "rds-max-sessions": 4, "nvme-address": "10.10.10.6", "nvme-port": 4421, "volume-path": "/pool2/csi",
+     "volume-path-root": "/pool2", "rds-fencing": True},
+]}
 
+
+def two_backends():
+    """charts/rds-csi/examples/two-backends.yaml as values."""
+    import yaml
+
+    with open(TWO_BACKENDS) as f:
+        return yaml.safe_load(f)
+
+
+def three_backends():
+    """The example plus LAB3."""
+    values = two_backends()
+    return merged(values, {"backends": values["backends"] + [LAB3]})
+
+# A backend the schema accepts; BAD_VALUES spoils it one key at a time
+# (None: the key left out).
+BACKEND_OK = {"name": "lab2", "address": "10.0.0.6", "hostKeyFingerprint": DEPLOY_VALUES["rds"]["hostKeyFingerprint"],
+              "sshKey": {"secretName": "rds-csi-ssh-key-lab2"}}
 # Each must be refused by values.schema.json.
 BAD_VALUES = [
     ("no rds.address", {"rds": {"address": ""}}),
@@ -193,6 +256,40 @@ BAD_VALUES = [
     ("rds fencing with the nvmet backend",
      {"controller": {"backend": "nvmet", "rdsFencing": True,
                      "nvmet": {"volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.0.0.7"}}}),
+    ("node backendProbeTimeout without unit", {"node": {"backendProbeTimeout": "3"}}),
+    ("StorageClass backend with capitals", {"storageClasses": {"ext4": {"parameters": {"backend": "Lab2"}}}}),
+    *[(f"backends: {label}", {"backends": [{k: v for k, v in {**BACKEND_OK, **over}.items() if v is not None}]})
+      for label, over in [
+        ("name with capitals", {"name": "Lab2"}),
+        ("name of 33 characters", {"name": "a" * 33}),
+        ("name ending in a dash", {"name": "lab2-"}),
+        ("name with a dot", {"name": "lab.2"}),
+        ("no name", {"name": None}),
+        ("no address", {"address": None}),
+        ("empty address", {"address": ""}),
+        ("no sshKey", {"sshKey": None}),
+        ("sshKey without secretName", {"sshKey": {"secretKey": "id_ed25519"}}),
+        ("sshKey create (the Secret is never the chart's)", {"sshKey": {"secretName": "k", "create": True}}),
+        ("no host key and checking on", {"hostKeyFingerprint": None}),
+        ("malformed host key", {"hostKeyFingerprint": "SHA256:short"}),
+        ("host key together with insecure skip", {"insecureSkipHostKeyCheck": True}),
+        ("kind unknown", {"backend": "lvm"}),
+        ("unknown key (typo)", {"adress": "10.0.0.6"}),
+        ("nvmePort 0", {"nvmePort": 0}),
+        ("maxSessions as a string", {"maxSessions": "8"}),
+        ("volumePath relative", {"volumePath": "pool/csi"}),
+        ("nvmet without its settings", {"backend": "nvmet"}),
+        ("nvmet without its thin pool", {"backend": "nvmet", "nvmet": {"volumeGroup": "vg0", "listenAddress": "10.0.0.7"}}),
+        ("nvmet listenAddress a host name", {"backend": "nvmet", "nvmet": {
+            "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "linux1.lan"}}),
+        ("nvmet settings with the rds backend", {"nvmet": {"volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.0.0.7"}}),
+        ("rds fencing with nvmet", {"backend": "nvmet", "rdsFencing": True, "nvmet": {
+            "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "10.0.0.7"}}),
+        ("StorageClass without a name", {"storageClasses": [{"parameters": {}}]}),
+        ("StorageClass naming its backend itself", {"storageClasses": [{"name": "x", "parameters": {"backend": "lab2"}}]}),
+        ("StorageClass parameter unknown", {"storageClasses": [{"name": "x", "parameters": {"nvmeport": "4420"}}]}),
+    ]],
+    ("backends not a list", {"backends": {"lab2": {}}}),
 ]
 GOOD_VALUES = [
     ("deploy values", {}),
@@ -209,6 +306,10 @@ GOOD_VALUES = [
     ("CDI clone strategies", {"cdi": {"cloneStrategy": "copy"}, "storageClasses": {"ext4": {"cloneStrategy": "csi-clone"}}}),
     ("nvmet backend", {"controller": {"backend": "nvmet", "nvmet": {
         "volumeGroup": "vg0", "thinPool": "thin", "listenAddress": "fd00::7", "port": 4421}}}),
+    ("one backend, required keys only", {"backends": [BACKEND_OK]}),
+    ("a backend, insecure", {"backends": [merged(BACKEND_OK, {"hostKeyFingerprint": "", "insecureSkipHostKeyCheck": True})]}),
+    ("a class of the default backend naming a backend", {"storageClasses": {"ext4": {"parameters": {"backend": "lab2"}}}}),
+    ("node backendProbeTimeout 500ms", {"node": {"backendProbeTimeout": "500ms"}}),
 ]
 
 # Helm's install order (pkg/release/util/kind_sorter.go), enough for this chart.
@@ -301,7 +402,9 @@ def check_lint(helm):
 def check_schema(helm):
     ok = True
     with helm.Chart.load(CHART) as chart:
-        for name, over in GOOD_VALUES:
+        examples = [("examples/two-backends.yaml", two_backends()),
+                    ("the example and an RDS backend with every option", three_backends())]
+        for name, over in GOOD_VALUES + examples:
             try:
                 chart.validate_schema(merged(DEPLOY_VALUES, over))
                 print(f"  accepted (good): {name}")
@@ -522,6 +625,137 @@ def check_snapshots(helm):
     return expect.report()
 
 
+def pod_spec(docs, kind):
+    return find(docs, kind)[0]["spec"]["template"]["spec"]
+
+
+def pod_annotations(docs, kind):
+    return find(docs, kind)[0]["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def flag_values(args, flag):
+    return [a.split("=", 1)[1] for a in args if a.startswith(f"--{flag}=")]
+
+
+def check_backends(helm):
+    """backends[]: the ConfigMap with --backends-file, where each pod finds
+    it and the keys it names, the flags, the roll-out checksum and the
+    backends' StorageClasses."""
+    expect = Expect()
+    default = render(helm, DEPLOY_VALUES)
+    two = render(helm, two_backends())
+    three = render(helm, three_backends())
+
+    # Without backends: none of it.
+    for kind in ("StatefulSet", "DaemonSet"):
+        pod = pod_spec(default, kind)
+        args = container(pod, "rds-csi")["args"]
+        expect(not [a for a in args if a.startswith(("--backends-file", "--backend-probe-timeout"))],
+               f"default render: {kind} has no backend flags")
+        expect("backends" not in {v["name"] for v in pod["volumes"]}, f"default render: {kind} has no backends volume")
+        expect("checksum/backends" not in pod_annotations(default, kind), f"default render: {kind} has no checksum/backends")
+    expect(not find(default, "ConfigMap"), "default render: no ConfigMap")
+
+    # The file: exactly the expected entries, in order.
+    def backends_json(docs):
+        cms = find(docs, "ConfigMap", "-backends")
+        expect(len(cms) == 1 and cms[0]["metadata"]["name"] == f"{RELEASE}-backends",
+               f"one ConfigMap {RELEASE}-backends, not {[c['metadata']['name'] for c in cms]}")
+        return json.loads(cms[0]["data"]["backends.json"]) if cms else {}
+
+    have = backends_json(three)
+    expect(have == WANT_BACKENDS_JSON, f"backends.json of the example plus lab3 is\n{json.dumps(have, indent=1)}")
+    want_two = {"backends": WANT_BACKENDS_JSON["backends"][:1]}
+    expect(backends_json(two) == want_two, "backends.json of the example holds linux1 alone")
+
+    for label, docs, values in (("example", two, two_backends()), ("example + lab3", three, three_backends())):
+        entries = backends_json(docs).get("backends", [])
+        ctrl, node = pod_spec(docs, "StatefulSet"), pod_spec(docs, "DaemonSet")
+        ctrl_c, node_c = container(ctrl, "rds-csi"), container(node, "rds-csi")
+        # Both read the same file, at a path their mount provides.
+        for kind, pod, c in (("controller", ctrl, ctrl_c), ("node", node, node_c)):
+            files = flag_values(c["args"], "backends-file")
+            mount = next((m for m in c["volumeMounts"] if m["name"] == "backends"), {})
+            expect(files == [f"{BACKENDS_DIR}/backends.json"], f"{label}: {kind} --backends-file {files}")
+            expect(mount.get("mountPath") == BACKENDS_DIR and mount.get("readOnly") is True,
+                   f"{label}: {kind} mounts the backends volume read-only at {BACKENDS_DIR}: {mount}")
+        expect(flag_values(node_c["args"], "backend-probe-timeout") == ["3s"], f"{label}: node --backend-probe-timeout=3s")
+        expect(not flag_values(ctrl_c["args"], "backend-probe-timeout"), f"{label}: the controller has no --backend-probe-timeout")
+        # The controller's volume: the ConfigMap's backends.json and each
+        # backend's Secret at exactly the key file the entry names.
+        vol = next(v for v in ctrl["volumes"] if v["name"] == "backends")
+        sources = vol.get("projected", {}).get("sources", [])
+        cm = [s["configMap"] for s in sources if "configMap" in s]
+        expect(cm == [{"name": f"{RELEASE}-backends", "items": [{"key": "backends.json", "path": "backends.json"}]}],
+               f"{label}: the controller's backends volume holds backends.json: {cm}")
+        mounted = {f"{BACKENDS_DIR}/{i['path']}": (s["secret"]["name"], i["key"])
+                   for s in sources if "secret" in s for i in s["secret"]["items"]}
+        want = {e["rds-key-file"]: (b["sshKey"]["secretName"], b["sshKey"].get("secretKey", "id_ed25519"))
+                for e, b in zip(entries, values["backends"])}
+        expect(mounted == want, f"{label}: Secrets in the controller {mounted}, the file's key files {want}")
+        expect(all(e["rds-key-file"].startswith(f"{BACKENDS_DIR}/{e['name']}/") for e in entries),
+               f"{label}: key files under {BACKENDS_DIR}/<name>/")
+        expect(vol.get("projected", {}).get("defaultMode") == 0o440, f"{label}: backends volume mode 0440")
+        # The node plugin: the ConfigMap alone; no Secret in its pod at all.
+        node_vol = next(v for v in node["volumes"] if v["name"] == "backends")
+        expect(node_vol == {"name": "backends", "configMap": {"name": f"{RELEASE}-backends"}},
+               f"{label}: the node's backends volume is the ConfigMap alone: {node_vol}")
+        secrets = [v["name"] for v in node["volumes"] if "secret" in v or "projected" in v]
+        expect(not secrets and "secret" not in json.dumps(node["volumes"]), f"{label}: no Secret in the node pod: {secrets}")
+        # Both pods roll when the file changes.
+        sums = {k: pod_annotations(docs, k).get("checksum/backends") for k in ("StatefulSet", "DaemonSet")}
+        expect(len(set(sums.values())) == 1 and None not in sums.values(), f"{label}: checksum/backends on both pods {sums}")
+    changed = two_backends()
+    changed["backends"][0]["nvmet"]["port"] = 4421
+    sums = {pod_annotations(d, k).get("checksum/backends") for d in (two, render(helm, changed))
+            for k in ("StatefulSet", "DaemonSet")}
+    expect(len(sums) == 2, f"checksum/backends changes with the file: {sums}")
+    # The SSH key Secret of the default backend stays where it was.
+    expect(flag_values(container(pod_spec(three, "StatefulSet"), "rds-csi")["args"], "rds-key-file")
+           == ["/etc/rds-csi/ssh/id_ed25519"], "the default backend's key file is unchanged")
+
+    # StorageClasses: the backends' carry backend: <name>, the default
+    # backend's carry none; unset fields take the defaults of values.yaml's.
+    scs = {o["metadata"]["name"]: o for o in find(three, "StorageClass")}
+    backend_of = {n: o.get("parameters", {}).get("backend") for n, o in scs.items()}
+    expect(backend_of == {"rds-csi-ext4": None, "rds-csi-block": None, "rds-csi-block-rwx": None,
+                          "rds-csi-linux1-ext4": "linux1", "rds-csi-linux1-block": "linux1",
+                          "rds-csi-lab3-block-rwx": "lab3"}, f"StorageClasses and their backend: {backend_of}")
+    ext4 = scs.get("rds-csi-linux1-ext4", {})
+    expect(ext4.get("parameters") == {"backend": "linux1", "csi.storage.k8s.io/fstype": "ext4"}
+           and ext4.get("reclaimPolicy") == "Delete" and ext4.get("volumeBindingMode") == "WaitForFirstConsumer"
+           and ext4.get("allowVolumeExpansion") is True and ext4.get("provisioner") == "rds.csi.srvlab.io",
+           f"a backend class with the defaults: {ext4}")
+    rwx = scs.get("rds-csi-lab3-block-rwx", {})
+    expect((rwx.get("reclaimPolicy"), rwx.get("volumeBindingMode"), rwx.get("allowVolumeExpansion"))
+           == ("Retain", "Immediate", False), f"a backend class's own settings win: {rwx}")
+    profiles = {o["metadata"]["name"]: o["spec"] for o in
+                find(render(helm, merged(three_backends(), {"cdi": {"storageProfiles": True}})), "StorageProfile")}
+    expect(profiles.get("rds-csi-lab3-block-rwx") == {"cloneStrategy": "copy", "claimPropertySets": [
+        {"accessModes": ["ReadWriteMany"], "volumeMode": "Block"}]}, f"a backend class's StorageProfile: {profiles}")
+    expect(set(profiles) == set(scs), f"one StorageProfile per StorageClass: {sorted(profiles)}")
+
+    # What the schema cannot see, the render refuses.
+    lab2 = merged(BACKEND_OK, {})
+    for label, over, why in [
+        ("two backends named lab2", {"backends": [lab2, lab2]}, "named twice"),
+        ("a backend named as rdsName", {"rdsName": "lab2", "backends": [lab2]}, "rdsName"),
+        ("a backend class named as a default class", {"backends": [merged(lab2, {"storageClasses": [{"name": "rds-csi-ext4"}]})]},
+         "defined twice"),
+    ]:
+        try:
+            render(helm, merged(DEPLOY_VALUES, over))
+            expect(False, f"rendered {label}")
+        except helm.HelmError as e:
+            expect(why in str(e), f"{label}: refused, but not for {why!r}: {e}")
+            print(f"  refused: {label}: {str(e).strip().splitlines()[-1].strip()}")
+
+    print(f"  backends.json entries {[e['name'] for e in have.get('backends', [])]}; "
+          f"controller mounts {len(WANT_BACKENDS_JSON['backends'])} backend Secrets, node none; "
+          f"StorageClasses {sorted(scs)}")
+    return expect.report()
+
+
 def check_alerts(helm):
     import yaml
 
@@ -653,7 +887,8 @@ def check_dry_run(helm):
             else:
                 print("  the real VolumeSnapshotClass schema refuses deletionPolicy Keep")
         for label, values in [("default values", DEPLOY_VALUES), ("all options", ALL_OPTIONS),
-                              ("snapshots off", SNAPSHOTS_OFF)]:
+                              ("snapshots off", SNAPSHOTS_OFF), ("examples/two-backends.yaml", two_backends()),
+                              ("two backends and lab3, CDI on", merged(three_backends(), {"cdi": {"storageProfiles": True}}))]:
             docs = render(helm, values)
             r = kc("apply", "--dry-run=server", "-f", "-", stdin=manifest(docs))
             accepted = [l for l in r.stdout.splitlines() if l.strip()]
@@ -692,7 +927,7 @@ def check_flags(helm):
                                "controller": {"standalone": True, "kubeconfig": "/etc/kubeconfig"},
                                "node": {"kubeconfig": "/etc/kubeconfig"}})
     have = {"controller": set(), "node": set()}
-    for values in (ALL_OPTIONS, lab, NVMET):
+    for values in (ALL_OPTIONS, lab, NVMET, three_backends()):
         docs = render(helm, values)
         for kind, sub in (("StatefulSet", "controller"), ("DaemonSet", "node")):
             args = container(find(docs, kind)[0]["spec"]["template"]["spec"], "rds-csi")["args"]
@@ -735,7 +970,141 @@ def check_binary(helm):
         r = subprocess.run([binary, *args, "--help"], capture_output=True, text=True)
         refused = f"{kind}: `rds-csi {args[0]} ...` refused its args"
         ok = said_yes(r, refused, f"{kind}: `rds-csi {args[0]}` accepts all {len(args) - 1} rendered args") and ok
-    return ok
+    return check_binary_backends(helm, binary) and ok
+
+
+def with_flags(args, **flags):
+    """args with --flag=value for each flag (underscores as dashes):
+    replaced where given, appended where not (clap refuses a flag twice)."""
+    out = list(args)
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        at = [i for i, a in enumerate(out) if a == flag or a.startswith(flag + "=")]
+        arg = flag if value is True else f"{flag}={value}"
+        if at:
+            out[at[0]] = arg
+        else:
+            out.append(arg)
+    return out
+
+
+def check_binary_backends(helm, binary):
+    """The binary reads the rendered backends.json (the example plus lab3,
+    so every key of the file), run as the pods run it, up to where the file
+    has been used:
+      node: reads the file, probes each backend's NVMe/TCP portal (it logs
+        each backend reachable or unreachable), then stops at the host NQN
+        file, which is left missing here;
+      controller (--standalone, keys rewritten to temporary keys): builds
+        every backend from the file, loads each key, logs "backend
+        configured" for each and starts serving; stopped with SIGTERM.
+    Controls: the file as rendered makes the controller fail on the first
+    backend's key at the path the chart mounts it, so that is the path the
+    binary reads; a misspelt key in the file makes both refuse it."""
+    import re
+
+    if not shutil.which("ssh-keygen"):
+        print("  ssh-keygen not found: needed for the backends' test keys")
+        return False
+    expect = Expect()
+    docs = render(helm, three_backends())
+    rendered = find(docs, "ConfigMap", "-backends")[0]["data"]["backends.json"]
+    d = tempfile.mkdtemp(prefix="rds-csi-backends.")
+    try:
+        def write(name, text):
+            path = os.path.join(d, name)
+            with open(path, "w") as f:
+                f.write(text)
+            return path
+
+        def key(name):
+            path = os.path.join(d, f"key-{name}")
+            if os.path.exists(path):
+                return path
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "chart-check", "-f", path],
+                           check=True, capture_output=True)
+            return path
+
+        data = json.loads(rendered)
+        names = [e["name"] for e in data["backends"]]
+        for e in data["backends"]:
+            e["rds-key-file"] = key(e["name"])
+        good = write("backends.json", json.dumps(data))
+        data["backends"][0]["rds-adress"] = data["backends"][0]["rds-address"]
+        misspelt = write("misspelt.json", json.dumps(data))
+        as_rendered = write("as-rendered.json", rendered)
+
+        def node(file):
+            args = [a.replace("$(NODE_ID)", "node-a") for a in container(pod_spec(docs, "DaemonSet"), "rds-csi")["args"]]
+            args = with_flags(args, backends_file=file, backend_probe_timeout="300ms", metrics_address="off",
+                              host_nqn_file=os.path.join(d, "missing-hostnqn"),
+                              host_id_file=os.path.join(d, "missing-hostid"),
+                              staging_root=d, state_dir=os.path.join(d, "state"))
+            return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
+
+        def plain(text):
+            """The log without its colours (the plain format has them
+            even when stderr is not a terminal)."""
+            return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+        r = node(good)
+        probed = {n: [l for l in plain(r.stderr).splitlines() if "reachable" in l and re.search(rf"\bbackend={n}\b", l)]
+                  for n in names}
+        expect(r.returncode != 0 and "missing-hostnqn" in r.stderr and "--backends-file" not in r.stderr,
+               f"node: reads the file and stops at the missing host NQN file (rc {r.returncode}): {r.stderr.strip()[-600:]}")
+        expect(all(probed.values()), f"node: logs each backend reachable or unreachable: {probed}")
+        if all(probed.values()):
+            print(f"  node: read backends.json, probed {', '.join(names)}, stopped at the missing host NQN file")
+        r = node(misspelt)
+        expect(r.returncode != 0 and "--backends-file" in r.stderr and "rds-adress" in r.stderr,
+               f"node: refuses a misspelt key (rc {r.returncode}): {r.stderr.strip()[-400:]}")
+
+        def controller(file, wait_for_start):
+            args = container(pod_spec(docs, "StatefulSet"), "rds-csi")["args"]
+            args = with_flags(args, backends_file=file, rds_key_file=key("default"), metrics_address="off",
+                              endpoint=f"unix://{d}/csi.sock", standalone=True)
+            log_path = os.path.join(d, "controller.log")
+            with open(log_path, "w") as log:
+                p = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=log, text=True)
+            try:
+                for _ in range(300):
+                    if p.poll() is not None or (wait_for_start and "controller started" in open(log_path).read()):
+                        break
+                    time.sleep(0.1)
+            finally:
+                if p.poll() is None:
+                    p.terminate()
+                    try:
+                        p.wait(10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+            return p.returncode, open(log_path).read()
+
+        rc, log = controller(good, True)
+        configured = {n: [l for l in plain(log).splitlines() if "backend configured" in l and re.search(rf"\bbackend={n}\b", l)]
+                      for n in ["default", *names]}
+        expect("controller started" in log, f"controller: starts with the file (rc {rc}): {log.strip()[-800:]}")
+        expect(all(configured.values()), f"controller: configures every backend: {configured}")
+        if "controller started" in log and all(configured.values()):
+            print(f"  controller: started with backends default, {', '.join(names)} from backends.json (keys rewritten)")
+        rc, log = controller(as_rendered, False)
+        want = f"{BACKENDS_DIR}/{names[0]}/"
+        expect(rc != 0 and f"backend {names[0]}" in log and want in log,
+               f"controller: with the file as rendered, fails on {want} (rc {rc}): {log.strip()[-400:]}")
+        rc, log = controller(misspelt, False)
+        expect(rc != 0 and "--backends-file" in log and "rds-adress" in log,
+               f"controller: refuses a misspelt key (rc {rc}): {log.strip()[-400:]}")
+        # Its error lists the keys the binary knows: the chart sets each.
+        known = set(re.findall(r"`([a-z-]+)`", plain(log).partition("expected one of")[2]))
+        chart = {k for e in WANT_BACKENDS_JSON["backends"] for k in e}
+        expect(known and known == chart, f"the binary's file keys {sorted(known)}, the chart's {sorted(chart)}")
+        if not expect.problems:
+            print(f"  controls: the rendered key path {want}... is the one read; a misspelt key is refused by both; "
+                  f"the chart sets all {len(known)} keys the binary knows")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return expect.report()
 
 
 def said_yes(r, refused, accepted):
@@ -866,6 +1235,7 @@ def main():
         ("schema accepts good values and rejects bad ones", check_schema),
         ("renders; invariants hold", check_render),
         ("snapshots: sidecar, VolumeSnapshotClass, RBAC and CDI clone strategy", check_snapshots),
+        ("backends: ConfigMap, key mounts (controller only), flags, checksum, StorageClasses", check_backends),
         ("values map one to one onto the flags in src/cli.rs", check_flags),
         ("alert rules identical to docs/alerts/rds-csi.rules.yml", check_alerts),
         ("deploy/rds-csi.yaml is what the chart renders", check_deploy),

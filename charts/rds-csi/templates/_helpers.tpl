@@ -80,3 +80,44 @@ are on (the driver copies on the RDS, no pod moves the bytes), else copy. */}}
 {{- $auto := ternary "csi-clone" "copy" (.ctx.Values.snapshots.enabled | default false) -}}
 {{- .class.cloneStrategy | default .ctx.Values.cdi.cloneStrategy | default $auto -}}
 {{- end -}}
+
+{{/* Directory of --backends-file (backends.json) and, in the controller
+only, of each backend's SSH key as <name>/<secretKey>. */}}
+{{- define "rds-csi.backendsDir" -}}
+/etc/rds-csi/backends
+{{- end -}}
+
+{{/* Key inside a backend's SSH key Secret; call with the backends[] entry. */}}
+{{- define "rds-csi.backendKey" -}}
+{{- .sshKey.secretKey | default "id_ed25519" -}}
+{{- end -}}
+
+{{/* Every StorageClass the chart makes, as a JSON list for fromJsonArray:
+the enabled storageClasses.<class>, then each backends[] entry's
+storageClasses with the parameter backend: <name> added. storageclasses.yaml
+and storageprofiles.yaml both range over it. */}}
+{{- define "rds-csi.storageClasses" -}}
+{{- $out := list -}}
+{{- range $key := list "ext4" "block" "blockRwx" -}}
+{{- $sc := index $.Values.storageClasses $key -}}
+{{- if $sc.enabled -}}
+{{- $out = append $out $sc -}}
+{{- end -}}
+{{- end -}}
+{{- range $b := .Values.backends -}}
+{{- range $sc := $b.storageClasses | default list -}}
+{{- if or (not (hasKey $sc "enabled")) $sc.enabled -}}
+{{- $params := merge (dict "backend" $b.name) (deepCopy ($sc.parameters | default dict)) -}}
+{{- $out = append $out (merge (dict "parameters" $params) (deepCopy $sc)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $out -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "StorageClass %s is defined twice (storageClasses, backends[].storageClasses)" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
