@@ -20,7 +20,8 @@ Checks:
                 entries, whose key files are where the controller mounts
                 the backends' Secrets; the node plugin gets the file but no
                 Secret; both get --backends-file and a checksum that
-                changes with the file; backend classes carry `backend`;
+                changes with the file; backend classes carry `backend` and
+                allow only nodes with the backend's topology label;
                 duplicate names are refused; without backends nothing of
                 this is rendered
   flags         the controller and node args use exactly the flags that
@@ -721,6 +722,13 @@ def check_backends(helm):
     expect(backend_of == {"rds-csi-ext4": None, "rds-csi-block": None, "rds-csi-block-rwx": None,
                           "rds-csi-linux1-ext4": "linux1", "rds-csi-linux1-block": "linux1",
                           "rds-csi-lab3-block-rwx": "lab3"}, f"StorageClasses and their backend: {backend_of}")
+    # Only nodes that report the backend reachable get its volumes.
+    reach = {n: o.get("allowedTopologies") for n, o in scs.items()}
+    expect(all(reach[n] == [{"matchLabelExpressions": [
+               {"key": f"rds.csi.srvlab.io/backend-{b}", "values": ["true"]}]}]
+               for n, b in backend_of.items() if b)
+           and all(reach[n] is None for n, b in backend_of.items() if not b),
+           f"backend classes allow only nodes that reach their backend: {reach}")
     ext4 = scs.get("rds-csi-linux1-ext4", {})
     expect(ext4.get("parameters") == {"backend": "linux1", "csi.storage.k8s.io/fstype": "ext4"}
            and ext4.get("reclaimPolicy") == "Delete" and ext4.get("volumeBindingMode") == "WaitForFirstConsumer"

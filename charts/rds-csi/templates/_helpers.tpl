@@ -108,7 +108,10 @@ and storageprofiles.yaml both range over it. */}}
 {{- range $sc := $b.storageClasses | default list -}}
 {{- if or (not (hasKey $sc "enabled")) $sc.enabled -}}
 {{- $params := merge (dict "backend" $b.name) (deepCopy ($sc.parameters | default dict)) -}}
-{{- $out = append $out (merge (dict "parameters" $params) (deepCopy $sc)) -}}
+{{- /* Only nodes that reach the backend (they carry its topology label) are
+     chosen for its volumes, by the scheduler and the provisioner alike. */ -}}
+{{- $reach := list (dict "matchLabelExpressions" (list (dict "key" (printf "rds.csi.srvlab.io/backend-%s" $b.name) "values" (list "true")))) -}}
+{{- $out = append $out (merge (dict "parameters" $params "allowedTopologies" $reach) (deepCopy $sc)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
