@@ -7,10 +7,11 @@
                                      stop the controller Pod's processes (the
                                      rds-csi controller and its sidecars), as
                                      deleting the StatefulSet's Pod would
-    hack/local-cluster.sh start-controller DIR [--flag=value ...]
+    hack/local-cluster.sh start-controller DIR [--flag=value | --flag ...]
                                      start them again as `up` did, the flags
                                      given replacing or adding to the
-                                     controller's (as a changed chart would)
+                                     controller's (as a changed chart would);
+                                     a flag without a value is dropped
 
 What runs (each a process with its log in DIR/<name>.log):
   etcd + kube-apiserver   hack/kube-apiserver.sh (admin kubeconfig: DIR/kubeconfig)
@@ -553,9 +554,10 @@ def start_controller(d, flags):
     overrides = {}
     for flag in flags:
         name, eq, value = flag.partition("=")
-        if not name.startswith("--") or not eq:
-            raise RuntimeError(f"{flag!r}: give controller flags as --flag=value")
-        overrides[name] = value
+        if not name.startswith("--"):
+            raise RuntimeError(f"{flag!r}: give controller flags as --flag=value, or --flag to drop one")
+        # --flag alone drops the flag: the controller runs as `up` started it.
+        overrides[name] = value if eq else None
     start_pod(d, pod, Api(os.path.join(d, "kubeconfig")), overrides)
 
 

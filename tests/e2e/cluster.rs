@@ -466,16 +466,25 @@ impl Scenario {
     /// One more node, as the local control plane makes its three: a Node
     /// the attach/detach controller manages and its CSINode entry.
     pub async fn extra_node(&self, name: &str) {
-        let topology = "rds.csi.srvlab.io/rds";
-        testkit::kube::create_node(
-            &self.client,
-            name,
-            json!({"kubernetes.io/hostname": name, topology: "default"}),
-        )
-        .await;
+        self.extra_node_reaching(name, &[]).await;
+    }
+
+    /// One more node whose node plugin also reported the backends
+    /// `reached` (their topology keys on the Node and its CSINode, as
+    /// kubelet and node-driver-registrar write them).
+    pub async fn extra_node_reaching(&self, name: &str, reached: &[&str]) {
+        let mut labels =
+            json!({"kubernetes.io/hostname": name, "rds.csi.srvlab.io/rds": "default"});
+        let mut keys = vec!["rds.csi.srvlab.io/rds".to_string()];
+        for backend in reached {
+            let key = format!("rds.csi.srvlab.io/backend-{backend}");
+            labels[&key] = json!("true");
+            keys.push(key);
+        }
+        testkit::kube::create_node(&self.client, name, labels).await;
         let csinode = json!({
             "metadata": {"name": name},
-            "spec": {"drivers": [{"name": self.cluster.get("RDS_CSI_E2E_DRIVER"), "nodeID": name, "topologyKeys": [topology]}]}
+            "spec": {"drivers": [{"name": self.cluster.get("RDS_CSI_E2E_DRIVER"), "nodeID": name, "topologyKeys": keys}]}
         });
         create(&Api::<CSINode>::all(self.client.clone()), csinode).await;
     }

@@ -21,15 +21,18 @@
 //! - `boot_storm`: many claims and pods at once;
 //! - `snapshots`: VolumeSnapshots, restores and clones, a VM's disks
 //!   snapshotted while attached, and deletions in any order;
+//! - `backends`: two backends behind one controller, one of them down
+//!   for a while (restarts the controller Pod with `--backends-file`);
 //! - `switchover`: the Go driver's volumes, attachments and snapshots
-//!   taken over by rds-csi without detaching anything (the one scenario
-//!   that restarts the controller Pod).
+//!   taken over by rds-csi without detaching anything (restarts the
+//!   controller Pod too).
 //!
 //! Every test needs `RDS_CSI_E2E_DIR` (the directory `hack/local-cluster.sh
 //! up` filled) and is ignored by plain `cargo test`; hack/test.sh brings the
 //! control plane up and runs them one at a time (CONTRIBUTING.md says how
 //! to run them alone).
 
+mod backends;
 mod boot_storm;
 mod cluster;
 mod migration;
