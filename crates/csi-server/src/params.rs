@@ -199,7 +199,7 @@ impl VolumeParams {
                 k => {
                     return Err(perr(
                         k,
-                        "unknown parameter; known: nvmeAddress, nvmePort, volumePath, \
+                        "unknown parameter; known: backend, nvmeAddress, nvmePort, volumePath, \
                          ctrlLossTmo, reconnectDelay, keepAliveTmo, migrationTimeoutSeconds, \
                          volumeLayout, copyMethod, csi.storage.k8s.io/fstype",
                     ))
