@@ -264,6 +264,29 @@ mod tests {
         assert_eq!(b[1].backend, Kind::Nvmet);
     }
 
+    #[tokio::test]
+    async fn a_node_reports_only_the_backends_whose_portal_answers() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let entry = |name: &str, port: u16| {
+            let text = format!(
+                r#"{{"backends": [{{"name": "{name}", "rds-address": "127.0.0.1:22",
+                    "rds-key-file": "/k", "nvme-port": {port}}}]}}"#
+            );
+            parse(&text, "default").unwrap().remove(0)
+        };
+        let entries = [
+            entry("up", open.local_addr().unwrap().port()),
+            entry("down", closed_port),
+        ];
+        let reached = reachable(&entries, std::time::Duration::from_secs(2)).await;
+        assert!(reached["up"].is_ok());
+        let why = format!("{:#}", reached["down"].as_ref().unwrap_err());
+        assert!(why.contains(&format!("127.0.0.1:{closed_port}")), "{why}");
+    }
+
     #[test]
     fn bad_files_are_refused_with_the_reason() {
         for (text, why) in [

@@ -3,7 +3,7 @@
 //! provisions, attaches and deletes on its own backend; with lab2 down,
 //! lab2's claims fail UNAVAILABLE while the default backend goes on.
 
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use kube::api::DeleteParams;
 
 use crate::cluster::*;
@@ -190,7 +190,15 @@ async fn two_backends_each_serve_their_classes_and_one_down_leaves_the_other_wor
         .delete(&class, &DeleteParams::default())
         .await
         .unwrap();
+    // Its CSINode too (kubelet's would go with the Node): a CSINode left
+    // with the lab2 key would give the provisioner, which takes an
+    // immediate-binding claim's topology keys from any one CSINode, keys
+    // no node has.
     Api::<Node>::all(s.client.clone())
+        .delete(&near, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<CSINode>::all(s.client.clone())
         .delete(&near, &DeleteParams::default())
         .await
         .unwrap();

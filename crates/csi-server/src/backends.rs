@@ -212,44 +212,6 @@ impl<B: Backend> Backends<B> {
     }
 }
 
-/// One page of a listing over every backend in turn, from backend `i`
-/// and its token: `list(member, token, max)` lists one backend's page;
-/// the answer's token names where to go on. A backend's failure is its
-/// own answer (counted there).
-async fn page_over<B, T, F, Fut>(
-    backends: &Backends<B>,
-    (mut i, mut token): (usize, String),
-    max_entries: i32,
-    mut list: F,
-) -> Result<(Vec<T>, String), Status>
-where
-    B: Backend,
-    F: FnMut(Arc<ControllerService<B>>, String, i32) -> Fut,
-    Fut: std::future::Future<Output = Result<(Vec<T>, String), Status>>,
-{
-    let mut out = Vec::new();
-    loop {
-        let left = match max_entries {
-            0 => 0,
-            n => n - out.len() as i32,
-        };
-        let member = &backends.members[i];
-        let (entries, next) = list(member.service.clone(), token, left).await?;
-        out.extend(entries);
-        if !next.is_empty() {
-            return Ok((out, format!("{}/{next}", member.name)));
-        }
-        i += 1;
-        token = String::new();
-        if i == backends.members.len() {
-            return Ok((out, String::new()));
-        }
-        if max_entries > 0 && out.len() as i32 >= max_entries {
-            return Ok((out, format!("{}/", backends.members[i].name)));
-        }
-    }
-}
-
 /// Which source a CreateVolume copies, if any.
 fn source_id(req: &proto::CreateVolumeRequest) -> Option<&str> {
     use proto::volume_content_source::Type;
@@ -259,9 +221,111 @@ fn source_id(req: &proto::CreateVolumeRequest) -> Option<&str> {
     }
 }
 
-#[tonic::async_trait]
-impl<B: Backend> Controller for Backends<B> {
-    async fn create_volume(
+/// A listing RPC whose pages go through every backend in turn.
+trait Listing: Send + Sized + 'static {
+    const RPC: &'static str;
+    type Response: Send;
+    type Entry: Send;
+    fn page(&self) -> (&str, i32);
+    /// The same listing from `token`, at most `max` entries (0: all).
+    fn at(token: String, max: i32) -> Self;
+    fn answer(entries: Vec<Self::Entry>, next_token: String) -> Self::Response;
+    fn split(r: Self::Response) -> (Vec<Self::Entry>, String);
+    fn list<B: Backend>(
+        svc: &ControllerService<B>,
+        req: Self,
+    ) -> impl std::future::Future<Output = Result<Response<Self::Response>, Status>> + Send;
+}
+
+/// Each listing's fields and call.
+macro_rules! listing {
+    ($($req:ident -> $resp:ident = $rpc:literal by $method:ident;)*) => {$(
+        impl Listing for proto::$req {
+            const RPC: &'static str = $rpc;
+            type Response = proto::$resp;
+            type Entry = <proto::$resp as ListingAnswer>::Entry;
+            fn page(&self) -> (&str, i32) {
+                (&self.starting_token, self.max_entries)
+            }
+            fn at(starting_token: String, max_entries: i32) -> Self {
+                #[allow(clippy::needless_update)] // ListSnapshots has filters
+                proto::$req {
+                    starting_token,
+                    max_entries,
+                    ..Default::default()
+                }
+            }
+            fn answer(entries: Vec<Self::Entry>, next_token: String) -> proto::$resp {
+                proto::$resp {
+                    entries,
+                    next_token,
+                }
+            }
+            fn split(r: proto::$resp) -> (Vec<Self::Entry>, String) {
+                (r.entries, r.next_token)
+            }
+            async fn list<B: Backend>(
+                svc: &ControllerService<B>,
+                req: Self,
+            ) -> Result<Response<proto::$resp>, Status> {
+                svc.$method(Request::new(req)).await
+            }
+        }
+    )*};
+}
+
+/// The entry type of a listing's answer.
+trait ListingAnswer {
+    type Entry;
+}
+impl ListingAnswer for proto::ListVolumesResponse {
+    type Entry = proto::list_volumes_response::Entry;
+}
+impl ListingAnswer for proto::ListSnapshotsResponse {
+    type Entry = proto::list_snapshots_response::Entry;
+}
+
+listing! {
+    ListVolumesRequest -> ListVolumesResponse = "ListVolumes" by list_volumes;
+    ListSnapshotsRequest -> ListSnapshotsResponse = "ListSnapshots" by list_snapshots;
+}
+
+impl<B: Backend> Backends<B> {
+    /// One page of a listing over every backend in turn; the answer's
+    /// token names the backend to go on in. A backend's failure is its
+    /// own answer (counted there).
+    async fn list_all<L: Listing>(&self, req: L) -> Result<Response<L::Response>, Status> {
+        let (token, max) = req.page();
+        let (mut i, mut token) = match self.page_start(token, max) {
+            Ok(start) => start,
+            Err(s) => return self.refuse(L::RPC, s).await,
+        };
+        let mut out = Vec::new();
+        loop {
+            let left = if max == 0 { 0 } else { max - out.len() as i32 };
+            let member = &self.members[i];
+            let page = L::list(&member.service, L::at(token, left)).await?;
+            let (entries, next) = L::split(page.into_inner());
+            out.extend(entries);
+            if !next.is_empty() {
+                return Ok(Response::new(L::answer(
+                    out,
+                    format!("{}/{next}", member.name),
+                )));
+            }
+            i += 1;
+            token = String::new();
+            if i == self.members.len() {
+                return Ok(Response::new(L::answer(out, String::new())));
+            }
+            if max > 0 && out.len() as i32 >= max {
+                let next = format!("{}/", self.members[i].name);
+                return Ok(Response::new(L::answer(out, next)));
+            }
+        }
+    }
+
+    async fn create(
         &self,
         request: Request<proto::CreateVolumeRequest>,
     ) -> Result<Response<proto::CreateVolumeResponse>, Status> {
@@ -284,31 +348,7 @@ impl<B: Backend> Controller for Backends<B> {
         member.service.create_volume(Request::new(req)).await
     }
 
-    async fn delete_volume(
-        &self,
-        request: Request<proto::DeleteVolumeRequest>,
-    ) -> Result<Response<proto::DeleteVolumeResponse>, Status> {
-        let m = self.of_id(&request.get_ref().volume_id);
-        m.service.delete_volume(request).await
-    }
-
-    async fn controller_publish_volume(
-        &self,
-        request: Request<proto::ControllerPublishVolumeRequest>,
-    ) -> Result<Response<proto::ControllerPublishVolumeResponse>, Status> {
-        let m = self.of_id(&request.get_ref().volume_id);
-        m.service.controller_publish_volume(request).await
-    }
-
-    async fn controller_unpublish_volume(
-        &self,
-        request: Request<proto::ControllerUnpublishVolumeRequest>,
-    ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
-        let m = self.of_id(&request.get_ref().volume_id);
-        m.service.controller_unpublish_volume(request).await
-    }
-
-    async fn validate_volume_capabilities(
+    async fn validate(
         &self,
         request: Request<proto::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<proto::ValidateVolumeCapabilitiesResponse>, Status> {
@@ -322,41 +362,17 @@ impl<B: Backend> Controller for Backends<B> {
             .await
     }
 
-    async fn list_volumes(
+    async fn list_volumes_all(
         &self,
         request: Request<proto::ListVolumesRequest>,
     ) -> Result<Response<proto::ListVolumesResponse>, Status> {
         if self.members.len() == 1 {
             return self.members[0].service.list_volumes(request).await;
         }
-        let req = request.into_inner();
-        let start = match self.page_start(&req.starting_token, req.max_entries) {
-            Ok(start) => start,
-            Err(s) => return self.refuse("ListVolumes", s).await,
-        };
-        let (entries, next_token) = page_over(
-            self,
-            start,
-            req.max_entries,
-            |svc, starting_token, max_entries| async move {
-                let r = svc
-                    .list_volumes(Request::new(proto::ListVolumesRequest {
-                        max_entries,
-                        starting_token,
-                    }))
-                    .await?
-                    .into_inner();
-                Ok((r.entries, r.next_token))
-            },
-        )
-        .await?;
-        Ok(Response::new(proto::ListVolumesResponse {
-            entries,
-            next_token,
-        }))
+        self.list_all(request.into_inner()).await
     }
 
-    async fn get_capacity(
+    async fn capacity(
         &self,
         request: Request<proto::GetCapacityRequest>,
     ) -> Result<Response<proto::GetCapacityResponse>, Status> {
@@ -369,7 +385,7 @@ impl<B: Backend> Controller for Backends<B> {
 
     /// What any backend offers: an RPC a backend does not offer answers
     /// UNIMPLEMENTED for that backend's volumes.
-    async fn controller_get_capabilities(
+    async fn capabilities(
         &self,
         request: Request<proto::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<proto::ControllerGetCapabilitiesResponse>, Status> {
@@ -392,23 +408,7 @@ impl<B: Backend> Controller for Backends<B> {
         }))
     }
 
-    async fn create_snapshot(
-        &self,
-        request: Request<proto::CreateSnapshotRequest>,
-    ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        let m = self.of_id(&request.get_ref().source_volume_id);
-        m.service.create_snapshot(request).await
-    }
-
-    async fn delete_snapshot(
-        &self,
-        request: Request<proto::DeleteSnapshotRequest>,
-    ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
-        let m = self.of_id(&request.get_ref().snapshot_id);
-        m.service.delete_snapshot(request).await
-    }
-
-    async fn list_snapshots(
+    async fn list_snapshots_all(
         &self,
         request: Request<proto::ListSnapshotsRequest>,
     ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
@@ -421,66 +421,55 @@ impl<B: Backend> Controller for Backends<B> {
             let m = filter.map_or(&self.members[0], |id| self.of_id(id));
             return m.service.list_snapshots(request).await;
         }
-        let req = request.into_inner();
-        let start = match self.page_start(&req.starting_token, req.max_entries) {
-            Ok(start) => start,
-            Err(s) => return self.refuse("ListSnapshots", s).await,
-        };
-        let (entries, next_token) = page_over(
-            self,
-            start,
-            req.max_entries,
-            |svc, starting_token, max_entries| async move {
-                let r = svc
-                    .list_snapshots(Request::new(proto::ListSnapshotsRequest {
-                        max_entries,
-                        starting_token,
-                        ..Default::default()
-                    }))
-                    .await?
-                    .into_inner();
-                Ok((r.entries, r.next_token))
-            },
-        )
-        .await?;
-        Ok(Response::new(proto::ListSnapshotsResponse {
-            entries,
-            next_token,
-        }))
+        self.list_all(request.into_inner()).await
     }
+}
 
-    async fn controller_expand_volume(
-        &self,
-        request: Request<proto::ControllerExpandVolumeRequest>,
-    ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
-        let m = self.of_id(&request.get_ref().volume_id);
-        m.service.controller_expand_volume(request).await
-    }
+/// The Controller service, one row per RPC: `by id(field)` goes to the
+/// backend the request's ID field names, `by default` to the default
+/// backend, `by method` to the router's own method.
+macro_rules! router {
+    ($($method:ident($req:ident) -> $resp:ident by $how:ident $(($field:ident))?;)*) => {
+        #[tonic::async_trait]
+        impl<B: Backend> Controller for Backends<B> {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<proto::$req>,
+                ) -> Result<Response<proto::$resp>, Status> {
+                    router!(@route self, request, $method, $how $(($field))?)
+                }
+            )*
+        }
+    };
+    (@route $self:ident, $request:ident, $method:ident, id($field:ident)) => {{
+        let m = $self.of_id(&$request.get_ref().$field);
+        m.service.$method($request).await
+    }};
+    (@route $self:ident, $request:ident, $method:ident, default) => {
+        $self.members[0].service.$method($request).await
+    };
+    (@route $self:ident, $request:ident, $method:ident, $own:ident) => {
+        $self.$own($request).await
+    };
+}
 
-    async fn controller_get_volume(
-        &self,
-        request: Request<proto::ControllerGetVolumeRequest>,
-    ) -> Result<Response<proto::ControllerGetVolumeResponse>, Status> {
-        let m = self.of_id(&request.get_ref().volume_id);
-        m.service.controller_get_volume(request).await
-    }
-
-    async fn get_snapshot(
-        &self,
-        request: Request<proto::GetSnapshotRequest>,
-    ) -> Result<Response<proto::GetSnapshotResponse>, Status> {
-        self.members[0].service.get_snapshot(request).await
-    }
-
-    async fn controller_modify_volume(
-        &self,
-        request: Request<proto::ControllerModifyVolumeRequest>,
-    ) -> Result<Response<proto::ControllerModifyVolumeResponse>, Status> {
-        self.members[0]
-            .service
-            .controller_modify_volume(request)
-            .await
-    }
+router! {
+    create_volume(CreateVolumeRequest) -> CreateVolumeResponse by create;
+    delete_volume(DeleteVolumeRequest) -> DeleteVolumeResponse by id(volume_id);
+    controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse by id(volume_id);
+    controller_unpublish_volume(ControllerUnpublishVolumeRequest) -> ControllerUnpublishVolumeResponse by id(volume_id);
+    validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse by validate;
+    list_volumes(ListVolumesRequest) -> ListVolumesResponse by list_volumes_all;
+    get_capacity(GetCapacityRequest) -> GetCapacityResponse by capacity;
+    controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse by capabilities;
+    create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse by id(source_volume_id);
+    delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse by id(snapshot_id);
+    list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse by list_snapshots_all;
+    controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse by id(volume_id);
+    controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse by id(volume_id);
+    get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse by default;
+    controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse by default;
 }
 
 #[cfg(test)]

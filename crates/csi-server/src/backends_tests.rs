@@ -38,7 +38,8 @@ fn config(name: &str, default: bool) -> ControllerConfig {
     }
 }
 
-async fn two() -> Two {
+/// One controller's nodes and attachment manager, shared by its backends.
+fn cluster() -> (Arc<StaticNodes>, Arc<Manager>) {
     let nodes = Arc::new(StaticNodes::new(["node-a", "node-b"].map(String::from)));
     let manager = Arc::new(Manager::new(
         Policy::default(),
@@ -48,6 +49,11 @@ async fn two() -> Two {
         Arc::new(LogEvents::default()),
         attachment_manager::AttachMetrics::unregistered(),
     ));
+    (nodes, manager)
+}
+
+async fn two() -> Two {
+    let (nodes, manager) = cluster();
     manager.rebuild().await.unwrap();
     let member = |name: &str, default: bool, backend: Arc<FakeBackend>| Member {
         name: name.into(),
@@ -310,15 +316,7 @@ async fn snapshots_of_a_named_backend_carry_its_name() {
 
 #[tokio::test]
 async fn overlapping_id_prefixes_are_refused() {
-    let nodes = Arc::new(StaticNodes::new(["node-a"].map(String::from)));
-    let manager = Arc::new(Manager::new(
-        Policy::default(),
-        Arc::new(MemoryStore::default()),
-        nodes.clone(),
-        Arc::new(NoMigrations),
-        Arc::new(LogEvents::default()),
-        attachment_manager::AttachMetrics::unregistered(),
-    ));
+    let (nodes, manager) = cluster();
     let member = |name: &str, config: ControllerConfig| Member {
         name: name.into(),
         service: Arc::new(ControllerService::new(
