@@ -237,7 +237,18 @@ fi; done
         hosts: &[Nqn],
         exact: bool,
     ) -> String {
+        let p = &self.port;
         let dev = quote(device);
+        let port_attr = |attr: &str, value: &str| {
+            let value = quote(value);
+            format!(
+                "if [ \"$(cat \"$P/{attr}\" 2>/dev/null)\" != {value} ]; then \
+                 if [ -n \"$(ls \"$P/subsystems\")\" ]; then \
+                 echo \"nvmet port {id} is in use with {attr}=$(cat \"$P/{attr}\"), not \"{value} >&2; exit {EXIT_NOT_READY}; fi; \
+                 echo {value} > \"$P/{attr}\"; fi\n",
+                id = p.id
+            )
+        };
         format!(
             "{prelude}set -e\n{subsystem}\
 [ -b {dev} ] || lvchange -ay -K {lv}
@@ -254,7 +265,9 @@ else
 echo {dev} > \"$N/device_path\"
 echo 1 > \"$N/enable\"
 fi
-{port}\
+P=\"$R/ports/{id}\"
+[ -d \"$P\" ] || mkdir \"$P\"
+{trtype}{adrfam}{traddr}{trsvcid}\
 [ -L \"$P/subsystems/\"{nqn} ] || ln -s \"$S\" \"$P/subsystems/\"{nqn}
 ",
             prelude = self.prelude(),
@@ -266,39 +279,12 @@ fi
             } else {
                 String::new()
             },
-            port = self.port_steps(),
-            nqn = quote(nqn.as_str()),
-        )
-    }
-
-    /// Makes the port listen (`$P`, its directory), as the export does:
-    /// the health check runs it, so nodes can reach the backend before it
-    /// exports anything and again after the host restarted.
-    pub fn listen(&self) -> String {
-        format!("{}set -e\n{}", self.prelude(), self.port_steps())
-    }
-
-    /// `$P`: the port, made and set to the configured address; a port in
-    /// use with another address is refused, never rewritten.
-    fn port_steps(&self) -> String {
-        let p = &self.port;
-        let port_attr = |attr: &str, value: &str| {
-            let value = quote(value);
-            format!(
-                "if [ \"$(cat \"$P/{attr}\" 2>/dev/null)\" != {value} ]; then \
-                 if [ -n \"$(ls \"$P/subsystems\")\" ]; then \
-                 echo \"nvmet port {id} is in use with {attr}=$(cat \"$P/{attr}\"), not \"{value} >&2; exit {EXIT_NOT_READY}; fi; \
-                 echo {value} > \"$P/{attr}\"; fi\n",
-                id = p.id
-            )
-        };
-        format!(
-            "P=\"$R/ports/{id}\"\n[ -d \"$P\" ] || mkdir \"$P\"\n{trtype}{adrfam}{traddr}{trsvcid}",
             id = p.id,
             trtype = port_attr("addr_trtype", "tcp"),
             adrfam = port_attr("addr_adrfam", p.adrfam()),
             traddr = port_attr("addr_traddr", &p.addr.to_string()),
             trsvcid = port_attr("addr_trsvcid", &p.service.to_string()),
+            nqn = quote(nqn.as_str()),
         )
     }
 

@@ -254,18 +254,9 @@ impl LinuxTarget {
     }
 
     /// The pool's capacity.
-    /// Makes the port listen if it does not (see [`Self::capacity`]).
-    pub async fn listen(&self) -> Result<()> {
-        self.run("listen", &self.nvmet.listen()).await.map(drop)
-    }
-
-    /// The pool's size and use; and the port made to listen if it does
-    /// not (after a host restart, or before the first export), so nodes
-    /// can reach the backend. One round trip: it is the health check.
     pub async fn capacity(&self) -> Result<Capacity> {
-        let usage = script(&[&self.lvm.pool_usage()]);
         let out = self
-            .run("lvs_pool", &format!("{usage}{}", self.nvmet.listen()))
+            .run("lvs_pool", &script(&[&self.lvm.pool_usage()]))
             .await?;
         let u = parse_pool(&out).map_err(|s| Error(E::Protocol(s)))?;
         Ok(Capacity {

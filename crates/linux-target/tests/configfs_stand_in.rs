@@ -192,20 +192,3 @@ async fn an_exact_export_admits_only_the_hosts_given_and_remakes_a_lost_export()
     // The host entries themselves stay for other subsystems.
     assert!(s.exists(&format!("hosts/{}", host("b"))));
 }
-
-#[tokio::test]
-async fn the_port_listens_before_any_export_and_is_never_rewritten_in_use() {
-    let s = StandIn::new();
-    let t = s.target(Arc::new(s.shell()));
-    t.listen().await.unwrap();
-    assert_eq!(s.read("ports/1/addr_trtype"), "tcp");
-    assert_eq!(s.read("ports/1/addr_traddr"), "127.0.0.1");
-    assert_eq!(s.read("ports/1/addr_trsvcid"), "4420");
-    t.listen().await.unwrap();
-    s.block_device("pvc-1");
-    t.export(&vol(), &[host("a")]).await.unwrap();
-    // In use with another address: refused, left as it is.
-    fs::write(s.root().join("ports/1/addr_traddr"), "10.9.9.9").unwrap();
-    assert!(t.listen().await.is_err());
-    assert_eq!(s.read("ports/1/addr_traddr"), "10.9.9.9");
-}
