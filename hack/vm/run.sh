@@ -43,7 +43,7 @@ ACCEL=${ACCEL:-auto}
 SMP=${SMP:-1}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-840}
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-$((QEMU_TIMEOUT - 20))}
-ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat fence-rds linux-target sanity nvmet-backend"
+ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat fence-rds linux-target sanity nvmet-backend two-backends"
 # Kernel modules the guest loads (their dependencies come along).
 MODULES="configfs loop crc32c_generic crc32c-intel ext4 xfs nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp virtio_pci 9pnet_virtio 9p
 dm-mod dm-thin-pool dm-snapshot"
