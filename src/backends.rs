@@ -316,6 +316,20 @@ mod tests {
         assert!(answered("192.0.2.1:4420", t, Ok(Err(no_route))).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever the file holds, reading it answers (never panics), and
+        /// whatever it accepts has valid, unique names.
+        #[test]
+        fn any_file_is_read_without_panicking(text in ".{0,200}", name in "[a-z0-9-]{0,40}") {
+            let _ = parse(&text, "default");
+            let doc = format!(r#"{{"backends": [{{"name": "{name}", "rds-address": "h", "rds-key-file": "k"}}]}}"#);
+            if let Ok(b) = parse(&doc, "default") {
+                proptest::prop_assert!(csi_server::backends::valid_name(&b[0].name).is_ok());
+                proptest::prop_assert_ne!(b[0].name.as_str(), "default");
+            }
+        }
+    }
+
     #[test]
     fn bad_files_are_refused_with_the_reason() {
         for (text, why) in [
