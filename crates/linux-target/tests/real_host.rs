@@ -1,8 +1,9 @@
 //! The target on this machine's real lvm2 and kernel NVMe target, through
 //! a local shell (no SSH): a volume group on a loop device with a thin
 //! pool, volumes, snapshots and clones that read back the right bytes, and
-//! exports in the real configfs, and a fence seen from two connected
-//! hosts. Needs root, lvm2 (and thin_check), loop devices, the modules
+//! exports in the real configfs, a fence seen from two connected hosts,
+//! the name limits of LVM and device-mapper, and volumes whose IDs are
+//! too long for them (derived names). Needs root, lvm2 (and thin_check), loop devices, the modules
 //! dm-thin-pool, dm-snapshot (lvcreate asks for it even for thin
 //! snapshots), nvmet, nvmet-tcp and nvme-tcp, configfs mounted, and
 //! nvme-cli; run it where those are (a QEMU guest) with `--ignored
@@ -91,17 +92,18 @@ fn vol(s: &str) -> VolumeName {
     VolumeName::new(s).unwrap()
 }
 
-/// Writes `byte` over the first MiB of a volume.
-fn write(v: &VolumeName, byte: u8) {
+/// Writes `byte` over the first MiB of a block device.
+fn write(dev: &str, byte: u8) {
     sh(&format!(
         "dd if=/dev/zero bs=1M count=1 status=none | tr '\\000' '\\{byte:03o}' | \
-         dd of=/dev/{VG}/{v} bs=1M conv=fsync status=none"
+         dd of={dev} bs=1M conv=fsync status=none"
     ));
 }
 
-fn first_mib(v: &VolumeName) -> String {
+/// The distinct bytes of a block device's first MiB, in hex.
+fn first_mib(dev: &str) -> String {
     sh(&format!(
-        "dd if=/dev/{VG}/{v} bs=1M count=1 status=none | od -An -v -tx1 | tr -s ' ' '\\n' | sort -u | tr -d '\\n'"
+        "dd if={dev} bs=1M count=1 status=none | od -An -v -tx1 | tr -s ' ' '\\n' | sort -u | tr -d '\\n'"
     ))
 }
 
@@ -122,21 +124,21 @@ async fn volumes_snapshots_clones_and_exports_on_real_lvm_thin_and_nvmet() {
 
     // Data, a snapshot, then different data: a clone of the snapshot has
     // the old bytes, grown to the size asked.
-    write(&v, 0xaa);
+    write(&t.device(&v), 0xaa);
     let snap = t.create_snapshot(&vol("snap-1"), &v).await.unwrap();
     assert!(snap.is_snapshot() && !snap.active);
     assert_eq!(
         t.create_snapshot(&vol("snap-1"), &v).await.unwrap().name,
         snap.name
     );
-    write(&v, 0x55);
+    write(&t.device(&v), 0x55);
     let clone = t
         .clone_volume(&vol("pvc-2"), &vol("snap-1"), 64 << 20)
         .await
         .unwrap();
     assert!(clone.active && clone.size_bytes >= 64 << 20);
-    assert_eq!(first_mib(&vol("pvc-2")), "aa");
-    assert_eq!(first_mib(&v), "55");
+    assert_eq!(first_mib(&t.device(&vol("pvc-2"))), "aa");
+    assert_eq!(first_mib(&t.device(&v)), "55");
     assert_eq!(t.expand_volume(&v, 32 << 20).await.unwrap(), 32 << 20);
     let names: Vec<String> = t
         .list_volumes()
@@ -171,6 +173,129 @@ async fn volumes_snapshots_clones_and_exports_on_real_lvm_thin_and_nvmet() {
     t.delete_volume(&v).await.unwrap();
     t.delete_volume(&vol("pvc-2")).await.unwrap();
     t.delete_volume(&vol("snap-1")).await.unwrap();
+    assert!(t.list_volumes().await.unwrap().is_empty());
+}
+
+/// Runs `script` with `sh`: whether it succeeded, and its stderr.
+fn try_sh(script: &str) -> (bool, String) {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What LVM and device-mapper take as a thin volume's name, as the
+/// mapping of IDs to logical volume names (`LvName::of`) assumes: a name
+/// of at most 127 bytes whose device-mapper name, `<vg>-<lv>` with every
+/// dash doubled, is at most 127 bytes; `+` in it; no name starting with
+/// `snapshot` or `pvmove` or holding `_tmeta` and the like.
+#[tokio::test]
+#[ignore = "needs root, lvm2 with dm-thin and loop devices"]
+async fn lvm_and_device_mapper_name_limits_are_the_ones_the_mapping_assumes() {
+    let _pool = Pool::new();
+    let create = |lv: &str| {
+        try_sh(&format!(
+            "lvcreate -q --yes -V 4M -T {VG}/thin -n {lv} && lvs {VG}/{lv} >/dev/null"
+        ))
+    };
+    let remove = |lv: &str| sh(&format!("lvremove -q --yes {VG}/{lv}"));
+    // `rdscsitest-` is 11 bytes: 116 more make device-mapper's 127.
+    let fits = "a".repeat(116);
+    let (ok, err) = create(&fits);
+    assert!(ok, "a 127-byte device-mapper name: {err}");
+    let dm = format!("/dev/mapper/{VG}-{fits}");
+    assert!(std::path::Path::new(&dm).exists(), "{dm}");
+    println!("limits: a thin volume whose dm name is 127 bytes is made and active");
+    remove(&fits);
+    let (ok, err) = create(&"a".repeat(117));
+    assert!(!ok, "a 128-byte device-mapper name was taken");
+    println!("limits: a dm name of 128 bytes refused: {}", err.trim());
+    // Dashes count twice: 58 of them and 58 letters are 116 bytes there.
+    let dashes = "a-".repeat(58);
+    let (ok, err) = create(&dashes);
+    assert!(ok, "{err}");
+    remove(&dashes);
+    let (ok, err) = create(&format!("{dashes}a"));
+    assert!(!ok, "a name of 117 bytes with its dashes doubled was taken");
+    println!("limits: 117 bytes, dashes doubled, refused: {}", err.trim());
+    // LVM's own limit on a name, whatever device-mapper takes.
+    let (ok, err) = try_sh(&format!(
+        "lvcreate -q --yes -V 4M -T {VG}/thin -n {} --activate n --setactivationskip y",
+        "a".repeat(128)
+    ));
+    assert!(!ok, "a 128-byte logical volume name was taken");
+    println!("limits: a 128-byte LV name refused: {}", err.trim());
+    // The characters of a derived name, and what LVM reserves.
+    let derived = "pvc-x.y+0123456789abcdef";
+    let (ok, err) = create(derived);
+    assert!(ok, "'+' in a name: {err}");
+    remove(derived);
+    for reserved in ["snapshot1", "pvmove0", "x_tmeta", "x_rimage_0"] {
+        let (ok, err) = create(reserved);
+        assert!(!ok, "{reserved} was taken");
+        println!("limits: {reserved} refused: {}", err.trim());
+    }
+}
+
+/// Volumes of IDs too long for LVM (128 characters, as csi-sanity's
+/// longest name) live under derived names, keep their ID in a tag, and
+/// are found, snapshotted, cloned, exported under the whole ID's NQN (a
+/// host connects to it), grown and removed by the ID.
+#[tokio::test]
+#[ignore = "needs root, lvm2 with dm-thin, the nvmet and nvme-tcp modules and nvme-cli"]
+async fn volumes_with_ids_too_long_for_lvm_work_under_derived_names() {
+    let _pool = Pool::new();
+    let t = target();
+    let v = vol(&format!("sanity-{}", "v".repeat(121)));
+    let s = vol(&format!("snapshot-{}", "s".repeat(119)));
+    let c = vol(&format!("sanity-{}", "c".repeat(121)));
+    let made = t.create_volume(&v, 8 << 20).await.unwrap();
+    assert!(made.lv.is_derived() && made.active, "{made:?}");
+    assert_eq!(t.create_volume(&v, 8 << 20).await.unwrap(), made);
+    let dev = t.device(&v);
+    assert!(std::path::Path::new(&dev).exists(), "{dev}");
+    let tags = sh(&format!("lvs --noheadings -o lv_tags {VG}/{}", made.lv));
+    assert!(tags.contains(&format!("rds-csi.id={v}")), "{tags}");
+    write(&dev, 0xaa);
+    let snap = t.create_snapshot(&s, &v).await.unwrap();
+    assert!(snap.is_snapshot() && snap.lv.as_str().starts_with("vsnapshot-"));
+    assert_eq!(t.create_snapshot(&s, &v).await.unwrap().name, s);
+    let clone = t.clone_volume(&c, &s, 16 << 20).await.unwrap();
+    assert!(clone.active && clone.size_bytes >= 16 << 20);
+    assert_eq!(first_mib(&t.device(&c)), "aa");
+    assert_eq!(t.expand_volume(&v, 32 << 20).await.unwrap(), 32 << 20);
+    t.set_marks(&v, true, None).await.unwrap();
+    let mut names: Vec<String> = t
+        .list_volumes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, [c.to_string(), v.to_string(), s.to_string()]);
+
+    // Exported as the whole ID's NQN (153 bytes), and a host connects.
+    let a =
+        Nqn::new("nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-0000-0000-000000000000").unwrap();
+    t.export(&v, std::slice::from_ref(&a)).await.unwrap();
+    let nqn = t.nqn(&v).to_string();
+    println!("long ids: an NQN of {} bytes", nqn.len());
+    sh(&format!(
+        "nvme connect -t tcp -a 127.0.0.1 -s 4420 -n {nqn} --hostnqn {a} \
+         --hostid aaaaaaaa-0000-0000-0000-000000000000"
+    ));
+    wait_for("the host connects", &nqn, |s| {
+        s.len() == 1 && s[0].1 == "live"
+    });
+    sh(&format!("nvme disconnect -n {nqn}"));
+    for id in [&c, &v, &s] {
+        t.delete_volume(id).await.unwrap();
+        t.delete_volume(id).await.unwrap();
+        assert_eq!(t.get_volume(id).await.unwrap(), None);
+    }
+    assert_eq!(t.export_state(&v).await.unwrap(), None);
     assert!(t.list_volumes().await.unwrap().is_empty());
 }
 
