@@ -13,6 +13,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
+use linux_target::names::LvName;
 use linux_target::{
     LinuxTarget, LocalShell, Nqn, PoolName, PortSpec, TargetConfig, VgName, VolumeName,
 };
@@ -92,6 +93,19 @@ fn vol(s: &str) -> VolumeName {
     VolumeName::new(s).unwrap()
 }
 
+/// The IDs of the target's volumes, sorted.
+async fn listed(t: &LinuxTarget) -> Vec<String> {
+    let mut ids: Vec<String> = t
+        .list_volumes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Writes `byte` over the first MiB of a block device.
 fn write(dev: &str, byte: u8) {
     sh(&format!(
@@ -140,14 +154,7 @@ async fn volumes_snapshots_clones_and_exports_on_real_lvm_thin_and_nvmet() {
     assert_eq!(first_mib(&t.device(&vol("pvc-2"))), "aa");
     assert_eq!(first_mib(&t.device(&v)), "55");
     assert_eq!(t.expand_volume(&v, 32 << 20).await.unwrap(), 32 << 20);
-    let names: Vec<String> = t
-        .list_volumes()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.name.to_string())
-        .collect();
-    assert_eq!(names, ["pvc-1", "pvc-2", "snap-1"]);
+    assert_eq!(listed(&t).await, ["pvc-1", "pvc-2", "snap-1"]);
 
     // Export in the real configfs, admit and remove hosts, cut, unexport.
     let a =
@@ -185,53 +192,76 @@ fn try_sh(script: &str) -> (bool, String) {
     )
 }
 
-/// What LVM and device-mapper take as a thin volume's name, as the
-/// mapping of IDs to logical volume names (`LvName::of`) assumes: a name
-/// of at most 127 bytes whose device-mapper name, `<vg>-<lv>` with every
-/// dash doubled, is at most 127 bytes; `+` in it; no name starting with
-/// `snapshot` or `pvmove` or holding `_tmeta` and the like.
+/// What LVM and device-mapper take as a thin volume's name against what
+/// the mapping of IDs to logical volume names (`LvName::of`) keeps as it
+/// is: the longest ID of letters it keeps is made and one letter more is
+/// refused (LVM counts `<vg>/<lv>`); the longest with many dashes it keeps
+/// is made (the next lengths are tried and reported: the mapping counts
+/// the dashes doubled, as device-mapper's name has them, which may be
+/// stricter than LVM); `+` (a derived name's) is taken; the names LVM
+/// reserves are refused.
 #[tokio::test]
 #[ignore = "needs root, lvm2 with dm-thin and loop devices"]
-async fn lvm_and_device_mapper_name_limits_are_the_ones_the_mapping_assumes() {
+async fn lvm_and_device_mapper_take_exactly_the_names_the_mapping_keeps() {
     let _pool = Pool::new();
+    let vg = VgName::new(VG).unwrap();
+    let kept = |id: &str| !LvName::of(&vg, &vol(id)).is_derived();
     let create = |lv: &str| {
         try_sh(&format!(
             "lvcreate -q --yes -V 4M -T {VG}/thin -n {lv} && lvs {VG}/{lv} >/dev/null"
         ))
     };
     let remove = |lv: &str| sh(&format!("lvremove -q --yes {VG}/{lv}"));
-    // `rdscsitest-` is 11 bytes: 116 more make device-mapper's 127.
-    let fits = "a".repeat(116);
-    let (ok, err) = create(&fits);
-    assert!(ok, "a 127-byte device-mapper name: {err}");
-    let dm = format!("/dev/mapper/{VG}-{fits}");
-    assert!(std::path::Path::new(&dm).exists(), "{dm}");
-    println!("limits: a thin volume whose dm name is 127 bytes is made and active");
-    remove(&fits);
-    let (ok, err) = create(&"a".repeat(117));
-    assert!(!ok, "a 128-byte device-mapper name was taken");
-    println!("limits: a dm name of 128 bytes refused: {}", err.trim());
-    // Dashes count twice: 58 of them and 58 letters are 116 bytes there.
-    let dashes = "a-".repeat(58);
-    let (ok, err) = create(&dashes);
-    assert!(ok, "{err}");
-    remove(&dashes);
-    let (ok, err) = create(&format!("{dashes}a"));
-    assert!(!ok, "a name of 117 bytes with its dashes doubled was taken");
-    println!("limits: 117 bytes, dashes doubled, refused: {}", err.trim());
-    // LVM's own limit on a name, whatever device-mapper takes.
-    let (ok, err) = try_sh(&format!(
-        "lvcreate -q --yes -V 4M -T {VG}/thin -n {} --activate n --setactivationskip y",
-        "a".repeat(128)
-    ));
-    assert!(!ok, "a 128-byte logical volume name was taken");
-    println!("limits: a 128-byte LV name refused: {}", err.trim());
+    let doubled = |s: &str| s.len() + s.matches('-').count();
+    // The longest name `make` gives that the mapping keeps, made; then the
+    // next `tries` lengths, each reported; returns whether the first of
+    // them was refused.
+    let boundary = |make: &dyn Fn(usize) -> String, tries: usize| {
+        let n = (0..=128).rev().find(|&n| kept(&make(n))).unwrap();
+        let longest = make(n);
+        let (ok, err) = create(&longest);
+        assert!(ok, "{longest} ({} bytes) was refused: {err}", longest.len());
+        let dm = format!("/dev/mapper/{VG}-{}", longest.replace('-', "--"));
+        assert!(std::path::Path::new(&dm).exists(), "{dm}");
+        remove(&longest);
+        println!(
+            "limits: in {VG}, {} bytes ({} with dashes doubled) made",
+            longest.len(),
+            doubled(&longest)
+        );
+        let mut first_refused = false;
+        for k in 1..=tries {
+            let over = make(n + k);
+            let (ok, err) = create(&over);
+            if ok {
+                remove(&over);
+            }
+            first_refused |= k == 1 && !ok;
+            println!(
+                "limits: in {VG}, {} bytes ({} with dashes doubled) {}",
+                over.len(),
+                doubled(&over),
+                if ok {
+                    "made".to_string()
+                } else {
+                    format!("refused: {}", err.trim())
+                }
+            );
+        }
+        first_refused
+    };
+    assert!(
+        boundary(&|n| "a".repeat(n), 1),
+        "one letter more than the mapping keeps was taken"
+    );
+    boundary(&|n| format!("{}{}", "a-".repeat(30), "a".repeat(n)), 3);
     // The characters of a derived name, and what LVM reserves.
     let derived = "pvc-x.y+0123456789abcdef";
     let (ok, err) = create(derived);
     assert!(ok, "'+' in a name: {err}");
     remove(derived);
     for reserved in ["snapshot1", "pvmove0", "x_tmeta", "x_rimage_0"] {
+        assert!(!kept(reserved));
         let (ok, err) = create(reserved);
         assert!(!ok, "{reserved} was taken");
         println!("limits: {reserved} refused: {}", err.trim());
@@ -266,15 +296,10 @@ async fn volumes_with_ids_too_long_for_lvm_work_under_derived_names() {
     assert_eq!(first_mib(&t.device(&c)), "aa");
     assert_eq!(t.expand_volume(&v, 32 << 20).await.unwrap(), 32 << 20);
     t.set_marks(&v, true, None).await.unwrap();
-    let mut names: Vec<String> = t
-        .list_volumes()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.name.to_string())
-        .collect();
-    names.sort();
-    assert_eq!(names, [c.to_string(), v.to_string(), s.to_string()]);
+    assert_eq!(
+        listed(&t).await,
+        [c.to_string(), v.to_string(), s.to_string()]
+    );
 
     // Exported as the whole ID's NQN (153 bytes), and a host connects.
     let a =
