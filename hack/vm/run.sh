@@ -9,6 +9,9 @@
 #   hack/vm/run.sh bench           the node data path benchmark (a table)
 #   hack/vm/run.sh bench-clone     time to a usable clone: the driver's vs a
 #                                  host-assisted copy (CLONE_MIB, CLONE_RUNS)
+#   hack/vm/run.sh bench-nvmet     the nvmet backend's controller RPCs and a
+#                                  fence's stall on a staying host, beside
+#                                  the simulated RDS's (BENCH_RUNS, FENCE_RUNS)
 #
 # Prints `PASS name` / `FAIL name` / `SKIP name` per scenario and a closing
 # "N passed, N failed" line; exits 0 only if no scenario failed, 3 if QEMU or
@@ -23,11 +26,12 @@
 #
 # Knobs (environment): ACCEL=auto|tcg|kvm (auto: KVM only if a probe boot
 # works, remembered per host kernel), MEM=1024 (MiB; 6144 for bench-clone),
-# SMP=1 (faster under TCG), QEMU_TIMEOUT=840 (s), OUT=dir (logs:
+# SMP=1 (faster under TCG), QEMU_TIMEOUT=1500 (s), OUT=dir (logs:
 # console.log, results.log), RDS_CSI_BIN (skip the build), NODE_ARGS (extra
 # `rds-csi node` flags), SANITY_ARGS (extra csi-sanity flags), BENCH_RUNS=10,
 # CLONE_MIB=1024 and CLONE_RUNS=3 (bench-clone: the volume's size in MiB,
-# the runs of each way), VM_SHARE_EXTRA (more files for the guest's
+# the runs of each way), FENCE_RUNS=3 (bench-nvmet: cuts per backend),
+# VM_SHARE_EXTRA (more files for the guest's
 # /share/bin), LINUX_TARGET_TESTS (linux-target's real_host test
 # executable for the `linux-target` scenario; default: built), KEEP=1
 # (keep the initrd and the share in $OUT), NO_APT=1,
@@ -41,9 +45,9 @@ CACHE=${RDS_CSI_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rds-csi-vm}
 OUT=${OUT:-$(mktemp -d /tmp/rds-csi-vm.XXXXXX)}
 ACCEL=${ACCEL:-auto}
 SMP=${SMP:-1}
-QEMU_TIMEOUT=${QEMU_TIMEOUT:-840}
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-1500}
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-$((QEMU_TIMEOUT - 20))}
-ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat fence-rds linux-target sanity nvmet-backend two-backends"
+ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat fence-rds linux-target sanity nvmet-backend-sanity two-backends"
 # Kernel modules the guest loads (their dependencies come along).
 MODULES="configfs loop crc32c_generic crc32c-intel ext4 xfs nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp virtio_pci 9pnet_virtio 9p
 dm-mod dm-thin-pool dm-snapshot"
@@ -58,7 +62,7 @@ mode=test
 scenarios=()
 for a in "$@"; do
   case $a in
-    bench | bench-clone) mode=$a ;;
+    bench | bench-clone | bench-nvmet) mode=$a ;;
     all) read -ra scenarios <<<"$ALL_SCENARIOS" ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) scenarios+=("$a") ;;
@@ -326,7 +330,8 @@ fi
 ov=$(mktemp -d "$OUT/overlay.XXXXXX")
 mkdir -p "$ov/vm" "$ov/usr/lib"
 cp "$here/guest/init" "$ov/init"
-cp "$here/guest/guest.sh" "$here/guest/lib.sh" "$here/guest/bench.sh" "$here/guest/bench-clone.sh" "$ov/vm/"
+cp "$here/guest/guest.sh" "$here/guest/lib.sh" "$here/guest/bench.sh" "$here/guest/bench-clone.sh" \
+  "$here/guest/bench-nvmet.sh" "$ov/vm/"
 cp -r "$here/guest/scenarios" "$ov/vm/"
 # shared libraries of the shared binaries (glibc mostly is in the base)
 for f in "$share"/bin/*; do
@@ -347,7 +352,8 @@ SANITY_ARGS="${SANITY_ARGS:-}"
 BENCH_RUNS=${BENCH_RUNS:-10}
 CLONE_MIB=${CLONE_MIB:-1024}
 CLONE_RUNS=${CLONE_RUNS:-3}
-export NODE_ARGS SANITY_ARGS BENCH_RUNS CLONE_MIB CLONE_RUNS
+FENCE_RUNS=${FENCE_RUNS:-3}
+export NODE_ARGS SANITY_ARGS BENCH_RUNS CLONE_MIB CLONE_RUNS FENCE_RUNS
 EOF
 # Base first, then the overlay: the kernel unpacks concatenated archives in
 # order. (The overlay names only /usr paths: an entry named like one of the

@@ -1,7 +1,9 @@
 //! The Linux target behind the driver's [`storage::Backend`] trait (the
 //! `nvmet` backend): a volume or snapshot is a thin volume of the one
-//! configured pool named by its ID, its block device `/dev/<vg>/<id>` is
-//! its location, the driver's records are its LVM tags, and a volume is
+//! configured pool named by its ID (or, for an ID LVM cannot take as a
+//! name, a name derived from it, the ID in a tag: [`crate::names::LvName`]),
+//! its block device `/dev/<vg>/<lv>` is its location, the driver's
+//! records are its LVM tags, and a volume is
 //! exported as one subsystem admitting exactly the hosts the controller
 //! names.
 //!
@@ -23,7 +25,7 @@ use storage::{
 
 use crate::error::{Error, E};
 use crate::meta::Meta;
-use crate::names::{check_fits, check_size, Nqn, VolumeName};
+use crate::names::{check_size, Nqn, VolumeName};
 use crate::target::{self, LinuxTarget};
 
 /// What [`PoolInfo::kind`] says of the pool.
@@ -93,12 +95,10 @@ impl NvmetBackend {
         &self.target
     }
 
-    /// The logical volume of a volume ID: LVM's reserved names and names
-    /// too long for the volume group are refused.
+    /// A volume ID as the target names it (every ID the driver takes; its
+    /// logical volume's name is the target's business).
     fn name(&self, id: &str) -> std::result::Result<VolumeName, crate::ValidationError> {
-        let lv = VolumeName::new(id)?;
-        check_fits(&self.target.config().vg, &lv)?;
-        Ok(lv)
+        VolumeName::new(id)
     }
 
     /// An export is this target's: the NQN its prefix gives the volume and

@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::names::{PoolName, VgName, VolumeName};
+use crate::names::{LvName, PoolName, VgName};
 use crate::shell::quote;
 
 /// The columns every volume listing asks for, in the order of [`Lv`].
@@ -189,17 +189,17 @@ fn addtags(tags: &[String]) -> String {
 
 impl Lvm {
     /// `vg/lv`, quoted.
-    fn path(&self, lv: &VolumeName) -> String {
+    fn path(&self, lv: &LvName) -> String {
         quote(&format!("{}/{}", self.vg, lv))
     }
 
     /// The block device of a volume.
-    pub fn device(&self, lv: &VolumeName) -> String {
+    pub fn device(&self, lv: &LvName) -> String {
         format!("{}/{}/{}", self.dev_root, self.vg, lv)
     }
 
     /// One volume's row; fails with "not found" when it is absent.
-    pub fn get(&self, lv: &VolumeName) -> String {
+    pub fn get(&self, lv: &LvName) -> String {
         format!("{LVS} -o {LV_COLUMNS} {}", self.path(lv))
     }
 
@@ -217,7 +217,7 @@ impl Lvm {
     }
 
     /// A new thin volume of `size_bytes` in the pool.
-    pub fn create(&self, lv: &VolumeName, size_bytes: u64, tags: &[String]) -> String {
+    pub fn create(&self, lv: &LvName, size_bytes: u64, tags: &[String]) -> String {
         format!(
             "lvcreate --yes -V {} -T {} -n {}{}",
             size_arg(size_bytes),
@@ -230,7 +230,7 @@ impl Lvm {
     /// A thin snapshot of `source`: shares its blocks, skipped by
     /// activation as LVM makes snapshots (it is only ever read through a
     /// clone).
-    pub fn snapshot(&self, source: &VolumeName, lv: &VolumeName, tags: &[String]) -> String {
+    pub fn snapshot(&self, source: &LvName, lv: &LvName, tags: &[String]) -> String {
         format!(
             "lvcreate --yes -s {} -n {}{}",
             self.path(source),
@@ -241,7 +241,7 @@ impl Lvm {
 
     /// A writable thin snapshot of `source` (a snapshot or a volume) that
     /// activates like any volume, at once and at boot.
-    pub fn clone_of(&self, source: &VolumeName, lv: &VolumeName, tags: &[String]) -> String {
+    pub fn clone_of(&self, source: &LvName, lv: &LvName, tags: &[String]) -> String {
         format!(
             "lvcreate --yes -s {} -n {} --setactivationskip n -ay{}",
             self.path(source),
@@ -252,7 +252,7 @@ impl Lvm {
 
     /// Activation of a volume that may have the skip flag (a clone whose
     /// creation was cut off before it was activated).
-    pub fn activate(&self, lv: &VolumeName) -> String {
+    pub fn activate(&self, lv: &LvName) -> String {
         format!(
             "lvchange --setactivationskip n {0} && lvchange -ay {0}",
             self.path(lv)
@@ -260,18 +260,18 @@ impl Lvm {
     }
 
     /// Grows a volume to `size_bytes`.
-    pub fn extend(&self, lv: &VolumeName, size_bytes: u64) -> String {
+    pub fn extend(&self, lv: &LvName, size_bytes: u64) -> String {
         format!("lvextend -L {} {}", size_arg(size_bytes), self.path(lv))
     }
 
     /// Removes a volume (its nvmet export must be gone: an open volume is
     /// "in use").
-    pub fn remove(&self, lv: &VolumeName) -> String {
+    pub fn remove(&self, lv: &LvName) -> String {
         format!("lvremove --yes {}", self.path(lv))
     }
 
     /// Changes tags; nothing when there is nothing to change.
-    pub fn retag(&self, lv: &VolumeName, remove: &[String], add: &[String]) -> Option<String> {
+    pub fn retag(&self, lv: &LvName, remove: &[String], add: &[String]) -> Option<String> {
         if remove.is_empty() && add.is_empty() {
             return None;
         }
@@ -286,6 +286,7 @@ impl Lvm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::VolumeName;
     use proptest::prelude::*;
 
     /// `lvs` of a volume group with linear volumes, as lvm2 2.03.16
@@ -367,8 +368,8 @@ mod tests {
             pool: PoolName::new("thin").unwrap(),
             dev_root: "/dev".into(),
         };
-        let v = VolumeName::new("pvc-1").unwrap();
-        let s = VolumeName::new("snap-1").unwrap();
+        let v = LvName::of(&lvm.vg, &VolumeName::new("pvc-1").unwrap());
+        let s = LvName::of(&lvm.vg, &VolumeName::new("snap-1").unwrap());
         let tags = vec![
             "rds-csi".to_string(),
             "rds-csi.snapshot-of=pvc-1".to_string(),

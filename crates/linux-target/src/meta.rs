@@ -30,6 +30,26 @@ const METHOD: &str = "rds-csi.method=";
 const COPY_OF: &str = "rds-csi.copy-of=";
 const RETAIN: &str = "rds-csi.retain";
 const ORPHANED: &str = "rds-csi.orphaned-since=";
+/// The full ID of a volume whose logical volume has a derived name (see
+/// [`crate::names::LvName`]). Not a record: the name depends on it, so
+/// nothing but the removal of the volume takes it away.
+const ID: &str = "rds-csi.id=";
+
+/// The tag that keeps a volume's ID on a logical volume of a derived name.
+pub fn id_tag(id: &VolumeName) -> String {
+    format!("{ID}{id}")
+}
+
+/// The ID the tags (as `lvs` prints them) keep, if exactly one is there
+/// and valid: two different ones name no volume. Total: never panics.
+pub fn parse_id(tags: &str) -> Option<VolumeName> {
+    let mut ids = tags
+        .split(',')
+        .filter_map(|t| t.trim().strip_prefix(ID))
+        .map(VolumeName::new);
+    let first = ids.next()?.ok()?;
+    ids.all(|i| i.as_ref() == Ok(&first)).then_some(first)
+}
 
 /// The driver's records on one volume.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -161,7 +181,7 @@ impl Meta {
     /// The `--deltag`/`--addtag` changes that take `current` to exactly
     /// these records, leaving tags that are not the driver's alone.
     pub(crate) fn changes(&self, current: &str) -> (Vec<String>, Vec<String>) {
-        let ours = |t: &str| t == TAG || t.starts_with("rds-csi.");
+        let ours = |t: &str| t == TAG || (t.starts_with("rds-csi.") && !t.starts_with(ID));
         changes(current, self.tags(), ours)
     }
 }
@@ -281,7 +301,48 @@ mod tests {
         assert!(add.is_empty(), "{add:?}");
     }
 
+    #[test]
+    fn the_id_tag_reads_back_and_survives_replacing_the_records() {
+        let id = VolumeName::new(&format!("sanity-{}", "x".repeat(121))).unwrap();
+        let tag = id_tag(&id);
+        assert!(is_lvm_tag(&tag), "{tag}");
+        let current = format!("rds-csi,rds-csi.created=2026-12-07T11:00:00Z,{tag}");
+        assert_eq!(parse_id(&current), Some(id.clone()));
+        assert_eq!(parse_id("rds-csi"), None);
+        assert_eq!(parse_id("rds-csi.id=a+b"), None, "not an ID");
+        assert_eq!(
+            parse_id("rds-csi.id=a,rds-csi.id=b"),
+            None,
+            "two IDs name none"
+        );
+        assert_eq!(
+            parse_id("rds-csi.id=a,rds-csi.id=a"),
+            VolumeName::new("a").ok()
+        );
+        // The ID is not one of the records: replacing them keeps it.
+        let (remove, add) = Meta::default().changes(&current);
+        assert_eq!(remove, vec!["rds-csi.created=2026-12-07T11:00:00Z"]);
+        assert!(add.is_empty(), "{add:?}");
+        assert_eq!(
+            Meta::parse(&current).unwrap().created,
+            Some(at("2026-12-07T11:00:00Z"))
+        );
+    }
+
     proptest! {
+        #[test]
+        fn the_id_tag_parser_never_panics(s in any::<String>()) {
+            let _ = parse_id(&s);
+            let _ = parse_id(&format!("rds-csi.id={s}"));
+        }
+
+        #[test]
+        fn every_id_round_trips_through_its_tag(id in "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}") {
+            let id = VolumeName::new(&id).unwrap();
+            prop_assert!(is_lvm_tag(&id_tag(&id)));
+            prop_assert_eq!(parse_id(&format!("rds-csi,{}", id_tag(&id))), Some(id));
+        }
+
         #[test]
         fn the_tag_parser_never_panics(s in any::<String>()) {
             let _ = Meta::parse(&s);

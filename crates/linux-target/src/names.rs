@@ -10,17 +10,28 @@ use std::fmt;
 use std::net::IpAddr;
 
 use routeros::ValidationError;
+use sha2::{Digest, Sha256};
 
-/// Longest volume (or snapshot) name: its LVM tags (`rds-csi.snapshot-of=`
-/// and the name) and its device-mapper name (`<vg>-<lv>`, dashes doubled,
-/// at most 127 bytes) must fit. Provisioner-made names are 40 characters.
-pub const MAX_VOLUME_NAME_LEN: usize = 100;
+/// Longest volume (or snapshot) ID: the driver's own limit. An ID that
+/// cannot be a logical volume's name as it is (too long for LVM or
+/// device-mapper in its volume group, or a name LVM reserves) gets a
+/// derived one ([`LvName::of`]).
+pub const MAX_VOLUME_NAME_LEN: usize = storage::names::MAX_ID_LEN;
 /// Longest volume group or thin pool name accepted.
 pub const MAX_LVM_NAME_LEN: usize = 40;
 /// NVMe limits an NQN to 223 bytes.
 pub const MAX_NQN_LEN: usize = 223;
-/// Longest device-mapper name (the kernel's limit less the final NUL).
-const MAX_DM_NAME_LEN: usize = 127;
+/// Most bytes of a volume group's and a logical volume's names together,
+/// each with its dashes doubled as in their device-mapper name: lvm2
+/// 2.03.16 refuses a thin volume when `<vg>/<lv>` and 2 more reach its
+/// NAME_LEN of 128 ("LV name \"vg/lv\" length 128 is not supported" for
+/// 10 and 115 letters; checked in the guest tier). Counting the dashes
+/// doubled is the stricter reading, and keeps device-mapper's own 127
+/// bytes for `<vg>-<lv>` too.
+pub const MAX_VG_LV_LEN: usize = 124;
+/// Longest device-mapper name (the kernel's DM_NAME_LEN, 128, less the
+/// final NUL; checked in the guest tier).
+pub const MAX_DM_NAME_LEN: usize = 127;
 /// Largest size accepted: LVM's own limit is 8 EiB; anything near it is a
 /// mistake.
 pub const MAX_SIZE_BYTES: u64 = 1 << 60;
@@ -35,8 +46,8 @@ const LVM_RESERVED: &[&str] = &[
     "_rimage", "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig",
 ];
 
-/// Checks a name against the common alphabet and LVM's reserved words.
-fn check_name(what: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
+/// Checks a name against the common alphabet.
+fn check_chars(what: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
     let err = |r: &str| Err(ValidationError::new(what, s, r));
     if s.is_empty() {
         return err("must not be empty");
@@ -50,6 +61,13 @@ fn check_name(what: &'static str, s: &str, max: usize) -> Result<(), ValidationE
     if !s.chars().all(is_name_char) {
         return err("only letters, digits, '-', '_' and '.' are allowed");
     }
+    Ok(())
+}
+
+/// Checks a name against the common alphabet and LVM's reserved words.
+fn check_name(what: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
+    check_chars(what, s, max)?;
+    let err = |r: &str| Err(ValidationError::new(what, s, r));
     if s.starts_with("snapshot") || s.starts_with("pvmove") {
         return err("LVM reserves names starting with 'snapshot' or 'pvmove'");
     }
@@ -75,20 +93,86 @@ macro_rules! text_newtype {
     )+};
 }
 
-text_newtype!(VolumeName, VgName, PoolName, Nqn, NqnPrefix);
+text_newtype!(VolumeName, LvName, VgName, PoolName, Nqn, NqnPrefix);
 
-/// A volume or snapshot: its logical volume's name, which is the driver's
-/// volume (or snapshot) ID, e.g. `pvc-<uuid>` or `snap-<uuid>`.
+/// A volume or snapshot ID, e.g. `pvc-<uuid>` or `snap-<uuid>`: what the
+/// driver names it by, its NQN's last part and its records' values. Any
+/// ID the driver takes ([`storage::VolumeId`]'s alphabet, at most 128
+/// characters); its logical volume is [`LvName::of`] it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VolumeName(String);
 
 impl VolumeName {
     pub fn new(s: &str) -> Result<Self, ValidationError> {
-        check_name("volume id", s, MAX_VOLUME_NAME_LEN)?;
+        check_chars("volume id", s, MAX_VOLUME_NAME_LEN)?;
         Ok(VolumeName(s.to_string()))
     }
 }
 
+/// The name of a volume's logical volume: its ID where LVM takes that
+/// name in the volume group (the two names together at most 125
+/// characters, `<vg>-<id>` with every dash doubled within device-mapper's
+/// 127 bytes, and no name LVM reserves), otherwise a
+/// derived one, `<head>+<hash>`: at most the first 48 characters of the ID
+/// (each `_` made `.`, so no reserved word can appear; a head LVM would
+/// still refuse, `snapshot...` or `pvmove...`, gets a `v` before it), a
+/// `+` and the first 16 hex digits of the SHA-256 of the whole ID. IDs
+/// never hold a `+`, so a derived name is never another volume's ID; the
+/// full ID is kept on the volume as its `rds-csi.id=` tag. The mapping
+/// depends on the ID and the volume group's name only: it must never
+/// change, or volumes already made would no longer be found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LvName(String);
+
+/// Characters of the ID a derived name keeps at most.
+const HEAD_LEN: usize = 48;
+/// Hex digits of the hash in a derived name.
+const HASH_LEN: usize = 16;
+
+impl LvName {
+    /// The logical volume of volume `id` in volume group `vg`.
+    pub fn of(vg: &VgName, id: &VolumeName) -> LvName {
+        let verbatim = check_name("volume id", id.as_str(), MAX_VOLUME_NAME_LEN).is_ok()
+            && fits(vg.as_str(), id.as_str());
+        if verbatim {
+            return LvName(id.0.clone());
+        }
+        let digest = Sha256::digest(id.as_str().as_bytes());
+        let hash: String = digest
+            .iter()
+            .flat_map(|b| [b >> 4, b & 0xf])
+            .take(HASH_LEN)
+            .map(|n| char::from_digit(u32::from(n), 16).unwrap_or('0'))
+            .collect();
+        let mut head: String = id
+            .as_str()
+            .chars()
+            .map(|c| if c == '_' { '.' } else { c })
+            .collect();
+        if head.starts_with("snapshot") || head.starts_with("pvmove") {
+            head.insert(0, 'v');
+        }
+        // Room for the head: LVM's limit less the volume group and
+        // `+<hash>`; a volume group name is at most 40 characters, so at
+        // least 28 bytes are left even when all but one are dashes.
+        let room = MAX_VG_LV_LEN - escaped_len(vg.as_str()) - 1 - HASH_LEN;
+        let mut used = 0;
+        let head: String = head
+            .chars()
+            .take(HEAD_LEN)
+            .take_while(|&c| {
+                used += if c == '-' { 2 } else { 1 };
+                used <= room
+            })
+            .collect();
+        LvName(format!("{head}+{hash}"))
+    }
+
+    /// A derived name: the ID is not the name, and is only in the tag.
+    pub fn is_derived(&self) -> bool {
+        self.0.contains('+')
+    }
+}
 /// An LVM volume group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VgName(String);
@@ -111,24 +195,21 @@ impl PoolName {
     }
 }
 
-/// The length of the device-mapper name LVM gives `vg/lv`: `vg-lv`, with
-/// every dash inside either name doubled.
-pub(crate) fn dm_name_len(vg: &VgName, lv: &VolumeName) -> usize {
-    let escaped = |s: &str| s.len() + s.matches('-').count();
-    escaped(vg.as_str()) + 1 + escaped(lv.as_str())
+/// Whether LVM takes `lv` as a name in `vg` (and device-mapper their
+/// `<vg>-<lv>`).
+fn fits(vg: &str, lv: &str) -> bool {
+    escaped_len(vg) + escaped_len(lv) <= MAX_VG_LV_LEN && dm_name_len(vg, lv) <= MAX_DM_NAME_LEN
 }
 
-/// Refuses a volume whose device-mapper name would be too long for the
-/// kernel in this volume group.
-pub(crate) fn check_fits(vg: &VgName, lv: &VolumeName) -> Result<(), ValidationError> {
-    if dm_name_len(vg, lv) > MAX_DM_NAME_LEN {
-        return Err(ValidationError::new(
-            "volume id",
-            lv.as_str(),
-            format!("too long for a logical volume in volume group {vg:?}"),
-        ));
-    }
-    Ok(())
+/// `s` with every dash doubled, as device-mapper names escape them.
+fn escaped_len(s: &str) -> usize {
+    s.len() + s.matches('-').count()
+}
+
+/// The length of the device-mapper name LVM gives `vg/lv`: `vg-lv`, with
+/// every dash inside either name doubled.
+pub(crate) fn dm_name_len(vg: &str, lv: &str) -> usize {
+    escaped_len(vg) + 1 + escaped_len(lv)
 }
 
 /// Checks the `nqn.yyyy-mm.` start the NVMe specification requires.
@@ -300,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn shell_syntax_and_lvm_reserved_names_are_refused() {
+    fn shell_syntax_and_overlong_ids_are_refused() {
         for bad in [
             "",
             "-x",
@@ -310,28 +391,64 @@ mod tests {
             "a'b",
             "a$b",
             "a/b",
+            "a+b",
             "a\nb",
-            "snapshot1",
-            "pvmove0",
-            "x_tmeta",
-            "x_rimage_0",
             "ä",
-            &"x".repeat(101),
+            &"x".repeat(129),
         ] {
             assert!(VolumeName::new(bad).is_err(), "{bad:?} must be refused");
         }
+        assert!(VolumeName::new(&"x".repeat(128)).is_ok());
         assert!(VgName::new("vg0").is_ok());
         assert!(PoolName::new("thin_tdata").is_err());
+        assert!(VgName::new("snapshots").is_err());
+    }
+
+    fn lv(vg: &str, id: &str) -> LvName {
+        LvName::of(&VgName::new(vg).unwrap(), &VolumeName::new(id).unwrap())
     }
 
     #[test]
-    fn a_name_too_long_for_device_mapper_is_refused_in_its_volume_group() {
-        let vg = VgName::new("data-vg").unwrap();
-        let fits = VolumeName::new(&"a".repeat(100)).unwrap();
-        assert!(check_fits(&vg, &fits).is_ok());
-        // 99 dashes-and-letters: every dash doubles in the dm name.
-        let dashes = VolumeName::new(&format!("a{}", "-".repeat(98))).unwrap();
-        assert!(check_fits(&vg, &dashes).is_err());
+    fn an_id_lvm_takes_is_its_own_logical_volume_name() {
+        for id in ["pvc-0f6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3", "snap-1", "a"] {
+            let n = lv("vg0", id);
+            assert_eq!(n.as_str(), id);
+            assert!(!n.is_derived());
+        }
+        // The longest LVM takes: `vg0` and 121 characters are 124.
+        assert!(!lv("vg0", &"a".repeat(121)).is_derived());
+        assert!(lv("vg0", &"a".repeat(122)).is_derived());
+        // Dashes count twice: 60 of them and a letter are 121 bytes.
+        assert!(!lv("vg0", &format!("a{}", "-".repeat(60))).is_derived());
+        assert!(lv("vg0", &format!("a{}", "-".repeat(61))).is_derived());
+        // So do the volume group's: `data--vg` and 116 bytes are 124.
+        assert!(!lv("data-vg", &"a".repeat(116)).is_derived());
+        assert!(lv("data-vg", &"a".repeat(117)).is_derived());
+    }
+
+    #[test]
+    fn a_long_or_reserved_id_gets_a_short_stable_derived_name() {
+        let id = format!("sanity-{}", "x".repeat(121));
+        let n = lv("vg0", &id);
+        assert!(n.is_derived());
+        assert_eq!(n, lv("vg0", &id), "the same every time");
+        // Its head, `+`, and the start of the ID's SHA-256.
+        assert_eq!(n.as_str().len(), 48 + 1 + 16);
+        assert!(n.as_str().starts_with("sanity-xxx"), "{n}");
+        assert_ne!(n, lv("vg0", &format!("sanity-{}y", "x".repeat(120))));
+        assert_eq!(
+            lv("vg0", "snapshot1").as_str(),
+            "vsnapshot1+cd3b9ab2de079088",
+            "a fixed mapping: volumes already made must be found again"
+        );
+        assert!(lv("vg0", "pvmove0").as_str().starts_with("vpvmove0+"));
+        assert!(lv("vg0", "x_tmeta").as_str().starts_with("x.tmeta+"));
+        // The head shrinks to what the volume group leaves.
+        let vg = format!("v{}", "-".repeat(39));
+        assert!(!lv(&vg, "a").is_derived());
+        let n = lv(&vg, &format!("a{}", "-".repeat(127)));
+        assert!(n.is_derived());
+        assert!(fits(&vg, n.as_str()), "{n}");
     }
 
     #[test]
@@ -396,6 +513,22 @@ mod tests {
             if let Ok(v) = VolumeName::new(&s) { prop_assert!(clean(v.as_str())); }
             if let Ok(n) = Nqn::new(&s) { prop_assert!(clean(n.as_str())); }
             if let Ok(p) = NqnPrefix::new(&s) { prop_assert!(clean(p.as_str())); }
+        }
+
+        /// Every ID has a logical volume name LVM takes in every volume
+        /// group: its own, or a derived one no ID can be.
+        #[test]
+        fn every_id_maps_to_a_name_lvm_and_device_mapper_take(
+            vg in "[a-z][a-z0-9_.-]{0,39}".prop_filter("a volume group", |s| VgName::new(s).is_ok()),
+            id in "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}",
+        ) {
+            let vg = VgName::new(&vg).unwrap();
+            let id = VolumeName::new(&id).unwrap();
+            let n = LvName::of(&vg, &id);
+            prop_assert!(check_name("lv", n.as_str().replace('+', ".").as_str(), MAX_VOLUME_NAME_LEN).is_ok(), "{}", n);
+            prop_assert!(fits(vg.as_str(), n.as_str()), "{}", n);
+            prop_assert!(n.is_derived() != (n.as_str() == id.as_str()));
+            prop_assert!(VolumeName::new(n.as_str()).is_ok() != n.is_derived());
         }
     }
 }

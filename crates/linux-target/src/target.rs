@@ -16,9 +16,9 @@ use tracing::debug;
 
 use crate::error::{classify, Error, Result, E};
 use crate::lvm::{parse_lvs, parse_pool, script, Lv, Lvm};
-use crate::meta::Meta;
+use crate::meta::{id_tag, parse_id, Meta};
 use crate::names::{
-    check_fits, check_path, check_size, Nqn, NqnPrefix, PoolName, PortSpec, VgName, VolumeName,
+    check_path, check_size, LvName, Nqn, NqnPrefix, PoolName, PortSpec, VgName, VolumeName,
 };
 use crate::nvmet::{parse_dump, Nvmet, Select, SubsystemState, DEFAULT_CONFIGFS, NSID};
 use crate::shell::Shell;
@@ -71,26 +71,42 @@ impl TargetConfig {
 /// A volume or snapshot as the host reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
+    /// Its ID.
     pub name: VolumeName,
+    /// Its logical volume's name: the ID, or one derived from it.
+    pub lv: LvName,
     /// Exact size, rounded up by LVM to whole extents.
     pub size_bytes: u64,
     /// The driver's records; `None`: not made by the driver.
     pub meta: Option<Meta>,
     /// A thin volume of the configured pool.
     pub in_pool: bool,
-    /// The thin volume it was snapshotted from, while that exists.
+    /// The logical volume it was snapshotted from, while that exists.
     pub origin: Option<String>,
     /// Its block device exists.
     pub active: bool,
 }
 
 impl Volume {
-    fn from_lv(lv: Lv, pool: &PoolName) -> Option<Volume> {
+    /// The volume a logical volume is: the one its `rds-csi.id=` tag
+    /// names, or else the one its name is, and only when that volume's
+    /// logical volume has this name (a hand-made volume with a derived
+    /// name, or with a copied tag, is no volume's).
+    fn from_lv(lv: Lv, config: &TargetConfig) -> Option<Volume> {
+        let name = match parse_id(&lv.tags) {
+            Some(id) => id,
+            None => VolumeName::new(&lv.name).ok()?,
+        };
+        let lv_name = LvName::of(&config.vg, &name);
+        if lv_name.as_str() != lv.name {
+            return None;
+        }
         Some(Volume {
-            name: VolumeName::new(&lv.name).ok()?,
+            name,
+            lv: lv_name,
             size_bytes: lv.size_bytes,
             meta: Meta::parse(&lv.tags),
-            in_pool: lv.is_thin() && lv.pool.as_deref() == Some(pool.as_str()),
+            in_pool: lv.is_thin() && lv.pool.as_deref() == Some(config.pool.as_str()),
             active: lv.is_active(),
             origin: lv.origin,
         })
@@ -180,9 +196,24 @@ impl LinuxTarget {
         &self.config
     }
 
+    /// The logical volume of a volume.
+    pub fn lv(&self, volume: &VolumeName) -> LvName {
+        LvName::of(&self.config.vg, volume)
+    }
+
     /// The block device of a volume (`/dev/<vg>/<lv>`).
     pub fn device(&self, volume: &VolumeName) -> String {
-        self.lvm.device(volume)
+        self.lvm.device(&self.lv(volume))
+    }
+
+    /// The tags a new volume gets: `meta`'s, and its ID when its logical
+    /// volume's name is derived.
+    fn tags(&self, volume: &VolumeName, meta: &Meta) -> Vec<String> {
+        let mut tags = meta.tags();
+        if self.lv(volume).is_derived() {
+            tags.push(id_tag(volume));
+        }
+        tags
     }
 
     /// The NQN a volume is exported as.
@@ -207,7 +238,7 @@ impl LinuxTarget {
         act: &[&str],
         lv: &VolumeName,
     ) -> Result<Volume> {
-        let get = self.lvm.get(lv);
+        let get = self.lvm.get(&self.lv(lv));
         // The acts' own chatter goes to stderr so stdout is the report.
         let acts: Vec<String> = act.iter().map(|a| format!("{a} >&2")).collect();
         let mut cmds: Vec<&str> = acts.iter().map(String::as_str).collect();
@@ -224,7 +255,7 @@ impl LinuxTarget {
         Ok(parse_lvs(json)
             .map_err(|s| Error(E::Protocol(s)))?
             .into_iter()
-            .filter_map(|l| Volume::from_lv(l, &self.config.pool))
+            .filter_map(|l| Volume::from_lv(l, &self.config))
             .find(|v| v.name == *lv))
     }
 
@@ -235,7 +266,10 @@ impl LinuxTarget {
     /// Looks a volume or snapshot up by name; `None` only when the host
     /// answered that there is no such logical volume.
     pub async fn get_volume(&self, lv: &VolumeName) -> Result<Option<Volume>> {
-        match self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await {
+        match self
+            .run("lvs_get", &script(&[&self.lvm.get(&self.lv(lv))]))
+            .await
+        {
             Ok(out) => self.one_volume(&out, lv),
             Err(Error(E::NotFound(_))) => Ok(None),
             Err(e) => Err(e),
@@ -248,7 +282,7 @@ impl LinuxTarget {
         Ok(parse_lvs(&out)
             .map_err(|s| Error(E::Protocol(s)))?
             .into_iter()
-            .filter_map(|l| Volume::from_lv(l, &self.config.pool))
+            .filter_map(|l| Volume::from_lv(l, &self.config))
             .filter(Volume::is_ours)
             .collect())
     }
@@ -283,7 +317,6 @@ impl LinuxTarget {
         meta: Meta,
     ) -> Result<Volume> {
         check_size(size_bytes)?;
-        check_fits(&self.config.vg, lv)?;
         let meta = Meta {
             snapshot_of: None,
             size: None,
@@ -291,7 +324,9 @@ impl LinuxTarget {
             clone_of: None,
             ..meta
         };
-        let create = self.lvm.create(lv, size_bytes, &meta.tags());
+        let create = self
+            .lvm
+            .create(&self.lv(lv), size_bytes, &self.tags(lv, &meta));
         match self.act_and_get("lvcreate_thin", &[&create], lv).await {
             Err(Error(E::AlreadyExists(why))) => {
                 let existing = self.existing(lv, why).await?;
@@ -333,7 +368,11 @@ impl LinuxTarget {
             return Ok(v.size_bytes);
         }
         let grown = self
-            .act_and_get("lvextend", &[&self.lvm.extend(lv, size_bytes)], lv)
+            .act_and_get(
+                "lvextend",
+                &[&self.lvm.extend(&self.lv(lv), size_bytes)],
+                lv,
+            )
             .await?;
         Ok(grown.size_bytes)
     }
@@ -353,12 +392,13 @@ impl LinuxTarget {
         source: &VolumeName,
         meta: Meta,
     ) -> Result<Volume> {
-        check_fits(&self.config.vg, snap)?;
         let meta = Meta {
             snapshot_of: Some(source.clone()),
             ..meta
         };
-        let create = self.lvm.snapshot(source, snap, &meta.tags());
+        let create = self
+            .lvm
+            .snapshot(&self.lv(source), &self.lv(snap), &self.tags(snap, &meta));
         match self
             .act_and_get("lvcreate_snapshot", &[&create], snap)
             .await
@@ -401,7 +441,6 @@ impl LinuxTarget {
         meta: Meta,
     ) -> Result<Volume> {
         check_size(size_bytes)?;
-        check_fits(&self.config.vg, lv)?;
         let meta = Meta {
             clone_of: Some(source.clone()),
             snapshot_of: None,
@@ -409,7 +448,9 @@ impl LinuxTarget {
             method: None,
             ..meta
         };
-        let create = self.lvm.clone_of(source, lv, &meta.tags());
+        let create = self
+            .lvm
+            .clone_of(&self.lv(source), &self.lv(lv), &self.tags(lv, &meta));
         let made = match self.act_and_get("lvcreate_clone", &[&create], lv).await {
             Err(Error(E::AlreadyExists(why))) => {
                 let existing = self.existing(lv, why).await?;
@@ -423,10 +464,10 @@ impl LinuxTarget {
         };
         let mut finish = Vec::new();
         if !made.active {
-            finish.push(self.lvm.activate(lv));
+            finish.push(self.lvm.activate(&made.lv));
         }
         if made.size_bytes < size_bytes {
-            finish.push(self.lvm.extend(lv, size_bytes));
+            finish.push(self.lvm.extend(&made.lv, size_bytes));
         }
         if finish.is_empty() {
             return Ok(made);
@@ -442,11 +483,14 @@ impl LinuxTarget {
         retain: bool,
         orphaned_since: Option<Timestamp>,
     ) -> Result<()> {
-        let out = self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await?;
+        let name = self.lv(lv);
+        let out = self
+            .run("lvs_get", &script(&[&self.lvm.get(&name)]))
+            .await?;
         let lvs = parse_lvs(&out).map_err(|s| Error(E::Protocol(s)))?;
         let current = lvs
             .iter()
-            .find(|l| l.name == lv.as_str() && Meta::parse(&l.tags).is_some())
+            .find(|l| l.name == name.as_str() && Meta::parse(&l.tags).is_some())
             .ok_or_else(|| Error(E::NotFound(format!("no volume {lv} of this driver"))))?;
         let want = Meta {
             retain,
@@ -454,7 +498,7 @@ impl LinuxTarget {
             ..Meta::default()
         };
         let (remove, add) = want.mark_changes(&current.tags);
-        match self.lvm.retag(lv, &remove, &add) {
+        match self.lvm.retag(&name, &remove, &add) {
             Some(cmd) => self.run("lvchange_tags", &script(&[&cmd])).await.map(drop),
             None => Ok(()),
         }
@@ -464,11 +508,14 @@ impl LinuxTarget {
     /// source is kept when `meta` names none), leaving tags that are not
     /// the driver's alone.
     pub async fn set_records(&self, lv: &VolumeName, meta: &Meta) -> Result<()> {
-        let out = self.run("lvs_get", &script(&[&self.lvm.get(lv)])).await?;
+        let name = self.lv(lv);
+        let out = self
+            .run("lvs_get", &script(&[&self.lvm.get(&name)]))
+            .await?;
         let lvs = parse_lvs(&out).map_err(|s| Error(E::Protocol(s)))?;
         let (current, had) = lvs
             .iter()
-            .find(|l| l.name == lv.as_str())
+            .find(|l| l.name == name.as_str())
             .and_then(|l| Some((l, Meta::parse(&l.tags)?)))
             .ok_or_else(|| Error(E::NotFound(format!("no volume {lv} of this driver"))))?;
         let want = Meta {
@@ -476,7 +523,7 @@ impl LinuxTarget {
             ..meta.clone()
         };
         let (remove, add) = want.changes(&current.tags);
-        match self.lvm.retag(lv, &remove, &add) {
+        match self.lvm.retag(&name, &remove, &add) {
             Some(cmd) => self.run("lvchange_tags", &script(&[&cmd])).await.map(drop),
             None => Ok(()),
         }
@@ -496,7 +543,7 @@ impl LinuxTarget {
             ))));
         }
         let unexport = self.nvmet.unexport(&self.nqn(lv));
-        let remove = script(&[&self.lvm.remove(lv)]);
+        let remove = script(&[&self.lvm.remove(&v.lv)]);
         match self.run("delete", &format!("{unexport}{remove}")).await {
             Err(Error(E::NotFound(_))) => Ok(()),
             other => other.map(drop),

@@ -52,8 +52,8 @@ impl LinuxTarget {
 
     async fn export_as(&self, lv: &VolumeName, hosts: &[Nqn], exact: bool) -> Result<Export> {
         let nqn = self.nqn(lv);
-        let device = self.lvm.device(lv);
-        let path = format!("{}/{}", self.config.vg, lv);
+        let device = self.device(lv);
+        let path = format!("{}/{}", self.config.vg, self.lv(lv));
         let act = self.nvmet.export(&nqn, &device, &path, hosts, exact);
         let e = self
             .act_and_read("nvmet_export", act, &nqn)

@@ -1,8 +1,9 @@
 //! The target on this machine's real lvm2 and kernel NVMe target, through
 //! a local shell (no SSH): a volume group on a loop device with a thin
 //! pool, volumes, snapshots and clones that read back the right bytes, and
-//! exports in the real configfs, and a fence seen from two connected
-//! hosts. Needs root, lvm2 (and thin_check), loop devices, the modules
+//! exports in the real configfs, a fence seen from two connected hosts,
+//! the name limits of LVM and device-mapper, and volumes whose IDs are
+//! too long for them (derived names). Needs root, lvm2 (and thin_check), loop devices, the modules
 //! dm-thin-pool, dm-snapshot (lvcreate asks for it even for thin
 //! snapshots), nvmet, nvmet-tcp and nvme-tcp, configfs mounted, and
 //! nvme-cli; run it where those are (a QEMU guest) with `--ignored
@@ -12,6 +13,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
+use linux_target::names::LvName;
 use linux_target::{
     LinuxTarget, LocalShell, Nqn, PoolName, PortSpec, TargetConfig, VgName, VolumeName,
 };
@@ -91,17 +93,31 @@ fn vol(s: &str) -> VolumeName {
     VolumeName::new(s).unwrap()
 }
 
-/// Writes `byte` over the first MiB of a volume.
-fn write(v: &VolumeName, byte: u8) {
+/// The IDs of the target's volumes, sorted.
+async fn listed(t: &LinuxTarget) -> Vec<String> {
+    let mut ids: Vec<String> = t
+        .list_volumes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Writes `byte` over the first MiB of a block device.
+fn write(dev: &str, byte: u8) {
     sh(&format!(
         "dd if=/dev/zero bs=1M count=1 status=none | tr '\\000' '\\{byte:03o}' | \
-         dd of=/dev/{VG}/{v} bs=1M conv=fsync status=none"
+         dd of={dev} bs=1M conv=fsync status=none"
     ));
 }
 
-fn first_mib(v: &VolumeName) -> String {
+/// The distinct bytes of a block device's first MiB, in hex.
+fn first_mib(dev: &str) -> String {
     sh(&format!(
-        "dd if=/dev/{VG}/{v} bs=1M count=1 status=none | od -An -v -tx1 | tr -s ' ' '\\n' | sort -u | tr -d '\\n'"
+        "dd if={dev} bs=1M count=1 status=none | od -An -v -tx1 | tr -s ' ' '\\n' | sort -u | tr -d '\\n'"
     ))
 }
 
@@ -122,30 +138,23 @@ async fn volumes_snapshots_clones_and_exports_on_real_lvm_thin_and_nvmet() {
 
     // Data, a snapshot, then different data: a clone of the snapshot has
     // the old bytes, grown to the size asked.
-    write(&v, 0xaa);
+    write(&t.device(&v), 0xaa);
     let snap = t.create_snapshot(&vol("snap-1"), &v).await.unwrap();
     assert!(snap.is_snapshot() && !snap.active);
     assert_eq!(
         t.create_snapshot(&vol("snap-1"), &v).await.unwrap().name,
         snap.name
     );
-    write(&v, 0x55);
+    write(&t.device(&v), 0x55);
     let clone = t
         .clone_volume(&vol("pvc-2"), &vol("snap-1"), 64 << 20)
         .await
         .unwrap();
     assert!(clone.active && clone.size_bytes >= 64 << 20);
-    assert_eq!(first_mib(&vol("pvc-2")), "aa");
-    assert_eq!(first_mib(&v), "55");
+    assert_eq!(first_mib(&t.device(&vol("pvc-2"))), "aa");
+    assert_eq!(first_mib(&t.device(&v)), "55");
     assert_eq!(t.expand_volume(&v, 32 << 20).await.unwrap(), 32 << 20);
-    let names: Vec<String> = t
-        .list_volumes()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.name.to_string())
-        .collect();
-    assert_eq!(names, ["pvc-1", "pvc-2", "snap-1"]);
+    assert_eq!(listed(&t).await, ["pvc-1", "pvc-2", "snap-1"]);
 
     // Export in the real configfs, admit and remove hosts, cut, unexport.
     let a =
@@ -171,6 +180,147 @@ async fn volumes_snapshots_clones_and_exports_on_real_lvm_thin_and_nvmet() {
     t.delete_volume(&v).await.unwrap();
     t.delete_volume(&vol("pvc-2")).await.unwrap();
     t.delete_volume(&vol("snap-1")).await.unwrap();
+    assert!(t.list_volumes().await.unwrap().is_empty());
+}
+
+/// Runs `script` with `sh`: whether it succeeded, and its stderr.
+fn try_sh(script: &str) -> (bool, String) {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What LVM and device-mapper take as a thin volume's name against what
+/// the mapping of IDs to logical volume names (`LvName::of`) keeps as it
+/// is: the longest ID of letters it keeps is made and one letter more is
+/// refused (LVM counts `<vg>/<lv>`); the longest with many dashes it keeps
+/// is made (the next lengths are tried and reported: the mapping counts
+/// the dashes doubled, as device-mapper's name has them, which may be
+/// stricter than LVM); `+` (a derived name's) is taken; the names LVM
+/// reserves are refused.
+#[tokio::test]
+#[ignore = "needs root, lvm2 with dm-thin and loop devices"]
+async fn lvm_and_device_mapper_take_exactly_the_names_the_mapping_keeps() {
+    let _pool = Pool::new();
+    let vg = VgName::new(VG).unwrap();
+    let kept = |id: &str| !LvName::of(&vg, &vol(id)).is_derived();
+    let create = |lv: &str| {
+        try_sh(&format!(
+            "lvcreate -q --yes -V 4M -T {VG}/thin -n {lv} && lvs {VG}/{lv} >/dev/null"
+        ))
+    };
+    let remove = |lv: &str| sh(&format!("lvremove -q --yes {VG}/{lv}"));
+    let doubled = |s: &str| s.len() + s.matches('-').count();
+    // The longest name `make` gives that the mapping keeps, made; then the
+    // next `tries` lengths, each reported; returns whether the first of
+    // them was refused.
+    let boundary = |make: &dyn Fn(usize) -> String, tries: usize| {
+        let n = (0..=128).rev().find(|&n| kept(&make(n))).unwrap();
+        let longest = make(n);
+        let (ok, err) = create(&longest);
+        assert!(ok, "{longest} ({} bytes) was refused: {err}", longest.len());
+        let dm = format!("/dev/mapper/{VG}-{}", longest.replace('-', "--"));
+        assert!(std::path::Path::new(&dm).exists(), "{dm}");
+        remove(&longest);
+        println!(
+            "limits: in {VG}, {} bytes ({} with dashes doubled) made",
+            longest.len(),
+            doubled(&longest)
+        );
+        let mut first_refused = false;
+        for k in 1..=tries {
+            let over = make(n + k);
+            let (ok, err) = create(&over);
+            if ok {
+                remove(&over);
+            }
+            first_refused |= k == 1 && !ok;
+            println!(
+                "limits: in {VG}, {} bytes ({} with dashes doubled) {}",
+                over.len(),
+                doubled(&over),
+                if ok {
+                    "made".to_string()
+                } else {
+                    format!("refused: {}", err.trim())
+                }
+            );
+        }
+        first_refused
+    };
+    assert!(
+        boundary(&|n| "a".repeat(n), 1),
+        "one letter more than the mapping keeps was taken"
+    );
+    boundary(&|n| format!("{}{}", "a-".repeat(30), "a".repeat(n)), 3);
+    // The characters of a derived name, and what LVM reserves.
+    let derived = "pvc-x.y+0123456789abcdef";
+    let (ok, err) = create(derived);
+    assert!(ok, "'+' in a name: {err}");
+    remove(derived);
+    for reserved in ["snapshot1", "pvmove0", "x_tmeta", "x_rimage_0"] {
+        assert!(!kept(reserved));
+        let (ok, err) = create(reserved);
+        assert!(!ok, "{reserved} was taken");
+        println!("limits: {reserved} refused: {}", err.trim());
+    }
+}
+
+/// Volumes of IDs too long for LVM (128 characters, as csi-sanity's
+/// longest name) live under derived names, keep their ID in a tag, and
+/// are found, snapshotted, cloned, exported under the whole ID's NQN (a
+/// host connects to it), grown and removed by the ID.
+#[tokio::test]
+#[ignore = "needs root, lvm2 with dm-thin, the nvmet and nvme-tcp modules and nvme-cli"]
+async fn volumes_with_ids_too_long_for_lvm_work_under_derived_names() {
+    let _pool = Pool::new();
+    let t = target();
+    let v = vol(&format!("sanity-{}", "v".repeat(121)));
+    let s = vol(&format!("snapshot-{}", "s".repeat(119)));
+    let c = vol(&format!("sanity-{}", "c".repeat(121)));
+    let made = t.create_volume(&v, 8 << 20).await.unwrap();
+    assert!(made.lv.is_derived() && made.active, "{made:?}");
+    assert_eq!(t.create_volume(&v, 8 << 20).await.unwrap(), made);
+    let dev = t.device(&v);
+    assert!(std::path::Path::new(&dev).exists(), "{dev}");
+    let tags = sh(&format!("lvs --noheadings -o lv_tags {VG}/{}", made.lv));
+    assert!(tags.contains(&format!("rds-csi.id={v}")), "{tags}");
+    write(&dev, 0xaa);
+    let snap = t.create_snapshot(&s, &v).await.unwrap();
+    assert!(snap.is_snapshot() && snap.lv.as_str().starts_with("vsnapshot-"));
+    assert_eq!(t.create_snapshot(&s, &v).await.unwrap().name, s);
+    let clone = t.clone_volume(&c, &s, 16 << 20).await.unwrap();
+    assert!(clone.active && clone.size_bytes >= 16 << 20);
+    assert_eq!(first_mib(&t.device(&c)), "aa");
+    assert_eq!(t.expand_volume(&v, 32 << 20).await.unwrap(), 32 << 20);
+    t.set_marks(&v, true, None).await.unwrap();
+    assert_eq!(
+        listed(&t).await,
+        [c.to_string(), v.to_string(), s.to_string()]
+    );
+
+    // Exported as the whole ID's NQN (153 bytes), and a host connects.
+    let a =
+        Nqn::new("nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-0000-0000-000000000000").unwrap();
+    t.export(&v, std::slice::from_ref(&a)).await.unwrap();
+    let nqn = t.nqn(&v).to_string();
+    println!("long ids: an NQN of {} bytes", nqn.len());
+    sh(&format!(
+        "nvme connect -t tcp -a 127.0.0.1 -s 4420 -n {nqn} --hostnqn {a} \
+         --hostid aaaaaaaa-0000-0000-0000-000000000000"
+    ));
+    wait_for("the host connects", &nqn, |s| {
+        s.len() == 1 && s[0].1 == "live"
+    });
+    sh(&format!("nvme disconnect -n {nqn}"));
+    for id in [&c, &v, &s] {
+        t.delete_volume(id).await.unwrap();
+        t.delete_volume(id).await.unwrap();
+        assert_eq!(t.get_volume(id).await.unwrap(), None);
+    }
+    assert_eq!(t.export_state(&v).await.unwrap(), None);
     assert!(t.list_volumes().await.unwrap().is_empty());
 }
 

@@ -2,7 +2,7 @@
 # Guest side of the VM harness: starts the simulator (real NVMe/TCP exports
 # through the kernel target), the controller and the node plugin, then runs
 # each scenario on its own and reports `PASS name` / `FAIL name` on the
-# results port. Usage: guest.sh MODE SCENARIO...   (MODE: test | bench | bench-clone)
+# results port. Usage: guest.sh MODE SCENARIO...   (MODE: test | bench | bench-clone | bench-nvmet)
 . /vm/lib.sh
 mode=$1; shift
 
@@ -59,7 +59,7 @@ cleanup_scenario() {
 }
 
 case $mode in
-bench | bench-clone)
+bench | bench-clone | bench-nvmet)
     sh /vm/$mode.sh 2>&1 | tee /dev/ttyS1
     exit 0
     ;;

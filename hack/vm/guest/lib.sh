@@ -160,6 +160,31 @@ dev_of() {
     return 1
 }
 ctrl_state() { cat "/sys/class/nvme/$1/state" 2>/dev/null; }
+# ctrl_as NQN HOSTNQN: the live or reconnecting controller of NQN with that host NQN
+ctrl_as() {
+    local x
+    for x in /sys/class/nvme/nvme*; do
+        [ "$(cat "$x/subsysnqn" 2>/dev/null)" = "$1" ] && [ "$(cat "$x/hostnqn" 2>/dev/null)" = "$2" ] &&
+            { echo "${x##*/}"; return 0; }
+    done
+    return 1
+}
+# host_identities DIR: two NVMe host identities, A and B, for one kernel:
+# DIR/hostnqn-a, DIR/hostid-a and the same for b
+host_identities() {
+    local n u
+    for n in a b; do
+        u=$(cat /proc/sys/kernel/random/uuid)
+        echo "nqn.2014-08.org.nvmexpress:uuid:$u" >$1/hostnqn-$n
+        echo "$u" >$1/hostid-$n
+    done
+}
+# live_as NQN HOSTNQN: that controller is live
+live_as() { local c; c=$(ctrl_as "$1" "$2") && [ "$(ctrl_state "$c")" = live ]; }
+# fabrics_connect OPTIONS: a connection through the kernel's fabrics device
+# as nvme-cli makes it (nvme-cli itself refuses a second connection to a
+# connected subsystem whatever the host NQN); prints the device's answer
+fabrics_connect() { { printf '%s' "$1" >&3 && head -n 1 <&3; } 3<>/dev/nvme-fabrics; }
 connected() { ctrl_of "$1" >/dev/null; }
 not_connected() { ! ctrl_of "$1" >/dev/null; }
 has_dev() { dev_of "$1" >/dev/null; }
@@ -310,3 +335,35 @@ CONF
     wait_for 10 grep -q '0100007F:0016 00000000:0000 0A' /proc/net/tcp || { cat $VM/sshd.log; return 1; }
 }
 sshd_fingerprint() { ssh-keygen -lf $VM/ssh/host_ed25519.pub | cut -d' ' -f2; }
+
+# ------------------------------------------------ the nvmet backend's host
+# nvmet_host_up: the guest as the nvmet backend's storage host: sshd, and
+# volume group $NVMET_VG on a loop device over $DATA/nvmet.img (4 GiB,
+# sparse) with a 3 GiB thin pool `thin`. nvmet_host_down undoes it.
+NVMET_VG=rdscsivm
+nvmet_host_up() {
+    start_sshd || { log "sshd did not start"; return 1; }
+    truncate -s 4G $DATA/nvmet.img
+    NVMET_LOOP=$(/usr/sbin/losetup -f --show $DATA/nvmet.img) || return 1
+    run pvcreate -q "$NVMET_LOOP" && run vgcreate -q $NVMET_VG "$NVMET_LOOP" &&
+        run lvcreate -q --type thin-pool -L 3G -n thin $NVMET_VG
+}
+nvmet_host_down() {
+    vgremove -q -f $NVMET_VG >/dev/null 2>&1
+    [ -z "${NVMET_LOOP:-}" ] || { pvremove -q "$NVMET_LOOP" >/dev/null 2>&1; /usr/sbin/losetup -d "$NVMET_LOOP"; }
+    rm -f $DATA/nvmet.img
+}
+# start_nvmet_controller ENDPOINT LOG [FLAGS...]: `rds-csi controller
+# --backend nvmet` managing this guest over SSH (host key pinned), the
+# kernel target on 127.0.0.1:4421 (the simulator keeps 4420); its PID in
+# $NVMET_PID, waits for its socket
+start_nvmet_controller() {
+    local ep=$1 logf=$2; shift 2
+    rds-csi controller --backend nvmet --endpoint "$ep" \
+        --rds-address 127.0.0.1:22 --rds-user root --rds-key-file $VM/ssh/client_ed25519 \
+        --rds-host-key "$(sshd_fingerprint)" --nvmet-volume-group $NVMET_VG --nvmet-thin-pool thin \
+        --nvmet-listen-address 127.0.0.1 --nvmet-port 4421 \
+        --volume-id-prefix "" --standalone "$@" 2>>"$logf" &
+    NVMET_PID=$!
+    wait_for 30 test -S "${ep#unix://}"
+}

@@ -46,11 +46,7 @@ DD=/usr/bin/dd # GNU dd (iflag=direct), not the shell's applet
 # start from an empty one, so nothing this scenario counts rolls out of it.
 dmesg -c >/dev/null
 
-for n in a b; do
-    u=$(cat /proc/sys/kernel/random/uuid)
-    echo "nqn.2014-08.org.nvmexpress:uuid:$u" >$F/hostnqn-$n
-    echo "$u" >$F/hostid-$n
-done
+host_identities $F
 HA=$(cat $F/hostnqn-a) HB=$(cat $F/hostnqn-b) IDA=$(cat $F/hostid-a)
 log "host A: $HA; host B: $HB"
 
@@ -82,15 +78,6 @@ allowed() {
     [ "$(cat $s/attr_allow_any_host)" = 1 ] && { echo any; return; }
     ls $s/allowed_hosts | sort | tr '\n' ' ' | sed 's/ $//'
 }
-# ctrl_as NQN HOSTNQN: the live or reconnecting controller of NQN with that host NQN
-ctrl_as() {
-    local x
-    for x in /sys/class/nvme/nvme*; do
-        [ "$(cat "$x/subsysnqn" 2>/dev/null)" = "$1" ] && [ "$(cat "$x/hostnqn" 2>/dev/null)" = "$2" ] &&
-            { echo "${x##*/}"; return 0; }
-    done
-    return 1
-}
 # node_up NODE VOL MULTI: NodeStageVolume + NodePublishVolume of a raw block volume
 node_up() {
     ncsi_on "$1" node-stage "$2" --staging-path $F/$1/stg-$2 --block $3 --context-file $F/ctx-$2 &&
@@ -98,13 +85,11 @@ node_up() {
             --block $3 --context-file $F/ctx-$2
 }
 sum() { $DD if="$1" bs=1M count=4 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1; }
-# connect_as_a NQN PORT: a connection as host A, through the kernel's
-# fabrics device as nvme-cli makes it (nvme-cli itself refuses a second
-# connection to a connected subsystem whatever the host NQN)
+# connect_as_a NQN PORT: a connection as host A (fabrics_connect)
 connect_as_a() {
-    local opts="transport=tcp,traddr=127.0.0.1,trsvcid=$2,nqn=$1,hostnqn=$HA,hostid=$IDA,ctrl_loss_tmo=5,reconnect_delay=1"
+    local opts="transport=tcp,traddr=127.0.0.1,trsvcid=$2,nqn=$1,hostnqn=$HA,hostid=$IDA,ctrl_loss_tmo=5,reconnect_delay=1" out
     log "+ connect as host A: $opts"
-    { printf '%s' "$opts" >&3 && log "connected: $(head -n 1 <&3)"; } 3<>/dev/nvme-fabrics
+    out=$(fabrics_connect "$opts") && log "connected: $out"
 }
 refused_log() { dmesg | grep -c "connect by host $HA for subsystem $1 not allowed" || :; }
 # sessions_made NQN HOSTNQN: controllers the target made for that host
@@ -120,7 +105,6 @@ session_write() {
 }
 refused_since() { [ "$(refused_log "$1")" -gt "$2" ]; }
 not_live() { [ "$(ctrl_state "$1")" != live ]; }
-live_as_a() { local c; c=$(ctrl_as "$1" "$HA") && [ "$(ctrl_state "$c")" = live ]; }
 
 # ---- 1. forced detach of A, then B
 v=pvc-fence-rwo
@@ -181,7 +165,7 @@ both=$(printf '%s\n%s\n' "$HA" "$HB" | sort | tr '\n' ' ' | sed 's/ $//')
 node_up b $w --multi-node
 cb=$(ctrl_as "$nqn" "$HB") || fail "B is not connected as host B"
 connect_as_a "$nqn" "$port" || fail "A was refused during the RWX window"
-wait_for 15 live_as_a "$nqn" ||
+wait_for 15 live_as "$nqn" "$HA" ||
     fail "A's controller did not come up"
 ca=$(ctrl_as "$nqn" "$HA")
 log "A's controller: $ca, B's: $cb"

@@ -3,8 +3,10 @@
 #   the pinned host key, and its sessions find the LVM tools;
 # - crates/linux-target/tests/real_host.rs, its ignored tests: LVM thin
 #   volumes, snapshots and clones that read back the right bytes, exports
-#   in the kernel target's configfs and a fence seen from two connected
-#   hosts (a volume group on a loop device, made and removed by the tests).
+#   in the kernel target's configfs, a fence seen from two connected
+#   hosts, the name limits of LVM and device-mapper, and volumes with IDs
+#   too long for them (a volume group on a loop device, made and removed
+#   by the tests).
 # The test executable is built on the host and shared in by run.sh. (The
 # tests of ssh.rs run on the host: their configfs stand-in wraps mkdir and
 # rmdir on PATH, which the guest's busybox shell would not call.)
