@@ -13,18 +13,15 @@
 # timeout: 300
 . /vm/lib.sh
 T=$VM/two
-VG=rdscsitwo
+VG=$NVMET_VG
 CTRL_EP=unix://$T/controller.sock
 rm -rf $T && mkdir -p $T
 pid=
-loop=
 base_args=${NODE_ARGS:-}
 finish() {
     rc=$?
     [ -z "$pid" ] || kill "$pid" 2>/dev/null
-    vgremove -q -f $VG >/dev/null 2>&1
-    [ -z "$loop" ] || { pvremove -q "$loop" >/dev/null 2>&1; /usr/sbin/losetup -d "$loop"; }
-    rm -f $DATA/two.img
+    nvmet_host_down
     # the node plugin as the other scenarios expect it
     NODE_ARGS=$base_args
     stop_node
@@ -33,11 +30,7 @@ finish() {
 }
 trap finish EXIT
 
-start_sshd || fail "sshd did not start"
-truncate -s 4G $DATA/two.img
-loop=$(/usr/sbin/losetup -f --show $DATA/two.img)
-run pvcreate -q "$loop" && run vgcreate -q $VG "$loop" &&
-    run lvcreate -q --type thin-pool -L 3G -n thin $VG || fail "the volume group and thin pool"
+nvmet_host_up || fail "the nvmet host (sshd, volume group and thin pool)"
 cat >$T/backends.json <<EOF
 {"backends": [{"name": "linux1", "backend": "nvmet",
   "rds-address": "127.0.0.1:22", "rds-user": "root", "rds-key-file": "$VM/ssh/client_ed25519",
