@@ -26,7 +26,7 @@
 #
 # Knobs (environment): ACCEL=auto|tcg|kvm (auto: KVM only if a probe boot
 # works, remembered per host kernel), MEM=1024 (MiB; 6144 for bench-clone),
-# SMP=1 (faster under TCG), QEMU_TIMEOUT=1500 (s), OUT=dir (logs:
+# SMP=1 (faster under TCG), QEMU_TIMEOUT=2400 (s), OUT=dir (logs:
 # console.log, results.log), RDS_CSI_BIN (skip the build), NODE_ARGS (extra
 # `rds-csi node` flags), SANITY_ARGS (extra csi-sanity flags), BENCH_RUNS=10,
 # CLONE_MIB=1024 and CLONE_RUNS=3 (bench-clone: the volume's size in MiB,
@@ -45,7 +45,7 @@ CACHE=${RDS_CSI_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rds-csi-vm}
 OUT=${OUT:-$(mktemp -d /tmp/rds-csi-vm.XXXXXX)}
 ACCEL=${ACCEL:-auto}
 SMP=${SMP:-1}
-QEMU_TIMEOUT=${QEMU_TIMEOUT:-1500}
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-2400}
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-$((QEMU_TIMEOUT - 20))}
 ALL_SCENARIOS="smoke target-resize target-restart fs-ext4 fs-xfs block idempotency no-format format-record renumber expand-ext4 expand-xfs stats orphans snapshot-subvolume snapshot-flat fence-rds linux-target sanity nvmet-backend-sanity two-backends"
 # Kernel modules the guest loads (their dependencies come along).

@@ -7,8 +7,8 @@
 //! dm-thin-pool, dm-snapshot (lvcreate asks for it even for thin
 //! snapshots), nvmet, nvmet-tcp and nvme-tcp, configfs mounted, and
 //! nvme-cli; run it where those are (a QEMU guest) with `--ignored
-//! --test-threads=1`. On Debian 12's 6.1 kernel under TCG both tests pass
-//! in about a minute.
+//! --test-threads=1`. On Debian 12's 6.1 kernel under TCG the four tests pass
+//! in about two minutes.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -217,7 +217,10 @@ async fn lvm_and_device_mapper_take_exactly_the_names_the_mapping_keeps() {
     // next `tries` lengths, each reported; returns whether the first of
     // them was refused.
     let boundary = |make: &dyn Fn(usize) -> String, tries: usize| {
-        let n = (0..=128).rev().find(|&n| kept(&make(n))).unwrap();
+        let n = (0..=128)
+            .rev()
+            .find(|&n| make(n).len() <= 128 && kept(&make(n)))
+            .unwrap();
         let longest = make(n);
         let (ok, err) = create(&longest);
         assert!(ok, "{longest} ({} bytes) was refused: {err}", longest.len());
