@@ -180,7 +180,7 @@ fn a_controller_on_the_nvmet_backend_starts_reads_the_pool_over_ssh_and_turns_re
     let status = child.wait().unwrap();
     let logs = logs();
     assert!(status.success(), "{logs}");
-    assert!(logs.contains(r#""backend":"Nvmet""#), "{logs}");
+    assert!(logs.contains(r#""kind":"Nvmet""#), "{logs}");
     assert!(logs.contains(r#""kind":"lvm-thin""#), "{logs}");
     assert!(logs.contains("orphan volume sweep off"), "{logs}");
 }
